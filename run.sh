@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# wtal_tf in one command. Installs what it needs into ./.venv on first use.
+#
+#   ./run.sh [synthetic]            generate the embedded dataset if absent, train, localize, evaluate
+#   ./run.sh thumos14 [flags]       the same on data/thumos14 (or --data_dir=...)
+#   ./run.sh activitynet13 [flags]  the same on data/activitynet13
+#   ./run.sh ablation [dataset]     STPN and the paper's Table 1 rows
+#   ./run.sh mv [dataset]           with and without supplementary microvideos
+#   ./run.sh test [pytest args]     the test suite
+#
+# Extra flags go to the Python entrypoints (see README, "Flags").
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PY="$VENV/bin/python"
+
+ensure_env() {
+  local stamp
+  stamp="$VENV/.installed-$(cat requirements.txt setup.py | sha1sum | cut -c1-12)"
+  [ -f "$stamp" ] && return
+  command -v python3 >/dev/null || { echo "error: python3 not found (3.11+ needed)" >&2; exit 1; }
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { echo "error: Python 3.11+ needed, found $(python3 --version)" >&2; exit 1; }
+  echo "installing into $VENV (first run only)..." >&2
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --upgrade pip
+  "$PY" -m pip install --quiet -r requirements.txt
+  "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+}
+
+# The value of --NAME=VALUE among the arguments, else the default.
+flag_value() {
+  local name=$1 default=$2 arg
+  shift 2
+  for arg in "$@"; do
+    case "$arg" in --"$name"=*) default="${arg#--"$name"=}" ;; esac
+  done
+  echo "$default"
+}
+
+run_dataset() {
+  local name=$1
+  shift
+  local data_dir model_dir
+  data_dir=$(flag_value data_dir "data/$name" "$@")
+  model_dir=$(flag_value model_dir "runs/$name" "$@")
+  if [ "$name" = synthetic ] && [ ! -f "$data_dir/gt.json" ]; then
+    "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir" \
+      --num_microvideos="$(flag_value num_microvideos 0 "$@")"
+  fi
+  "$PY" -m wtal_tf.pipeline --flagfile="flags/$name.cfg" \
+    --data_dir="$data_dir" --model_dir="$model_dir" "$@"
+}
+
+cmd=${1:-synthetic}
+[ $# -gt 0 ] && shift
+ensure_env
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+case "$cmd" in
+  test)
+    exec "$PY" -m pytest tests "$@"
+    ;;
+  synthetic|thumos14|activitynet13)
+    run_dataset "$cmd" "$@"
+    ;;
+  ablation|mv)
+    dataset=synthetic
+    case "${1:-}" in synthetic|thumos14|activitynet13) dataset=$1; shift ;; esac
+    if [ "$dataset" = synthetic ] && [ ! -f "$(flag_value data_dir data/synthetic "$@")/gt.json" ]; then
+      "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$(flag_value data_dir data/synthetic "$@")"
+    fi
+    "$PY" -m "wtal_tf.$cmd" --flagfile="flags/$dataset.cfg" \
+      --data_dir="data/$dataset" --model_dir="runs/$cmd-$dataset" "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|test]" >&2
+    exit 2
+    ;;
+esac

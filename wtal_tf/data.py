@@ -1,0 +1,379 @@
+"""Per-video I3D features: readers for both layouts, validation, and tf.data input.
+
+Layout (a), "per_video": `DATA_DIR/gt.json` and
+`DATA_DIR/features/{train,test}/{rgb,flow}/<video>.npy`, float [T, d] each.
+Layout (b), "wtalc": `DATA_DIR/Thumos14reduced-I3D-JOINTFeatures.npy` (object
+array of [T, 2 d], RGB then flow) with `DATA_DIR/Thumos14reduced-Annotations/*.npy`.
+
+Training videos carry only their video-level labels: temporal segments are
+kept apart (`Dataset.test_gt`) and used for evaluation only.
+"""
+
+import csv
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from wtal_tf import groundtruth
+from wtal_tf.config import DataConfig
+from wtal_tf.errors import UserError
+
+WTALC_FEATURES = "Thumos14reduced-I3D-JOINTFeatures.npy"
+WTALC_ANNOTATIONS = "Thumos14reduced-Annotations"
+EXTRA_LABELS = "labels.csv"
+EXTRA_LABEL_SEP = ";"
+LAYOUT_HELP = """expected one of these layouts (see README, "Datasets"):
+  (a) DATA_DIR/gt.json and DATA_DIR/features/{train,test}/{rgb,flow}/<video>.npy, float32 [T, 1024]
+  (b) DATA_DIR/Thumos14reduced-I3D-JOINTFeatures.npy and DATA_DIR/Thumos14reduced-Annotations/
+      (with --layout=wtalc)
+Features: two-stream I3D as released with BaS-Net/UM/CoLA (layout a) or W-TALC (layout b)."""
+
+
+class FeatureSource:
+  """Loads the features of one video: {stream: float32 [T, d]}."""
+
+  def path(self, name: str, stream: str) -> str:
+    """A human-readable location of one video's stream, for messages."""
+    raise NotImplementedError
+
+  def load_stream(self, name: str, stream: str) -> np.ndarray:
+    raise NotImplementedError
+
+
+class PerVideoSource(FeatureSource):
+  """`ROOT/<stream>/<video>.npy` files."""
+
+  def __init__(self, root: str):
+    self.root = root
+
+  def path(self, name, stream):
+    return os.path.join(self.root, stream, name + ".npy")
+
+  def load_stream(self, name, stream):
+    path = self.path(name, stream)
+    if not os.path.isfile(path):
+      raise UserError(f"{path}: feature file not found")
+    try:
+      return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+      raise UserError(f"{path}: cannot read as .npy ({e})") from None
+
+
+class WtalcSource(FeatureSource):
+  """W-TALC's joint array: row halves are RGB then flow."""
+
+  def __init__(self, path: str, features: np.ndarray, index: dict[str, int]):
+    self._path, self._features, self._index = path, features, index
+
+  def path(self, name, stream):
+    return f"{self._path}[{name}].{stream}"
+
+  def load_stream(self, name, stream):
+    joint = np.asarray(self._features[self._index[name]])
+    if joint.ndim != 2 or joint.shape[1] % 2:
+      raise UserError(f"{self.path(name, stream)}: expected [T, 2d] joint features, "
+                      f"got shape {joint.shape}")
+    half = joint.shape[1] // 2
+    return joint[:, :half] if stream == "rgb" else joint[:, half:]
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+  """One video as the model sees it: features and video-level labels only."""
+  name: str
+  labels: tuple[int, ...]  # foreground class indices, 0-based over the class list
+  num_segments: int
+  duration: Optional[float]  # seconds, when the ground truth gives it
+  source: FeatureSource = dataclasses.field(compare=False, repr=False)
+
+  def load(self, streams: Sequence[str]) -> dict[str, np.ndarray]:
+    return {s: np.asarray(self.source.load_stream(self.name, s), np.float32)
+            for s in streams}
+
+
+@dataclasses.dataclass
+class Dataset:
+  classes: tuple[str, ...]
+  streams: tuple[str, ...]
+  feature_dims: dict[str, int]
+  train: list[Video]
+  test: list[Video]
+  test_gt: dict[str, groundtruth.GTVideo]  # evaluation only
+  gt_source: str  # file the ground truth came from
+  num_extra: int = 0  # the last num_extra training videos come from --extra_train
+  skipped: list[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.classes)
+
+
+def check_features(source: FeatureSource, name: str, streams: Sequence[str],
+                   dims: dict[str, int]) -> int:
+  """Validates one video's features; returns T. Fills `dims` from the first video.
+
+  Raises UserError naming the file: unreadable, not 2-D, not floating point,
+  no segments, a dimension other than the other videos', NaN/inf values, or
+  stream lengths that differ.
+  """
+  lengths = {}
+  for stream in streams:
+    where = source.path(name, stream)
+    x = source.load_stream(name, stream)
+    if not isinstance(x, np.ndarray) or x.ndim != 2:
+      raise UserError(f"{where}: expected a 2-D [T, d] array, got shape "
+                      f"{getattr(x, 'shape', type(x).__name__)}")
+    if not np.issubdtype(x.dtype, np.floating):
+      raise UserError(f"{where}: expected floating-point features, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+      raise UserError(f"{where}: empty video (0 segments)")
+    expected = dims.setdefault(stream, x.shape[1])
+    if x.shape[1] != expected:
+      raise UserError(f"{where}: feature dimension {x.shape[1]}, expected {expected} "
+                      "(as in the other videos)")
+    if not np.isfinite(x).all():
+      bad = int(np.size(x) - np.isfinite(x).sum())
+      raise UserError(f"{where}: {bad} NaN/inf values")
+    lengths[stream] = x.shape[0]
+  if len(set(lengths.values())) > 1:
+    raise UserError(f"video {name!r}: stream lengths differ {lengths} "
+                    f"({', '.join(source.path(name, s) for s in streams)})")
+  return next(iter(lengths.values()))
+
+
+def _build_videos(gt_videos, classes, source, streams, dims, skip_invalid, skipped,
+                  require_labels):
+  index = {c: k for k, c in enumerate(classes)}
+  videos = []
+  for v in gt_videos:
+    unknown = [l for l in v.labels if l not in index]
+    try:
+      if unknown:
+        raise UserError(f"video {v.name!r}: labels not in the class list: {unknown}")
+      if require_labels and not v.labels:
+        raise UserError(f"video {v.name!r}: training video without any label")
+      t = check_features(source, v.name, streams, dims)
+    except UserError as e:
+      if not skip_invalid:
+        raise
+      skipped.append(str(e))
+      continue
+    videos.append(Video(v.name, tuple(index[l] for l in v.labels), t, v.duration, source))
+  return videos
+
+
+def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, np.ndarray, tuple[str, ...]]:
+  ann = os.path.join(data_dir, WTALC_ANNOTATIONS)
+  feat_path = os.path.join(data_dir, WTALC_FEATURES)
+
+  def load(name):
+    path = os.path.join(ann, name + ".npy")
+    if not os.path.isfile(path):
+      raise UserError(f"{path}: W-TALC annotation file not found")
+    try:
+      return np.load(path, allow_pickle=True)
+    except (ValueError, OSError, EOFError) as e:
+      raise UserError(f"{path}: cannot read ({e})") from None
+
+  def text(x):
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+  names = [text(x) for x in load("videoname")]
+  subsets = [text(x) for x in load("subset")]
+  segments, labels = load("segments"), load("labels")
+  duration = load("duration").reshape(-1)
+  classes = tuple(text(x) for x in load("classlist"))
+  if not (len(names) == len(subsets) == len(segments) == len(labels) == len(duration)):
+    raise UserError(f"{ann}: annotation arrays have different lengths")
+  database = {}
+  for k, name in enumerate(names):
+    if len(segments[k]) != len(labels[k]):
+      raise UserError(f"{ann}: video {name!r} has {len(segments[k])} segments "
+                      f"but {len(labels[k])} labels")
+    database[name] = {
+        "subset": subsets[k], "duration": float(duration[k]),
+        "annotations": [{"label": text(l), "segment": [float(s[0]), float(s[1])]}
+                        for s, l in zip(segments[k], labels[k])]}
+  gt = groundtruth.parse_database(database, ann)
+  if not os.path.isfile(feat_path):
+    raise UserError(f"{feat_path}: W-TALC joint feature file not found")
+  try:
+    features = np.load(feat_path, allow_pickle=True, encoding="bytes")
+  except (ValueError, OSError, EOFError) as e:
+    raise UserError(f"{feat_path}: cannot read ({e})") from None
+  if len(features) != len(names):
+    raise UserError(f"{feat_path}: {len(features)} videos, but the annotations list "
+                    f"{len(names)}")
+  return gt, ann, features, classes
+
+
+def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[str],
+               dims: dict[str, int]) -> list[Video]:
+  """Extra weakly-labelled videos: `DIR/labels.csv` (video,labels) + `DIR/<stream>/*.npy`."""
+  index = {c: k for k, c in enumerate(classes)}
+  videos = []
+  for d in dirs:
+    path = os.path.join(d, EXTRA_LABELS)
+    if not os.path.isfile(path):
+      raise UserError(f"{path}: extra training labels not found")
+    source = PerVideoSource(d)
+    with open(path, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f)
+      if reader.fieldnames is None or not {"video", "labels"} <= set(reader.fieldnames):
+        raise UserError(f"{path}: expected a header 'video,labels'")
+      seen = set()
+      for row in reader:
+        name = (row["video"] or "").strip()
+        names = [l.strip() for l in (row["labels"] or "").split(EXTRA_LABEL_SEP) if l.strip()]
+        where = f"{path}: line {reader.line_num} ({name!r})"
+        if not name:
+          raise UserError(f"{where}: empty video name")
+        if name in seen:
+          raise UserError(f"{where}: duplicate video")
+        seen.add(name)
+        if not names:
+          raise UserError(f"{where}: no labels")
+        unknown = [l for l in names if l not in index]
+        if unknown:
+          raise UserError(f"{where}: labels not in the class list: {unknown}")
+        t = check_features(source, name, streams, dims)
+        videos.append(Video(name, tuple(sorted({index[l] for l in names})), t, None, source))
+    if not seen:
+      raise UserError(f"{path}: no videos listed")
+  return videos
+
+
+def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
+  """Reads and validates everything a run will read, before training starts.
+
+  With include_train=False (localization) the training videos are not read.
+  """
+  if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
+    raise UserError(f"{cfg.data_dir or '--data_dir'}: data directory not found; {LAYOUT_HELP}")
+  unknown_streams = set(cfg.streams) - {"rgb", "flow"}
+  if not cfg.streams or unknown_streams:
+    raise UserError(f"--streams={','.join(cfg.streams)}: choose from rgb, flow")
+  if cfg.layout == "wtalc":
+    gt, gt_source, features, wtalc_classes = _wtalc_ground_truth(cfg.data_dir)
+    source = WtalcSource(os.path.join(cfg.data_dir, WTALC_FEATURES), features,
+                         {name: k for k, name in enumerate(gt)})
+    train_source = test_source = source
+    classes = (groundtruth.class_names(gt.values(), cfg.class_list)
+               if cfg.class_list else wtalc_classes)
+  elif cfg.layout == "per_video":
+    gt_source = cfg.gt_file or os.path.join(cfg.data_dir, "gt.json")
+    gt = groundtruth.load_activitynet(gt_source)
+    feature_root = os.path.join(cfg.data_dir, "features")
+    train_source = PerVideoSource(os.path.join(feature_root, cfg.train_split))
+    test_source = PerVideoSource(os.path.join(feature_root, cfg.test_split))
+    classes = groundtruth.class_names(gt.values(), cfg.class_list)
+  else:
+    raise UserError(f"--layout={cfg.layout}: choose per_video or wtalc")
+  train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
+  test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source)
+  unknown = sorted({l for v in gt.values() for l in v.labels} - set(classes))
+  if unknown:
+    raise UserError(f"{gt_source}: labels not in the class list: {unknown}")
+  dims, skipped = {}, []
+  train = []
+  if include_train:
+    train = _build_videos(train_gt.values(), classes, train_source, cfg.streams, dims,
+                          cfg.skip_invalid_videos, skipped, require_labels=True)
+    extra = load_extra(cfg.extra_train, classes, cfg.streams, dims)
+    train += extra
+  test = _build_videos(test_gt.values(), classes, test_source, cfg.streams, dims,
+                       cfg.skip_invalid_videos, skipped, require_labels=False)
+  if include_train and not train:
+    raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
+  kept = {v.name for v in test}
+  return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
+                 train=train, test=test,
+                 test_gt={k: v for k, v in test_gt.items() if k in kept},
+                 gt_source=gt_source, num_extra=len(extra) if include_train else 0,
+                 skipped=skipped)
+
+
+def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
+  y = np.zeros(num_classes, np.float32)
+  y[list(labels)] = 1.0
+  return y
+
+
+def training_order(num_main: int, num_extra: int, extra_weight: float, seed: int,
+                   start_step: int, num_steps: int) -> np.ndarray:
+  """Video indices for steps [start_step, start_step + num_steps).
+
+  Each epoch is a fresh permutation drawn from (seed, epoch) alone, so the order
+  is a pure function of the step: resuming at a step continues it exactly.
+  Extra videos (indices >= num_main) appear round(extra_weight * num_extra)
+  times an epoch.
+  """
+  num_extra_per_epoch = int(round(extra_weight * num_extra)) if num_extra else 0
+  epoch_len = num_main + num_extra_per_epoch
+  first_epoch, end = start_step // epoch_len, start_step + num_steps
+  parts = []
+  for epoch in range(first_epoch, -(-end // epoch_len)):
+    rng = np.random.default_rng([seed, epoch])
+    pool = np.arange(num_main)
+    if num_extra_per_epoch:
+      reps = -(-num_extra_per_epoch // num_extra)
+      extra = np.concatenate([rng.permutation(num_extra) for _ in range(reps)])
+      pool = np.concatenate([pool, num_main + extra[:num_extra_per_epoch]])
+    parts.append(rng.permutation(pool))
+  order = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+  offset = start_step - first_epoch * epoch_len
+  return order[offset:offset + num_steps].astype(np.int64)
+
+
+class FeatureCache:
+  """Loads each video's streams once and keeps them in memory (opt-in)."""
+
+  def __init__(self, streams: Sequence[str], enabled: bool):
+    self.streams, self.enabled, self._store = tuple(streams), enabled, {}
+
+  def load(self, video: Video) -> dict[str, np.ndarray]:
+    key = (video.name, id(video.source))
+    if key in self._store:
+      return self._store[key]
+    arrays = video.load(self.streams)
+    if self.enabled:
+      self._store[key] = arrays
+    return arrays
+
+
+def training_dataset(videos: Sequence[Video], order: np.ndarray, num_classes: int,
+                     streams: Sequence[str], feature_dims: dict[str, int],
+                     cache: FeatureCache):
+  """tf.data stream of ({stream: [T, d]}, labels [C]), one whole video per element.
+
+  No padding and no fixed-length sampling; reads run in parallel and are
+  prefetched; element order follows `order` exactly.
+  """
+  labels = np.stack([multi_hot(v.labels, num_classes) for v in videos])
+  streams = tuple(streams)
+
+  def load(i):
+    arrays = cache.load(videos[int(i)])
+    return tuple(arrays[s] for s in streams) + (labels[int(i)],)
+
+  def to_element(i):
+    outs = tf.numpy_function(load, [i], [tf.float32] * (len(streams) + 1), stateful=False)
+    features = {}
+    for s, x in zip(streams, outs):
+      x.set_shape([None, feature_dims[s]])
+      features[s] = x
+    outs[-1].set_shape([num_classes])
+    return features, outs[-1]
+
+  ds = tf.data.Dataset.from_tensor_slices(order)
+  ds = ds.map(to_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.prefetch(tf.data.AUTOTUNE).apply(tf.data.experimental.assert_cardinality(len(order)))
+
+
+def element_signature(streams: Sequence[str], feature_dims: dict[str, int], num_classes: int):
+  """The tf.TensorSpec structure of one training element (time axis None)."""
+  return ({s: tf.TensorSpec([None, feature_dims[s]], tf.float32) for s in streams},
+          tf.TensorSpec([num_classes], tf.float32))

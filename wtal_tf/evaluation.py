@@ -1,0 +1,234 @@
+"""Detection mAP exactly as the ActivityNet detection benchmark defines it (SPEC §5).
+
+Per class: predictions sorted by score (numpy argsort, reversed); each is
+matched, in descending tIoU order (numpy argsort, reversed), to the first
+not-yet-matched ground truth of its video and class with tIoU >= threshold,
+else it is a false positive. AP is the all-point interpolated area of the
+precision envelope (VOC 2011); mAP the mean over classes with ground truth.
+
+The matching is vectorised: predictions of different (class, video) groups
+never interact, so all groups advance together, one prediction each.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from wtal_tf import groundtruth
+from wtal_tf.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+  """Flat arrays in the order of the detections file."""
+  videos: np.ndarray  # [N] str
+  labels: np.ndarray  # [N] str
+  scores: np.ndarray  # [N] float64
+  starts: np.ndarray  # [N] float64
+  ends: np.ndarray  # [N] float64
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+  tious: tuple[float, ...]
+  classes: tuple[str, ...]  # classes with ground truth in the subset
+  ap: np.ndarray  # [num_tious, num_classes]
+  num_predictions: int
+
+  @property
+  def mean_ap(self) -> np.ndarray:
+    return self.ap.mean(axis=1) if self.ap.size else np.zeros(len(self.tious))
+
+  def averages(self, spans: Sequence[tuple[str, float, float]]) -> dict[str, float]:
+    """Mean of mAP over the thresholds within each (name, lo, hi) span present."""
+    t = np.asarray(self.tious)
+    out = {}
+    for name, lo, hi in spans:
+      sel = (t >= lo - 1e-9) & (t <= hi + 1e-9)
+      if sel.any():
+        out[name] = float(self.mean_ap[sel].mean())
+    return out
+
+  def to_dict(self, spans=()) -> dict:
+    return {"tious": list(self.tious),
+            "mAP": {f"{t:g}": float(m) for t, m in zip(self.tious, self.mean_ap)},
+            "averages": self.averages(spans),
+            "per_class_AP": {c: [float(a) for a in self.ap[:, k]]
+                             for k, c in enumerate(self.classes)},
+            "num_predictions": self.num_predictions}
+
+
+def parse_detections(obj: dict, source: str) -> Predictions:
+  """Validates ActivityNet detections {"results": {video: [...]}} into flat arrays."""
+  results = obj.get("results") if isinstance(obj, dict) else None
+  if not isinstance(results, dict):
+    raise UserError(f"{source}: no 'results' object (not ActivityNet detections)")
+  videos, labels, scores, starts, ends = [], [], [], [], []
+  for video, dets in results.items():
+    if not isinstance(dets, list):
+      raise UserError(f"{source}: results for video {video!r} must be a list")
+    for k, d in enumerate(dets):
+      where = f"{source}: video {video!r} detection {k}"
+      if not isinstance(d, dict) or not {"label", "score", "segment"} <= set(d):
+        raise UserError(f"{where}: needs 'label', 'score' and 'segment'")
+      seg = d["segment"]
+      if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+        raise UserError(f"{where}: segment must be [start, end], got {seg!r}")
+      try:
+        s, e, sc = float(seg[0]), float(seg[1]), float(d["score"])
+      except (TypeError, ValueError):
+        raise UserError(f"{where}: segment and score must be numbers") from None
+      if not all(map(math.isfinite, (s, e, sc))):
+        raise UserError(f"{where}: non-finite segment or score")
+      videos.append(video)
+      labels.append(str(d["label"]))
+      scores.append(sc)
+      starts.append(s)
+      ends.append(e)
+  return Predictions(np.asarray(videos, dtype=object), np.asarray(labels, dtype=object),
+                     np.asarray(scores, np.float64), np.asarray(starts, np.float64),
+                     np.asarray(ends, np.float64))
+
+
+def segment_iou(start, end, starts, ends):
+  """tIoU of [start, end] against arrays, as ActivityNet's segment_iou."""
+  inter = np.clip(np.minimum(end, ends) - np.maximum(start, starts), 0, None)
+  union = (ends - starts) + (end - start) - inter
+  return inter / union
+
+
+def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
+  """VOC 2011 all-point interpolated AP (ActivityNet's interpolated_prec_rec)."""
+  mprec = np.hstack([[0.0], precision, [0.0]])
+  mrec = np.hstack([[0.0], recall, [1.0]])
+  mprec = np.maximum.accumulate(mprec[::-1])[::-1]
+  idx = np.where(mrec[1:] != mrec[:-1])[0] + 1
+  return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def _class_ap(tp: np.ndarray, num_gt: int) -> np.ndarray:
+  """tp: [J, N] bool in score order -> AP per threshold [J]."""
+  tp_cum = np.cumsum(tp, axis=1).astype(np.float64)
+  fp_cum = np.cumsum(~tp, axis=1).astype(np.float64)
+  recall = tp_cum / num_gt
+  precision = tp_cum / (tp_cum + fp_cum)
+  return np.array([interpolated_ap(precision[j], recall[j]) for j in range(tp.shape[0])])
+
+
+def evaluate(gt: Mapping[str, groundtruth.GTVideo], preds: Predictions,
+             tious: Sequence[float], known_labels: Optional[set] = None) -> EvalResult:
+  """mAP of `preds` against the ground truth of one subset (`gt`).
+
+  A prediction whose label is not in `known_labels` (default: the labels of
+  `gt`) is an error naming the label. Predictions of known classes without
+  ground truth in the subset do not enter the mean.
+  """
+  thr = np.asarray(tious, np.float64)
+  num_thr = len(thr)
+  classes = tuple(sorted({i.label for v in gt.values() for i in v.instances}))
+  known = set(classes) if known_labels is None else set(known_labels) | set(classes)
+  unknown = sorted(set(preds.labels.tolist()) - known)
+  if unknown:
+    raise UserError(f"detections have labels unknown to the ground truth: {unknown}")
+  class_index = {c: k for k, c in enumerate(classes)}
+
+  # Ground truth grouped by (class, video), in file order within each group.
+  gt_groups: dict[tuple[int, str], list[tuple[float, float]]] = {}
+  for v in gt.values():
+    for inst in v.instances:
+      gt_groups.setdefault((class_index[inst.label], v.name), []).append((inst.start, inst.end))
+  num_gt = np.zeros(len(classes), np.int64)
+  for (c, _), segs in gt_groups.items():
+    num_gt[c] += len(segs)
+  group_ids = {key: g for g, key in enumerate(gt_groups)}
+  max_gt = max((len(s) for s in gt_groups.values()), default=1)
+
+  # Each class's predictions sorted by score as ActivityNet does.
+  pred_class = np.array([class_index.get(l, -1) for l in preds.labels], np.int64)
+  per_class_order = [np.flatnonzero(pred_class == c) for c in range(len(classes))]
+  per_class_order = [idx[np.argsort(preds.scores[idx])[::-1]] for idx in per_class_order]
+  tp = np.zeros((num_thr, len(preds.scores)), bool)  # indexed by prediction
+
+  # Per group: the tIoU rows of its predictions and their descending orders.
+  pending: dict[int, list[int]] = {}
+  for c, idx in enumerate(per_class_order):
+    for p in idx:
+      g = group_ids.get((c, preds.videos[p]))
+      if g is not None:  # else: no ground truth of its class in its video -> FP
+        pending.setdefault(g, []).append(p)
+  group_of, rank_of = {}, {}
+  sorted_iou = np.full((len(preds.scores), max_gt), -np.inf)
+  sorted_gt = np.zeros((len(preds.scores), max_gt), np.int64)
+  keys = list(gt_groups)
+  for g, plist in pending.items():
+    segs = np.asarray(gt_groups[keys[g]])
+    p = np.asarray(plist)
+    iou = segment_iou(preds.starts[p, None], preds.ends[p, None], segs[None, :, 0],
+                      segs[None, :, 1])
+    order = np.argsort(iou, axis=1)[:, ::-1]
+    sorted_iou[p, :len(segs)] = np.take_along_axis(iou, order, axis=1)
+    sorted_gt[p, :len(segs)] = order
+    for r, q in enumerate(plist):
+      group_of[q], rank_of[q] = g, r
+
+  if group_of:
+    matched = np.array(list(group_of), np.int64)
+    groups = np.array([group_of[q] for q in matched], np.int64)
+    ranks = np.array([rank_of[q] for q in matched], np.int64)
+    locked = np.zeros((len(gt_groups), num_thr, max_gt), bool)
+    thr_index = np.arange(num_thr)[None, :, None]
+    for r in range(ranks.max() + 1):
+      sel = ranks == r
+      p, g = matched[sel], groups[sel]
+      order = sorted_gt[p]  # [n, M]
+      free = ~locked[g[:, None, None], thr_index, order[:, None, :]]  # [n, J, M]
+      cand = free & (sorted_iou[p][:, None, :] >= thr[None, :, None])
+      hit = cand.any(axis=2)  # [n, J]
+      first = cand.argmax(axis=2)
+      n_idx, j_idx = np.nonzero(hit)
+      locked[g[n_idx], j_idx, order[n_idx, first[n_idx, j_idx]]] = True
+      tp[:, p] = hit.T
+
+  ap = np.zeros((num_thr, len(classes)))
+  for c, idx in enumerate(per_class_order):
+    if len(idx):
+      ap[:, c] = _class_ap(tp[:, idx], num_gt[c])
+  return EvalResult(tuple(float(t) for t in thr), classes, ap, len(preds.scores))
+
+
+def format_table(result: EvalResult, spans=(), per_class: bool = False) -> str:
+  """A plain-text table of mAP (%) at each tIoU and the averages."""
+  head = [f"{t:g}" for t in result.tious] + [name for name, _, _ in spans]
+  vals = list(result.mean_ap * 100) + [v * 100 for v in result.averages(spans).values()]
+  width = max(8, *(len(h) + 1 for h in head))
+  lines = ["tIoU     " + "".join(h.rjust(width) for h in head),
+           "mAP (%)  " + "".join(f"{v:{width}.2f}" for v in vals)]
+  if per_class:
+    lines.append("")
+    for k, c in enumerate(result.classes):
+      lines.append(f"{c[:20]:<20} " + " ".join(f"{a * 100:6.2f}" for a in result.ap[:, k]))
+  return "\n".join(lines)
+
+
+def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
+                   known_labels=None) -> EvalResult:
+  """Scores an ActivityNet detections file against one subset of a ground-truth file."""
+  gt_all = groundtruth.load_activitynet(gt_path)
+  gt = groundtruth.select_subset(gt_all, subset, gt_path)
+  known = {l for v in gt_all.values() for l in v.labels} | set(known_labels or ())
+  try:
+    preds = parse_detections(groundtruth.load_json(detections_path), detections_path)
+    return evaluate(gt, preds, tious, known_labels=known)
+  except UserError as e:
+    if str(e).startswith(detections_path):
+      raise
+    raise UserError(f"{detections_path}: {e}") from None
+
+
+def results_path(detections_path: str) -> str:
+  """Where the numbers of an evaluation go: next to the detections."""
+  root, _ = os.path.splitext(detections_path)
+  return root + ".eval.json"

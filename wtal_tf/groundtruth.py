@@ -1,0 +1,157 @@
+"""Ground truth in ActivityNet JSON, and the class list.
+
+ActivityNet-style ground truth is `{"database": {video: {"subset": name,
+"annotations": [{"label": name, "segment": [start, end]}], "duration": s}}}`;
+segments may be numbers or strings and `duration` may be missing. THUMOS14's
+'Ambiguous' instances are not ground truth and are dropped on reading.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from typing import Iterable, Optional
+
+from wtal_tf.errors import UserError
+
+AMBIGUOUS = "Ambiguous"
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+  label: str
+  start: float  # seconds
+  end: float  # seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class GTVideo:
+  name: str
+  subset: str
+  duration: Optional[float]  # seconds; None when the ground truth does not say
+  instances: tuple[Instance, ...]
+
+  @property
+  def labels(self) -> tuple[str, ...]:
+    """The video-level labels: the sorted set of its instance labels."""
+    return tuple(sorted({i.label for i in self.instances}))
+
+
+def _number(value, what: str) -> float:
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{what} is not a number: {value!r}") from None
+  if not math.isfinite(x):
+    raise ValueError(f"{what} is not finite: {value!r}")
+  return x
+
+
+def parse_database(database: dict, source: str) -> dict[str, GTVideo]:
+  """Validates an ActivityNet `database` dict and returns {video: GTVideo}."""
+  if not isinstance(database, dict):
+    raise UserError(f"{source}: 'database' must be an object of videos")
+  videos = {}
+  for name, entry in database.items():
+    where = f"{source}: video {name!r}"
+    if not isinstance(entry, dict):
+      raise UserError(f"{where}: entry must be an object")
+    subset = entry.get("subset")
+    if not isinstance(subset, str):
+      raise UserError(f"{where}: missing or non-string 'subset'")
+    annotations = entry.get("annotations", [])
+    if not isinstance(annotations, list):
+      raise UserError(f"{where}: 'annotations' must be a list")
+    duration = entry.get("duration")
+    try:
+      if duration is not None:
+        duration = _number(duration, "'duration'")
+        if duration <= 0:
+          raise ValueError(f"'duration' must be positive, got {duration}")
+      instances = []
+      for k, a in enumerate(annotations):
+        if not isinstance(a, dict) or "label" not in a or "segment" not in a:
+          raise ValueError(f"annotation {k} needs 'label' and 'segment'")
+        label, seg = a["label"], a["segment"]
+        if not isinstance(label, str) or not label:
+          raise ValueError(f"annotation {k} has a bad label {label!r}")
+        if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+          raise ValueError(f"annotation {k} segment must be [start, end], got {seg!r}")
+        start, end = (_number(v, f"annotation {k} segment") for v in seg)
+        if start < 0 or end < start:
+          raise ValueError(f"annotation {k} ({label}) has a negative or reversed "
+                           f"segment [{start}, {end}]")
+        if label != AMBIGUOUS:
+          instances.append(Instance(label, start, end))
+    except ValueError as e:
+      raise UserError(f"{where}: {e}") from None
+    videos[name] = GTVideo(name, subset, duration, tuple(instances))
+  return videos
+
+
+def load_json(path: str) -> dict:
+  """Reads a JSON object, with one clear error for a missing or malformed file."""
+  if not os.path.isfile(path):
+    raise UserError(f"{path}: file not found")
+  try:
+    with open(path, encoding="utf-8") as f:
+      obj = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{path}: not valid JSON ({e})") from None
+  except OSError as e:
+    raise UserError(f"{path}: cannot read ({e.strerror})") from None
+  if not isinstance(obj, dict):
+    raise UserError(f"{path}: expected a JSON object at the top level")
+  return obj
+
+
+def load_activitynet(path: str) -> dict[str, GTVideo]:
+  """Loads ActivityNet-style ground truth from `path`."""
+  obj = load_json(path)
+  if "database" not in obj:
+    raise UserError(f"{path}: no 'database' key (not ActivityNet-style ground truth)")
+  return parse_database(obj["database"], path)
+
+
+def select_subset(videos: dict[str, GTVideo], subset: str, source: str) -> dict[str, GTVideo]:
+  """The videos of one subset; an error naming the subsets present if none."""
+  chosen = {k: v for k, v in videos.items() if v.subset == subset}
+  if not chosen:
+    present = sorted({v.subset for v in videos.values()})
+    raise UserError(f"{source}: no videos in subset {subset!r} (subsets present: {present})")
+  return chosen
+
+
+def class_names(videos: Iterable[GTVideo], class_list: str = "") -> tuple[str, ...]:
+  """The class list: from `class_list` (one name a line) or the sorted gt labels.
+
+  Any ground-truth label missing from an explicit class list is an error.
+  """
+  present = sorted({i.label for v in videos for i in v.instances})
+  if not class_list:
+    if not present:
+      raise UserError("ground truth has no labelled instances: cannot infer the class list")
+    return tuple(present)
+  if not os.path.isfile(class_list):
+    raise UserError(f"{class_list}: class list file not found")
+  with open(class_list, encoding="utf-8") as f:
+    names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+  if len(set(names)) != len(names):
+    raise UserError(f"{class_list}: duplicate class names")
+  unknown = sorted(set(present) - set(names))
+  if unknown:
+    raise UserError(f"{class_list}: ground-truth labels not in the class list: {unknown}")
+  return tuple(names)
+
+
+def to_activitynet(videos: Iterable[GTVideo], version: str = "") -> dict:
+  """Serialises GTVideos back to an ActivityNet-style dict."""
+  database = {}
+  for v in videos:
+    entry = {"subset": v.subset,
+             "annotations": [{"label": i.label, "segment": [i.start, i.end]}
+                             for i in v.instances]}
+    if v.duration is not None:
+      entry["duration"] = v.duration
+    database[v.name] = entry
+  return {"version": version, "database": database}

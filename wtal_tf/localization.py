@@ -1,0 +1,146 @@
+"""Detections from one video's model outputs (paper §3.2, Eq 12; SPEC §4).
+
+Everything here is numpy on the host: a handful of array operations per video.
+"""
+
+import dataclasses
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from wtal_tf.config import LocalizeConfig
+from wtal_tf.inference import StreamOutput
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+  """Detections of one video, in segment units (inclusive [start, end])."""
+  classes: np.ndarray  # [N] int, 0-based foreground class index
+  starts: np.ndarray  # [N] int
+  ends: np.ndarray  # [N] int, inclusive
+  scores: np.ndarray  # [N] float
+
+  def __len__(self):
+    return len(self.scores)
+
+
+def stream_weights(streams: Sequence[str], theta: float) -> dict[str, float]:
+  """θ for RGB and 1-θ for flow; a single stream gets weight 1."""
+  if len(streams) == 1:
+    return {streams[0]: 1.0}
+  return {"rgb": theta, "flow": 1.0 - theta}
+
+
+def select_classes(probs: np.ndarray, threshold: float) -> np.ndarray:
+  """Foreground classes with p >= threshold; else the single most probable one."""
+  kept = np.flatnonzero(probs >= threshold)
+  return kept if len(kept) else np.array([int(np.argmax(probs))])
+
+
+def connected_components(signals: np.ndarray, thresholds: Sequence[float]):
+  """Maximal runs of signal > τ, for every row of signals [R, T] and every τ.
+
+  Returns (rows, starts, ends): arrays over all runs, ends inclusive.
+  """
+  signals = np.atleast_2d(signals)
+  num_rows, t = signals.shape
+  thr = np.asarray(thresholds, signals.dtype)
+  mask = signals[:, None, :] > thr[None, :, None]  # [R, K, T]
+  padded = np.zeros((num_rows, len(thr), t + 2), np.int8)
+  padded[:, :, 1:-1] = mask
+  step = np.diff(padded, axis=2)  # +1 at a run's start, -1 one past its end
+  rows, _, starts = np.nonzero(step == 1)
+  _, _, stops = np.nonzero(step == -1)
+  return rows, starts, stops - 1
+
+
+def unique_proposals(rows, starts, ends):
+  """Drops proposals repeated across thresholds (same row, start and end)."""
+  key = np.stack([rows, starts, ends], axis=1)
+  key = np.unique(key, axis=0)
+  return key[:, 0], key[:, 1], key[:, 2]
+
+
+def interval_scores(wcas: np.ndarray, starts, ends, classes) -> np.ndarray:
+  """Eq 12: mean of the fused weighted T-CAM over [start, end] for each class.
+
+  wcas: [T, C] with wcas[t, c] = Σ_streams w_s λ_t^s (w_c·x_t^s).
+  starts, ends, classes: [N]. Returns [N].
+  """
+  prefix = np.concatenate([np.zeros((1, wcas.shape[1]), wcas.dtype),
+                           np.cumsum(wcas, axis=0, dtype=np.float64)])
+  return (prefix[ends + 1, classes] - prefix[starts, classes]) / (ends - starts + 1)
+
+
+def interval_iou(start, end, starts, ends):
+  """tIoU of inclusive segment intervals [start, end] vs arrays (as [s, e+1))."""
+  inter = np.clip(np.minimum(end, ends) + 1 - np.maximum(start, starts), 0, None)
+  union = (end - start + 1) + (ends - starts + 1) - inter
+  return inter / union
+
+
+def nms(starts, ends, scores, threshold: float) -> np.ndarray:
+  """Greedy NMS of one class: indices kept, by descending score.
+
+  A proposal is suppressed when its tIoU with a kept, higher-scoring one
+  exceeds `threshold`.
+  """
+  order = np.argsort(-scores, kind="stable")
+  starts, ends = starts[order], ends[order]
+  iou = interval_iou(starts[:, None], ends[:, None], starts[None, :], ends[None, :])
+  suppressed = np.zeros(len(order), bool)
+  keep = []
+  for i in range(len(order)):
+    if suppressed[i]:
+      continue
+    keep.append(i)
+    suppressed |= iou[i] > threshold
+  return order[np.asarray(keep, dtype=np.int64)]
+
+
+def fuse(outputs: Mapping[str, StreamOutput], theta: float):
+  """Fused video probabilities [C], attention [T] and weighted T-CAM [T, C]."""
+  weights = stream_weights(list(outputs), theta)
+  probs = sum(w * outputs[s].class_probs for s, w in weights.items())
+  attention = sum(w * outputs[s].attention for s, w in weights.items())
+  wcas = sum(w * outputs[s].attention[:, None] * outputs[s].cas[:, 1:]
+             for s, w in weights.items())
+  return probs, attention, wcas
+
+
+def tcam_signal(outputs: Mapping[str, StreamOutput], theta: float, classes) -> np.ndarray:
+  """STPN's proposal signal: fused λ_t·sigmoid(T-CAM) of each class, [K, T]."""
+  weights = stream_weights(list(outputs), theta)
+  return sum(w * (outputs[s].attention[:, None] /
+                  (1.0 + np.exp(-outputs[s].cas[:, 1:][:, classes]))).T
+             for s, w in weights.items())
+
+
+def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig) -> Detections:
+  """All detections of one video (SPEC §4 steps 1-5)."""
+  probs, attention, wcas = fuse(outputs, cfg.theta)
+  kept = select_classes(probs, cfg.class_threshold)
+  if cfg.proposal_source == "tcam":
+    rows, starts, ends = unique_proposals(
+        *connected_components(tcam_signal(outputs, cfg.theta, kept), cfg.attention_thresholds))
+    classes = kept[rows]
+  else:
+    _, starts, ends = unique_proposals(
+        *connected_components(attention[None], cfg.attention_thresholds))
+    classes = np.repeat(kept, len(starts))
+    starts, ends = np.tile(starts, len(kept)), np.tile(ends, len(kept))
+  scores = interval_scores(wcas, starts, ends, classes)
+  keep = [idx[nms(starts[idx], ends[idx], scores[idx], cfg.nms_threshold)]
+          for idx in (np.flatnonzero(classes == c) for c in kept) if len(idx)]
+  keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+  return Detections(classes[keep], starts[keep], ends[keep], scores[keep])
+
+
+def to_seconds(dets: Detections, seconds_per_segment: float,
+               duration: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
+  """start = t_s·F/fps, end = (t_e+1)·F/fps, clipped to the duration when known."""
+  start = dets.starts * seconds_per_segment
+  end = (dets.ends + 1) * seconds_per_segment
+  if duration is not None:
+    start, end = np.minimum(start, duration), np.minimum(end, duration)
+  return start, end

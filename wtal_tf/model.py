@@ -1,0 +1,117 @@
+"""The two-stream attention model with background modeling (paper §3.1, SPEC §1).
+
+Each stream has its own `StreamBranch`: attention Ω (Dense(256, ReLU) ->
+Dense(1, sigmoid)), a bias-free classifier W over C+1 classes (index 0 is
+background) and bias-free clustering heads (u_fg, u_bg). One video is one
+step; the time axis is left unknown so variable-length videos share a trace.
+"""
+
+import zlib
+
+import keras
+import tensorflow as tf
+
+from wtal_tf import losses
+from wtal_tf.config import LossConfig
+
+
+def stream_seed(seed: int, stream: str) -> int:
+  """A per-stream initialiser seed: a branch starts the same with or without the other."""
+  return (seed * 1_000_003 + zlib.crc32(stream.encode())) % (2**31 - 1)
+
+
+@keras.saving.register_keras_serializable("wtal_tf")
+class StreamBranch(keras.layers.Layer):
+  """One stream's attention, classifier and clustering heads."""
+
+  def __init__(self, num_classes: int, attention_units: int = 256, seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes, self.attention_units, self.seed = num_classes, attention_units, seed
+    init = lambda k: keras.initializers.GlorotUniform(seed=seed + k)
+    self.attention_hidden = keras.layers.Dense(attention_units, activation="relu",
+                                               kernel_initializer=init(0), name="attention_hidden")
+    self.attention_out = keras.layers.Dense(1, activation="sigmoid",
+                                            kernel_initializer=init(1), name="attention_out")
+    self.classifier = keras.layers.Dense(num_classes + 1, use_bias=False,
+                                         kernel_initializer=init(2), name="classifier")
+    self.cluster = keras.layers.Dense(2, use_bias=False, kernel_initializer=init(3),
+                                      name="cluster")
+
+  def build(self, input_shape):
+    for layer in (self.attention_hidden, self.classifier, self.cluster):
+      layer.build(input_shape)
+    self.attention_out.build(tuple(input_shape[:-1]) + (self.attention_units,))
+
+  def call(self, x):
+    """x: [T, d] -> dict of attention [T], frame_logits [T, C+1], pooled logits.
+
+    fg_logits = W x_fg with x_fg = (1/T) Σ λ_t x_t (Eq 1-2), computed as the
+    attention-weighted mean of W x_t since W is linear; likewise bg_logits
+    (Eq 4-5) and the clustering logits u·x_fg, u·x_bg (Eq 8-9).
+    """
+    attention = self.attention_out(self.attention_hidden(x))[:, 0]
+    frame_logits = self.classifier(x)
+    frame_cluster = self.cluster(x)
+    fg_w = attention[:, None]
+    bg_w = 1.0 - fg_w
+    return {
+        "attention": attention,
+        "frame_logits": frame_logits,
+        "fg_logits": tf.reduce_mean(fg_w * frame_logits, axis=0),
+        "bg_logits": tf.reduce_mean(bg_w * frame_logits, axis=0),
+        "cluster_fg": tf.reduce_mean(fg_w * frame_cluster, axis=0),
+        "cluster_bg": tf.reduce_mean(bg_w * frame_cluster, axis=0),
+    }
+
+  def get_config(self):
+    return {**super().get_config(), "num_classes": self.num_classes,
+            "attention_units": self.attention_units, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable("wtal_tf")
+class WTALModel(keras.Model):
+  """One branch per stream; `train_step` sums the enabled, weighted losses of all."""
+
+  def __init__(self, num_classes: int, streams=("rgb", "flow"), attention_units: int = 256,
+               loss_config: dict | None = None, seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes, self.streams = num_classes, tuple(streams)
+    self.attention_units, self.seed = attention_units, seed
+    self.loss_config = LossConfig.from_dict(loss_config or {})
+    for s in self.streams:  # plain attributes: tf.train.Checkpoint does not track dicts
+      setattr(self, f"{s}_branch", StreamBranch(num_classes, attention_units,
+                                                stream_seed(seed, s), name=f"{s}_branch"))
+
+  @property
+  def branches(self) -> dict[str, StreamBranch]:
+    return {s: getattr(self, f"{s}_branch") for s in self.streams}
+
+  def build_for(self, feature_dims: dict[str, int]):
+    """Creates the weights for the given per-stream feature dimensions."""
+    for s in self.streams:
+      self.branches[s].build((None, feature_dims[s]))
+    self.built = True
+
+  def call(self, features, training=False):
+    """features: {stream: [T, d]} -> {stream: branch outputs}."""
+    return {s: self.branches[s](features[s]) for s in self.streams}
+
+  def compute_losses(self, data):
+    features, labels = data
+    return losses.total_loss(self(features, training=True), labels, self.loss_config)
+
+  def train_step(self, data):
+    """One video: ({stream: [T, d]}, labels [C]) -> {loss name: scalar}."""
+    with tf.GradientTape() as tape:
+      logs = self.compute_losses(data)
+    grads = tape.gradient(logs["total"], self.trainable_variables)
+    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+    return logs
+
+  def test_step(self, data):
+    return self.compute_losses(data)
+
+  def get_config(self):
+    return {**super().get_config(), "num_classes": self.num_classes,
+            "streams": list(self.streams), "attention_units": self.attention_units,
+            "loss_config": self.loss_config.to_dict(), "seed": self.seed}

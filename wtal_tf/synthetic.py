@@ -1,0 +1,234 @@
+"""The embedded default dataset: THUMOS14-shaped synthetic two-stream features.
+
+Deterministic from a seed. Written in the per-video layout (SPEC §6 (a)) so it
+exercises the same readers as real data. Statistics follow THUMOS14's
+validation/test annotations (constants below, measured from the official
+annotation files): video durations and action lengths are log-normal, the
+number of instances per video is skewed and class dependent, ~13% of videos
+have two classes.
+
+Features are built so that background modeling matters:
+- each class has its own *scene* (venue) that fills the background of its
+  videos, so background segments alone predict the class;
+- a few *context* segments before each action resemble it (run-up);
+- class-agnostic *motion* appears in actions and, as distractors, in
+  background (camera motion), mostly in the flow stream;
+- temporally correlated noise on everything.
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from wtal_tf import groundtruth
+from wtal_tf import io_utils
+
+# THUMOS14's 20 classes and their validation-set instance counts (official annotations).
+THUMOS14_CLASSES = {
+    "BaseballPitch": 30, "BasketballDunk": 303, "Billiards": 81, "CleanAndJerk": 42,
+    "CliffDiving": 143, "CricketBowling": 178, "CricketShot": 181, "Diving": 499,
+    "FrisbeeCatch": 103, "GolfSwing": 31, "HammerThrow": 199, "HighJump": 271,
+    "JavelinThrow": 192, "LongJump": 163, "PoleVault": 120, "Shotput": 70,
+    "SoccerPenalty": 66, "TennisSwing": 69, "ThrowDiscus": 120, "VolleyballSpiking": 146,
+}
+# Venues shared by groups of classes: the background scene is correlated with
+# the class but does not identify it (as a stadium hosts every throw and jump).
+VENUES = (
+    ("HighJump", "LongJump", "PoleVault", "JavelinThrow", "HammerThrow", "ThrowDiscus",
+     "Shotput"),
+    ("Diving", "CliffDiving"),
+    ("CricketBowling", "CricketShot"),
+    ("BasketballDunk", "VolleyballSpiking", "TennisSwing"),
+    ("BaseballPitch", "SoccerPenalty", "FrisbeeCatch", "GolfSwing"),
+    ("Billiards", "CleanAndJerk"),
+)
+VENUE_MATCH = 0.8  # probability that a video's venue is its class's venue
+# log-normal parameters (mean, std of the natural log), in seconds.
+DURATION_LOG = {"validation": (4.94, 0.92), "test": (5.02, 0.84)}
+DURATION_RANGE_S = (8.0, 1700.0)
+INSTANCE_LENGTH_LOG = (1.05, 0.83)
+MULTI_LABEL_FRACTION = 0.13
+MAX_FOREGROUND_FRACTION = 0.6
+CONTEXT_SEGMENTS = (1, 4)  # run-up segments before an action, drawn in [lo, hi)
+MICRO_DURATION_S = (6.0, 15.0)
+MICRO_FOREGROUND = (0.5, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+  num_train: int = 200
+  num_test: int = 210
+  num_micro: int = 0  # microvideos for --extra_train (written under micro/)
+  feature_dim: int = 128
+  seed: int = 0
+  fps: float = 25.0
+  segment_frames: int = 16
+  action_amplitude: float = 2.5
+  scene_amplitude: float = 1.0
+  context_amplitude: float = 1.0
+  motion_amplitude: float = 0.8
+  scene_variation: float = 0.25  # per-video deviation from the venue
+  noise: float = 1.0
+  noise_correlation: float = 0.5  # AR(1) coefficient along time
+
+  @property
+  def seconds_per_segment(self) -> float:
+    return self.segment_frames / self.fps
+
+
+class _World:
+  """Class prototypes shared by every video of the dataset."""
+
+  def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator):
+    c, d = len(THUMOS14_CLASSES), cfg.feature_dim
+    self.cfg = cfg
+    self.action = {s: rng.standard_normal((c, d)) for s in ("rgb", "flow")}
+    self.scene = {s: rng.standard_normal((len(VENUES), d)) for s in ("rgb", "flow")}
+    names = list(THUMOS14_CLASSES)
+    self.venue_of = np.zeros(c, np.int64)
+    for k, group in enumerate(VENUES):
+      self.venue_of[[names.index(n) for n in group]] = k
+    self.motion = {s: rng.standard_normal(d) for s in ("rgb", "flow")}
+    self.motion_weight = {"rgb": 0.3, "flow": 1.0}
+    counts = np.array(list(THUMOS14_CLASSES.values()), np.float64)
+    self.instances_per_video = counts / counts.sum() * 15.0 * c  # mean 15 per video
+
+  def features(self, rng, labels, t, instances):
+    """[T, d] per stream for one video with instances [(class, start, end)]."""
+    cfg = self.cfg
+    venue = (self.venue_of[labels[0]] if rng.random() < VENUE_MATCH
+             else int(rng.integers(len(VENUES))))
+    out = {}
+    fg = np.zeros(t)
+    profile = {s: np.zeros((t, cfg.feature_dim)) for s in ("rgb", "flow")}
+    motion = np.zeros(t)
+    for c, s0, e0 in instances:
+      length = e0 - s0 + 1
+      ramp = 0.7 + 0.3 * np.sin(np.linspace(0, np.pi, length))
+      for s in profile:
+        profile[s][s0:e0 + 1] += cfg.action_amplitude * ramp[:, None] * self.action[s][c]
+      motion[s0:e0 + 1] = 1.0
+      fg[s0:e0 + 1] = 1.0
+      k = int(rng.integers(*CONTEXT_SEGMENTS))
+      lo = max(0, s0 - k)
+      for s in profile:
+        ctx = np.linspace(0.3, 1.0, s0 - lo)[:, None] if s0 > lo else np.zeros((0, 1))
+        profile[s][lo:s0] += cfg.context_amplitude * ctx * self.action[s][c] * (fg[lo:s0, None] == 0)
+    # distractor motion bursts in the background
+    for _ in range(int(rng.poisson(t / 60.0))):
+      s0 = int(rng.integers(0, t))
+      e0 = min(t, s0 + int(rng.integers(2, 8)))
+      motion[s0:e0] = np.maximum(motion[s0:e0], 0.7 * (fg[s0:e0] == 0))
+    for s in ("rgb", "flow"):
+      scene = self.scene[s][venue] + cfg.scene_variation * rng.standard_normal(cfg.feature_dim)
+      scene_weight = cfg.scene_amplitude * (1.0 - 0.5 * fg)[:, None]
+      noise = rng.standard_normal((t, cfg.feature_dim))
+      for i in range(1, t):  # AR(1) temporal correlation with unit variance
+        noise[i] = cfg.noise_correlation * noise[i - 1] + np.sqrt(
+            1 - cfg.noise_correlation ** 2) * noise[i]
+      x = (scene_weight * scene + profile[s]
+           + cfg.motion_amplitude * self.motion_weight[s] * motion[:, None] * self.motion[s]
+           + cfg.noise * noise)
+      out[s] = x.astype(np.float32)
+    return out
+
+
+def _place(rng, t, lengths):
+  """Non-overlapping starts for instances of `lengths` in [0, t)."""
+  free = t - sum(lengths)
+  cuts = np.sort(rng.integers(0, free + 1, size=len(lengths)))
+  starts, offset = [], 0
+  for cut, length in zip(cuts, lengths):
+    starts.append(int(cut + offset))
+    offset += length
+  return starts
+
+
+def _video(world: _World, rng, name, subset, duration_log, micro=False, classes_weights=None):
+  cfg = world.cfg
+  c = len(THUMOS14_CLASSES)
+  sps = cfg.seconds_per_segment
+  if micro:
+    duration = rng.uniform(*MICRO_DURATION_S)
+  else:
+    duration = float(np.clip(np.exp(rng.normal(*duration_log)), *DURATION_RANGE_S))
+  t = max(1, int(round(duration / sps)))
+  duration = t * sps
+  labels = [int(rng.choice(c, p=classes_weights))]
+  if not micro and rng.random() < MULTI_LABEL_FRACTION:
+    labels.append(int(rng.choice([k for k in range(c) if k != labels[0]])))
+  if micro:
+    budget = int(round(t * rng.uniform(*MICRO_FOREGROUND)))
+    n = int(rng.integers(1, 3))
+  else:
+    budget = int(t * MAX_FOREGROUND_FRACTION)
+    mean = np.mean([world.instances_per_video[l] for l in labels])
+    n = 1 + int(rng.negative_binomial(1.2, 1.2 / (1.2 + max(mean - 1, 0.1))))
+  lengths = [max(1, int(round(np.exp(rng.normal(*INSTANCE_LENGTH_LOG)) / sps))) for _ in range(n)]
+  if micro:
+    lengths = [max(1, budget // n)] * n
+  while len(lengths) > 1 and sum(lengths) > budget:
+    lengths.pop()
+  lengths[0] = min(lengths[0], t)
+  starts = _place(rng, t, lengths)
+  inst_classes = [labels[k % len(labels)] for k in range(len(lengths))]
+  instances = [(cl, s, s + L - 1) for cl, s, L in zip(inst_classes, starts, lengths)]
+  feats = world.features(rng, labels, t, instances)
+  names = list(THUMOS14_CLASSES)
+  gt = groundtruth.GTVideo(name, subset, duration, tuple(
+      groundtruth.Instance(names[cl], round(s * sps, 4), round((e + 1) * sps, 4))
+      for cl, s, e in sorted(instances, key=lambda x: x[1])))
+  return gt, feats
+
+
+def generate(cfg: SyntheticConfig, output_dir: str) -> str:
+  """Writes the dataset to output_dir (atomically: built aside, then renamed)."""
+  if os.path.exists(output_dir):
+    raise FileExistsError(output_dir)
+  parent = os.path.dirname(os.path.abspath(output_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".synthetic.", dir=parent)
+  try:
+    rng = np.random.default_rng(cfg.seed)
+    world = _World(cfg, rng)
+    videos = []
+    for subset, split, count in (("validation", "train", cfg.num_train),
+                                 ("test", "test", cfg.num_test)):
+      for k in range(count):
+        name = f"video_{subset}_{k:07d}"
+        gt, feats = _video(world, rng, name, subset, DURATION_LOG[subset])
+        for s, x in feats.items():
+          path = os.path.join(tmp, "features", split, s, name + ".npy")
+          os.makedirs(os.path.dirname(path), exist_ok=True)
+          np.save(path, x)
+        videos.append(gt)
+    io_utils.write_json(os.path.join(tmp, "gt.json"), groundtruth.to_activitynet(
+        videos, f"wtal_tf synthetic THUMOS14-shaped, seed {cfg.seed}"), indent=1)
+    if cfg.num_micro:
+      _microvideos(world, rng, cfg.num_micro, os.path.join(tmp, "micro"))
+    os.replace(tmp, output_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return output_dir
+
+
+def _microvideos(world, rng, count, directory):
+  """Short clips, high foreground ratio, more clips for classes with few instances."""
+  inv = 1.0 / np.array(list(THUMOS14_CLASSES.values()), np.float64)
+  weights = inv / inv.sum()
+  names = list(THUMOS14_CLASSES)
+  rows = ["video,labels"]
+  for k in range(count):
+    name = f"micro_{k:07d}"
+    gt, feats = _video(world, rng, name, "micro", None, micro=True, classes_weights=weights)
+    for s, x in feats.items():
+      path = os.path.join(directory, s, name + ".npy")
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      np.save(path, x)
+    rows.append(f"{name},{';'.join(gt.labels)}")
+  del names
+  io_utils.write_text(os.path.join(directory, "labels.csv"), "\n".join(rows) + "\n")

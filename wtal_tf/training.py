@@ -1,0 +1,167 @@
+"""The training loop: one whole video per step, checkpoints, TensorBoard, evaluation."""
+
+import collections
+import dataclasses
+import math
+import os
+import time
+from typing import Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from wtal_tf import checkpointing
+from wtal_tf import data
+from wtal_tf import evaluation
+from wtal_tf import export
+from wtal_tf.config import Config
+from wtal_tf.errors import UserError
+from wtal_tf.inference import Predictor
+from wtal_tf.model import WTALModel
+
+
+class NonFiniteLoss(UserError):
+  """A loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  steps: int  # global step reached
+  traces: int  # times train_step was traced in this run
+  losses: dict  # mean of each loss over the last logging window
+  eval: Optional[evaluation.EvalResult]
+  history: list  # [(step, mAP per tIoU)] of the evaluations in this run
+  first_step_seconds: float
+
+
+def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
+  model = WTALModel(dataset.num_classes, dataset.streams, cfg.model.attention_units,
+                    cfg.loss.to_dict(), cfg.train.seed)
+  model.build_for(dataset.feature_dims)
+  model.compile(optimizer=checkpointing.optimizer(cfg.train.learning_rate), jit_compile=False)
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
+                   keep_outputs=()):
+  """Detections for the test videos and their mAP; also the kept videos' outputs."""
+  results, kept = export.detect(predictor, dataset.test, dataset.classes, dataset.streams,
+                                cfg.localize, cfg.data.seconds_per_segment, keep_outputs)
+  preds = evaluation.parse_detections({"results": results}, "detections")
+  result = evaluation.evaluate(dataset.test_gt, preds, cfg.eval.thresholds,
+                               known_labels=set(dataset.classes))
+  return results, result, kept
+
+
+def _log_eval(writer, result: evaluation.EvalResult, cfg: Config, step: int):
+  with writer.as_default(step=step):
+    for t, m in zip(result.tious, result.mean_ap):
+      tf.summary.scalar(f"mAP@{t:g}", m)
+    for name, value in result.averages(cfg.eval.averages).items():
+      tf.summary.scalar(f"mAP {name}", value)
+
+
+def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> TrainResult:
+  """Trains (resuming from the latest checkpoint in the model dir) and evaluates.
+
+  `hooks` are callables (model, predictor, step, eval_result, kept) run after
+  each evaluation, e.g. to draw timelines.
+  """
+  model_dir = cfg.train.model_dir
+  if not model_dir:
+    raise UserError("--model_dir is required")
+  checkpointing.check_writable(model_dir)
+  if dataset is None:
+    dataset = data.load_dataset(cfg.data)
+  for message in dataset.skipped:
+    logging.warning("skipped: %s", message)
+  if cfg.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+  strategy = tf.distribute.get_strategy()
+  with strategy.scope():
+    model = build_model(cfg, dataset)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+  checkpointing.save_spec(model_dir, model, dataset.classes, dataset.feature_dims)
+  manager = checkpointing.manager(model_dir, model=model, optimizer=model.optimizer, step=step)
+  if manager.latest_checkpoint:
+    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
+  start = int(step.numpy())
+  saved = start if manager.latest_checkpoint else None
+  total_steps = cfg.train.train_steps
+
+  order = data.training_order(len(dataset.train) - dataset.num_extra, dataset.num_extra,
+                              cfg.data.extra_weight,
+                              cfg.train.seed, start, max(total_steps - start, 0))
+  cache = data.FeatureCache(dataset.streams, cfg.data.cache_features)
+  ds = data.training_dataset(dataset.train, order, dataset.num_classes, dataset.streams,
+                             dataset.feature_dims, cache)
+
+  traces = [0]
+
+  def step_fn(features, labels):
+    traces[0] += 1
+    logs = strategy.run(model.train_step, args=((features, labels),))
+    return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
+
+  signature = data.element_signature(dataset.streams, dataset.feature_dims,
+                                     dataset.num_classes)
+  train_fn = tf.function(step_fn, input_signature=signature, jit_compile=False)
+  predictor = Predictor(model, dataset.feature_dims)
+  train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+  eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+  keep = [v.name for v in dataset.test[:cfg.train.num_vis_videos]]
+
+  sums, count = collections.defaultdict(float), 0
+  window_start, first_step_seconds = time.perf_counter(), 0.0
+  last_means, history, result = {}, [], None
+
+  def run_eval(s):
+    nonlocal result
+    _, result, kept = evaluate_model(predictor, dataset, cfg, keep)
+    _log_eval(eval_writer, result, cfg, s)
+    history.append((s, result.mean_ap.copy()))
+    logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
+    for hook in hooks:
+      hook(model, predictor, s, result, kept)
+
+  s = start
+  for features, labels in ds:
+    t0 = time.perf_counter()
+    logs = train_fn(features, labels)
+    total = float(logs["total"])
+    if s == start:
+      first_step_seconds = time.perf_counter() - t0
+    s += 1
+    step.assign(s)
+    if not math.isfinite(total):
+      raise NonFiniteLoss(f"loss became {total} at step {s}; stopped, the last good "
+                          f"checkpoint is kept ({manager.latest_checkpoint})")
+    for k, v in logs.items():
+      sums[k] += float(v)
+    count += 1
+    if s % cfg.train.log_every == 0 or s == total_steps:
+      elapsed = time.perf_counter() - window_start
+      last_means = {k: v / count for k, v in sums.items()}
+      with train_writer.as_default(step=s):
+        for k, v in last_means.items():
+          tf.summary.scalar(f"loss/{k}", v)
+        tf.summary.scalar("learning_rate", float(model.optimizer.learning_rate))
+        tf.summary.scalar("steps_per_second", count / elapsed)
+      logging.info("step %d: loss %.4f (%.1f steps/s)", s, last_means["total"], count / elapsed)
+      sums, count, window_start = collections.defaultdict(float), 0, time.perf_counter()
+    if s % cfg.train.checkpoint_every == 0 or s == total_steps:
+      manager.save(checkpoint_number=s)
+      saved = s
+    if cfg.train.eval_every and s % cfg.train.eval_every == 0 and s != total_steps and dataset.test:
+      run_eval(s)
+  if saved != int(step):
+    manager.save(checkpoint_number=int(step))
+  if dataset.test:
+    run_eval(int(step))
+  train_writer.flush()
+  eval_writer.flush()
+  return TrainResult(int(step), traces[0], last_means, result, history, first_step_seconds)
