@@ -67,6 +67,8 @@ def define_flags() -> None:
   # Model and losses.
   _define(flags.DEFINE_integer, "attention_units", model.attention_units,
           "Hidden units of the attention module.", lower_bound=1)
+  _define(flags.DEFINE_float, "init_stddev", model.init_stddev,
+          "Std of the N(0, s²) kernel initialiser; 0 for Glorot uniform.", lower_bound=0.0)
   _define_enum_list("losses", loss.losses, d.LOSS_NAMES, "Loss terms; fg is always on.")
   _define(flags.DEFINE_enum, "cls_loss", loss.cls_loss, list(d.CLS_LOSSES),
           "softmax over C+1 (the paper) or sigmoid over C (STPN).")
@@ -115,6 +117,15 @@ def define_flags() -> None:
   _define(flags.DEFINE_string, "detections", None, "evaluate: detections JSON.")
   _define(flags.DEFINE_string, "subset", None, "evaluate: subset (default --test_subset).")
   _define(flags.DEFINE_boolean, "per_class", False, "evaluate: print per-class AP.")
+  # tools.thumos14_to_json.
+  _define(flags.DEFINE_string, "val_annotations", None,
+          "thumos14_to_json: dir of <Class>_val.txt files.")
+  _define(flags.DEFINE_string, "test_annotations", None,
+          "thumos14_to_json: dir of <Class>_test.txt files.")
+  _define(flags.DEFINE_string, "video_info", None,
+          "thumos14_to_json: optional JSON {video: {duration}}.")
+  _define(flags.DEFINE_boolean, "wtal_standard", False,
+          "thumos14_to_json: drop test videos 270 and 1496 (210-video convention).")
   # tools.make_synthetic.
   synth = synthetic.SyntheticConfig()
   _define(flags.DEFINE_string, "output_dir", None, "make_synthetic/visualize: output directory.")
@@ -156,7 +167,7 @@ def config_from_flags() -> cfg_lib.Config:
           streams=streams, feature_fps=f.feature_fps, segment_frames=f.segment_frames,
           cache_features=f.cache_features, skip_invalid_videos=f.skip_invalid_videos,
           extra_train=tuple(f.extra_train), extra_weight=f.extra_weight),
-      model=cfg_lib.ModelConfig(attention_units=f.attention_units),
+      model=cfg_lib.ModelConfig(attention_units=f.attention_units, init_stddev=f.init_stddev),
       loss=loss,
       train=cfg_lib.TrainConfig(
           model_dir=f.model_dir, train_steps=f.train_steps, learning_rate=f.learning_rate,

@@ -50,6 +50,9 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   attention_units: int = 256
+  # Kernels start as N(0, init_stddev²) (as STPN reproductions do); 0: Glorot uniform.
+  # Tiny weights keep the untrained classifier from steering the attention.
+  init_stddev: float = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)

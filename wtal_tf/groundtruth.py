@@ -89,13 +89,31 @@ def parse_database(database: dict, source: str) -> dict[str, GTVideo]:
   return videos
 
 
+class _DuplicateKey(ValueError):
+  pass
+
+
+def _no_duplicates(pairs):
+  obj = {}
+  for key, value in pairs:
+    if key in obj:
+      raise _DuplicateKey(key)
+    obj[key] = value
+  return obj
+
+
 def load_json(path: str) -> dict:
-  """Reads a JSON object, with one clear error for a missing or malformed file."""
+  """Reads a JSON object, with one clear error for a missing or malformed file.
+
+  Duplicate keys (e.g. a video listed twice) are an error, not silently merged.
+  """
   if not os.path.isfile(path):
     raise UserError(f"{path}: file not found")
   try:
     with open(path, encoding="utf-8") as f:
-      obj = json.load(f)
+      obj = json.load(f, object_pairs_hook=_no_duplicates)
+  except _DuplicateKey as e:
+    raise UserError(f"{path}: duplicate key {e.args[0]!r} (a video listed twice?)") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f"{path}: not valid JSON ({e})") from None
   except OSError as e:

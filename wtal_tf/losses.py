@@ -91,9 +91,10 @@ def guide_targets(frame_logits: tf.Tensor, labels: tf.Tensor, sigma: float):
   """
   s = tf.nn.softmax(frame_logits, axis=-1)
   smoothed = gaussian_smooth(tf.concat([s[:, 1:], 1.0 - s[:, :1]], axis=1), sigma)
+  class_targets = smoothed[:, :-1]
   present = tf.cast(labels, tf.bool)[None, :]
-  fg = tf.reduce_max(tf.where(present, smoothed[:, :-1], tf.fill(tf.shape(smoothed[:, :-1]), -1.0)),
-                     axis=1)
+  absent = -tf.ones_like(class_targets)  # below any probability: never the max
+  fg = tf.reduce_max(tf.where(present, class_targets, absent), axis=1)
   return fg, smoothed[:, -1]
 
 

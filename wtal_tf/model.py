@@ -24,10 +24,17 @@ def stream_seed(seed: int, stream: str) -> int:
 class StreamBranch(keras.layers.Layer):
   """One stream's attention, classifier and clustering heads."""
 
-  def __init__(self, num_classes: int, attention_units: int = 256, seed: int = 0, **kwargs):
+  def __init__(self, num_classes: int, attention_units: int = 256, seed: int = 0,
+               init_stddev: float = 1e-3, **kwargs):
     super().__init__(**kwargs)
     self.num_classes, self.attention_units, self.seed = num_classes, attention_units, seed
-    init = lambda k: keras.initializers.GlorotUniform(seed=seed + k)
+    self.init_stddev = init_stddev
+
+    def init(k):
+      if init_stddev > 0:
+        return keras.initializers.RandomNormal(stddev=init_stddev, seed=seed + k)
+      return keras.initializers.GlorotUniform(seed=seed + k)
+
     self.attention_hidden = keras.layers.Dense(attention_units, activation="relu",
                                                kernel_initializer=init(0), name="attention_hidden")
     self.attention_out = keras.layers.Dense(1, activation="sigmoid",
@@ -65,7 +72,8 @@ class StreamBranch(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "num_classes": self.num_classes,
-            "attention_units": self.attention_units, "seed": self.seed}
+            "attention_units": self.attention_units, "seed": self.seed,
+            "init_stddev": self.init_stddev}
 
 
 @keras.saving.register_keras_serializable("wtal_tf")
@@ -73,14 +81,16 @@ class WTALModel(keras.Model):
   """One branch per stream; `train_step` sums the enabled, weighted losses of all."""
 
   def __init__(self, num_classes: int, streams=("rgb", "flow"), attention_units: int = 256,
-               loss_config: dict | None = None, seed: int = 0, **kwargs):
+               loss_config: dict | None = None, seed: int = 0, init_stddev: float = 1e-3,
+               **kwargs):
     super().__init__(**kwargs)
     self.num_classes, self.streams = num_classes, tuple(streams)
-    self.attention_units, self.seed = attention_units, seed
+    self.attention_units, self.seed, self.init_stddev = attention_units, seed, init_stddev
     self.loss_config = LossConfig.from_dict(loss_config or {})
     for s in self.streams:  # plain attributes: tf.train.Checkpoint does not track dicts
       setattr(self, f"{s}_branch", StreamBranch(num_classes, attention_units,
-                                                stream_seed(seed, s), name=f"{s}_branch"))
+                                                stream_seed(seed, s), init_stddev,
+                                                name=f"{s}_branch"))
 
   @property
   def branches(self) -> dict[str, StreamBranch]:
@@ -114,4 +124,5 @@ class WTALModel(keras.Model):
   def get_config(self):
     return {**super().get_config(), "num_classes": self.num_classes,
             "streams": list(self.streams), "attention_units": self.attention_units,
-            "loss_config": self.loss_config.to_dict(), "seed": self.seed}
+            "loss_config": self.loss_config.to_dict(), "seed": self.seed,
+            "init_stddev": self.init_stddev}

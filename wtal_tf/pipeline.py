@@ -22,7 +22,8 @@ def main(argv):
   training.train(cfg)
   detections, dataset = export.localize_to_file(cfg)
   preds = evaluation.parse_detections(groundtruth.load_json(detections), detections)
-  result = evaluation.evaluate(dataset.test_gt, preds, cfg.eval.thresholds)
+  result = evaluation.evaluate(dataset.test_gt, preds, cfg.eval.thresholds,
+                               known_labels=set(dataset.classes))
   io_utils.write_json(evaluation.results_path(detections), result.to_dict(cfg.eval.averages),
                       indent=1)
   print(f"detections: {detections}")

@@ -45,7 +45,7 @@ VENUES = (
     ("BaseballPitch", "SoccerPenalty", "FrisbeeCatch", "GolfSwing"),
     ("Billiards", "CleanAndJerk"),
 )
-VENUE_MATCH = 0.8  # probability that a video's venue is its class's venue
+
 # log-normal parameters (mean, std of the natural log), in seconds.
 DURATION_LOG = {"validation": (4.94, 0.92), "test": (5.02, 0.84)}
 DURATION_RANGE_S = (8.0, 1700.0)
@@ -67,10 +67,11 @@ class SyntheticConfig:
   fps: float = 25.0
   segment_frames: int = 16
   action_amplitude: float = 2.5
-  scene_amplitude: float = 1.0
+  scene_amplitude: float = 0.5
   context_amplitude: float = 1.0
   motion_amplitude: float = 0.8
   scene_variation: float = 0.25  # per-video deviation from the venue
+  venue_match: float = 0.8  # probability that a video is shot at its class's venue
   noise: float = 1.0
   noise_correlation: float = 0.5  # AR(1) coefficient along time
 
@@ -99,7 +100,7 @@ class _World:
   def features(self, rng, labels, t, instances):
     """[T, d] per stream for one video with instances [(class, start, end)]."""
     cfg = self.cfg
-    venue = (self.venue_of[labels[0]] if rng.random() < VENUE_MATCH
+    venue = (self.venue_of[labels[0]] if rng.random() < cfg.venue_match
              else int(rng.integers(len(VENUES))))
     out = {}
     fg = np.zeros(t)

@@ -32,12 +32,13 @@ class TrainResult:
   losses: dict  # mean of each loss over the last logging window
   eval: Optional[evaluation.EvalResult]
   history: list  # [(step, mAP per tIoU)] of the evaluations in this run
+  loss_history: list  # [(step, mean total loss over the logging window)]
   first_step_seconds: float
 
 
 def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
   model = WTALModel(dataset.num_classes, dataset.streams, cfg.model.attention_units,
-                    cfg.loss.to_dict(), cfg.train.seed)
+                    cfg.loss.to_dict(), cfg.train.seed, cfg.model.init_stddev)
   model.build_for(dataset.feature_dims)
   model.compile(optimizer=checkpointing.optimizer(cfg.train.learning_rate), jit_compile=False)
   model.optimizer.build(model.trainable_variables)
@@ -117,7 +118,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> Trai
 
   sums, count = collections.defaultdict(float), 0
   window_start, first_step_seconds = time.perf_counter(), 0.0
-  last_means, history, result = {}, [], None
+  last_means, history, loss_history, result = {}, [], [], None
 
   def run_eval(s):
     nonlocal result
@@ -146,6 +147,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> Trai
     if s % cfg.train.log_every == 0 or s == total_steps:
       elapsed = time.perf_counter() - window_start
       last_means = {k: v / count for k, v in sums.items()}
+      loss_history.append((s, last_means["total"]))
       with train_writer.as_default(step=s):
         for k, v in last_means.items():
           tf.summary.scalar(f"loss/{k}", v)
@@ -164,4 +166,5 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> Trai
     run_eval(int(step))
   train_writer.flush()
   eval_writer.flush()
-  return TrainResult(int(step), traces[0], last_means, result, history, first_step_seconds)
+  return TrainResult(int(step), traces[0], last_means, result, history, loss_history,
+                     first_step_seconds)

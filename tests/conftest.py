@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny generated datasets and the optional ../shared references."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from wtal_tf import config as C
+from wtal_tf import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("WTAL_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts) -> pathlib.Path:
+  """A file of ../shared, or skip the test when it is absent (a user's clone)."""
+  path = SHARED.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f"{path} not available")
+  return path
+
+
+def write_video(root, split, name, arrays):
+  for stream, x in arrays.items():
+    path = pathlib.Path(root, "features", split, stream, name + ".npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, x)
+
+
+def write_dataset(root, train, test, classes=("A", "B", "C"), d=4, seed=0,
+                  train_subset="validation"):
+  """A per-video dataset. train/test: {name: (labels, T)}; segments are planted
+  one per label at the start of the video (seconds at 0.64 s a segment)."""
+  rng = np.random.default_rng(seed)
+  database = {}
+  for subset, split, videos in ((train_subset, "train", train), ("test", "test", test)):
+    for name, (labels, t) in videos.items():
+      write_video(root, split, name, {s: rng.standard_normal((t, d)).astype(np.float32)
+                                      for s in ("rgb", "flow")})
+      database[name] = {"subset": subset, "duration": t * 0.64, "annotations": [
+          {"label": l, "segment": [0.64 * k, 0.64 * (k + 1)]} for k, l in enumerate(labels)]}
+  # make sure every class appears somewhere
+  extra = [c for c in classes if not any(c in l for l, _ in {**train, **test}.values())]
+  assert not extra, extra
+  pathlib.Path(root, "gt.json").write_text(json.dumps({"database": database}))
+  return root
+
+
+def tiny_config(data_dir, model_dir, **groups) -> C.Config:
+  cfg = C.Config(data=C.DataConfig(data_dir=str(data_dir)),
+                 train=C.TrainConfig(model_dir=str(model_dir), train_steps=20, log_every=5,
+                                     checkpoint_every=10, eval_every=0, num_vis_videos=0),
+                 model=C.ModelConfig(attention_units=8))
+  return cfg.replace(**groups) if groups else cfg
+
+
+SMALL_SYNTHETIC = synthetic.SyntheticConfig(num_train=40, num_test=10, feature_dim=16, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory):
+  """A small THUMOS14-shaped synthetic dataset (shared, read-only)."""
+  return synthetic.generate(SMALL_SYNTHETIC, str(tmp_path_factory.mktemp("syn") / "data"))

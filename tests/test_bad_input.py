@@ -1,0 +1,199 @@
+"""Bad input gets one clear error naming the file and the problem (issue: reliability)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_config, write_dataset
+from wtal_tf import config as C
+from wtal_tf import data
+from wtal_tf import evaluation
+from wtal_tf import groundtruth
+from wtal_tf import training
+from wtal_tf.errors import UserError
+
+
+@pytest.fixture
+def good(tmp_path):
+  return write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                       classes=("A", "B"))
+
+
+def load(root, **kw):
+  return data.load_dataset(C.DataConfig(data_dir=str(root), **kw))
+
+
+def feature(root, split, stream, name):
+  return pathlib.Path(root, "features", split, stream, name + ".npy")
+
+
+def edit_gt(root, fn):
+  path = pathlib.Path(root, "gt.json")
+  gt = json.loads(path.read_text())
+  fn(gt["database"])
+  path.write_text(json.dumps(gt))
+
+
+def corrupt(path, how):
+  if not isinstance(how, str):
+    np.save(path, how)
+  elif how == "missing":
+    path.unlink()
+  elif how == "empty file":
+    path.write_bytes(b"")
+  else:
+    path.write_bytes(b"\x93NUMPY garbage that is not an array")
+
+
+FEATURE_CASES = [
+    ("missing", "feature file not found"),
+    ("empty file", "cannot read as .npy"),
+    ("garbage", "cannot read as .npy"),
+    (np.ones((4, 4), np.int32), "expected floating-point features, got dtype int32"),
+    (np.ones(4, np.float32), "expected a 2-D"),
+    (np.ones((4, 4, 1), np.float32), "expected a 2-D"),
+    (np.ones((0, 4), np.float32), "empty video (0 segments)"),
+    (np.ones((4, 7), np.float32), "feature dimension 7, expected 4"),
+    (np.array([[np.nan] * 4] * 4, np.float32), "16 NaN/inf values"),
+    (np.array([[np.inf, 0, 0, 0]] * 4, np.float32), "4 NaN/inf values"),
+    (np.ones((9, 4), np.float32), "stream lengths differ"),
+    (np.array([{"a": 1}], dtype=object), "cannot read as .npy"),
+]
+
+
+@pytest.mark.parametrize("how,message", FEATURE_CASES)
+def test_bad_feature_file(good, how, message):
+  path = feature(good, "train", "flow", "b")
+  corrupt(path, how)
+  with pytest.raises(UserError) as e:
+    load(good)
+  assert message in str(e.value)
+  assert "b" in str(e.value) and ("flow" in str(e.value) or "stream" in str(e.value))
+
+
+@pytest.mark.parametrize("how,message", FEATURE_CASES[:3])
+def test_skip_invalid_videos(good, how, message):
+  corrupt(feature(good, "train", "rgb", "b"), how)
+  ds = load(good, skip_invalid_videos=True)
+  assert [v.name for v in ds.train] == ["a"]
+  assert len(ds.skipped) == 1 and message in ds.skipped[0]
+
+
+GT_CASES = [
+    (lambda db: db["a"]["annotations"].append({"label": "A", "segment": [-1, 2]}),
+     "negative or reversed segment"),
+    (lambda db: db["a"]["annotations"].append({"label": "A", "segment": [5, 2]}),
+     "negative or reversed segment"),
+    (lambda db: db["a"]["annotations"].append({"label": "A", "segment": ["x", 2]}),
+     "not a number"),
+    (lambda db: db["a"]["annotations"].append({"label": "A"}), "needs 'label' and 'segment'"),
+    (lambda db: db["a"].pop("subset"), "missing or non-string 'subset'"),
+    (lambda db: db["a"].update(duration=-3), "'duration' must be positive"),
+]
+
+
+@pytest.mark.parametrize("change,message", GT_CASES)
+def test_bad_ground_truth(good, change, message):
+  edit_gt(good, change)
+  with pytest.raises(UserError) as e:
+    load(good)
+  assert message in str(e.value) and "gt.json" in str(e.value) and "'a'" in str(e.value)
+
+
+def test_malformed_json(good):
+  pathlib.Path(good, "gt.json").write_text('{"database": {"a": ')
+  with pytest.raises(UserError, match="gt.json: not valid JSON"):
+    load(good)
+
+
+def test_duplicate_video_id(good):
+  path = pathlib.Path(good, "gt.json")
+  text = path.read_text()
+  entry = json.dumps(json.loads(text)["database"]["a"])
+  path.write_text(text.replace('"database": {', '"database": {"a": ' + entry + ", ", 1))
+  with pytest.raises(UserError, match="duplicate key 'a'"):
+    load(good)
+
+
+def test_missing_subset(good):
+  with pytest.raises(UserError, match="no videos in subset 'training'.*'test', 'validation'"):
+    load(good, train_subset="training")
+
+
+def test_unknown_label_with_class_list(good, tmp_path):
+  (tmp_path / "classes.txt").write_text("A\n")
+  with pytest.raises(UserError, match=r"ground-truth labels not in the class list: \['B'\]"):
+    load(good, class_list=str(tmp_path / "classes.txt"))
+
+
+def test_missing_data_dir_explains_layout(tmp_path):
+  with pytest.raises(UserError, match="(?s)data directory not found.*gt.json"):
+    load(tmp_path / "nope")
+
+
+def test_detections_with_unknown_label(good, tmp_path):
+  det = tmp_path / "det.json"
+  det.write_text(json.dumps({"results": {"x": [{"label": "Q", "score": 1, "segment": [0, 1]}]}}))
+  with pytest.raises(UserError, match=r"det.json: .*unknown to the ground truth: \['Q'\]"):
+    evaluation.evaluate_files(str(good / "gt.json"), str(det), "test", [0.5])
+
+
+@pytest.mark.parametrize("results,message", [
+    ({"x": [{"label": "A", "score": 1}]}, "needs 'label', 'score' and 'segment'"),
+    ({"x": [{"label": "A", "score": "high", "segment": [0, 1]}]}, "must be numbers"),
+    ({"x": [{"label": "A", "score": 1, "segment": [0]}]}, "segment must be [start, end]"),
+    ({"x": {"label": "A"}}, "must be a list"),
+])
+def test_malformed_detections(results, message):
+  with pytest.raises(UserError) as e:
+    evaluation.parse_detections({"results": results}, "det.json")
+  assert message in str(e.value) and "det.json" in str(e.value)
+
+
+def test_unwritable_model_dir(good, tmp_path):
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o500)
+  try:
+    if os.access(locked, os.W_OK):
+      pytest.skip("running as a user that can write anywhere")
+    with pytest.raises(UserError, match="not writable"):
+      training.train(tiny_config(good, locked))
+  finally:
+    locked.chmod(0o700)
+
+
+def test_model_dir_is_a_file(good, tmp_path):
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(UserError, match="cannot create model dir"):
+    training.train(tiny_config(good, tmp_path / "file" / "m"))
+
+
+def run_cli(*args):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO,
+                        env=env)
+
+
+def test_cli_prints_one_line_without_traceback(tmp_path):
+  proc = run_cli("wtal_tf.train", f"--data_dir={tmp_path / 'missing'}",
+                 f"--model_dir={tmp_path / 'm'}")
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr
+  assert f"error: {tmp_path / 'missing'}: data directory not found" in proc.stderr
+
+
+def test_cli_localize_without_a_model(good, tmp_path):
+  proc = run_cli("wtal_tf.localize", f"--data_dir={good}", f"--model_dir={tmp_path / 'empty'}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "model.json: not found" in proc.stderr
+
+
+def test_cli_rejects_bad_enum():
+  proc = run_cli("wtal_tf.train", "--streams=rgb,depth")
+  assert proc.returncode != 0 and "items must be from rgb,flow" in proc.stderr

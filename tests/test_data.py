@@ -1,0 +1,125 @@
+"""Readers for both layouts, the THUMOS14 converter, and the training order."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import shared_path, write_dataset, write_video
+from wtal_tf import config as C
+from wtal_tf import data
+from wtal_tf import groundtruth
+from wtal_tf import thumos14
+
+ANN = ("thumos14", "sujoyp_wtalc-pytorch", "Thumos14reduced-Annotations")
+
+
+def test_per_video_layout(tmp_path):
+  root = write_dataset(tmp_path, {"a": (["B", "A"], 5), "b": (["C"], 2)}, {"x": (["A"], 3)})
+  ds = data.load_dataset(C.DataConfig(data_dir=str(root)))
+  assert ds.classes == ("A", "B", "C")
+  assert [(v.name, v.labels, v.num_segments) for v in ds.train] == [("a", (0, 1), 5),
+                                                                     ("b", (2,), 2)]
+  assert ds.feature_dims == {"rgb": 4, "flow": 4}
+  assert list(ds.test_gt) == ["x"] and ds.test[0].duration == pytest.approx(3 * 0.64)
+  x = ds.train[0].load(("rgb",))["rgb"]
+  assert x.dtype == np.float32 and x.shape == (5, 4)
+
+
+def test_class_list_file_fixes_order(tmp_path):
+  root = write_dataset(tmp_path, {"a": (["A"], 2), "b": (["B"], 2)}, {"x": (["A"], 2)},
+                       classes=("A", "B"))
+  (tmp_path / "classes.txt").write_text("B\nA\nZ\n")
+  ds = data.load_dataset(C.DataConfig(data_dir=str(root), class_list=str(tmp_path / "classes.txt")))
+  assert ds.classes == ("B", "A", "Z") and ds.train[0].labels == (1,)
+
+
+def test_wtalc_layout_on_real_annotations(tmp_path):
+  ann = shared_path(*ANN)
+  names = [n.decode() for n in np.load(ann / "videoname.npy", allow_pickle=True)]
+  duration = np.load(ann / "duration.npy", allow_pickle=True).reshape(-1)
+  lengths = [max(1, int(d * 25 / 16)) for d in duration]
+  rng = np.random.default_rng(0)
+  joint = np.empty(len(names), dtype=object)
+  for k, t in enumerate(lengths):
+    joint[k] = rng.random((t, 6)).astype(np.float32)
+  np.save(tmp_path / data.WTALC_FEATURES, joint, allow_pickle=True)
+  shutil.copytree(ann, tmp_path / data.WTALC_ANNOTATIONS)
+  ds = data.load_dataset(C.DataConfig(data_dir=str(tmp_path), layout="wtalc"))
+  assert len(ds.classes) == 20 and ds.classes == tuple(sorted(ds.classes))
+  assert len(ds.train) == 200 and len(ds.test) == 212
+  assert ds.feature_dims == {"rgb": 3, "flow": 3}
+  assert [v.num_segments for v in ds.train + ds.test] == lengths
+  # Video labels are the set of instance labels (labels.npy), as for layout (a);
+  # W-TALC's labels_all.npy disagrees with its own instances on 28 videos.
+  instance_labels = np.load(ann / "labels.npy", allow_pickle=True)
+  assert [tuple(ds.classes[i] for i in v.labels) for v in ds.train] == [
+      tuple(sorted(set(l))) for l in instance_labels[:200]]
+  x = ds.test[0].load(("rgb", "flow"))
+  np.testing.assert_array_equal(np.concatenate([x["rgb"], x["flow"]], 1), joint[200])
+  assert sum(len(v.instances) for v in ds.test_gt.values()) == 3358
+
+
+def test_um_gt_json_with_train_test_subsets(tmp_path):
+  gt = json.loads(shared_path("thumos14", "leftthomas_UM", "gt.json").read_text())
+  shutil.copy(shared_path("thumos14", "leftthomas_UM", "gt.json"), tmp_path / "gt.json")
+  rng = np.random.default_rng(0)
+  for name, entry in gt["database"].items():
+    t = int(rng.integers(1, 20))
+    write_video(tmp_path, entry["subset"], name,
+                {s: rng.random((t, 2)).astype(np.float32) for s in ("rgb", "flow")})
+  ds = data.load_dataset(C.DataConfig(data_dir=str(tmp_path), train_subset="train"))
+  assert len(ds.train) == 200 and len(ds.test) == 210 and len(ds.classes) == 20
+  assert sum(len(v.instances) for v in ds.test_gt.values()) == 3311
+  assert all(v.duration is None for v in ds.test)
+
+
+def _instances(videos):
+  return {k: (v.subset, [(i.label, i.start, i.end) for i in v.instances]) for k, v in videos.items()}
+
+
+def test_converter_reproduces_normalised_gt():
+  mm = shared_path("thumos14", "makecent_mmtad")
+  got = thumos14.read_official({"validation": str(mm / "annotations_val"),
+                                "test": str(mm / "annotations_test")},
+                               str(mm / "TH14_video_info.json"))
+  ref = groundtruth.load_activitynet(str(shared_path("thumos14", "thumos14_gt.json")))
+  assert _instances(got) == _instances(ref)
+  assert {k: v.duration for k, v in got.items()} == {k: v.duration for k, v in ref.items()}
+
+
+def test_converter_cli_210_convention(tmp_path):
+  import subprocess
+  import sys
+  mm = shared_path("thumos14", "makecent_mmtad")
+  out = tmp_path / "gt.json"
+  subprocess.run([sys.executable, "-m", "wtal_tf.tools.thumos14_to_json",
+                  f"--val_annotations={mm / 'annotations_val'}",
+                  f"--test_annotations={mm / 'annotations_test'}", "--wtal_standard",
+                  f"--output={out}"], check=True, capture_output=True)
+  got = groundtruth.load_activitynet(str(out))
+  ref = groundtruth.load_activitynet(str(shared_path("thumos14", "leftthomas_UM", "gt.json")))
+  as_set = lambda vs: {(k, {"validation": "train"}.get(v.subset, v.subset), i) for k, v in vs.items()
+                       for i in v.instances}
+  assert len([v for v in got.values() if v.subset == "test"]) == 210
+  assert as_set(got) == as_set(ref)
+
+
+@pytest.mark.parametrize("start", [0, 3, 7, 10, 26])
+def test_training_order_resumes_exactly(start):
+  full = data.training_order(10, 0, 1.0, seed=5, start_step=0, num_steps=30)
+  assert np.array_equal(data.training_order(10, 0, 1.0, 5, start, 30 - start), full[start:])
+  for epoch in range(3):
+    assert sorted(full[epoch * 10:(epoch + 1) * 10]) == list(range(10))  # each video once an epoch
+  assert not np.array_equal(full[:10], full[10:20])  # reshuffled each epoch
+
+
+def test_training_order_with_extra_videos():
+  order = data.training_order(6, 4, 2.0, seed=0, start_step=0, num_steps=14 * 3)
+  for epoch in range(3):
+    counts = np.bincount(order[epoch * 14:(epoch + 1) * 14], minlength=10)
+    assert list(counts[:6]) == [1] * 6 and list(counts[6:]) == [2] * 4
+  half = data.training_order(6, 4, 0.5, seed=0, start_step=0, num_steps=8)
+  assert (half >= 6).sum() == 2

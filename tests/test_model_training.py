@@ -1,0 +1,140 @@
+"""The model, its train_step and the training loop (issue: core)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_config, write_dataset
+from wtal_tf import checkpointing
+from wtal_tf import config as C
+from wtal_tf import training
+from wtal_tf.model import StreamBranch, WTALModel
+
+
+def branch_weights(model_dir):
+  model, _ = checkpointing.restore(str(model_dir))
+  return {s: [w.numpy() for w in b.weights] for s, b in model.branches.items()}
+
+
+def test_branch_pools_as_eq1_eq4_and_has_no_classifier_bias():
+  branch = StreamBranch(num_classes=3, attention_units=5, seed=1)
+  x = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+  out = branch(x)
+  assert [w.shape for w in branch.classifier.weights] == [(4, 4)]
+  assert [w.shape for w in branch.cluster.weights] == [(4, 2)]
+  lam = out["attention"].numpy()
+  assert lam.shape == (7,) and np.all((lam >= 0) & (lam <= 1))
+  w = branch.classifier.kernel.numpy()
+  u = branch.cluster.kernel.numpy()
+  x_fg = (lam[:, None] * x).sum(0) / 7  # divide by T, not by Σλ
+  x_bg = ((1 - lam)[:, None] * x).sum(0) / 7
+  np.testing.assert_allclose(out["fg_logits"], x_fg @ w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["bg_logits"], x_bg @ w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["cluster_fg"], x_fg @ u, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["cluster_bg"], x_bg @ u, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["frame_logits"], x @ w, rtol=1e-5, atol=1e-6)
+  hidden = np.maximum(x @ branch.attention_hidden.kernel.numpy()
+                      + branch.attention_hidden.bias.numpy(), 0)
+  expected = 1 / (1 + np.exp(-(hidden @ branch.attention_out.kernel.numpy()
+                               + branch.attention_out.bias.numpy())))
+  np.testing.assert_allclose(lam, expected[:, 0], rtol=1e-5)
+
+
+def test_get_config_round_trips():
+  model = WTALModel(5, ("rgb",), 16, C.LossConfig(losses=("fg", "sparse")).to_dict(), seed=3)
+  clone = WTALModel.from_config(model.get_config())
+  assert clone.get_config() == model.get_config()
+  assert clone.loss_config == model.loss_config
+  branch = StreamBranch(4, 8, 2)
+  assert StreamBranch.from_config(branch.get_config()).get_config() == branch.get_config()
+  restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+  assert isinstance(restored, WTALModel) and restored.streams == ("rgb",)
+
+
+def test_train_step_traced_once_over_200_lengths(tmp_path):
+  train = {f"t{k:03d}": (["A"] if k % 2 else ["B"], k + 1) for k in range(200)}
+  data_dir = write_dataset(tmp_path / "data", train, {"e0": (["A"], 5)}, classes=("A", "B"))
+  cfg = tiny_config(data_dir, tmp_path / "model", train={"train_steps": 200,
+                                                         "checkpoint_every": 200})
+  result = training.train(cfg)
+  assert result.steps == 200
+  assert result.traces <= 2, result.traces
+
+
+@pytest.fixture
+def three_videos(tmp_path):
+  return write_dataset(tmp_path / "data", {"a": (["A"], 9), "b": (["B", "C"], 3), "c": (["C"], 1)},
+                       {"x": (["A"], 4)})
+
+
+def test_two_streams_equal_each_stream_alone(three_videos, tmp_path):
+  both = tiny_config(three_videos, tmp_path / "both")
+  training.train(both)
+  weights = branch_weights(tmp_path / "both")
+  for s in ("rgb", "flow"):
+    alone = tiny_config(three_videos, tmp_path / s, data={"data_dir": str(three_videos),
+                                                          "streams": (s,)})
+    training.train(alone)
+    for a, b in zip(weights[s], branch_weights(tmp_path / s)[s]):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_training_never_sees_temporal_segments(three_videos, tmp_path):
+  training.train(tiny_config(three_videos, tmp_path / "orig"))
+  gt_path = three_videos / "gt.json"
+  gt = json.loads(gt_path.read_text())
+  for name in ("a", "b", "c"):
+    for k, ann in enumerate(gt["database"][name]["annotations"]):
+      ann["segment"] = [100.0 + k, 250.5 + 3 * k]  # move every training instance
+  gt_path.write_text(json.dumps(gt))
+  training.train(tiny_config(three_videos, tmp_path / "moved"))
+  for s, ws in branch_weights(tmp_path / "orig").items():
+    for a, b in zip(ws, branch_weights(tmp_path / "moved")[s]):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_resume_continues_to_the_same_weights(three_videos, tmp_path):
+  training.train(tiny_config(three_videos, tmp_path / "once"))
+  half = tiny_config(three_videos, tmp_path / "twice", train={
+      "model_dir": str(tmp_path / "twice"), "train_steps": 10, "checkpoint_every": 10,
+      "log_every": 5, "eval_every": 0, "num_vis_videos": 0})
+  assert training.train(half).steps == 10
+  resumed = training.train(tiny_config(three_videos, tmp_path / "twice"))
+  assert resumed.steps == 20
+  for s, ws in branch_weights(tmp_path / "once").items():
+    for a, b in zip(ws, branch_weights(tmp_path / "twice")[s]):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_tensorboard_logs_every_term(three_videos, tmp_path):
+  cfg = tiny_config(three_videos, tmp_path / "m", loss={"losses": ("fg", "bg", "guide",
+                                                                   "cluster", "sparse")})
+  result = training.train(cfg)
+  expected = {f"{s}/{k}" for s in ("rgb", "flow")
+              for k in ("fg", "bg", "guide", "cluster", "sparse", "total")} | {"total"}
+  assert set(result.losses) == expected
+  tags = set()
+  for path in (tmp_path / "m" / "train").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      tags |= {v.tag for v in event.summary.value}
+  assert {f"loss/{k}" for k in expected} | {"learning_rate", "steps_per_second"} <= tags
+  eval_tags = set()
+  for path in (tmp_path / "m" / "eval").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      eval_tags |= {v.tag for v in event.summary.value}
+  assert "mAP@0.5" in eval_tags and "mAP avg 0.1:0.7" in eval_tags
+
+
+def test_fit_runs_the_same_train_step(three_videos, tmp_path):
+  """model.fit works too (one trace for all lengths), though the CLI uses its own loop."""
+  from wtal_tf import data
+  ds = data.load_dataset(C.DataConfig(data_dir=str(three_videos)))
+  model = training.build_model(tiny_config(three_videos, tmp_path), ds)
+  order = data.training_order(3, 0, 1.0, 0, 0, 6)
+  stream = data.training_dataset(ds.train, order, ds.num_classes, ds.streams, ds.feature_dims,
+                                 data.FeatureCache(ds.streams, False))
+  history = model.fit(stream, epochs=1, verbose=0)
+  assert np.isfinite(history.history["total"][-1])

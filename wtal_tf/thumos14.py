@@ -1,0 +1,63 @@
+"""THUMOS14's official annotation files (per-class txt) as ground truth."""
+
+import os
+from typing import Mapping, Optional
+
+from wtal_tf import groundtruth
+from wtal_tf.errors import UserError
+
+VERSION = "THUMOS14 official temporal annotations (Ambiguous removed)"
+# Test videos dropped by the 210-video convention (BaS-Net, UM, CoLA, ...).
+WTAL_STANDARD_DROPS = ("video_test_0000270", "video_test_0001496")
+SUFFIX = {"validation": "_val.txt", "test": "_test.txt"}
+
+
+def _read_split(directory: str, subset: str):
+  if not os.path.isdir(directory):
+    raise UserError(f"{directory}: annotation directory not found")
+  suffix = SUFFIX[subset]
+  rows = []
+  files = sorted(fn for fn in os.listdir(directory) if fn.endswith(suffix))
+  if not files:
+    raise UserError(f"{directory}: no *{suffix} annotation files")
+  for fn in files:
+    label = fn[:-len(suffix)]
+    path = os.path.join(directory, fn)
+    with open(path, encoding="utf-8") as f:
+      for n, line in enumerate(f, 1):
+        parts = line.split()
+        if not parts:
+          continue
+        if len(parts) != 3:
+          raise UserError(f"{path}: line {n}: expected 'video start end', got {line.strip()!r}")
+        try:
+          start, end = float(parts[1]), float(parts[2])
+        except ValueError:
+          raise UserError(f"{path}: line {n}: start/end are not numbers") from None
+        if label != groundtruth.AMBIGUOUS:
+          rows.append((parts[0], label, start, end))
+  return rows
+
+
+def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = None,
+                  wtal_standard: bool = False) -> dict[str, groundtruth.GTVideo]:
+  """{video: GTVideo} from the per-class txt files of each subset.
+
+  Instances are sorted per video by (start, end, label). `video_info` is an
+  optional JSON {video: {"duration": s, ...}} giving durations.
+  """
+  info = groundtruth.load_json(video_info) if video_info else {}
+  grouped: dict[str, tuple[str, list]] = {}
+  for subset, directory in split_dirs.items():
+    for video, label, start, end in _read_split(directory, subset):
+      if wtal_standard and video in WTAL_STANDARD_DROPS:
+        continue
+      grouped.setdefault(video, (subset, []))[1].append((start, end, label))
+  videos = {}
+  for video in sorted(grouped):
+    subset, rows = grouped[video]
+    duration = info.get(video, {}).get("duration")
+    videos[video] = groundtruth.GTVideo(
+        video, subset, float(duration) if duration is not None else None,
+        tuple(groundtruth.Instance(l, s, e) for s, e, l in sorted(rows)))
+  return videos

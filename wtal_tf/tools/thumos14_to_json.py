@@ -1,0 +1,31 @@
+"""Converts the official THUMOS14 per-class annotation txt files to ActivityNet JSON.
+
+python -m wtal_tf.tools.thumos14_to_json --val_annotations=DIR --test_annotations=DIR \
+    [--video_info=TH14_video_info.json] [--wtal_standard] --output=gt.json
+
+Each `<Class>_<split>.txt` holds `video start end` lines (seconds). 'Ambiguous'
+rows are not ground truth and are dropped. --wtal_standard also drops
+video_test_0000270 and video_test_0001496 (the 210-video test convention of
+BaS-Net/UM/CoLA).
+"""
+
+from wtal_tf import cli
+from wtal_tf import groundtruth
+from wtal_tf import io_utils
+from wtal_tf import thumos14
+
+
+def main(argv):
+  del argv
+  f = cli.FLAGS
+  splits = {"validation": cli.require(f.val_annotations, "val_annotations"),
+            "test": cli.require(f.test_annotations, "test_annotations")}
+  videos = thumos14.read_official(splits, f.video_info, f.wtal_standard)
+  out = cli.require(f.output, "output")
+  io_utils.write_json(out, groundtruth.to_activitynet(videos.values(), thumos14.VERSION), indent=1)
+  print(f"{out}: {len(videos)} videos, {sum(len(v.instances) for v in videos.values())} instances")
+
+
+if __name__ == "__main__":
+  cli.define_flags()
+  cli.run(main)
