@@ -117,6 +117,8 @@ def define_flags() -> None:
   _define(flags.DEFINE_string, "detections", None, "evaluate: detections JSON.")
   _define(flags.DEFINE_string, "subset", None, "evaluate: subset (default --test_subset).")
   _define(flags.DEFINE_boolean, "per_class", False, "evaluate: print per-class AP.")
+  # ablation / mv.
+  _define(flags.DEFINE_integer, "seeds", 1, "ablation/mv: seeds per row.", lower_bound=1)
   # tools.thumos14_to_json.
   _define(flags.DEFINE_string, "val_annotations", None,
           "thumos14_to_json: dir of <Class>_val.txt files.")

@@ -1,0 +1,148 @@
+"""STPN and the rows of the paper's Table 1, trained and evaluated under one config.
+
+python -m wtal_tf.ablation --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT [--seeds=3]
+
+Every row is its own training run (OUT/<row>/seed<k>) with the same data,
+steps and seeds; the table holds mean ± std over seeds of the final mAP.
+"""
+
+import csv
+import dataclasses
+import io
+import os
+import re
+
+from absl import logging
+import numpy as np
+
+from wtal_tf import cli
+from wtal_tf import data
+from wtal_tf import io_utils
+from wtal_tf import plotting
+from wtal_tf import training
+from wtal_tf.config import Config
+
+# (name, loss overrides, localization overrides), in the order of the paper's Table 1.
+STPN = ("STPN", {"losses": ("fg", "sparse"), "cls_loss": "sigmoid"},
+        {"proposal_source": "tcam"})
+FULL = ("Lfg+Lbg+Lguide+Lcluster", {"losses": ("fg", "bg", "guide", "cluster")}, {})
+ROWS = (
+    STPN,
+    ("Lfg", {"losses": ("fg",)}, {}),
+    ("Lfg+Lguide", {"losses": ("fg", "guide")}, {}),
+    ("Lfg+Lbg", {"losses": ("fg", "bg")}, {}),
+    ("Lfg+Lbg+Lguide", {"losses": ("fg", "bg", "guide")}, {}),
+    ("Lfg+Lbg+Lcluster", {"losses": ("fg", "bg", "cluster")}, {}),
+    ("Lfg+Lguide+Lcluster", {"losses": ("fg", "guide", "cluster")}, {}),
+    FULL,
+)
+CURVE_ROWS = (STPN[0], FULL[0])
+
+
+@dataclasses.dataclass
+class RowResult:
+  name: str
+  run_dirs: list  # one model dir per seed
+  values: np.ndarray  # [seeds, columns] in %
+  histories: list  # per seed: [(step, mAP per tIoU)]
+
+
+def slug(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def columns(cfg: Config) -> list[str]:
+  return [f"{t:g}" for t in cfg.eval.thresholds] + [n for n, _, _ in cfg.eval.averages]
+
+
+def run(cfg: Config, seeds: int, rows=ROWS) -> list[RowResult]:
+  """Trains and evaluates every row for `seeds` seeds; writes the table and curve."""
+  out = cfg.train.model_dir
+  dataset = data.load_dataset(cfg.data)
+  results = []
+  for name, loss, localize in rows:
+    row = RowResult(name, [], [], [])
+    for k in range(seeds):
+      run_dir = os.path.join(out, slug(name), f"seed{k}")
+      row_cfg = cfg.replace(loss=loss, localize=localize,
+                            train={"model_dir": run_dir, "seed": cfg.train.seed + k})
+      logging.info("ablation: %s, seed %d -> %s", name, cfg.train.seed + k, run_dir)
+      result = training.train(row_cfg, dataset)
+      averages = result.eval.averages(cfg.eval.averages)
+      row.values.append(list(result.eval.mean_ap * 100) + [v * 100 for v in averages.values()])
+      row.histories.append(result.history)
+      row.run_dirs.append(run_dir)
+    row.values = np.asarray(row.values)
+    results.append(row)
+  write_tables(results, columns(cfg), out)
+  write_curve(results, cfg, out)
+  return results
+
+
+def _cell(values: np.ndarray) -> str:
+  if len(values) == 1:
+    return f"{values[0]:.1f}"
+  return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def markdown_table(results: list[RowResult], cols: list[str]) -> str:
+  lines = ["| Losses | " + " | ".join(cols) + " |",
+           "|---|" + "---:|" * len(cols)]
+  for r in results:
+    lines.append(f"| {r.name} | " + " | ".join(_cell(r.values[:, j]) for j in range(len(cols)))
+                 + " |")
+  seeds = len(results[0].values) if results else 0
+  lines.append("")
+  lines.append(f"mAP (%) at each tIoU; {'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else '1 seed'}.")
+  return "\n".join(lines) + "\n"
+
+
+def write_tables(results: list[RowResult], cols: list[str], out: str) -> None:
+  io_utils.write_text(os.path.join(out, "ablation.md"), markdown_table(results, cols))
+  buffer = io.StringIO()
+  writer = csv.writer(buffer)
+  writer.writerow(["row", "seed", "run_dir"] + cols)
+  for r in results:
+    for k, (values, run_dir) in enumerate(zip(r.values, r.run_dirs)):
+      writer.writerow([r.name, k, run_dir] + [f"{v:.4f}" for v in values])
+  io_utils.write_text(os.path.join(out, "ablation.csv"), buffer.getvalue())
+
+
+def write_curve(results: list[RowResult], cfg: Config, out: str) -> None:
+  """mAP (mean over tIoUs) against training steps for STPN and the full model."""
+  curves = [r for r in results if r.name in CURVE_ROWS and r.histories[0]]
+  if not curves:
+    return
+  fig = plotting.figure(6.5, 3.6)
+  ax = fig.add_subplot()
+  buffer = io.StringIO()
+  writer = csv.writer(buffer)
+  writer.writerow(["row", "seed", "step", "mean_mAP"])
+  for r in curves:
+    for k, history in enumerate(r.histories):
+      steps = [s for s, _ in history]
+      values = [float(np.mean(m)) * 100 for _, m in history]
+      writer.writerows([r.name, k, s, f"{v:.4f}"] for s, v in zip(steps, values))
+      ax.plot(steps, values, marker="o", alpha=0.85, label=r.name if k == 0 else None,
+              color="tab:red" if r.name == STPN[0] else "tab:blue")
+  ax.set_xlabel("training step")
+  ax.set_ylabel(f"mAP (%), mean over tIoU {cfg.eval.tiou}")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  plotting.save_png(fig, os.path.join(out, "ablation_curve.png"))
+  io_utils.write_text(os.path.join(out, "ablation_curve.csv"), buffer.getvalue())
+
+
+def main(argv):
+  del argv
+  cfg = cli.config_from_flags()
+  cli.require(cfg.train.model_dir, "model_dir")
+  results = run(cfg, cli.FLAGS.seeds)
+  print(markdown_table(results, columns(cfg)))
+  print(f"written under {cfg.train.model_dir}: ablation.md, ablation.csv, ablation_curve.png")
+
+
+if __name__ == "__main__":
+  cli.define_flags()
+  cli.run(main)

@@ -1,0 +1,29 @@
+"""Figures drawn with matplotlib's object API (no global pyplot state), saved atomically."""
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from wtal_tf import io_utils
+
+
+def figure(width_in: float, height_in: float, dpi: int = 100) -> Figure:
+  fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def to_array(fig: Figure) -> np.ndarray:
+  """RGB uint8 [H, W, 3] of a drawn figure."""
+  fig.canvas.draw()
+  return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_png(fig: Figure, path: str) -> None:
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png")
+  with io_utils.atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(buffer.getvalue())
