@@ -117,6 +117,12 @@ def define_flags() -> None:
   _define(flags.DEFINE_string, "detections", None, "evaluate: detections JSON.")
   _define(flags.DEFINE_string, "subset", None, "evaluate: subset (default --test_subset).")
   _define(flags.DEFINE_boolean, "per_class", False, "evaluate: print per-class AP.")
+  # visualize.
+  _define(flags.DEFINE_list, "videos", [], "visualize: test videos to draw.")
+  _define(flags.DEFINE_integer, "num_videos", 4, "visualize: draw the first N test videos.",
+          lower_bound=1)
+  _define(flags.DEFINE_string, "compare_model_dir", None,
+          "visualize: a second model drawn below (e.g. STPN).")
   # ablation / mv.
   _define(flags.DEFINE_integer, "seeds", 1, "ablation/mv: seeds per row.", lower_bound=1)
   # tools.thumos14_to_json.

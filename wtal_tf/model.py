@@ -111,11 +111,26 @@ class WTALModel(keras.Model):
     return losses.total_loss(self(features, training=True), labels, self.loss_config)
 
   def train_step(self, data):
-    """One video: ({stream: [T, d]}, labels [C]) -> {loss name: scalar}."""
+    """One video: ({stream: [T, d]}, labels [C]) -> {loss name: scalar}.
+
+    The update is skipped when the loss or a gradient is not finite, so the
+    weights stay usable; "finite" in the logs is then 0 and the trainer stops.
+    """
     with tf.GradientTape() as tape:
       logs = self.compute_losses(data)
-    grads = tape.gradient(logs["total"], self.trainable_variables)
-    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+    variables = self.trainable_variables
+    grads = tape.gradient(logs["total"], variables)
+    finite = tf.math.is_finite(logs["total"])
+    for g in grads:
+      if g is not None:
+        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+
+    def apply():
+      self.optimizer.apply_gradients(zip(grads, variables))
+      return tf.constant(True)
+
+    tf.cond(finite, apply, lambda: tf.constant(False))
+    logs["finite"] = tf.cast(finite, logs["total"].dtype)
     return logs
 
   def test_step(self, data):

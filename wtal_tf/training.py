@@ -15,6 +15,8 @@ from wtal_tf import checkpointing
 from wtal_tf import data
 from wtal_tf import evaluation
 from wtal_tf import export
+from wtal_tf import plotting
+from wtal_tf import timeline
 from wtal_tf.config import Config
 from wtal_tf.errors import UserError
 from wtal_tf.inference import Predictor
@@ -64,12 +66,18 @@ def _log_eval(writer, result: evaluation.EvalResult, cfg: Config, step: int):
       tf.summary.scalar(f"mAP {name}", value)
 
 
-def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> TrainResult:
-  """Trains (resuming from the latest checkpoint in the model dir) and evaluates.
+def _log_timelines(writer, kept: dict, dataset: data.Dataset, cfg: Config, step: int):
+  """Timelines of a few fixed test videos to TensorBoard's Images tab."""
+  with writer.as_default(step=step):
+    for name, (outputs, dets) in kept.items():
+      fig = timeline.render([(f"step {step}: {name}", outputs, dets)], dataset.classes,
+                            cfg.data.seconds_per_segment, cfg.localize.theta,
+                            dataset.test_gt.get(name))
+      tf.summary.image(f"timeline/{name}", plotting.to_array(fig)[None])
 
-  `hooks` are callables (model, predictor, step, eval_result, kept) run after
-  each evaluation, e.g. to draw timelines.
-  """
+
+def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
+  """Trains (resuming from the latest checkpoint in the model dir) and evaluates."""
   model_dir = cfg.train.model_dir
   if not model_dir:
     raise UserError("--model_dir is required")
@@ -120,14 +128,20 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> Trai
   window_start, first_step_seconds = time.perf_counter(), 0.0
   last_means, history, loss_history, result = {}, [], [], None
 
+  def save(s):
+    """Checkpoints, unless an update overflowed the weights (then the last good one stays)."""
+    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.weights):
+      raise NonFiniteLoss(f"weights became non-finite by step {s}; stopped, the last good "
+                          f"checkpoint is kept ({manager.latest_checkpoint})")
+    manager.save(checkpoint_number=s)
+
   def run_eval(s):
     nonlocal result
     _, result, kept = evaluate_model(predictor, dataset, cfg, keep)
     _log_eval(eval_writer, result, cfg, s)
     history.append((s, result.mean_ap.copy()))
     logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
-    for hook in hooks:
-      hook(model, predictor, s, result, kept)
+    _log_timelines(eval_writer, kept, dataset, cfg, s)
 
   s = start
   for features, labels in ds:
@@ -138,10 +152,14 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> Trai
       first_step_seconds = time.perf_counter() - t0
     s += 1
     step.assign(s)
-    if not math.isfinite(total):
-      raise NonFiniteLoss(f"loss became {total} at step {s}; stopped, the last good "
-                          f"checkpoint is kept ({manager.latest_checkpoint})")
+    if not (math.isfinite(total) and float(logs["finite"])):
+      what = total if not math.isfinite(total) else "finite, but a gradient was not"
+      raise NonFiniteLoss(f"loss became {what} at step {s}; stopped without applying that "
+                          f"update, the last good checkpoint is kept "
+                          f"({manager.latest_checkpoint})")
     for k, v in logs.items():
+      if k == "finite":
+        continue
       sums[k] += float(v)
     count += 1
     if s % cfg.train.log_every == 0 or s == total_steps:
@@ -156,12 +174,12 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None, hooks=()) -> Trai
       logging.info("step %d: loss %.4f (%.1f steps/s)", s, last_means["total"], count / elapsed)
       sums, count, window_start = collections.defaultdict(float), 0, time.perf_counter()
     if s % cfg.train.checkpoint_every == 0 or s == total_steps:
-      manager.save(checkpoint_number=s)
+      save(s)
       saved = s
     if cfg.train.eval_every and s % cfg.train.eval_every == 0 and s != total_steps and dataset.test:
       run_eval(s)
   if saved != int(step):
-    manager.save(checkpoint_number=int(step))
+    save(int(step))
   if dataset.test:
     run_eval(int(step))
   train_writer.flush()

@@ -1,0 +1,94 @@
+"""Interrupted runs, atomic writes and numerical safety (issue: reliability)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, tiny_config, write_dataset
+from wtal_tf import checkpointing
+from wtal_tf import io_utils
+from wtal_tf import training
+
+
+def pipeline_cmd(data_dir, model_dir, steps):
+  return [sys.executable, "-m", "wtal_tf.pipeline", f"--data_dir={data_dir}",
+          f"--model_dir={model_dir}", f"--train_steps={steps}", "--checkpoint_every=50",
+          "--log_every=50", "--eval_every=0", "--attention_units=16", "--num_vis_videos=0"]
+
+
+def latest_step(model_dir):
+  path = tf.train.latest_checkpoint(os.path.join(model_dir, checkpointing.CHECKPOINT_DIR))
+  return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+  train = {f"t{k}": (["A"] if k % 2 else ["B"], 5 + 3 * k) for k in range(12)}
+  data_dir = write_dataset(tmp_path / "d", train, {"x": (["A"], 30), "y": (["B"], 20)},
+                           classes=("A", "B"), d=8)
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  steps = 3000
+  subprocess.run(pipeline_cmd(data_dir, tmp_path / "once", steps), check=True, cwd=REPO, env=env,
+                 capture_output=True)
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(pipeline_cmd(data_dir, killed, steps), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while latest_step(killed) < 100 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "training finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  interrupted_at = latest_step(killed)
+  assert 0 < interrupted_at < steps
+  subprocess.run(pipeline_cmd(data_dir, killed, steps), check=True, cwd=REPO, env=env,
+                 capture_output=True)
+  a, _ = checkpointing.restore(str(tmp_path / "once"))
+  b, _ = checkpointing.restore(str(killed))
+  for x, y in zip(a.weights, b.weights):
+    np.testing.assert_array_equal(x.numpy(), y.numpy())
+  assert ((tmp_path / "once" / "detections_test.json").read_text()
+          == (killed / "detections_test.json").read_text().replace(str(killed), str(tmp_path / "once")))
+  assert (json.loads((tmp_path / "once" / "detections_test.eval.json").read_text())
+          == json.loads((killed / "detections_test.eval.json").read_text()))
+
+
+def test_interrupted_write_keeps_previous_file(tmp_path, monkeypatch):
+  path = tmp_path / "detections.json"
+  io_utils.write_json(str(path), {"results": {"v": []}})
+  before = path.read_text()
+  with pytest.raises(TypeError):  # fails while serialising: nothing is written
+    io_utils.write_json(str(path), {"results": {"v": [object()]}})
+  assert path.read_text() == before
+
+  def killed_during_rename(src, dst):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(os, "replace", killed_during_rename)
+  with pytest.raises(KeyboardInterrupt):
+    io_utils.write_json(str(path), {"results": {"v": [1, 2, 3]}})
+  assert path.read_text() == before
+  assert os.listdir(tmp_path) == ["detections.json"]  # no temporary left behind
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  data_dir = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)},
+                           {"x": (["A"], 5)}, classes=("A", "B"))
+  # Finite but extreme features overflow float32 in the forward pass.
+  for split_video in (("train", "a"), ("train", "b")):
+    for s in ("rgb", "flow"):
+      p = data_dir / "features" / split_video[0] / s / f"{split_video[1]}.npy"
+      np.save(p, np.full((4 if split_video[1] == "a" else 3, 4), 3e38, np.float32))
+  cfg = tiny_config(data_dir, tmp_path / "m", train={"model_dir": str(tmp_path / "m"),
+                                                     "train_steps": 10, "checkpoint_every": 1,
+                                                     "log_every": 1, "num_vis_videos": 0})
+  with pytest.raises(training.NonFiniteLoss, match="non-finite|loss became") as e:
+    training.train(cfg)
+  assert "the last good checkpoint is kept" in str(e.value)
+  model, _ = checkpointing.restore(str(tmp_path / "m"))
+  assert all(np.isfinite(w.numpy()).all() for w in model.weights)

@@ -1,0 +1,82 @@
+"""Timeline pictures: size, sensitivity to the attention, edge cases. No pixel goldens."""
+
+import numpy as np
+import pytest
+
+from wtal_tf import groundtruth
+from wtal_tf import localization
+from wtal_tf import plotting
+from wtal_tf import timeline
+from wtal_tf.config import LocalizeConfig
+from wtal_tf.inference import StreamOutput
+
+CLASSES = ("A", "B", "C")
+
+
+def outputs(t, seed=0, streams=("rgb", "flow"), attention=None):
+  rng = np.random.default_rng(seed)
+  return {s: StreamOutput(rng.random(t) if attention is None else attention,
+                          rng.normal(size=(t, 4)), np.array([0.7, 0.2, 0.05]))
+          for s in streams}
+
+
+def image(outs, gt=None, panels=1):
+  dets = localization.localize(outs, LocalizeConfig())
+  fig = timeline.render([("m", outs, dets)] * panels, CLASSES, 0.64, gt=gt)
+  return plotting.to_array(fig)
+
+
+GT = groundtruth.GTVideo("v", "test", 40.0, (groundtruth.Instance("A", 1.0, 5.5),
+                                            groundtruth.Instance("B", 20.0, 31.0)))
+
+
+def test_size_and_panels():
+  one = image(outputs(50), GT)
+  assert one.shape == (int(timeline.PANEL_HEIGHT_IN * 100), int(timeline.WIDTH_IN * 100), 3)
+  two = image(outputs(50), GT, panels=2)
+  assert two.shape[0] == 2 * one.shape[0] and two.shape[1] == one.shape[1]
+
+
+def test_differs_when_attention_differs():
+  t = 50
+  flat = image(outputs(t, attention=np.full(t, 0.2)), GT)
+  peaked = image(outputs(t, attention=np.where(np.arange(t) % 10 < 3, 0.9, 0.1)), GT)
+  same = image(outputs(t, attention=np.full(t, 0.2)), GT)
+  assert np.array_equal(flat, same)
+  assert (flat != peaked).any(axis=-1).mean() > 0.001
+
+
+@pytest.mark.parametrize("t,streams,gt", [(37, ("rgb",), None), (6000, ("rgb", "flow"), GT),
+                                          (1, ("flow",), None)])
+def test_edge_cases_render(t, streams, gt):
+  img = image(outputs(t, streams=streams), gt)
+  assert img.shape[1] == int(timeline.WIDTH_IN * 100) and img.std() > 0
+
+
+def test_visualize_cli_draws_two_models(small_synthetic, tmp_path):
+  import os
+  import subprocess
+  import sys
+  from conftest import REPO
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  common = [f"--data_dir={small_synthetic}", "--attention_units=8", "--num_vis_videos=1"]
+  for name, extra in (("ours", []), ("stpn", ["--flagfile=flags/stpn.cfg"])):
+    subprocess.run([sys.executable, "-m", "wtal_tf.train", "--train_steps=5", *common, *extra,
+                    f"--model_dir={tmp_path / name}"], check=True, cwd=REPO, env=env,
+                   capture_output=True)
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.visualize", *common,
+                         f"--model_dir={tmp_path / 'ours'}",
+                         f"--compare_model_dir={tmp_path / 'stpn'}", "--num_videos=2",
+                         f"--output_dir={tmp_path / 'png'}"], cwd=REPO, env=env,
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  pngs = sorted(os.listdir(tmp_path / "png"))
+  assert len(pngs) == 2 and all(p.endswith(".png") for p in pngs)
+  import matplotlib.image
+  img = matplotlib.image.imread(str(tmp_path / "png" / pngs[0]))
+  assert img.shape[0] == int(2 * timeline.PANEL_HEIGHT_IN * 100)
+  bad = subprocess.run([sys.executable, "-m", "wtal_tf.visualize", *common,
+                        f"--model_dir={tmp_path / 'ours'}", "--videos=nope",
+                        f"--output_dir={tmp_path / 'png'}"], cwd=REPO, env=env,
+                       capture_output=True, text=True)
+  assert bad.returncode == 2 and "not in the test subset" in bad.stderr

@@ -1,0 +1,88 @@
+"""One video on one time axis: ground truth, attention, T-CAM and detections (paper Fig. 4/5).
+
+`render` returns a matplotlib Figure; `plotting.to_array` makes it an image
+for TensorBoard and `plotting.save_png` writes it to a file.
+"""
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from wtal_tf import localization
+from wtal_tf import plotting
+from wtal_tf.groundtruth import GTVideo
+from wtal_tf.inference import StreamOutput
+
+MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readability
+WIDTH_IN = 12.0
+PANEL_HEIGHT_IN = 4.2
+STREAM_COLORS = {"rgb": "tab:red", "flow": "tab:green"}
+
+
+def _class_colors(names: Sequence[str]):
+  cmap = {name: f"C{k % 10}" for k, name in enumerate(sorted(set(names)))}
+  return lambda name: cmap[name]
+
+
+def _draw_panel(axes, title, outputs, dets, classes, seconds_per_segment, theta, gt, color):
+  ax_gt, ax_att, ax_cam, ax_det = axes
+  t = len(next(iter(outputs.values())).attention)
+  times = (np.arange(t) + 0.5) * seconds_per_segment
+  probs, attention, wcas = localization.fuse(outputs, theta)
+  kept = sorted(set(dets.classes.tolist())) or [int(np.argmax(probs))]
+  ax_gt.set_title(title, loc="left", fontsize=9)
+  if gt is not None:
+    for k, inst in enumerate(gt.instances):
+      ax_gt.broken_barh([(inst.start, max(inst.end - inst.start, 1e-3))], (0, 1),
+                        color=color(inst.label), alpha=0.8)
+    labels = sorted({i.label for i in gt.instances})
+    ax_gt.set_yticks([0.5], [", ".join(labels) if labels else "(no instances)"], fontsize=7)
+  else:
+    ax_gt.set_yticks([0.5], ["no ground truth"], fontsize=7)
+  ax_gt.set_ylabel("GT", fontsize=8)
+  for s, out in outputs.items():
+    ax_att.plot(times, out.attention, lw=0.7, alpha=0.6, color=STREAM_COLORS.get(s), label=f"λ {s}")
+  if len(outputs) > 1:
+    ax_att.plot(times, attention, lw=1.2, color="k", label="λ fused")
+  ax_att.set_ylim(-0.05, 1.05)
+  ax_att.set_ylabel("attention", fontsize=8)
+  ax_att.legend(fontsize=6, loc="upper right", ncol=3)
+  for c in kept:
+    ax_cam.plot(times, wcas[:, c], lw=0.9, color=color(classes[c]),
+                label=f"{classes[c]} (p={probs[c]:.2f})")
+  ax_cam.set_ylabel("weighted\nT-CAM", fontsize=8)
+  ax_cam.legend(fontsize=6, loc="upper right")
+  start, end = localization.to_seconds(dets, seconds_per_segment)
+  for c in kept:
+    idx = np.flatnonzero(dets.classes == c)
+    idx = idx[np.argsort(-dets.scores[idx], kind="stable")][:MAX_DETECTIONS_PER_CLASS]
+    if not len(idx):
+      continue
+    scores = dets.scores[idx]
+    top = scores.max() if scores.max() > 0 else 1.0
+    for i, sc in zip(idx, scores):
+      ax_det.broken_barh([(start[i], end[i] - start[i])], (sc, 0.02 * top or 0.02),
+                         color=color(classes[c]), alpha=0.9)
+  ax_det.set_ylabel("detections\n(score)", fontsize=8)
+
+
+def render(panels: Sequence[tuple[str, Mapping[str, StreamOutput], localization.Detections]],
+           classes: Sequence[str], seconds_per_segment: float, theta: float = 0.5,
+           gt: Optional[GTVideo] = None) -> Figure:
+  """Draws one panel (4 rows) per (title, outputs, detections), on a shared axis in seconds."""
+  fig = plotting.figure(WIDTH_IN, PANEL_HEIGHT_IN * len(panels))
+  axes = fig.subplots(4 * len(panels), 1, sharex=True,
+                      gridspec_kw={"height_ratios": [0.5, 1, 1, 1] * len(panels)})
+  names = list(classes) + ([i.label for i in gt.instances] if gt is not None else [])
+  color = _class_colors(names)
+  for k, (title, outputs, dets) in enumerate(panels):
+    _draw_panel(axes[4 * k:4 * k + 4], title, outputs, dets, classes, seconds_per_segment,
+                theta, gt, color)
+  t = len(next(iter(panels[0][1].values())).attention)
+  axes[-1].set_xlim(0, t * seconds_per_segment)
+  axes[-1].set_xlabel("time (s)")
+  for ax in axes:
+    ax.tick_params(labelsize=7)
+  fig.tight_layout(h_pad=0.3)
+  return fig
