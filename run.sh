@@ -48,8 +48,7 @@ run_dataset() {
   data_dir=$(flag_value data_dir "data/$name" "$@")
   model_dir=$(flag_value model_dir "runs/$name" "$@")
   if [ "$name" = synthetic ] && [ ! -f "$data_dir/gt.json" ]; then
-    "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir" \
-      --num_microvideos="$(flag_value num_microvideos 0 "$@")"
+    "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
   fi
   "$PY" -m wtal_tf.pipeline --flagfile="flags/$name.cfg" \
     --data_dir="$data_dir" --model_dir="$model_dir" "$@"
@@ -69,11 +68,18 @@ case "$cmd" in
   ablation|mv)
     dataset=synthetic
     case "${1:-}" in synthetic|thumos14|activitynet13) dataset=$1; shift ;; esac
-    if [ "$dataset" = synthetic ] && [ ! -f "$(flag_value data_dir data/synthetic "$@")/gt.json" ]; then
-      "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$(flag_value data_dir data/synthetic "$@")"
+    data_dir=$(flag_value data_dir "data/$dataset" "$@")
+    extra=()
+    if [ "$dataset" = synthetic ]; then
+      [ -f "$data_dir/gt.json" ] || "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
+      if [ "$cmd" = mv ]; then
+        [ -f "$data_dir/micro/labels.csv" ] || "$PY" -m wtal_tf.tools.make_synthetic \
+          --microvideos_only --num_microvideos=915 --output_dir="$data_dir/micro"
+        extra=(--extra_train="$data_dir/micro")
+      fi
     fi
     "$PY" -m "wtal_tf.$cmd" --flagfile="flags/$dataset.cfg" \
-      --data_dir="data/$dataset" --model_dir="runs/$cmd-$dataset" "$@"
+      --data_dir="$data_dir" --model_dir="runs/$cmd-$dataset" "${extra[@]}" "$@"
     ;;
   *)
     echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|test]" >&2

@@ -17,16 +17,16 @@ def test_ablation_rows_are_separate_runs(tmp_path):
                                                    "checkpoint_every": 3, "log_every": 3,
                                                    "num_vis_videos": 0})
   results = ablation.run(cfg, seeds=2)
-  assert [r.name for r in results] == [name for name, _, _ in ablation.ROWS]
+  assert [r.name for r in results] == [row.name for row in ablation.ROWS]
   cols = ablation.columns(cfg)
   assert len(cols) == 9 + 3
   dirs = [d for r in results for d in r.run_dirs]
   assert len(set(dirs)) == len(ablation.ROWS) * 2
-  for r, (_, loss, localize) in zip(results, ablation.ROWS):
+  for r, row in zip(results, ablation.ROWS):
     assert r.values.shape == (2, len(cols))
     for k, run_dir in enumerate(r.run_dirs):
       spec = json.loads(open(f"{run_dir}/model.json").read())
-      assert tuple(spec["model"]["loss_config"]["losses"]) == loss["losses"]
+      assert tuple(spec["model"]["loss_config"]["losses"]) == row.loss["losses"]
       assert spec["model"]["seed"] == k
       # the row's numbers are its own run's final evaluation
       assert r.histories[k][-1][0] == 6

@@ -22,21 +22,32 @@ from wtal_tf import plotting
 from wtal_tf import training
 from wtal_tf.config import Config
 
-# (name, loss overrides, localization overrides), in the order of the paper's Table 1.
-STPN = ("STPN", {"losses": ("fg", "sparse"), "cls_loss": "sigmoid"},
-        {"proposal_source": "tcam"})
-FULL = ("Lfg+Lbg+Lguide+Lcluster", {"losses": ("fg", "bg", "guide", "cluster")}, {})
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One table row: a name and its overrides of the base config's groups."""
+  name: str
+  loss: dict = dataclasses.field(default_factory=dict)
+  localize: dict = dataclasses.field(default_factory=dict)
+  data: dict = dataclasses.field(default_factory=dict)
+
+
+# In the order of the paper's Table 1.
+STPN = Row("STPN", {"losses": ("fg", "sparse"), "cls_loss": "sigmoid"},
+           {"proposal_source": "tcam"})
+FULL = Row("Lfg+Lbg+Lguide+Lcluster", {"losses": ("fg", "bg", "guide", "cluster")})
 ROWS = (
     STPN,
-    ("Lfg", {"losses": ("fg",)}, {}),
-    ("Lfg+Lguide", {"losses": ("fg", "guide")}, {}),
-    ("Lfg+Lbg", {"losses": ("fg", "bg")}, {}),
-    ("Lfg+Lbg+Lguide", {"losses": ("fg", "bg", "guide")}, {}),
-    ("Lfg+Lbg+Lcluster", {"losses": ("fg", "bg", "cluster")}, {}),
-    ("Lfg+Lguide+Lcluster", {"losses": ("fg", "guide", "cluster")}, {}),
+    Row("Lfg", {"losses": ("fg",)}),
+    Row("Lfg+Lguide", {"losses": ("fg", "guide")}),
+    Row("Lfg+Lbg", {"losses": ("fg", "bg")}),
+    Row("Lfg+Lbg+Lguide", {"losses": ("fg", "bg", "guide")}),
+    Row("Lfg+Lbg+Lcluster", {"losses": ("fg", "bg", "cluster")}),
+    Row("Lfg+Lguide+Lcluster", {"losses": ("fg", "guide", "cluster")}),
     FULL,
 )
-CURVE_ROWS = (STPN[0], FULL[0])
+CURVE_ROWS = (STPN.name, FULL.name)
 
 
 @dataclasses.dataclass
@@ -45,6 +56,7 @@ class RowResult:
   run_dirs: list  # one model dir per seed
   values: np.ndarray  # [seeds, columns] in %
   histories: list  # per seed: [(step, mAP per tIoU)]
+  evals: list  # per seed: the final EvalResult
 
 
 def slug(name: str) -> str:
@@ -55,27 +67,36 @@ def columns(cfg: Config) -> list[str]:
   return [f"{t:g}" for t in cfg.eval.thresholds] + [n for n, _, _ in cfg.eval.averages]
 
 
-def run(cfg: Config, seeds: int, rows=ROWS) -> list[RowResult]:
-  """Trains and evaluates every row for `seeds` seeds; writes the table and curve."""
+def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[RowResult]:
+  """Trains and evaluates every row for `seeds` seeds; writes the table and curve.
+
+  Every row and seed is a separate run in OUT/<row>/seed<k>, seeded
+  cfg.train.seed + k, on the same data and steps.
+  """
   out = cfg.train.model_dir
-  dataset = data.load_dataset(cfg.data)
+  datasets = {}
   results = []
-  for name, loss, localize in rows:
-    row = RowResult(name, [], [], [])
+  for row in rows:
+    result_row = RowResult(row.name, [], [], [], [])
+    key = tuple(sorted((k, str(v)) for k, v in row.data.items()))
+    if key not in datasets:
+      datasets[key] = data.load_dataset(cfg.replace(data=row.data).data)
     for k in range(seeds):
-      run_dir = os.path.join(out, slug(name), f"seed{k}")
-      row_cfg = cfg.replace(loss=loss, localize=localize,
+      run_dir = os.path.join(out, slug(row.name), f"seed{k}")
+      row_cfg = cfg.replace(loss=row.loss, localize=row.localize, data=row.data,
                             train={"model_dir": run_dir, "seed": cfg.train.seed + k})
-      logging.info("ablation: %s, seed %d -> %s", name, cfg.train.seed + k, run_dir)
-      result = training.train(row_cfg, dataset)
+      logging.info("%s: %s, seed %d -> %s", prefix, row.name, cfg.train.seed + k, run_dir)
+      result = training.train(row_cfg, datasets[key])
       averages = result.eval.averages(cfg.eval.averages)
-      row.values.append(list(result.eval.mean_ap * 100) + [v * 100 for v in averages.values()])
-      row.histories.append(result.history)
-      row.run_dirs.append(run_dir)
-    row.values = np.asarray(row.values)
-    results.append(row)
-  write_tables(results, columns(cfg), out)
-  write_curve(results, cfg, out)
+      result_row.values.append(list(result.eval.mean_ap * 100)
+                               + [v * 100 for v in averages.values()])
+      result_row.histories.append(result.history)
+      result_row.evals.append(result.eval)
+      result_row.run_dirs.append(run_dir)
+    result_row.values = np.asarray(result_row.values)
+    results.append(result_row)
+  write_tables(results, columns(cfg), out, prefix)
+  write_curve(results, cfg, out, prefix)
   return results
 
 
@@ -97,18 +118,18 @@ def markdown_table(results: list[RowResult], cols: list[str]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_tables(results: list[RowResult], cols: list[str], out: str) -> None:
-  io_utils.write_text(os.path.join(out, "ablation.md"), markdown_table(results, cols))
+def write_tables(results: list[RowResult], cols: list[str], out: str, prefix: str) -> None:
+  io_utils.write_text(os.path.join(out, f"{prefix}.md"), markdown_table(results, cols))
   buffer = io.StringIO()
   writer = csv.writer(buffer)
   writer.writerow(["row", "seed", "run_dir"] + cols)
   for r in results:
     for k, (values, run_dir) in enumerate(zip(r.values, r.run_dirs)):
       writer.writerow([r.name, k, run_dir] + [f"{v:.4f}" for v in values])
-  io_utils.write_text(os.path.join(out, "ablation.csv"), buffer.getvalue())
+  io_utils.write_text(os.path.join(out, f"{prefix}.csv"), buffer.getvalue())
 
 
-def write_curve(results: list[RowResult], cfg: Config, out: str) -> None:
+def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) -> None:
   """mAP (mean over tIoUs) against training steps for STPN and the full model."""
   curves = [r for r in results if r.name in CURVE_ROWS and r.histories[0]]
   if not curves:
@@ -124,14 +145,14 @@ def write_curve(results: list[RowResult], cfg: Config, out: str) -> None:
       values = [float(np.mean(m)) * 100 for _, m in history]
       writer.writerows([r.name, k, s, f"{v:.4f}"] for s, v in zip(steps, values))
       ax.plot(steps, values, marker="o", alpha=0.85, label=r.name if k == 0 else None,
-              color="tab:red" if r.name == STPN[0] else "tab:blue")
+              color="tab:red" if r.name == STPN.name else "tab:blue")
   ax.set_xlabel("training step")
   ax.set_ylabel(f"mAP (%), mean over tIoU {cfg.eval.tiou}")
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  plotting.save_png(fig, os.path.join(out, "ablation_curve.png"))
-  io_utils.write_text(os.path.join(out, "ablation_curve.csv"), buffer.getvalue())
+  plotting.save_png(fig, os.path.join(out, f"{prefix}_curve.png"))
+  io_utils.write_text(os.path.join(out, f"{prefix}_curve.csv"), buffer.getvalue())
 
 
 def main(argv):

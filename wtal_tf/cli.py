@@ -143,6 +143,8 @@ def define_flags() -> None:
           "make_synthetic: test videos.", lower_bound=1)
   _define(flags.DEFINE_integer, "num_microvideos", synth.num_micro,
           "make_synthetic: microvideos written under micro/.", lower_bound=0)
+  _define(flags.DEFINE_boolean, "microvideos_only", False,
+          "make_synthetic: write only --num_microvideos clips (same seed's world).")
   _define(flags.DEFINE_integer, "feature_dim", synth.feature_dim,
           "make_synthetic: feature dimension per stream.", lower_bound=1)
 

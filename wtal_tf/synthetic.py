@@ -11,6 +11,9 @@ Features are built so that background modeling matters:
 - each class has its own *scene* (venue) that fills the background of its
   videos, so background segments alone predict the class;
 - a few *context* segments before each action resemble it (run-up);
+- class evidence peaks at a discriminative moment of each action, while
+  class-agnostic motion spans all of it (so a T-CAM sees only part of an
+  action, as in the paper's contrast with STPN);
 - class-agnostic *motion* appears in actions and, as distractors, in
   background (camera motion), mostly in the flow stream;
 - temporally correlated noise on everything.
@@ -55,6 +58,8 @@ MAX_FOREGROUND_FRACTION = 0.6
 CONTEXT_SEGMENTS = (1, 4)  # run-up segments before an action, drawn in [lo, hi)
 MICRO_DURATION_S = (6.0, 15.0)
 MICRO_FOREGROUND = (0.5, 0.9)
+MICRO_DIR = "micro"  # under the dataset dir
+PAPER_MICROVIDEOS = 915  # the paper's curated Instagram set (§4.1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +75,8 @@ class SyntheticConfig:
   scene_amplitude: float = 0.5
   context_amplitude: float = 1.0
   motion_amplitude: float = 0.8
+  class_floor: float = 0.25  # class evidence away from the discriminative moment (x amplitude)
+  discriminative_width: float = 0.2  # std of the class-evidence peak, in instance lengths
   scene_variation: float = 0.25  # per-video deviation from the venue
   venue_match: float = 0.8  # probability that a video is shot at its class's venue
   noise: float = 1.0
@@ -108,7 +115,12 @@ class _World:
     motion = np.zeros(t)
     for c, s0, e0 in instances:
       length = e0 - s0 + 1
-      ramp = 0.7 + 0.3 * np.sin(np.linspace(0, np.pi, length))
+      # Class evidence peaks around a discriminative moment; the class-agnostic
+      # motion covers the whole instance.
+      peak = rng.uniform(0.2, 0.8) * (length - 1)
+      width = max(cfg.discriminative_width * length, 0.5)
+      ramp = cfg.class_floor + (1 - cfg.class_floor) * np.exp(
+          -0.5 * ((np.arange(length) - peak) / width) ** 2)
       for s in profile:
         profile[s][s0:e0 + 1] += cfg.action_amplitude * ramp[:, None] * self.action[s][c]
       motion[s0:e0 + 1] = 1.0
@@ -185,6 +197,22 @@ def _video(world: _World, rng, name, subset, duration_log, micro=False, classes_
   return gt, feats
 
 
+def generate_microvideos(cfg: SyntheticConfig, output_dir: str) -> str:
+  """Writes cfg.num_micro microvideos for --extra_train (atomically)."""
+  if os.path.exists(output_dir):
+    raise FileExistsError(output_dir)
+  parent = os.path.dirname(os.path.abspath(output_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".micro.", dir=parent)
+  try:
+    _microvideos(cfg, tmp)
+    os.replace(tmp, output_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return output_dir
+
+
 def generate(cfg: SyntheticConfig, output_dir: str) -> str:
   """Writes the dataset to output_dir (atomically: built aside, then renamed)."""
   if os.path.exists(output_dir):
@@ -209,7 +237,7 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> str:
     io_utils.write_json(os.path.join(tmp, "gt.json"), groundtruth.to_activitynet(
         videos, f"wtal_tf synthetic THUMOS14-shaped, seed {cfg.seed}"), indent=1)
     if cfg.num_micro:
-      _microvideos(world, rng, cfg.num_micro, os.path.join(tmp, "micro"))
+      _microvideos(cfg, os.path.join(tmp, MICRO_DIR))
     os.replace(tmp, output_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -217,13 +245,18 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> str:
   return output_dir
 
 
-def _microvideos(world, rng, count, directory):
-  """Short clips, high foreground ratio, more clips for classes with few instances."""
+def _microvideos(cfg: SyntheticConfig, directory: str):
+  """Short clips, high foreground ratio, more clips for classes with few instances.
+
+  Same world (class prototypes, venues) as the dataset of the same seed; the
+  clips come from a separate random stream.
+  """
+  world = _World(cfg, np.random.default_rng(cfg.seed))
+  rng = np.random.default_rng([cfg.seed, 1])
   inv = 1.0 / np.array(list(THUMOS14_CLASSES.values()), np.float64)
   weights = inv / inv.sum()
-  names = list(THUMOS14_CLASSES)
   rows = ["video,labels"]
-  for k in range(count):
+  for k in range(cfg.num_micro):
     name = f"micro_{k:07d}"
     gt, feats = _video(world, rng, name, "micro", None, micro=True, classes_weights=weights)
     for s, x in feats.items():
@@ -231,5 +264,4 @@ def _microvideos(world, rng, count, directory):
       os.makedirs(os.path.dirname(path), exist_ok=True)
       np.save(path, x)
     rows.append(f"{name},{';'.join(gt.labels)}")
-  del names
   io_utils.write_text(os.path.join(directory, "labels.csv"), "\n".join(rows) + "\n")

@@ -1,6 +1,8 @@
 """Generates the embedded THUMOS14-shaped synthetic dataset.
 
 python -m wtal_tf.tools.make_synthetic --output_dir=data/synthetic [--feature_dim=128] [--seed=0]
+python -m wtal_tf.tools.make_synthetic --microvideos_only --num_microvideos=915 \
+    --output_dir=data/synthetic/micro
 """
 
 import os
@@ -20,7 +22,10 @@ def main(argv):
                                   num_micro=f.num_microvideos, feature_dim=f.feature_dim,
                                   seed=f.seed, fps=f.feature_fps,
                                   segment_frames=f.segment_frames)
-  print(synthetic.generate(cfg, out))
+  if f.microvideos_only:
+    print(synthetic.generate_microvideos(cfg, out))
+  else:
+    print(synthetic.generate(cfg, out))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""Supplementary weakly-labelled videos: format, sampling, generator, bad input."""
+
+import collections
+import csv
+import pathlib
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config, write_dataset, write_video
+from wtal_tf import ablation
+from wtal_tf import config as C
+from wtal_tf import data
+from wtal_tf import mv
+from wtal_tf import synthetic
+from wtal_tf.errors import UserError
+
+
+def write_extra(root, videos, d=4):
+  """videos: {name: (labels, T)} -> root/labels.csv and root/{rgb,flow}/<name>.npy."""
+  root = pathlib.Path(root)
+  root.mkdir(parents=True, exist_ok=True)
+  rows = ["video,labels"] + [f"{n},{';'.join(l)}" for n, (l, _) in videos.items()]
+  (root / "labels.csv").write_text("\n".join(rows) + "\n")
+  for name, (_, t) in videos.items():
+    for s in ("rgb", "flow"):
+      (root / s).mkdir(exist_ok=True)
+      np.save(root / s / f"{name}.npy", np.ones((t, d), np.float32))
+  return root
+
+
+@pytest.fixture
+def base(tmp_path):
+  return write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                       classes=("A", "B"))
+
+
+def test_extra_videos_are_seen_each_epoch(base, tmp_path):
+  extra = write_extra(tmp_path / "mv", {"m1": (["B"], 1), "m2": (["A", "B"], 2), "m3": (["A"], 7)})
+  ds = data.load_dataset(C.DataConfig(data_dir=str(base), extra_train=(str(extra),)))
+  assert ds.num_extra == 3 and [v.labels for v in ds.train[2:]] == [(1,), (0, 1), (0,)]
+  seen = collections.Counter()
+
+  class CountingCache(data.FeatureCache):
+    def load(self, video):
+      seen[video.name] += 1
+      return super().load(video)
+
+  epochs, per_epoch = 3, 2 + 2 * 3  # extra_weight 2: each extra video twice an epoch
+  order = data.training_order(2, 3, 2.0, seed=1, start_step=0, num_steps=epochs * per_epoch)
+  stream = data.training_dataset(ds.train, order, 2, ds.streams, ds.feature_dims,
+                                 CountingCache(ds.streams, False))
+  lengths = collections.Counter(int(x["rgb"].shape[0]) for x, _ in stream)
+  assert seen == {"a": 3, "b": 3, "m1": 6, "m2": 6, "m3": 6}
+  assert lengths == {4: 3, 3: 3, 1: 6, 2: 6, 7: 6}
+
+
+@pytest.mark.parametrize("videos,edit,message", [
+    ({"m1": (["Q"], 2)}, None, "labels not in the class list: ['Q']"),
+    ({"m1": (["A"], 2)}, "drop_file", "feature file not found"),
+    ({"m1": (["A"], 2)}, "wrong_dim", "feature dimension 9, expected 4"),
+    ({"m1": (["A"], 2)}, "no_csv", "labels.csv: extra training labels not found"),
+    ({"m1": (["A"], 2)}, "dup", "duplicate video"),
+    ({"m1": ([], 2)}, None, "no labels"),
+])
+def test_bad_extra_input_fails_before_training(base, tmp_path, videos, edit, message):
+  root = write_extra(tmp_path / "mv", videos)
+  if edit == "drop_file":
+    (root / "flow" / "m1.npy").unlink()
+  elif edit == "wrong_dim":
+    np.save(root / "rgb" / "m1.npy", np.ones((2, 9), np.float32))
+  elif edit == "no_csv":
+    (root / "labels.csv").unlink()
+  elif edit == "dup":
+    (root / "labels.csv").write_text("video,labels\nm1,A\nm1,A\n")
+  with pytest.raises(UserError) as e:
+    data.load_dataset(C.DataConfig(data_dir=str(base), extra_train=(str(root),)))
+  assert message in str(e.value) and str(root) in str(e.value)
+
+
+def test_generated_microvideos_rebalance_classes(tmp_path):
+  cfg = synthetic.SyntheticConfig(num_micro=300, feature_dim=4)
+  root = synthetic.generate_microvideos(cfg, str(tmp_path / "micro"))
+  with open(f"{root}/labels.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 300
+  counts = collections.Counter(r["labels"] for r in rows)
+  assert counts["BaseballPitch"] > 3 * counts["Diving"]  # 30 vs 499 training instances
+  lengths = [np.load(f"{root}/rgb/{r['video']}.npy").shape[0] for r in rows]
+  seconds = np.array(lengths) * cfg.seconds_per_segment
+  assert seconds.min() >= 6 - cfg.seconds_per_segment and seconds.max() <= 15 + 1e-9
+
+
+def test_mv_rows_and_per_class_change(base, tmp_path):
+  extra = write_extra(tmp_path / "mv", {"m1": (["B"], 3)})
+  cfg = tiny_config(base, tmp_path / "out", train={"model_dir": str(tmp_path / "out"),
+                                                   "train_steps": 4, "checkpoint_every": 4,
+                                                   "log_every": 2, "num_vis_videos": 0})
+  rows = (ablation.Row(mv.WITHOUT, data={"extra_train": ()}),
+          ablation.Row(mv.WITH, data={"extra_train": (str(extra),)}))
+  results = ablation.run(cfg, 1, rows, prefix="mv")
+  assert [r.name for r in results] == [mv.WITHOUT, mv.WITH]
+  change = mv.per_class_change(results, ["A"], 0.5)
+  assert change[0][0] == "A" and all(np.isfinite(change[0][1:]))
+  assert mv.rarest_classes(cfg, 1) == ["A"]  # A and B have one instance each: by name
+  assert (tmp_path / "out" / "mv.md").exists()
