@@ -62,10 +62,38 @@ class EvalResult:
 
 
 def parse_detections(obj: dict, source: str) -> Predictions:
-  """Validates ActivityNet detections {"results": {video: [...]}} into flat arrays."""
+  """Validates ActivityNet detections {"results": {video: [...]}} into flat arrays.
+
+  A vectorised fast path handles well-formed input; anything it rejects is
+  parsed again entry by entry to name the first bad one.
+  """
   results = obj.get("results") if isinstance(obj, dict) else None
   if not isinstance(results, dict):
     raise UserError(f"{source}: no 'results' object (not ActivityNet detections)")
+  try:
+    return _parse_fast(results)
+  except (KeyError, TypeError, ValueError, AttributeError):
+    return _parse_checked(results, source)
+
+
+def _parse_fast(results: dict) -> Predictions:
+  if not all(isinstance(dets, list) for dets in results.values()):
+    raise TypeError("results must be lists")
+  entries = [d for dets in results.values() for d in dets]
+  labels = [d["label"] for d in entries]
+  if not all(isinstance(l, str) for l in labels):
+    raise TypeError("labels must be strings")
+  scores = np.asarray([d["score"] for d in entries], np.float64).reshape(-1)
+  segments = np.asarray([d["segment"] for d in entries], np.float64).reshape(len(entries), 2)
+  if not (np.isfinite(scores).all() and np.isfinite(segments).all()):
+    raise ValueError("non-finite")
+  videos = np.repeat(np.asarray(list(results), dtype=object),
+                     [len(dets) for dets in results.values()])
+  return Predictions(videos, np.asarray(labels, dtype=object), scores,
+                     segments[:, 0].copy(), segments[:, 1].copy())
+
+
+def _parse_checked(results: dict, source: str) -> Predictions:
   videos, labels, scores, starts, ends = [], [], [], [], []
   for video, dets in results.items():
     if not isinstance(dets, list):
@@ -135,57 +163,68 @@ def evaluate(gt: Mapping[str, groundtruth.GTVideo], preds: Predictions,
     raise UserError(f"detections have labels unknown to the ground truth: {unknown}")
   class_index = {c: k for k, c in enumerate(classes)}
 
-  # Ground truth grouped by (class, video), in file order within each group.
-  gt_groups: dict[tuple[int, str], list[tuple[float, float]]] = {}
-  for v in gt.values():
-    for inst in v.instances:
-      gt_groups.setdefault((class_index[inst.label], v.name), []).append((inst.start, inst.end))
-  num_gt = np.zeros(len(classes), np.int64)
-  for (c, _), segs in gt_groups.items():
-    num_gt[c] += len(segs)
-  group_ids = {key: g for g, key in enumerate(gt_groups)}
-  max_gt = max((len(s) for s in gt_groups.values()), default=1)
+  # Integer ids: videos of the ground truth first, then any others; a (class,
+  # video) group is class * num_videos + video.
+  video_index = {name: k for k, name in enumerate(gt)}
+  pred_videos, pred_video = np.unique(preds.videos.astype(str), return_inverse=True)
+  for name in pred_videos:
+    video_index.setdefault(str(name), len(video_index))
+  num_videos = len(video_index)
+  pred_video = np.array([video_index[str(n)] for n in pred_videos], np.int64)[pred_video]
+  pred_labels, pred_class = np.unique(preds.labels.astype(str), return_inverse=True)
+  pred_class = np.array([class_index.get(str(l), -1) for l in pred_labels],
+                        np.int64)[pred_class.reshape(-1)]
+  pred_key = np.where(pred_class >= 0, pred_class * num_videos + pred_video, -1)
 
-  # Each class's predictions sorted by score as ActivityNet does.
-  pred_class = np.array([class_index.get(l, -1) for l in preds.labels], np.int64)
+  # Ground truth grouped by (class, video), in file order within each group.
+  rows = [(class_index[i.label], video_index[v.name], i.start, i.end)
+          for v in gt.values() for i in v.instances]
+  gt_arr = np.array(rows, np.float64).reshape(-1, 4)
+  gt_key = (gt_arr[:, 0] * num_videos + gt_arr[:, 1]).astype(np.int64)
+  by_group = np.argsort(gt_key, kind="stable")
+  gt_key, gt_segs = gt_key[by_group], gt_arr[by_group, 2:]
+  group_keys, group_start, group_size = np.unique(gt_key, return_index=True, return_counts=True)
+  num_gt = np.bincount(gt_arr[:, 0].astype(np.int64), minlength=len(classes))
+  max_gt = int(group_size.max()) if len(group_size) else 1
+
+  # Each class's predictions sorted by score as ActivityNet does; processing
+  # them class by class in that order fixes the rank within each group.
   per_class_order = [np.flatnonzero(pred_class == c) for c in range(len(classes))]
   per_class_order = [idx[np.argsort(preds.scores[idx])[::-1]] for idx in per_class_order]
   tp = np.zeros((num_thr, len(preds.scores)), bool)  # indexed by prediction
+  sequence = np.concatenate(per_class_order) if per_class_order else np.zeros(0, np.int64)
+  group = np.searchsorted(group_keys, pred_key[sequence])
+  group = np.minimum(group, max(len(group_keys) - 1, 0))
+  has_gt = (len(group_keys) > 0) & (group_keys[group] == pred_key[sequence]) if len(
+      group_keys) else np.zeros(len(sequence), bool)
+  matched, groups = sequence[has_gt], group[has_gt]  # the rest: FP (no gt of its class there)
+  by = np.argsort(groups, kind="stable")
+  first_of_group = np.searchsorted(groups[by], groups[by], side="left")
+  ranks = np.empty(len(groups), np.int64)
+  ranks[by] = np.arange(len(groups)) - first_of_group
 
-  # Per group: the tIoU rows of its predictions and their descending orders.
-  pending: dict[int, list[int]] = {}
-  for c, idx in enumerate(per_class_order):
-    for p in idx:
-      g = group_ids.get((c, preds.videos[p]))
-      if g is not None:  # else: no ground truth of its class in its video -> FP
-        pending.setdefault(g, []).append(p)
-  group_of, rank_of = {}, {}
-  sorted_iou = np.full((len(preds.scores), max_gt), -np.inf)
-  sorted_gt = np.zeros((len(preds.scores), max_gt), np.int64)
-  keys = list(gt_groups)
-  for g, plist in pending.items():
-    segs = np.asarray(gt_groups[keys[g]])
-    p = np.asarray(plist)
-    iou = segment_iou(preds.starts[p, None], preds.ends[p, None], segs[None, :, 0],
-                      segs[None, :, 1])
+  # tIoU of each matched prediction with its group's instances, in descending
+  # order (numpy argsort reversed, on rows of exactly the group's size).
+  sorted_iou = np.full((len(matched), max_gt), -np.inf)
+  sorted_gt = np.zeros((len(matched), max_gt), np.int64)
+  sizes = group_size[groups] if len(groups) else np.zeros(0, np.int64)
+  for n in np.unique(sizes):
+    sel = np.flatnonzero(sizes == n)
+    segs = gt_segs[group_start[groups[sel]][:, None] + np.arange(n)[None, :]]  # [m, n, 2]
+    p = matched[sel]
+    iou = segment_iou(preds.starts[p, None], preds.ends[p, None], segs[..., 0], segs[..., 1])
     order = np.argsort(iou, axis=1)[:, ::-1]
-    sorted_iou[p, :len(segs)] = np.take_along_axis(iou, order, axis=1)
-    sorted_gt[p, :len(segs)] = order
-    for r, q in enumerate(plist):
-      group_of[q], rank_of[q] = g, r
+    sorted_iou[sel, :n] = np.take_along_axis(iou, order, axis=1)
+    sorted_gt[sel, :n] = order
 
-  if group_of:
-    matched = np.array(list(group_of), np.int64)
-    groups = np.array([group_of[q] for q in matched], np.int64)
-    ranks = np.array([rank_of[q] for q in matched], np.int64)
-    locked = np.zeros((len(gt_groups), num_thr, max_gt), bool)
+  if len(matched):
+    locked = np.zeros((len(group_keys), num_thr, max_gt), bool)
     thr_index = np.arange(num_thr)[None, :, None]
     for r in range(ranks.max() + 1):
-      sel = ranks == r
-      p, g = matched[sel], groups[sel]
-      order = sorted_gt[p]  # [n, M]
+      sel = np.flatnonzero(ranks == r)
+      p, g, order = matched[sel], groups[sel], sorted_gt[sel]  # order: [n, M]
       free = ~locked[g[:, None, None], thr_index, order[:, None, :]]  # [n, J, M]
-      cand = free & (sorted_iou[p][:, None, :] >= thr[None, :, None])
+      cand = free & (sorted_iou[sel][:, None, :] >= thr[None, :, None])
       hit = cand.any(axis=2)  # [n, J]
       first = cand.argmax(axis=2)
       n_idx, j_idx = np.nonzero(hit)

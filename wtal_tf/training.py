@@ -76,6 +76,24 @@ def _log_timelines(writer, kept: dict, dataset: data.Dataset, cfg: Config, step:
       tf.summary.image(f"timeline/{name}", plotting.to_array(fig)[None])
 
 
+def compiled_train_step(model: WTALModel, dataset: data.Dataset, strategy=None):
+  """model.train_step as one tf.function for every video length (no XLA).
+
+  Returns (fn(features, labels) -> logs, traces) where traces[0] counts traces.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  traces = [0]
+
+  def step_fn(features, labels):
+    traces[0] += 1
+    logs = strategy.run(model.train_step, args=((features, labels),))
+    return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
+
+  signature = data.element_signature(dataset.streams, dataset.feature_dims,
+                                     dataset.num_classes)
+  return tf.function(step_fn, input_signature=signature, jit_compile=False), traces
+
+
 def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
   """Trains (resuming from the latest checkpoint in the model dir) and evaluates."""
   model_dir = cfg.train.model_dir
@@ -109,16 +127,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
   ds = data.training_dataset(dataset.train, order, dataset.num_classes, dataset.streams,
                              dataset.feature_dims, cache)
 
-  traces = [0]
-
-  def step_fn(features, labels):
-    traces[0] += 1
-    logs = strategy.run(model.train_step, args=((features, labels),))
-    return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
-
-  signature = data.element_signature(dataset.streams, dataset.feature_dims,
-                                     dataset.num_classes)
-  train_fn = tf.function(step_fn, input_signature=signature, jit_compile=False)
+  train_fn, traces = compiled_train_step(model, dataset, strategy)
   predictor = Predictor(model, dataset.feature_dims)
   train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
   eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
