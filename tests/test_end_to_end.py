@@ -12,6 +12,7 @@ from conftest import REPO, SMALL_SYNTHETIC
 from wtal_tf import checkpointing
 from wtal_tf import config as C
 from wtal_tf import data
+from wtal_tf import groundtruth
 from wtal_tf import localization
 from wtal_tf import training
 from wtal_tf.inference import Predictor
@@ -36,13 +37,15 @@ def test_training_learns_to_attend_to_planted_actions(small_synthetic, tmp_path)
   assert losses[-1] < 0.9 * losses[0], losses
   model, spec = checkpointing.restore(str(tmp_path / "m"))
   ds = data.load_dataset(cfg.data)
+  # Segments of all videos (training never saw any): frame-level ground truth.
+  gt = groundtruth.load_activitynet(os.path.join(small_synthetic, "gt.json"))
   predict = Predictor(model, spec["feature_dims"])
   sps = SMALL_SYNTHETIC.seconds_per_segment
   scores, labels = [], []
-  for v in ds.test:
+  for v in ds.train + ds.test:
     _, attention, _ = localization.fuse(predict(v.load(ds.streams)), 0.5)
     y = np.zeros(v.num_segments, bool)
-    for inst in ds.test_gt[v.name].instances:
+    for inst in gt[v.name].instances:
       y[int(round(inst.start / sps)):int(round(inst.end / sps))] = True
     scores.append(attention)
     labels.append(y)

@@ -28,15 +28,6 @@ def manager(model_dir: str, **trackables) -> tf.train.CheckpointManager:
                                     max_to_keep=MAX_TO_KEEP)
 
 
-def check_writable(model_dir: str) -> None:
-  try:
-    os.makedirs(model_dir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"{model_dir}: cannot create model dir ({e.strerror})") from None
-  if not os.access(model_dir, os.W_OK | os.X_OK):
-    raise UserError(f"{model_dir}: model dir is not writable")
-
-
 def restore(model_dir: str) -> tuple[WTALModel, dict]:
   """The model of the latest checkpoint in `model_dir`, and its spec."""
   spec_path = os.path.join(model_dir, SPEC_FILE)

@@ -192,6 +192,14 @@ def config_from_flags() -> cfg_lib.Config:
       output=f.output)
 
 
+def prepare_model_dir(cfg: cfg_lib.Config) -> str:
+  """Checks --model_dir is given and writable; saves the resolved flags there."""
+  model_dir = require(cfg.train.model_dir, "model_dir")
+  io_utils.ensure_writable_dir(model_dir)
+  save_flags(os.path.join(model_dir, "flags.cfg"))
+  return model_dir
+
+
 def save_flags(path: str) -> None:
   """Writes the resolved wtal_tf flags as a flagfile (atomically)."""
   lines = [FLAGS[name].serialize() for name in _DEFINED if FLAGS[name].value is not None]

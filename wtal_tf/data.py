@@ -32,6 +32,16 @@ LAYOUT_HELP = """expected one of these layouts (see README, "Datasets"):
 Features: two-stream I3D as released with BaS-Net/UM/CoLA (layout a) or W-TALC (layout b)."""
 
 
+def load_npy(path: str, what: str, allow_pickle: bool = False) -> np.ndarray:
+  """np.load with one clear error naming the file: missing, unreadable or not .npy."""
+  if not os.path.isfile(path):
+    raise UserError(f"{path}: {what} not found")
+  try:
+    return np.load(path, allow_pickle=allow_pickle, encoding="bytes")
+  except (ValueError, OSError, EOFError) as e:
+    raise UserError(f"{path}: cannot read as .npy ({e})") from None
+
+
 class FeatureSource:
   """Loads the features of one video: {stream: float32 [T, d]}."""
 
@@ -53,13 +63,7 @@ class PerVideoSource(FeatureSource):
     return os.path.join(self.root, stream, name + ".npy")
 
   def load_stream(self, name, stream):
-    path = self.path(name, stream)
-    if not os.path.isfile(path):
-      raise UserError(f"{path}: feature file not found")
-    try:
-      return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-      raise UserError(f"{path}: cannot read as .npy ({e})") from None
+    return load_npy(self.path(name, stream), "feature file")
 
 
 class WtalcSource(FeatureSource):
@@ -170,13 +174,8 @@ def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, np.ndarray, tuple[str
   feat_path = os.path.join(data_dir, WTALC_FEATURES)
 
   def load(name):
-    path = os.path.join(ann, name + ".npy")
-    if not os.path.isfile(path):
-      raise UserError(f"{path}: W-TALC annotation file not found")
-    try:
-      return np.load(path, allow_pickle=True)
-    except (ValueError, OSError, EOFError) as e:
-      raise UserError(f"{path}: cannot read ({e})") from None
+    return load_npy(os.path.join(ann, name + ".npy"), "W-TALC annotation file",
+                    allow_pickle=True)
 
   def text(x):
     return x.decode() if isinstance(x, bytes) else str(x)
@@ -198,12 +197,7 @@ def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, np.ndarray, tuple[str
         "annotations": [{"label": text(l), "segment": [float(s[0]), float(s[1])]}
                         for s, l in zip(segments[k], labels[k])]}
   gt = groundtruth.parse_database(database, ann)
-  if not os.path.isfile(feat_path):
-    raise UserError(f"{feat_path}: W-TALC joint feature file not found")
-  try:
-    features = np.load(feat_path, allow_pickle=True, encoding="bytes")
-  except (ValueError, OSError, EOFError) as e:
-    raise UserError(f"{feat_path}: cannot read ({e})") from None
+  features = load_npy(feat_path, "W-TALC joint feature file", allow_pickle=True)
   if len(features) != len(names):
     raise UserError(f"{feat_path}: {len(features)} videos, but the annotations list "
                     f"{len(names)}")

@@ -3,8 +3,21 @@
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Iterator
+
+from wtal_tf.errors import UserError
+
+
+def ensure_writable_dir(path: str, what: str = "model dir") -> None:
+  """Creates `path` if needed; a UserError if it cannot be created or written."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"{path}: cannot create {what} ({e.strerror})") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise UserError(f"{path}: {what} is not writable")
 
 
 @contextlib.contextmanager
@@ -42,3 +55,22 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, obj: Any, indent: int | None = None) -> None:
   """Serialises `obj` fully in memory, then writes it to `path` atomically."""
   write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+  """Yields a temporary directory next to `path`, renamed onto it on success.
+
+  `path` must not exist; on any exception the partial directory is removed.
+  """
+  if os.path.exists(path):
+    raise FileExistsError(path)
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", dir=parent)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise

@@ -3,9 +3,6 @@
 python -m wtal_tf.pipeline --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=DIR
 """
 
-import os
-
-from wtal_tf import checkpointing
 from wtal_tf import cli
 from wtal_tf import evaluation
 from wtal_tf import export
@@ -17,8 +14,7 @@ from wtal_tf import training
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
-  checkpointing.check_writable(cli.require(cfg.train.model_dir, "model_dir"))
-  cli.save_flags(os.path.join(cfg.train.model_dir, "flags.cfg"))
+  cli.prepare_model_dir(cfg)
   training.train(cfg)
   detections, dataset = export.localize_to_file(cfg)
   preds = evaluation.parse_detections(groundtruth.load_json(detections), detections)

@@ -21,8 +21,6 @@ Features are built so that background modeling matters:
 
 import dataclasses
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -199,28 +197,14 @@ def _video(world: _World, rng, name, subset, duration_log, micro=False, classes_
 
 def generate_microvideos(cfg: SyntheticConfig, output_dir: str) -> str:
   """Writes cfg.num_micro microvideos for --extra_train (atomically)."""
-  if os.path.exists(output_dir):
-    raise FileExistsError(output_dir)
-  parent = os.path.dirname(os.path.abspath(output_dir))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".micro.", dir=parent)
-  try:
+  with io_utils.atomic_dir(output_dir) as tmp:
     _microvideos(cfg, tmp)
-    os.replace(tmp, output_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return output_dir
 
 
 def generate(cfg: SyntheticConfig, output_dir: str) -> str:
   """Writes the dataset to output_dir (atomically: built aside, then renamed)."""
-  if os.path.exists(output_dir):
-    raise FileExistsError(output_dir)
-  parent = os.path.dirname(os.path.abspath(output_dir))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".synthetic.", dir=parent)
-  try:
+  with io_utils.atomic_dir(output_dir) as tmp:
     rng = np.random.default_rng(cfg.seed)
     world = _World(cfg, rng)
     videos = []
@@ -238,10 +222,6 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> str:
         videos, f"wtal_tf synthetic THUMOS14-shaped, seed {cfg.seed}"), indent=1)
     if cfg.num_micro:
       _microvideos(cfg, os.path.join(tmp, MICRO_DIR))
-    os.replace(tmp, output_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return output_dir
 
 

@@ -1,8 +1,5 @@
 """Trains the model: python -m wtal_tf.train --flagfile=flags/thumos14.cfg --data_dir=... --model_dir=..."""
 
-import os
-
-from wtal_tf import checkpointing
 from wtal_tf import cli
 from wtal_tf import training
 
@@ -10,8 +7,7 @@ from wtal_tf import training
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
-  checkpointing.check_writable(cli.require(cfg.train.model_dir, "model_dir"))
-  cli.save_flags(os.path.join(cfg.train.model_dir, "flags.cfg"))
+  cli.prepare_model_dir(cfg)
   training.train(cfg)
 
 

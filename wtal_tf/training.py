@@ -15,6 +15,7 @@ from wtal_tf import checkpointing
 from wtal_tf import data
 from wtal_tf import evaluation
 from wtal_tf import export
+from wtal_tf import io_utils
 from wtal_tf import plotting
 from wtal_tf import timeline
 from wtal_tf.config import Config
@@ -99,7 +100,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
   model_dir = cfg.train.model_dir
   if not model_dir:
     raise UserError("--model_dir is required")
-  checkpointing.check_writable(model_dir)
+  io_utils.ensure_writable_dir(model_dir)
   if dataset is None:
     dataset = data.load_dataset(cfg.data)
   for message in dataset.skipped:
