@@ -152,3 +152,24 @@ def test_format_table_has_averages():
   r = run(DB, {"v1": [det("A", 0.9, 0, 10)]}, tious=(0.1, 0.3, 0.5, 0.7))
   table = evaluation.format_table(r, [("avg 0.1:0.5", 0.1, 0.5)], per_class=True)
   assert "avg 0.1:0.5" in table and "A" in table.splitlines()[-2]
+
+
+def test_evaluate_cli_on_reference(tmp_path):
+  import os
+  import shutil
+  import subprocess
+  import sys
+  from conftest import REPO
+  gt = shared_path("stpn_reference", "gt.json")
+  dets = tmp_path / "results.json"
+  shutil.copy(shared_path("stpn_reference", "results.json"), dets)
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.evaluate", f"--gt={gt}",
+                         f"--detections={dets}", "--subset=test", "--per_class"],
+                        capture_output=True, text=True, cwd=REPO,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert proc.returncode == 0, proc.stderr
+  assert "52.12" in proc.stdout and "0.10" in proc.stdout and "avg 0.1:0.7" in proc.stdout
+  assert "HammerThrow" in proc.stdout  # per-class rows
+  numbers = json.loads((tmp_path / "results.eval.json").read_text())
+  assert round(numbers["mAP"]["0.5"] * 100, 2) == 17.70
+  assert round(numbers["averages"]["avg 0.1:0.7"] * 100, 2) == 27.12

@@ -138,3 +138,10 @@ def test_fit_runs_the_same_train_step(three_videos, tmp_path):
                                  data.FeatureCache(ds.streams, False))
   history = model.fit(stream, epochs=1, verbose=0)
   assert np.isfinite(history.history["total"][-1])
+
+
+def test_trains_under_a_distribution_strategy(three_videos, tmp_path):
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  with strategy.scope():
+    result = training.train(tiny_config(three_videos, tmp_path / "m"))
+  assert result.steps == 20 and np.isfinite(result.losses["total"])
