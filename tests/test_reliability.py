@@ -63,6 +63,9 @@ def test_interrupted_write_keeps_previous_file(tmp_path, monkeypatch):
   path = tmp_path / "detections.json"
   io_utils.write_json(str(path), {"results": {"v": []}})
   before = path.read_text()
+  umask = os.umask(0)
+  os.umask(umask)
+  assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
   with pytest.raises(TypeError):  # fails while serialising: nothing is written
     io_utils.write_json(str(path), {"results": {"v": [object()]}})
   assert path.read_text() == before

@@ -10,6 +10,12 @@ from typing import Any, Iterator
 from wtal_tf.errors import UserError
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def ensure_writable_dir(path: str, what: str = "model dir") -> None:
   """Creates `path` if needed; a UserError if it cannot be created or written."""
   try:
@@ -36,6 +42,7 @@ def atomic_path(path: str) -> Iterator[str]:
   os.close(fd)
   try:
     yield tmp
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
@@ -70,6 +77,7 @@ def atomic_dir(path: str) -> Iterator[str]:
   tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", dir=parent)
   try:
     yield tmp
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     os.replace(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,7 @@ def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
     localize_cfg = cfg.localize
     if model.loss_config.cls_loss == "sigmoid":  # an STPN model: its own localization
       localize_cfg = dataclasses.replace(localize_cfg, proposal_source="tcam")
-    models.append((os.path.basename(os.path.normpath(model_dir)),
+    models.append((os.path.normpath(model_dir),
                    Predictor(model, spec["feature_dims"]), model.streams, localize_cfg))
   paths = []
   for v in chosen:
