@@ -39,3 +39,12 @@ def test_ablation_rows_are_separate_runs(tmp_path):
   assert (tmp_path / "out" / "ablation_curve.png").stat().st_size > 1000
   curve = list(csv.reader(open(tmp_path / "out" / "ablation_curve.csv")))
   assert {row[0] for row in curve[1:]} == set(ablation.CURVE_ROWS)
+
+
+def test_select_rows():
+  assert ablation.select_rows([]) == ablation.ROWS
+  assert ablation.select_rows(["stpn", "Lfg+Lbg"]) == (ablation.STPN, ablation.ROWS[3])
+  import pytest
+  from wtal_tf.errors import UserError
+  with pytest.raises(UserError, match="unknown rows"):
+    ablation.select_rows(["nope"])

@@ -21,6 +21,7 @@ from wtal_tf import io_utils
 from wtal_tf import plotting
 from wtal_tf import training
 from wtal_tf.config import Config
+from wtal_tf.errors import UserError
 
 
 
@@ -155,11 +156,23 @@ def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) ->
   io_utils.write_text(os.path.join(out, f"{prefix}_curve.csv"), buffer.getvalue())
 
 
+def select_rows(names: list[str]) -> tuple[Row, ...]:
+  """The rows named (by name or slug, e.g. stpn,lfg_lbg); all rows if none."""
+  if not names:
+    return ROWS
+  by_key = {key: row for row in ROWS for key in (row.name, slug(row.name))}
+  unknown = [n for n in names if n not in by_key]
+  if unknown:
+    raise UserError(f"--ablation_rows: unknown rows {unknown}; choose from "
+                    f"{[slug(r.name) for r in ROWS]}")
+  return tuple(by_key[n] for n in names)
+
+
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
   cli.require(cfg.train.model_dir, "model_dir")
-  results = run(cfg, cli.FLAGS.seeds)
+  results = run(cfg, cli.FLAGS.seeds, select_rows(cli.FLAGS.ablation_rows))
   print(markdown_table(results, columns(cfg)))
   print(f"written under {cfg.train.model_dir}: ablation.md, ablation.csv, ablation_curve.png")
 
