@@ -123,3 +123,19 @@ def test_training_order_with_extra_videos():
     assert list(counts[:6]) == [1] * 6 and list(counts[6:]) == [2] * 4
   half = data.training_order(6, 4, 0.5, seed=0, start_step=0, num_steps=8)
   assert (half >= 6).sum() == 2
+
+
+def test_make_synthetic_cli(tmp_path):
+  import subprocess
+  import sys
+  from conftest import REPO
+  out = tmp_path / "syn"
+  cmd = [sys.executable, "-m", "wtal_tf.tools.make_synthetic", f"--output_dir={out}",
+         "--num_train_videos=3", "--num_test_videos=2", "--feature_dim=4", "--seed=7"]
+  subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
+  ds = data.load_dataset(C.DataConfig(data_dir=str(out)))
+  assert len(ds.train) == 3 and len(ds.test) == 2 and ds.feature_dims == {"rgb": 4, "flow": 4}
+  assert len(ds.classes) <= 20
+  again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+  assert again.returncode == 2 and "already exists" in again.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]  # no partial dirs left
