@@ -50,10 +50,6 @@ def document(results: dict, external_data: dict | None = None) -> dict:
           "external_data": external_data or {}}
 
 
-def write(path: str, doc: dict) -> None:
-  io_utils.write_json(path, doc)
-
-
 def default_path(model_dir: str, subset: str) -> str:
   return os.path.join(model_dir, f"detections_{subset}.json")
 
@@ -75,5 +71,5 @@ def localize_to_file(cfg: Config) -> tuple[str, data.Dataset]:
   results, _ = detect(Predictor(model, dataset.feature_dims), dataset.test, dataset.classes,
                       model.streams, cfg.localize, cfg.data.seconds_per_segment)
   path = cfg.output or default_path(model_dir, cfg.data.test_subset)
-  write(path, document(results, {"model_dir": os.path.abspath(model_dir)}))
+  io_utils.write_json(path, document(results, {"model_dir": os.path.abspath(model_dir)}))
   return path, dataset
