@@ -193,10 +193,11 @@ def evaluate(gt: Mapping[str, groundtruth.GTVideo], preds: Predictions,
   per_class_order = [idx[np.argsort(preds.scores[idx])[::-1]] for idx in per_class_order]
   tp = np.zeros((num_thr, len(preds.scores)), bool)  # indexed by prediction
   sequence = np.concatenate(per_class_order) if per_class_order else np.zeros(0, np.int64)
-  group = np.searchsorted(group_keys, pred_key[sequence])
-  group = np.minimum(group, max(len(group_keys) - 1, 0))
-  has_gt = (len(group_keys) > 0) & (group_keys[group] == pred_key[sequence]) if len(
-      group_keys) else np.zeros(len(sequence), bool)
+  if len(group_keys):
+    group = np.minimum(np.searchsorted(group_keys, pred_key[sequence]), len(group_keys) - 1)
+    has_gt = group_keys[group] == pred_key[sequence]
+  else:
+    group, has_gt = np.zeros(len(sequence), np.int64), np.zeros(len(sequence), bool)
   matched, groups = sequence[has_gt], group[has_gt]  # the rest: FP (no gt of its class there)
   by = np.argsort(groups, kind="stable")
   first_of_group = np.searchsorted(groups[by], groups[by], side="left")
@@ -250,6 +251,12 @@ def format_table(result: EvalResult, spans=(), per_class: bool = False) -> str:
     for k, c in enumerate(result.classes):
       lines.append(f"{c[:20]:<20} " + " ".join(f"{a * 100:6.2f}" for a in result.ap[:, k]))
   return "\n".join(lines)
+
+
+def score_results(gt: Mapping[str, groundtruth.GTVideo], results: dict, tious,
+                  known_labels=None, source: str = "detections") -> EvalResult:
+  """mAP of an in-memory ActivityNet `results` dict ({video: [detection]})."""
+  return evaluate(gt, parse_detections({"results": results}, source), tious, known_labels)
 
 
 def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,

@@ -54,10 +54,10 @@ def default_path(model_dir: str, subset: str) -> str:
   return os.path.join(model_dir, f"detections_{subset}.json")
 
 
-def localize_to_file(cfg: Config) -> tuple[str, data.Dataset]:
+def localize_to_file(cfg: Config) -> tuple[str, dict, data.Dataset]:
   """Restores the model of cfg.train.model_dir, localizes the test subset, writes JSON.
 
-  Returns the path written and the (test-only) dataset it read.
+  Returns the path written, the results it holds and the (test-only) dataset read.
   """
   model_dir = cfg.train.model_dir
   model, spec = checkpointing.restore(model_dir)
@@ -72,4 +72,4 @@ def localize_to_file(cfg: Config) -> tuple[str, data.Dataset]:
                       model.streams, cfg.localize, cfg.data.seconds_per_segment)
   path = cfg.output or default_path(model_dir, cfg.data.test_subset)
   io_utils.write_json(path, document(results, {"model_dir": os.path.abspath(model_dir)}))
-  return path, dataset
+  return path, results, dataset

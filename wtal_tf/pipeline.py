@@ -6,7 +6,6 @@ python -m wtal_tf.pipeline --flagfile=flags/synthetic.cfg --data_dir=DIR --model
 from wtal_tf import cli
 from wtal_tf import evaluation
 from wtal_tf import export
-from wtal_tf import groundtruth
 from wtal_tf import io_utils
 from wtal_tf import training
 
@@ -16,10 +15,9 @@ def main(argv):
   cfg = cli.config_from_flags()
   cli.prepare_model_dir(cfg)
   training.train(cfg)
-  detections, dataset = export.localize_to_file(cfg)
-  preds = evaluation.parse_detections(groundtruth.load_json(detections), detections)
-  result = evaluation.evaluate(dataset.test_gt, preds, cfg.eval.thresholds,
-                               known_labels=set(dataset.classes))
+  detections, results, dataset = export.localize_to_file(cfg)
+  result = evaluation.score_results(dataset.test_gt, results, cfg.eval.thresholds,
+                                    known_labels=set(dataset.classes), source=detections)
   io_utils.write_json(evaluation.results_path(detections), result.to_dict(cfg.eval.averages),
                       indent=1)
   print(f"detections: {detections}")

@@ -53,9 +53,8 @@ def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
   """Detections for the test videos and their mAP; also the kept videos' outputs."""
   results, kept = export.detect(predictor, dataset.test, dataset.classes, dataset.streams,
                                 cfg.localize, cfg.data.seconds_per_segment, keep_outputs)
-  preds = evaluation.parse_detections({"results": results}, "detections")
-  result = evaluation.evaluate(dataset.test_gt, preds, cfg.eval.thresholds,
-                               known_labels=set(dataset.classes))
+  result = evaluation.score_results(dataset.test_gt, results, cfg.eval.thresholds,
+                                    known_labels=set(dataset.classes))
   return results, result, kept
 
 
