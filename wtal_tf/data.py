@@ -169,9 +169,9 @@ def _build_videos(gt_videos, classes, source, streams, dims, skip_invalid, skipp
   return videos
 
 
-def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, np.ndarray, tuple[str, ...]]:
+def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, tuple[str, ...]]:
+  """(ground truth, its source, W-TALC's class list) from the annotation .npy files."""
   ann = os.path.join(data_dir, WTALC_ANNOTATIONS)
-  feat_path = os.path.join(data_dir, WTALC_FEATURES)
 
   def load(name):
     return load_npy(os.path.join(ann, name + ".npy"), "W-TALC annotation file",
@@ -196,12 +196,25 @@ def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, np.ndarray, tuple[str
         "subset": subsets[k], "duration": float(duration[k]),
         "annotations": [{"label": text(l), "segment": [float(s[0]), float(s[1])]}
                         for s, l in zip(segments[k], labels[k])]}
-  gt = groundtruth.parse_database(database, ann)
-  features = load_npy(feat_path, "W-TALC joint feature file", allow_pickle=True)
-  if len(features) != len(names):
-    raise UserError(f"{feat_path}: {len(features)} videos, but the annotations list "
-                    f"{len(names)}")
-  return gt, ann, features, classes
+  return groundtruth.parse_database(database, ann), ann, classes
+
+
+def ground_truth(cfg: DataConfig) -> tuple[dict[str, groundtruth.GTVideo], str, tuple[str, ...]]:
+  """All ground-truth videos of the dataset (either layout), their source and the class list.
+
+  The class list is --class_list if given, else W-TALC's classlist.npy (layout
+  b) or the sorted ground-truth labels (layout a).
+  """
+  if cfg.layout == "wtalc":
+    gt, source, classes = _wtalc_ground_truth(cfg.data_dir)
+    if cfg.class_list:
+      classes = groundtruth.class_names(gt.values(), cfg.class_list)
+    return gt, source, classes
+  if cfg.layout == "per_video":
+    source = cfg.gt_file or os.path.join(cfg.data_dir, "gt.json")
+    gt = groundtruth.load_activitynet(source)
+    return gt, source, groundtruth.class_names(gt.values(), cfg.class_list)
+  raise UserError(f"--layout={cfg.layout}: choose per_video or wtalc")
 
 
 def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[str],
@@ -250,22 +263,19 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
   unknown_streams = set(cfg.streams) - {"rgb", "flow"}
   if not cfg.streams or unknown_streams:
     raise UserError(f"--streams={','.join(cfg.streams)}: choose from rgb, flow")
+  gt, gt_source, classes = ground_truth(cfg)
   if cfg.layout == "wtalc":
-    gt, gt_source, features, wtalc_classes = _wtalc_ground_truth(cfg.data_dir)
-    source = WtalcSource(os.path.join(cfg.data_dir, WTALC_FEATURES), features,
-                         {name: k for k, name in enumerate(gt)})
-    train_source = test_source = source
-    classes = (groundtruth.class_names(gt.values(), cfg.class_list)
-               if cfg.class_list else wtalc_classes)
-  elif cfg.layout == "per_video":
-    gt_source = cfg.gt_file or os.path.join(cfg.data_dir, "gt.json")
-    gt = groundtruth.load_activitynet(gt_source)
+    feat_path = os.path.join(cfg.data_dir, WTALC_FEATURES)
+    features = load_npy(feat_path, "W-TALC joint feature file", allow_pickle=True)
+    if len(features) != len(gt):
+      raise UserError(f"{feat_path}: {len(features)} videos, but the annotations list "
+                      f"{len(gt)}")
+    train_source = test_source = WtalcSource(feat_path, features,
+                                             {name: k for k, name in enumerate(gt)})
+  else:
     feature_root = os.path.join(cfg.data_dir, "features")
     train_source = PerVideoSource(os.path.join(feature_root, cfg.train_split))
     test_source = PerVideoSource(os.path.join(feature_root, cfg.test_split))
-    classes = groundtruth.class_names(gt.values(), cfg.class_list)
-  else:
-    raise UserError(f"--layout={cfg.layout}: choose per_video or wtalc")
   train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
   test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source)
   unknown = sorted({l for v in gt.values() for l in v.labels} - set(classes))

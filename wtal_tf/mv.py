@@ -15,6 +15,7 @@ import numpy as np
 
 from wtal_tf import ablation
 from wtal_tf import cli
+from wtal_tf import data
 from wtal_tf import groundtruth
 from wtal_tf import io_utils
 from wtal_tf.config import Config
@@ -26,9 +27,8 @@ WITHOUT, WITH = "Ours", "Ours + MV"
 
 def rarest_classes(cfg: Config, count: int = RAREST) -> list[str]:
   """The classes with the fewest instances in the training subset."""
-  gt_path = cfg.data.gt_file or os.path.join(cfg.data.data_dir, "gt.json")
-  videos = groundtruth.select_subset(groundtruth.load_activitynet(gt_path),
-                                     cfg.data.train_subset, gt_path)
+  gt, source, _ = data.ground_truth(cfg.data)
+  videos = groundtruth.select_subset(gt, cfg.data.train_subset, source)
   counts = collections.Counter(i.label for v in videos.values() for i in v.instances)
   return sorted(counts, key=lambda c: (counts[c], c))[:count]
 
