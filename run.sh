@@ -73,6 +73,7 @@ case "$cmd" in
     if [ "$dataset" = synthetic ]; then
       [ -f "$data_dir/gt.json" ] || "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
       if [ "$cmd" = mv ]; then
+        # 915: the size of the paper's curated Instagram set (§4.1).
         [ -f "$data_dir/micro/labels.csv" ] || "$PY" -m wtal_tf.tools.make_synthetic \
           --microvideos_only --num_microvideos=915 --output_dir="$data_dir/micro"
         extra=(--extra_train="$data_dir/micro")

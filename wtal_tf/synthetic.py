@@ -57,7 +57,6 @@ CONTEXT_SEGMENTS = (1, 4)  # run-up segments before an action, drawn in [lo, hi)
 MICRO_DURATION_S = (6.0, 15.0)
 MICRO_FOREGROUND = (0.5, 0.9)
 MICRO_DIR = "micro"  # under the dataset dir
-PAPER_MICROVIDEOS = 915  # the paper's curated Instagram set (§4.1)
 
 
 @dataclasses.dataclass(frozen=True)
