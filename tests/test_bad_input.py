@@ -147,6 +147,9 @@ def test_detections_with_unknown_label(good, tmp_path):
     ({"x": [{"label": "A", "score": 1}]}, "needs 'label', 'score' and 'segment'"),
     ({"x": [{"label": "A", "score": "high", "segment": [0, 1]}]}, "must be numbers"),
     ({"x": [{"label": "A", "score": 1, "segment": [0]}]}, "segment must be [start, end]"),
+    ({"x": [{"label": "A", "score": 1, "segment": "12"}]}, "segment must be [start, end]"),
+    ({"x": [{"label": "A", "score": 1, "segment": [0, float("nan")]}]}, "non-finite"),
+    ({"x": ["A"]}, "needs 'label', 'score' and 'segment'"),
     ({"x": {"label": "A"}}, "must be a list"),
 ])
 def test_malformed_detections(results, message):

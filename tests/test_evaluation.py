@@ -62,6 +62,11 @@ class HandCases(parameterized.TestCase):
     r = run(DB, {"v1": [det("A", 0.9, 0, 10), det("A", 0.8, 20, 30)], "v2": [det("B", 1, 5, 9)]})
     np.testing.assert_allclose(r.ap, [[1.0, 1.0]])
 
+  def test_no_detections_score_zero(self):
+    r = run(DB, {"v1": [], "v2": []})
+    np.testing.assert_array_equal(r.ap, [[0.0, 0.0]])
+    self.assertEqual(r.num_predictions, 0)
+
   def test_duplicate_is_false_positive(self):
     # TP, FP (same instance again), TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1.
     # Envelope: 1 on (0, 1/2], 2/3 on (1/2, 1] -> AP = 0.5 + 0.5 * 2/3.

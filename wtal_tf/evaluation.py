@@ -10,12 +10,17 @@ The matching is vectorised: predictions of different (class, video) groups
 never interact, so all groups advance together, one prediction each.
 """
 
+import contextlib
 import dataclasses
+import gc
+import itertools
 import math
+import operator
 import os
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
 from wtal_tf import groundtruth
 from wtal_tf.errors import UserError
@@ -71,26 +76,52 @@ def parse_detections(obj: dict, source: str) -> Predictions:
   if not isinstance(results, dict):
     raise UserError(f"{source}: no 'results' object (not ActivityNet detections)")
   try:
-    return _parse_fast(results)
+    with _gc_paused():
+      return _parse_fast(results)
   except (KeyError, TypeError, ValueError, AttributeError):
     return _parse_checked(results, source)
 
 
+@contextlib.contextmanager
+def _gc_paused():
+  """Pauses the cyclic garbage collector while building many small tuples.
+
+  The tuples cannot form cycles, yet their allocation triggers collections
+  that traverse every live object: with TensorFlow imported, parsing 50,000
+  detections took 0.23 s with the collector on and 0.05 s with it paused.
+  """
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if enabled:
+      gc.enable()
+
+
+_FIELDS = operator.itemgetter("label", "score", "segment")
+
+
 def _parse_fast(results: dict) -> Predictions:
-  if not all(isinstance(dets, list) for dets in results.values()):
+  if not all(type(dets) is list for dets in results.values()):
     raise TypeError("results must be lists")
-  entries = [d for dets in results.values() for d in dets]
-  labels = [d["label"] for d in entries]
-  if not all(isinstance(l, str) for l in labels):
-    raise TypeError("labels must be strings")
-  scores = np.asarray([d["score"] for d in entries], np.float64).reshape(-1)
-  segments = np.asarray([d["segment"] for d in entries], np.float64).reshape(len(entries), 2)
-  if not (np.isfinite(scores).all() and np.isfinite(segments).all()):
-    raise ValueError("non-finite")
+  entries = list(map(_FIELDS, itertools.chain.from_iterable(results.values())))
   videos = np.repeat(np.asarray(list(results), dtype=object),
                      [len(dets) for dets in results.values()])
-  return Predictions(videos, np.asarray(labels, dtype=object), scores,
-                     segments[:, 0].copy(), segments[:, 1].copy())
+  if not entries:
+    empty = np.zeros(0, np.float64)
+    return Predictions(videos, np.zeros(0, object), empty, empty, empty)
+  labels, scores, segments = zip(*entries)
+  labels = np.asarray(labels, dtype=object)
+  if not all(isinstance(l, str) for l in pd.unique(labels)):
+    raise TypeError("labels must be strings")
+  if not set(map(type, segments)) <= {list, tuple} or set(map(len, segments)) != {2}:
+    raise ValueError("segments must be pairs")
+  starts, ends = (np.asarray(b, np.float64) for b in zip(*segments))
+  scores = np.asarray(scores, np.float64)
+  if not (np.isfinite(scores).all() and np.isfinite(starts).all() and np.isfinite(ends).all()):
+    raise ValueError("non-finite")
+  return Predictions(videos, labels, scores, starts, ends)
 
 
 def _parse_checked(results: dict, source: str) -> Predictions:
@@ -158,7 +189,8 @@ def evaluate(gt: Mapping[str, groundtruth.GTVideo], preds: Predictions,
   num_thr = len(thr)
   classes = tuple(sorted({i.label for v in gt.values() for i in v.instances}))
   known = set(classes) if known_labels is None else set(known_labels) | set(classes)
-  unknown = sorted(set(preds.labels.tolist()) - known)
+  pred_class, pred_labels = pd.factorize(preds.labels)
+  unknown = sorted(set(map(str, pred_labels)) - known)
   if unknown:
     raise UserError(f"detections have labels unknown to the ground truth: {unknown}")
   class_index = {c: k for k, c in enumerate(classes)}
@@ -166,14 +198,13 @@ def evaluate(gt: Mapping[str, groundtruth.GTVideo], preds: Predictions,
   # Integer ids: videos of the ground truth first, then any others; a (class,
   # video) group is class * num_videos + video.
   video_index = {name: k for k, name in enumerate(gt)}
-  pred_videos, pred_video = np.unique(preds.videos.astype(str), return_inverse=True)
+  pred_video, pred_videos = pd.factorize(preds.videos)
   for name in pred_videos:
     video_index.setdefault(str(name), len(video_index))
   num_videos = len(video_index)
   pred_video = np.array([video_index[str(n)] for n in pred_videos], np.int64)[pred_video]
-  pred_labels, pred_class = np.unique(preds.labels.astype(str), return_inverse=True)
   pred_class = np.array([class_index.get(str(l), -1) for l in pred_labels],
-                        np.int64)[pred_class.reshape(-1)]
+                        np.int64)[pred_class]
   pred_key = np.where(pred_class >= 0, pred_class * num_videos + pred_video, -1)
 
   # Ground truth grouped by (class, video), in file order within each group.
