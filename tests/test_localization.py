@@ -81,7 +81,7 @@ class LocalizationTest(parameterized.TestCase):
     flow = StreamOutput(attention=np.array([0.0, 0.7, 0.9, 0.3]),
                         cas=np.array([[0, 2, 0], [0, 1, 1], [0, 3, 2], [0, 4, 4]], float),
                         class_probs=np.array([0.7, 0.1]))
-    cfg = C.LocalizeConfig(attention_thresholds=(0.5,))
+    cfg = C.LocalizeConfig(attention_thresholds=(0.5,), proposal_source="attention")
     dets = localization.localize({"rgb": rgb, "flow": flow}, cfg)
     # Fused λ̄ = [0.1, 0.8, 0.85, 0.2] -> one proposal [1, 2]; p = [0.8, 0.075]:
     # class 0 kept only. Eq 12 on [1, 2] for class 0 (column 1 of cas):
@@ -107,7 +107,7 @@ class LocalizationTest(parameterized.TestCase):
 
   def test_single_stream_weight_is_one(self):
     out = StreamOutput(np.array([0.9, 0.9]), np.array([[0, 2.0], [0, 4.0]]), np.array([1.0]))
-    dets = localization.localize({"rgb": out}, C.LocalizeConfig())
+    dets = localization.localize({"rgb": out}, C.LocalizeConfig(proposal_source="attention"))
     self.assertEqual((dets.starts[0], dets.ends[0]), (0, 1))
     self.assertAlmostEqual(dets.scores[0], 0.9 * 3.0)
 
@@ -120,8 +120,20 @@ class LocalizationTest(parameterized.TestCase):
     dets = localization.localize({"rgb": out}, C.LocalizeConfig(proposal_source="tcam",
                                                                  attention_thresholds=(0.5,)))
     self.assertIn((1, 2, 3), set(zip(dets.classes, dets.starts, dets.ends)))
-    flat = localization.localize({"rgb": out}, C.LocalizeConfig(attention_thresholds=(0.5,)))
+    flat = localization.localize({"rgb": out}, C.LocalizeConfig(attention_thresholds=(0.5,),
+                                                                proposal_source="attention"))
     self.assertEqual((flat.starts.tolist(), flat.ends.tolist()), ([0, 0], [5, 5]))
+
+  @parameterized.parameters(("auto", "softmax", "attention"), ("auto", "sigmoid", "tcam"),
+                            ("attention", "sigmoid", "attention"), ("tcam", "softmax", "tcam"))
+  def test_proposal_source_for_model(self, flag, cls_loss, expected):
+    self.assertEqual(C.LocalizeConfig(proposal_source=flag).for_model(cls_loss).proposal_source,
+                     expected)
+
+  def test_unresolved_auto_is_an_error(self):
+    out = StreamOutput(np.array([0.9]), np.array([[0, 2.0]]), np.array([1.0]))
+    with self.assertRaisesRegex(ValueError, "for_model"):
+      localization.localize({"rgb": out}, C.LocalizeConfig())
 
   def test_seconds_and_clipping(self):
     dets = localization.Detections(np.array([0, 0]), np.array([0, 10]), np.array([2, 12]),

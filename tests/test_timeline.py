@@ -21,7 +21,7 @@ def outputs(t, seed=0, streams=("rgb", "flow"), attention=None):
 
 
 def image(outs, gt=None, panels=1):
-  dets = localization.localize(outs, LocalizeConfig())
+  dets = localization.localize(outs, LocalizeConfig(proposal_source="attention"))
   fig = timeline.render([("m", outs, dets)] * panels, CLASSES, 0.64, gt=gt)
   return plotting.to_array(fig)
 

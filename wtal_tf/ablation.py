@@ -115,7 +115,8 @@ def markdown_table(results: list[RowResult], cols: list[str]) -> str:
                  + " |")
   seeds = len(results[0].values) if results else 0
   lines.append("")
-  lines.append(f"mAP (%) at each tIoU; {'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else '1 seed'}.")
+  over = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed"
+  lines.append(f"mAP (%) at each tIoU; {over}.")
   return "\n".join(lines) + "\n"
 
 

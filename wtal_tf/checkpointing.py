@@ -44,7 +44,8 @@ def restore(model_dir: str) -> tuple[WTALModel, dict]:
   if latest is None:
     raise UserError(f"{os.path.join(model_dir, CHECKPOINT_DIR)}: no checkpoint")
   try:
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    status.assert_existing_objects_matched()
   except (tf.errors.OpError, AssertionError, ValueError) as e:
     raise UserError(f"{latest}: cannot restore checkpoint ({e})") from None
   return model, spec

@@ -45,9 +45,11 @@ def define_flags() -> None:
           "per_video: gt.json + features/{split}/{stream}/<video>.npy; wtalc: W-TALC joint .npy.")
   _define(flags.DEFINE_string, "gt_file", data.gt_file,
           "Ground-truth JSON (default DATA_DIR/gt.json).")
-  _define(flags.DEFINE_string, "train_subset", data.train_subset, "Training subset name in gt.json.")
+  _define(flags.DEFINE_string, "train_subset", data.train_subset,
+          "Training subset name in gt.json.")
   _define(flags.DEFINE_string, "test_subset", data.test_subset, "Test subset name in gt.json.")
-  _define(flags.DEFINE_string, "train_split", data.train_split, "features/<split> of training videos.")
+  _define(flags.DEFINE_string, "train_split", data.train_split,
+          "features/<split> of training videos.")
   _define(flags.DEFINE_string, "test_split", data.test_split, "features/<split> of test videos.")
   _define(flags.DEFINE_string, "class_list", data.class_list,
           "File with one class name a line (default: sorted ground-truth labels).")
@@ -108,7 +110,8 @@ def define_flags() -> None:
   _define(flags.DEFINE_float, "nms_threshold", loc.nms_threshold, "Class-wise NMS tIoU.",
           lower_bound=0.0, upper_bound=1.0)
   _define(flags.DEFINE_enum, "proposal_source", loc.proposal_source, list(d.PROPOSAL_SOURCES),
-          "attention: threshold fused λ (the paper); tcam: weighted T-CAM (STPN).")
+          "attention: threshold fused λ (the paper); tcam: weighted T-CAM (STPN); "
+          "auto: tcam for a model trained with --cls_loss=sigmoid, else attention.")
   _define(flags.DEFINE_string, "tiou", d.EvalConfig().tiou,
           "tIoU thresholds: thumos14, activitynet or a comma list.")
   _define(flags.DEFINE_string, "output", None, "Output file (localize: detections JSON).")

@@ -8,7 +8,7 @@ import numpy as np
 STREAMS = ("rgb", "flow")
 LOSS_NAMES = ("fg", "bg", "guide", "cluster", "sparse")
 CLS_LOSSES = ("softmax", "sigmoid")
-PROPOSAL_SOURCES = ("attention", "tcam")
+PROPOSAL_SOURCES = ("auto", "attention", "tcam")
 LAYOUTS = ("per_video", "wtalc")
 
 # tIoU presets of SPEC §5: thresholds and the averages reported over them.
@@ -111,7 +111,16 @@ class LocalizeConfig:
   attention_thresholds: tuple[float, ...] = tuple(
       np.round(np.arange(0.0, 0.5 + 1e-9, 0.025), 4).tolist())
   nms_threshold: float = 0.5
-  proposal_source: str = "attention"  # "tcam": STPN's weighted T-CAM proposals
+  # "attention": threshold fused λ (the paper); "tcam": STPN's weighted T-CAM;
+  # "auto": tcam for a model trained with the sigmoid (STPN) loss, else attention.
+  proposal_source: str = "auto"
+
+  def for_model(self, cls_loss: str) -> "LocalizeConfig":
+    """This config with "auto" resolved for a model trained with `cls_loss`."""
+    if self.proposal_source != "auto":
+      return self
+    return dataclasses.replace(
+        self, proposal_source="tcam" if cls_loss == "sigmoid" else "attention")
 
 
 @dataclasses.dataclass(frozen=True)

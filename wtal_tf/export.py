@@ -69,7 +69,8 @@ def localize_to_file(cfg: Config) -> tuple[str, dict, data.Dataset]:
     raise UserError(f"--streams={','.join(dataset.streams)} but the model in {model_dir} "
                     f"has streams {','.join(model.streams)}")
   results, _ = detect(Predictor(model, dataset.feature_dims), dataset.test, dataset.classes,
-                      model.streams, cfg.localize, cfg.data.seconds_per_segment)
+                      model.streams, cfg.localize.for_model(model.loss_config.cls_loss),
+                      cfg.data.seconds_per_segment)
   path = cfg.output or default_path(model_dir, cfg.data.test_subset)
   io_utils.write_json(path, document(results, {"model_dir": os.path.abspath(model_dir)}))
   return path, results, dataset

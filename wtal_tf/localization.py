@@ -7,6 +7,7 @@ import dataclasses
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from scipy import special
 
 from wtal_tf.config import LocalizeConfig
 from wtal_tf.inference import StreamOutput
@@ -111,8 +112,8 @@ def fuse(outputs: Mapping[str, StreamOutput], theta: float):
 def tcam_signal(outputs: Mapping[str, StreamOutput], theta: float, classes) -> np.ndarray:
   """STPN's proposal signal: fused λ_t·sigmoid(T-CAM) of each class, [K, T]."""
   weights = stream_weights(list(outputs), theta)
-  return sum(w * (outputs[s].attention[:, None] /
-                  (1.0 + np.exp(-outputs[s].cas[:, 1:][:, classes]))).T
+  return sum(w * (outputs[s].attention[:, None]
+                  * special.expit(outputs[s].cas[:, 1:][:, classes])).T
              for s, w in weights.items())
 
 
@@ -120,6 +121,8 @@ def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig) -> Detect
   """All detections of one video (SPEC §4 steps 1-5)."""
   probs, attention, wcas = fuse(outputs, cfg.theta)
   kept = select_classes(probs, cfg.class_threshold)
+  if cfg.proposal_source not in ("attention", "tcam"):
+    raise ValueError(f"proposal_source {cfg.proposal_source!r}: resolve it with for_model()")
   if cfg.proposal_source == "tcam":
     rows, starts, ends = unique_proposals(
         *connected_components(tcam_signal(outputs, cfg.theta, kept), cfg.attention_thresholds))

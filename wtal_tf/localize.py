@@ -1,6 +1,7 @@
 """Writes ActivityNet JSON detections of the test subset.
 
-python -m wtal_tf.localize --flagfile=flags/thumos14.cfg --data_dir=DIR --model_dir=DIR [--output=FILE]
+python -m wtal_tf.localize --flagfile=flags/thumos14.cfg --data_dir=DIR --model_dir=DIR \
+    [--output=FILE]
 """
 
 from wtal_tf import cli

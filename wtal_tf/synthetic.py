@@ -126,7 +126,8 @@ class _World:
       lo = max(0, s0 - k)
       for s in profile:
         ctx = np.linspace(0.3, 1.0, s0 - lo)[:, None] if s0 > lo else np.zeros((0, 1))
-        profile[s][lo:s0] += cfg.context_amplitude * ctx * self.action[s][c] * (fg[lo:s0, None] == 0)
+        outside = fg[lo:s0, None] == 0
+        profile[s][lo:s0] += cfg.context_amplitude * ctx * self.action[s][c] * outside
     # distractor motion bursts in the background
     for _ in range(int(rng.poisson(t / 60.0))):
       s0 = int(rng.integers(0, t))

@@ -42,7 +42,8 @@ def _draw_panel(axes, title, outputs, dets, classes, seconds_per_segment, theta,
     ax_gt.set_yticks([0.5], ["no ground truth"], fontsize=7)
   ax_gt.set_ylabel("GT", fontsize=8)
   for s, out in outputs.items():
-    ax_att.plot(times, out.attention, lw=0.7, alpha=0.6, color=STREAM_COLORS.get(s), label=f"λ {s}")
+    ax_att.plot(times, out.attention, lw=0.7, alpha=0.6, color=STREAM_COLORS.get(s),
+                label=f"λ {s}")
   if len(outputs) > 1:
     ax_att.plot(times, attention, lw=1.2, color="k", label="λ fused")
   ax_att.set_ylim(-0.05, 1.05)

@@ -1,4 +1,7 @@
-"""Trains the model: python -m wtal_tf.train --flagfile=flags/thumos14.cfg --data_dir=... --model_dir=..."""
+"""Trains the model.
+
+python -m wtal_tf.train --flagfile=flags/thumos14.cfg --data_dir=DIR --model_dir=DIR
+"""
 
 from wtal_tf import cli
 from wtal_tf import training

@@ -51,8 +51,9 @@ def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
 def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
                    keep_outputs=()):
   """Detections for the test videos and their mAP; also the kept videos' outputs."""
+  localize_cfg = cfg.localize.for_model(predictor.model.loss_config.cls_loss)
   results, kept = export.detect(predictor, dataset.test, dataset.classes, dataset.streams,
-                                cfg.localize, cfg.data.seconds_per_segment, keep_outputs)
+                                localize_cfg, cfg.data.seconds_per_segment, keep_outputs)
   result = evaluation.score_results(dataset.test_gt, results, cfg.eval.thresholds,
                                     known_labels=set(dataset.classes))
   return results, result, kept

@@ -4,7 +4,6 @@ python -m wtal_tf.visualize --flagfile=... --data_dir=DIR --model_dir=DIR \
     (--videos=a,b | --num_videos=N) --output_dir=DIR [--compare_model_dir=DIR]
 """
 
-import dataclasses
 import os
 
 from wtal_tf import checkpointing
@@ -30,9 +29,7 @@ def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
   models = []
   for model_dir in model_dirs:
     model, spec = checkpointing.restore(model_dir)
-    localize_cfg = cfg.localize
-    if model.loss_config.cls_loss == "sigmoid":  # an STPN model: its own localization
-      localize_cfg = dataclasses.replace(localize_cfg, proposal_source="tcam")
+    localize_cfg = cfg.localize.for_model(model.loss_config.cls_loss)
     models.append((os.path.normpath(model_dir),
                    Predictor(model, spec["feature_dims"]), model.streams, localize_cfg))
   paths = []
