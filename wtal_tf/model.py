@@ -125,8 +125,11 @@ class WTALModel(keras.Model):
       if g is not None:
         finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
 
+    # Heads of losses that are off (e.g. clustering) have no gradient.
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+
     def apply():
-      self.optimizer.apply_gradients(zip(grads, variables))
+      self.optimizer.apply_gradients(pairs)
       return tf.constant(True)
 
     tf.cond(finite, apply, lambda: tf.constant(False))
