@@ -1,0 +1,102 @@
+"""Attention diagnostics: ROC AUC, segment masks and pooled guide targets by hand."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+from absl.testing import parameterized
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.special import softmax
+
+from conftest import REPO
+from wtal_tf import diagnostics
+from wtal_tf.data import Video
+from wtal_tf.groundtruth import GTVideo, Instance
+from wtal_tf.inference import StreamOutput
+
+
+def pair_count_auc(scores, positive):
+  wins = [1.0 if p > n else 0.5 if p == n else 0.0
+          for p, n in itertools.product(scores[positive], scores[~positive])]
+  return float(np.mean(wins))
+
+
+class RocAucTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      ([0.1, 0.4, 0.35, 0.8], [0, 1, 0, 1], 1.0),
+      ([0.3, 0.2, 0.6], [1, 0, 0], 0.5),
+      ([0.5, 0.5], [1, 0], 0.5),
+      ([0.9, 0.1], [0, 1], 0.0),
+  )
+  def test_hand_cases(self, scores, positive, expected):
+    self.assertEqual(diagnostics.roc_auc(np.array(scores), np.array(positive, bool)), expected)
+
+  def test_matches_pair_count_with_ties(self):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 60) / 4.0
+    positive = rng.random(60) < 0.3
+    self.assertAlmostEqual(diagnostics.roc_auc(scores, positive),
+                           pair_count_auc(scores, positive), places=12)
+
+  def test_one_class_only_is_nan(self):
+    self.assertTrue(np.isnan(diagnostics.roc_auc(np.ones(3), np.ones(3, bool))))
+
+
+def test_segment_mask_uses_segment_centres():
+  video = GTVideo("v", "test", None, (Instance("A", 0.5, 1.3), Instance("A", 2.0, 2.1)))
+  # centres at 0.32, 0.96, 1.6, 2.24 s (0.64 s a segment): only 0.96 is inside.
+  mask = diagnostics.segment_mask(video, 4, 0.64)
+  assert mask.tolist() == [False, True, False, False]
+
+
+class _Source:
+  def __init__(self, arrays):
+    self.arrays = arrays
+
+  def load_stream(self, name, stream):
+    return self.arrays[name][stream]
+
+
+def test_attention_stats_by_hand():
+  sps = 1.0
+  mask = np.array([0, 1, 1, 0, 0, 1], bool)
+  gt = {"v": GTVideo("v", "test", None, (Instance("B", 1.0, 3.0), Instance("B", 5.0, 6.0)))}
+  rng = np.random.default_rng(1)
+  cas = {s: rng.normal(size=(6, 3)) for s in ("rgb", "flow")}
+  att = {"rgb": np.where(mask, 0.9, 0.2), "flow": np.where(mask, 0.7, 0.6)}
+
+  def predict(features):
+    return {s: StreamOutput(att[s], cas[s], np.array([0.1, 0.9])) for s in features}
+
+  video = Video("v", (1,), 6, None, _Source({"v": {"rgb": np.zeros((6, 2)),
+                                                   "flow": np.zeros((6, 2))}}))
+  r = diagnostics.attention_stats(predict, [video], gt, ("rgb", "flow"), 2, theta=0.5,
+                                  guide_sigma=1.0, max_threshold=0.5, seconds_per_segment=sps)
+  # fused λ̄ = 0.5 λ_rgb + 0.5 λ_flow: 0.8 on actions, 0.4 on background
+  assert r.auc == 1.0
+  assert (r.action_segments, r.background_segments) == (3, 3)
+  np.testing.assert_allclose(r.attention, (0.8, 0.4))
+  assert r.background_above == 0.0
+  fg = sum(0.5 * gaussian_filter1d(softmax(cas[s], axis=1)[:, 2], 1.0) for s in cas)
+  bg = sum(0.5 * gaussian_filter1d(1 - softmax(cas[s], axis=1)[:, 0], 1.0) for s in cas)
+  np.testing.assert_allclose(r.guide_fg, (fg[mask].mean(), fg[~mask].mean()), rtol=1e-5)
+  np.testing.assert_allclose(r.guide_bg, (bg[mask].mean(), bg[~mask].mean()), rtol=1e-5)
+
+
+def test_cli_prints_train_and_test_rows(small_synthetic, tmp_path):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  common = [f"--data_dir={small_synthetic}", f"--model_dir={tmp_path / 'm'}",
+            "--attention_units=8"]
+  subprocess.run([sys.executable, "-m", "wtal_tf.train", "--train_steps=5", "--num_vis_videos=0",
+                  *common], check=True, cwd=REPO, env=env, capture_output=True)
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.tools.attention_stats", *common],
+                        cwd=REPO, env=env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  assert "AUC" in lines[0] and [l.split()[0] for l in lines[1:]] == ["train", "test"]
+  auc = float(lines[2].split()[2])
+  assert 0.0 <= auc <= 1.0
+

@@ -1,0 +1,97 @@
+"""Attention against the ground truth: does λ separate actions from background?
+
+Localization keeps the segments whose fused attention exceeds each proposal
+threshold τ (SPEC §4: 0 … 0.5), so two things matter: how well λ̄ ranks
+action segments above background (frame-level ROC AUC), and where its values
+sit relative to the largest τ. The guide-loss targets of Eq 6 and 7 on the
+same segments show what the self-guided loss pulls λ towards.
+"""
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+import tensorflow as tf
+
+from wtal_tf import groundtruth
+from wtal_tf import losses
+from wtal_tf.data import Video, multi_hot
+from wtal_tf.localization import stream_weights
+
+
+def segment_mask(video: groundtruth.GTVideo, num_segments: int,
+                 seconds_per_segment: float) -> np.ndarray:
+  """[T] bool: segments whose centre lies inside a ground-truth instance."""
+  centres = (np.arange(num_segments) + 0.5) * seconds_per_segment
+  mask = np.zeros(num_segments, bool)
+  for inst in video.instances:
+    mask |= (centres >= inst.start) & (centres < inst.end)
+  return mask
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+  """Probability that a positive outscores a negative (ties count one half)."""
+  num_pos = int(positive.sum())
+  num_neg = len(positive) - num_pos
+  if num_pos == 0 or num_neg == 0:
+    return float("nan")
+  ranks = stats.rankdata(scores)
+  return float((ranks[positive].sum() - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg))
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionStats:
+  videos: int
+  action_segments: int
+  background_segments: int
+  auc: float  # fused λ̄ ranking action segments above background
+  attention: tuple[float, float]  # mean λ̄ on (action, background) segments
+  background_above: float  # fraction of background segments with λ̄ > the largest τ
+  guide_fg: tuple[float, float]  # mean fused λ̂fg on (action, background)
+  guide_bg: tuple[float, float]  # mean fused λ̂bg on (action, background)
+
+
+def attention_stats(predict, videos: Sequence[Video], gt: Mapping[str, groundtruth.GTVideo],
+                    streams: Sequence[str], num_classes: int, theta: float,
+                    guide_sigma: float, max_threshold: float,
+                    seconds_per_segment: float) -> AttentionStats:
+  """Pools λ̄ and the guide targets of `videos` over their segments."""
+  weights = stream_weights(streams, theta)
+  att, fg_t, bg_t, masks = [], [], [], []
+  for v in videos:
+    outputs = predict(v.load(streams))
+    labels = tf.constant(multi_hot(v.labels, num_classes))
+    att.append(sum(w * outputs[s].attention for s, w in weights.items()))
+    fg, bg = 0.0, 0.0
+    for s, w in weights.items():
+      f, b = losses.guide_targets(tf.constant(outputs[s].cas, tf.float32), labels, guide_sigma)
+      fg, bg = fg + w * f.numpy(), bg + w * b.numpy()
+    fg_t.append(fg)
+    bg_t.append(bg)
+    masks.append(segment_mask(gt[v.name], v.num_segments, seconds_per_segment))
+  att, fg_t, bg_t, mask = (np.concatenate(x) for x in (att, fg_t, bg_t, masks))
+
+  def split(x):
+    return (float(x[mask].mean()) if mask.any() else float("nan"),
+            float(x[~mask].mean()) if (~mask).any() else float("nan"))
+
+  return AttentionStats(
+      videos=len(videos), action_segments=int(mask.sum()),
+      background_segments=int((~mask).sum()), auc=roc_auc(att, mask),
+      attention=split(att),
+      background_above=float((att[~mask] > max_threshold).mean()) if (~mask).any()
+      else float("nan"),
+      guide_fg=split(fg_t), guide_bg=split(bg_t))
+
+
+def format_stats(rows: Mapping[str, AttentionStats], max_threshold: float) -> str:
+  """A plain-text table, one row per named set of videos."""
+  head = (f"{'':8}{'videos':>7}{'AUC':>7}{'λ̄ act':>8}{'λ̄ bg':>8}{f'bg>{max_threshold:g}':>8}"
+          f"{'λ̂fg act':>10}{'λ̂fg bg':>9}{'λ̂bg act':>10}{'λ̂bg bg':>9}")
+  lines = [head]
+  for name, r in rows.items():
+    lines.append(f"{name:8}{r.videos:7d}{r.auc:7.3f}{r.attention[0]:8.2f}{r.attention[1]:8.2f}"
+                 f"{r.background_above:8.2f}{r.guide_fg[0]:10.2f}{r.guide_fg[1]:9.2f}"
+                 f"{r.guide_bg[0]:10.2f}{r.guide_bg[1]:9.2f}")
+  return "\n".join(lines)
