@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtal_tf import groundtruth
+from wtal_tf import npy
 from wtal_tf.config import DataConfig
 from wtal_tf.errors import UserError
 
@@ -37,7 +38,9 @@ def load_npy(path: str, what: str, allow_pickle: bool = False) -> np.ndarray:
   if not os.path.isfile(path):
     raise UserError(f"{path}: {what} not found")
   try:
-    return np.load(path, allow_pickle=allow_pickle, encoding="bytes")
+    if allow_pickle:
+      return np.load(path, allow_pickle=True, encoding="bytes")
+    return npy.read(path)  # no ast: safe in tf.data's reader threads
   except (ValueError, OSError, EOFError) as e:
     raise UserError(f"{path}: cannot read as .npy ({e})") from None
 
