@@ -4,7 +4,7 @@ np.load parses the .npy header with ast.literal_eval. On CPython 3.11,
 building AST objects in two threads at once (here: tf.data's parallel reads,
 and autograph tracing in the main thread) can fail with "SystemError: AST
 constructor recursion depth mismatch" (python/cpython#106905 and related);
-it failed this project's training tests about one run in three. The header of
+it failed two of four runs of this project's test suite. The header of
 a numeric array holds only three keys, so it is read with a pattern instead.
 """
 
