@@ -1,0 +1,39 @@
+"""Every shipped flagfile parses into a config; the STPN preset localizes like STPN."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+PROBE = """
+import json, sys
+from wtal_tf import cli
+cli.define_flags()
+cli.FLAGS(["probe", *sys.argv[1:]])
+c = cli.config_from_flags()
+print(json.dumps({"losses": list(c.loss.losses), "cls_loss": c.loss.cls_loss,
+                  "proposals": c.localize.for_model(c.loss.cls_loss).proposal_source,
+                  "lr": c.train.learning_rate}))
+"""
+
+
+def resolved(*flagfiles):
+  proc = subprocess.run([sys.executable, "-c", PROBE, *(f"--flagfile={f}" for f in flagfiles)],
+                        cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["synthetic", "thumos14", "activitynet13"])
+def test_dataset_flagfiles_train_the_full_model(name):
+  got = resolved(f"flags/{name}.cfg")
+  assert got["losses"] == ["fg", "bg", "guide", "cluster"] and got["proposals"] == "attention"
+
+
+def test_stpn_preset_after_a_dataset_flagfile():
+  got = resolved("flags/thumos14.cfg", "flags/stpn.cfg")
+  assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "tcam",
+                 "lr": 1e-4}
