@@ -17,7 +17,7 @@ import tensorflow as tf
 from wtal_tf import groundtruth
 from wtal_tf import losses
 from wtal_tf.data import Video, multi_hot
-from wtal_tf.localization import stream_weights
+from wtal_tf.localization import fuse, stream_weights
 
 
 def segment_mask(video: groundtruth.GTVideo, num_segments: int,
@@ -62,7 +62,7 @@ def attention_stats(predict, videos: Sequence[Video], gt: Mapping[str, groundtru
   for v in videos:
     outputs = predict(v.load(streams))
     labels = tf.constant(multi_hot(v.labels, num_classes))
-    att.append(sum(w * outputs[s].attention for s, w in weights.items()))
+    att.append(fuse(outputs, theta)[1])
     fg, bg = 0.0, 0.0
     for s, w in weights.items():
       f, b = losses.guide_targets(tf.constant(outputs[s].cas, tf.float32), labels, guide_sigma)
