@@ -24,7 +24,6 @@ from wtal_tf.config import Config
 from wtal_tf.errors import UserError
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One table row: a name and its overrides of the base config's groups."""

@@ -34,13 +34,17 @@ Features: two-stream I3D as released with BaS-Net/UM/CoLA (layout a) or W-TALC (
 
 
 def load_npy(path: str, what: str, allow_pickle: bool = False) -> np.ndarray:
-  """np.load with one clear error naming the file: missing, unreadable or not .npy."""
+  """A .npy array, with one clear error naming the file: missing, unreadable or not .npy.
+
+  Numeric arrays go through npy.read (no ast, safe in tf.data's reader
+  threads); pickled object arrays (W-TALC) through np.load.
+  """
   if not os.path.isfile(path):
     raise UserError(f"{path}: {what} not found")
   try:
     if allow_pickle:
       return np.load(path, allow_pickle=True, encoding="bytes")
-    return npy.read(path)  # no ast: safe in tf.data's reader threads
+    return npy.read(path)
   except (ValueError, OSError, EOFError) as e:
     raise UserError(f"{path}: cannot read as .npy ({e})") from None
 

@@ -120,13 +120,11 @@ class WTALModel(keras.Model):
       logs = self.compute_losses(data)
     variables = self.trainable_variables
     grads = tape.gradient(logs["total"], variables)
-    finite = tf.math.is_finite(logs["total"])
-    for g in grads:
-      if g is not None:
-        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-
     # Heads of losses that are off (e.g. clustering) have no gradient.
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    finite = tf.math.is_finite(logs["total"])
+    for g, _ in pairs:
+      finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
 
     def apply():
       self.optimizer.apply_gradients(pairs)

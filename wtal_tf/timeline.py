@@ -33,7 +33,7 @@ def _draw_panel(axes, title, outputs, dets, classes, seconds_per_segment, theta,
   kept = sorted(set(dets.classes.tolist())) or [int(np.argmax(probs))]
   ax_gt.set_title(title, loc="left", fontsize=9)
   if gt is not None:
-    for k, inst in enumerate(gt.instances):
+    for inst in gt.instances:
       ax_gt.broken_barh([(inst.start, max(inst.end - inst.start, 1e-3))], (0, 1),
                         color=color(inst.label), alpha=0.8)
     labels = sorted({i.label for i in gt.instances})
