@@ -37,3 +37,13 @@ def test_stpn_preset_after_a_dataset_flagfile():
   got = resolved("flags/thumos14.cfg", "flags/stpn.cfg")
   assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "tcam",
                  "lr": 1e-4}
+
+
+def test_readme_flag_table_matches_the_definitions():
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.tools.flags_table"], cwd=REPO,
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  table = proc.stdout.strip()
+  assert table.count("\n") > 50  # every flag, one row each
+  readme = (REPO / "README.md").read_text()
+  assert table in readme, "README flag table is stale: paste `python -m wtal_tf.tools.flags_table`"

@@ -104,7 +104,7 @@ def define_flags() -> None:
   _define(flags.DEFINE_float, "theta", loc.theta, "RGB weight θ in fusion and Eq 12.",
           lower_bound=0.0, upper_bound=1.0)
   _define(flags.DEFINE_float, "class_threshold", loc.class_threshold,
-          "Keep classes with video probability >= this.", lower_bound=0.0, upper_bound=1.0)
+          "Keep classes with video probability ≥ this.", lower_bound=0.0, upper_bound=1.0)
   _define(flags.DEFINE_list, "attention_thresholds",
           [f"{t:g}" for t in loc.attention_thresholds], "Proposal thresholds τ.")
   _define(flags.DEFINE_float, "nms_threshold", loc.nms_threshold, "Class-wise NMS tIoU.",
@@ -152,6 +152,30 @@ def define_flags() -> None:
           "make_synthetic: write only --num_microvideos clips (same seed's world).")
   _define(flags.DEFINE_integer, "feature_dim", synth.feature_dim,
           "make_synthetic: feature dimension per stream.", lower_bound=1)
+
+
+def flags_markdown() -> str:
+  """The README's flag table (name, default, help), rendered from the definitions."""
+  define_flags()
+  lines = ["| flag | default | meaning |", "|---|---|---|"]
+  for name in _DEFINED:
+    flag = FLAGS[name]
+    default = flag.default
+    if isinstance(default, list):
+      default = ",".join(default if len(default) <= 5 else [*default[:2], "…", default[-1]])
+    help_text = flag.help
+    if isinstance(flag, flags.EnumFlag):  # absl prefixes "<a|b|c>: "
+      choices, help_text = help_text[1:].split(">: ", 1)
+      help_text = f"`{choices}`: {help_text}"
+    # Paths with <placeholders> go in code spans so Markdown keeps the brackets.
+    words = []
+    for word in help_text.split(" "):
+      core = word.rstrip(".,;)")
+      words.append(f"`{core}`{word[len(core):]}" if "<" in core and "`" not in core else word)
+    cells = [f"`--{name}`", "" if default in (None, "") else f"`{default}`",
+             " ".join(words).replace("|", "\\|")]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
 
 
 def _floats(values, name):
