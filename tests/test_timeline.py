@@ -20,10 +20,10 @@ def outputs(t, seed=0, streams=("rgb", "flow"), attention=None):
           for s in streams}
 
 
-def image(outs, gt=None, panels=1):
-  dets = localization.localize(outs, LocalizeConfig(proposal_source="attention"))
-  fig = timeline.render([("m", outs, dets)] * panels, CLASSES, 0.64, gt=gt)
-  return plotting.to_array(fig)
+def image(outs, gt=None, panels=1, source="attention"):
+  cfg = LocalizeConfig(proposal_source=source)
+  panel = timeline.Panel("m", outs, localization.localize(outs, cfg), cfg)
+  return plotting.to_array(timeline.render([panel] * panels, CLASSES, 0.64, gt=gt))
 
 
 GT = groundtruth.GTVideo("v", "test", 40.0, (groundtruth.Instance("A", 1.0, 5.5),
@@ -46,10 +46,22 @@ def test_differs_when_attention_differs():
   assert (flat != peaked).any(axis=-1).mean() > 0.001
 
 
+def test_stpn_panel_draws_the_signal_its_proposals_threshold():
+  """Same detections, only the proposal source differs: a T-CAM-proposal panel draws
+  λ·σ(T-CAM) where an attention panel draws λ·(w·x)."""
+  outs = outputs(50)
+  dets = localization.localize(outs, LocalizeConfig(proposal_source="attention"))
+  img = {source: plotting.to_array(timeline.render(
+             [timeline.Panel("m", outs, dets, LocalizeConfig(proposal_source=source))],
+             CLASSES, 0.64, gt=GT)) for source in ("attention", "tcam")}
+  assert (img["attention"] != img["tcam"]).any(axis=-1).mean() > 0.001
+
+
 @pytest.mark.parametrize("t,streams,gt", [(37, ("rgb",), None), (6000, ("rgb", "flow"), GT),
                                           (1, ("flow",), None)])
-def test_edge_cases_render(t, streams, gt):
-  img = image(outputs(t, streams=streams), gt)
+@pytest.mark.parametrize("source", ["attention", "tcam"])
+def test_edge_cases_render(t, streams, gt, source):
+  img = image(outputs(t, streams=streams), gt, source=source)
   assert img.shape[1] == int(timeline.WIDTH_IN * 100) and img.std() > 0
 
 

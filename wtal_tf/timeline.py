@@ -4,13 +4,14 @@
 for TensorBoard and `plotting.save_png` writes it to a file.
 """
 
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from wtal_tf import localization
 from wtal_tf import plotting
+from wtal_tf.config import LocalizeConfig
 from wtal_tf.groundtruth import GTVideo
 from wtal_tf.inference import StreamOutput
 
@@ -20,18 +21,33 @@ PANEL_HEIGHT_IN = 4.2
 STREAM_COLORS = {"rgb": "tab:red", "flow": "tab:green"}
 
 
+class Panel(NamedTuple):
+  """One model's view of the video: its outputs, detections and resolved localization."""
+  title: str
+  outputs: Mapping[str, StreamOutput]
+  detections: localization.Detections
+  localize: LocalizeConfig  # proposal_source resolved (attention or tcam)
+
+
 def _class_colors(names: Sequence[str]):
   cmap = {name: f"C{k % 10}" for k, name in enumerate(sorted(set(names)))}
   return lambda name: cmap[name]
 
 
-def _draw_panel(axes, title, outputs, dets, classes, seconds_per_segment, theta, gt, color):
+def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
+  """GT, attention, the signal the proposals threshold or the Eq 12 signal, detections.
+
+  The dashed line is the largest proposal threshold τ, on the row whose
+  signal the model's proposals come from: the fused attention (the paper) or,
+  for STPN models, the fused λ·sigmoid(T-CAM) of each kept class.
+  """
   ax_gt, ax_att, ax_cam, ax_det = axes
+  outputs, dets, cfg = panel.outputs, panel.detections, panel.localize
   t = len(next(iter(outputs.values())).attention)
   times = (np.arange(t) + 0.5) * seconds_per_segment
-  probs, attention, wcas = localization.fuse(outputs, theta)
+  probs, attention, wcas = localization.fuse(outputs, cfg.theta)
   kept = sorted(set(dets.classes.tolist())) or [int(np.argmax(probs))]
-  ax_gt.set_title(title, loc="left", fontsize=9)
+  ax_gt.set_title(panel.title, loc="left", fontsize=9)
   if gt is not None:
     for inst in gt.instances:
       ax_gt.broken_barh([(inst.start, max(inst.end - inst.start, 1e-3))], (0, 1),
@@ -48,11 +64,19 @@ def _draw_panel(axes, title, outputs, dets, classes, seconds_per_segment, theta,
     ax_att.plot(times, attention, lw=1.2, color="k", label="λ fused")
   ax_att.set_ylim(-0.05, 1.05)
   ax_att.set_ylabel("attention", fontsize=8)
-  ax_att.legend(fontsize=6, loc="upper right", ncol=3)
-  for c in kept:
-    ax_cam.plot(times, wcas[:, c], lw=0.9, color=color(classes[c]),
+  if cfg.proposal_source == "tcam":
+    signal, label = localization.tcam_signal(outputs, cfg.theta, kept).T, "λ·σ(T-CAM)"
+    ax_proposals = ax_cam
+    ax_cam.set_ylim(-0.05, 1.05)
+  else:
+    signal, label, ax_proposals = wcas[:, kept], "weighted\nT-CAM", ax_att
+  ax_proposals.axhline(max(cfg.attention_thresholds), ls="--", lw=0.8, color="0.4",
+                       label="largest τ")
+  ax_att.legend(fontsize=6, loc="upper right", ncol=4)
+  for k, c in enumerate(kept):
+    ax_cam.plot(times, signal[:, k], lw=0.9, color=color(classes[c]),
                 label=f"{classes[c]} (p={probs[c]:.2f})")
-  ax_cam.set_ylabel("weighted\nT-CAM", fontsize=8)
+  ax_cam.set_ylabel(label, fontsize=8)
   ax_cam.legend(fontsize=6, loc="upper right")
   start, end = localization.to_seconds(dets, seconds_per_segment)
   for c in kept:
@@ -68,19 +92,17 @@ def _draw_panel(axes, title, outputs, dets, classes, seconds_per_segment, theta,
   ax_det.set_ylabel("detections\n(score)", fontsize=8)
 
 
-def render(panels: Sequence[tuple[str, Mapping[str, StreamOutput], localization.Detections]],
-           classes: Sequence[str], seconds_per_segment: float, theta: float = 0.5,
+def render(panels: Sequence[Panel], classes: Sequence[str], seconds_per_segment: float,
            gt: Optional[GTVideo] = None) -> Figure:
-  """Draws one panel (4 rows) per (title, outputs, detections), on a shared axis in seconds."""
+  """Draws one panel (4 rows) per model, on a shared axis in seconds."""
   fig = plotting.figure(WIDTH_IN, PANEL_HEIGHT_IN * len(panels))
   axes = fig.subplots(4 * len(panels), 1, sharex=True,
                       gridspec_kw={"height_ratios": [0.5, 1, 1, 1] * len(panels)})
   names = list(classes) + ([i.label for i in gt.instances] if gt is not None else [])
   color = _class_colors(names)
-  for k, (title, outputs, dets) in enumerate(panels):
-    _draw_panel(axes[4 * k:4 * k + 4], title, outputs, dets, classes, seconds_per_segment,
-                theta, gt, color)
-  t = len(next(iter(panels[0][1].values())).attention)
+  for k, panel in enumerate(panels):
+    _draw_panel(axes[4 * k:4 * k + 4], panel, classes, seconds_per_segment, gt, color)
+  t = len(next(iter(panels[0].outputs.values())).attention)
   axes[-1].set_xlim(0, t * seconds_per_segment)
   axes[-1].set_xlabel("time (s)")
   for ax in axes:

@@ -19,6 +19,7 @@ from wtal_tf import io_utils
 from wtal_tf import plotting
 from wtal_tf import timeline
 from wtal_tf.config import Config
+from wtal_tf.config import LocalizeConfig
 from wtal_tf.errors import UserError
 from wtal_tf.inference import Predictor
 from wtal_tf.model import WTALModel
@@ -67,12 +68,13 @@ def _log_eval(writer, result: evaluation.EvalResult, cfg: Config, step: int):
       tf.summary.scalar(f"mAP {name}", value)
 
 
-def _log_timelines(writer, kept: dict, dataset: data.Dataset, cfg: Config, step: int):
+def _log_timelines(writer, kept: dict, dataset: data.Dataset, cfg: Config,
+                   localize_cfg: LocalizeConfig, step: int):
   """Timelines of a few fixed test videos to TensorBoard's Images tab."""
   with writer.as_default(step=step):
     for name, (outputs, dets) in kept.items():
-      fig = timeline.render([(f"step {step}: {name}", outputs, dets)], dataset.classes,
-                            cfg.data.seconds_per_segment, cfg.localize.theta,
+      panel = timeline.Panel(f"step {step}: {name}", outputs, dets, localize_cfg)
+      fig = timeline.render([panel], dataset.classes, cfg.data.seconds_per_segment,
                             dataset.test_gt.get(name))
       tf.summary.image(f"timeline/{name}", plotting.to_array(fig)[None])
 
@@ -151,7 +153,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
     _log_eval(eval_writer, result, cfg, s)
     history.append((s, result.mean_ap.copy()))
     logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
-    _log_timelines(eval_writer, kept, dataset, cfg, s)
+    _log_timelines(eval_writer, kept, dataset, cfg,
+                   cfg.localize.for_model(model.loss_config.cls_loss), s)
 
   s = start
   for features, labels in ds:

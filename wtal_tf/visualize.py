@@ -37,9 +37,10 @@ def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
     panels = []
     for title, predict, streams, localize_cfg in models:
       outputs = predict(v.load(streams))
-      panels.append((f"{title}: {v.name}", outputs, localization.localize(outputs, localize_cfg)))
+      panels.append(timeline.Panel(f"{title}: {v.name}", outputs,
+                                   localization.localize(outputs, localize_cfg), localize_cfg))
     fig = timeline.render(panels, dataset.classes, cfg.data.seconds_per_segment,
-                          cfg.localize.theta, dataset.test_gt.get(v.name))
+                          dataset.test_gt.get(v.name))
     path = os.path.join(output_dir, f"{v.name}.png")
     plotting.save_png(fig, path)
     paths.append(path)
