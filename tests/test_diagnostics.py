@@ -7,6 +7,7 @@ import sys
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 from scipy.ndimage import gaussian_filter1d
 from scipy.special import softmax
 
@@ -84,6 +85,21 @@ def test_attention_stats_by_hand():
   bg = sum(0.5 * gaussian_filter1d(1 - softmax(cas[s], axis=1)[:, 0], 1.0) for s in cas)
   np.testing.assert_allclose(r.guide_fg, (fg[mask].mean(), fg[~mask].mean()), rtol=1e-5)
   np.testing.assert_allclose(r.guide_bg, (bg[mask].mean(), bg[~mask].mean()), rtol=1e-5)
+  probs = sum(0.5 * softmax(cas[s], axis=1) for s in cas)  # columns: background, A, B
+  np.testing.assert_allclose(r.background_prob, probs[~mask, 0].mean(), rtol=1e-12)
+  np.testing.assert_allclose(r.absent_class_prob, probs[~mask, 1].mean(), rtol=1e-12)  # A
+
+
+@pytest.mark.parametrize("x,m,x_test,m_test,expected", [
+    ([[0.0], [0.0], [1.0], [1.0]], [0, 0, 1, 1], [[0.2], [0.9], [0.4]], [0, 1, 0], 1.0),
+    ([[0.0], [1.0]], [0, 1], [[0.0], [1.0]], [1, 0], 0.0),
+    # second feature is noise in training, the first decides: x0 - x1 would fail
+    ([[0.0, 3.0], [1.0, 3.0], [0.0, -3.0], [1.0, -3.0]], [0, 1, 0, 1],
+     [[0.1, -2.0], [0.8, 2.0], [0.3, 5.0], [0.9, -5.0]], [0, 1, 0, 1], 1.0),
+])
+def test_linear_probe_auc_by_hand(x, m, x_test, m_test, expected):
+  pair = lambda a, b: [(np.array(a), np.array(b, bool))]
+  assert diagnostics.linear_probe_auc(pair(x, m), pair(x_test, m_test)) == expected
 
 
 def test_cli_prints_train_and_test_rows(small_synthetic, tmp_path):
@@ -96,7 +112,9 @@ def test_cli_prints_train_and_test_rows(small_synthetic, tmp_path):
                         cwd=REPO, env=env, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = proc.stdout.strip().splitlines()
-  assert "AUC" in lines[0] and [l.split()[0] for l in lines[1:]] == ["train", "test"]
+  assert "AUC" in lines[0] and len(lines) == 4
+  assert [l.split()[0] for l in lines[1:3]] == ["train", "test"]
   auc = float(lines[2].split()[2])
   assert 0.0 <= auc <= 1.0
+  assert lines[3].startswith("supervised linear probe") and 0.0 <= float(lines[3].split()[-1]) <= 1.0
 

@@ -4,13 +4,18 @@ Localization keeps the segments whose fused attention exceeds each proposal
 threshold τ (SPEC §4: 0 … 0.5), so two things matter: how well λ̄ ranks
 action segments above background (frame-level ROC AUC), and where its values
 sit relative to the largest τ. The guide-loss targets of Eq 6 and 7 on the
-same segments show what the self-guided loss pulls λ towards.
+same segments show what the self-guided loss pulls λ towards, and the
+frame-level class probabilities s_t = softmax(W x_t) on background show why:
+how much of s_t goes to the background class and how much to a class absent
+from the video. A supervised linear probe on the features themselves gives
+the separability a fully supervised model would see.
 """
 
 import dataclasses
 from typing import Mapping, Sequence
 
 import numpy as np
+from scipy import special
 from scipy import stats
 import tensorflow as tf
 
@@ -50,6 +55,8 @@ class AttentionStats:
   background_above: float  # fraction of background segments with λ̄ > the largest τ
   guide_fg: tuple[float, float]  # mean fused λ̂fg on (action, background)
   guide_bg: tuple[float, float]  # mean fused λ̂bg on (action, background)
+  background_prob: float  # mean fused s_t[0] on background segments
+  absent_class_prob: float  # mean fused max_c s_t[c] over classes absent from the video, same
 
 
 def attention_stats(predict, videos: Sequence[Video], gt: Mapping[str, groundtruth.GTVideo],
@@ -58,7 +65,7 @@ def attention_stats(predict, videos: Sequence[Video], gt: Mapping[str, groundtru
                     seconds_per_segment: float) -> AttentionStats:
   """Pools λ̄ and the guide targets of `videos` over their segments."""
   weights = stream_weights(streams, theta)
-  att, fg_t, bg_t, masks = [], [], [], []
+  att, fg_t, bg_t, s0, absent, masks = [], [], [], [], [], []
   for v in videos:
     outputs = predict(v.load(streams))
     labels = tf.constant(multi_hot(v.labels, num_classes))
@@ -69,8 +76,13 @@ def attention_stats(predict, videos: Sequence[Video], gt: Mapping[str, groundtru
       fg, bg = fg + w * f.numpy(), bg + w * b.numpy()
     fg_t.append(fg)
     bg_t.append(bg)
+    probs = sum(w * special.softmax(outputs[s].cas, axis=1) for s, w in weights.items())
+    s0.append(probs[:, 0])
+    others = np.delete(probs[:, 1:], list(v.labels), axis=1)
+    absent.append(others.max(axis=1) if others.shape[1] else np.zeros(len(probs)))
     masks.append(segment_mask(gt[v.name], v.num_segments, seconds_per_segment))
-  att, fg_t, bg_t, mask = (np.concatenate(x) for x in (att, fg_t, bg_t, masks))
+  att, fg_t, bg_t, s0, absent, mask = (np.concatenate(x)
+                                       for x in (att, fg_t, bg_t, s0, absent, masks))
 
   def split(x):
     return (float(x[mask].mean()) if mask.any() else float("nan"),
@@ -82,16 +94,37 @@ def attention_stats(predict, videos: Sequence[Video], gt: Mapping[str, groundtru
       attention=split(att),
       background_above=float((att[~mask] > max_threshold).mean()) if (~mask).any()
       else float("nan"),
-      guide_fg=split(fg_t), guide_bg=split(bg_t))
+      guide_fg=split(fg_t), guide_bg=split(bg_t),
+      background_prob=split(s0)[1], absent_class_prob=split(absent)[1])
+
+
+def linear_probe_auc(train: Sequence[tuple[np.ndarray, np.ndarray]],
+                     test: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+  """Test ROC AUC of a least-squares linear action/background classifier.
+
+  train, test: (features [T, d], action mask [T]) per video. The classifier
+  is fitted to the ground-truth segments of `train` (targets ±1, with a
+  bias): full supervision, which the weakly supervised model never gets.
+  """
+  def stack(pairs):
+    x = np.concatenate([f for f, _ in pairs]).astype(np.float64)
+    return np.c_[x, np.ones(len(x))], np.concatenate([m for _, m in pairs])
+
+  x, y = stack(train)
+  coef = np.linalg.lstsq(x, np.where(y, 1.0, -1.0), rcond=None)[0]
+  x_test, y_test = stack(test)
+  return roc_auc(x_test @ coef, y_test)
 
 
 def format_stats(rows: Mapping[str, AttentionStats], max_threshold: float) -> str:
   """A plain-text table, one row per named set of videos."""
   head = (f"{'':8}{'videos':>7}{'AUC':>7}{'λ̄ act':>8}{'λ̄ bg':>8}{f'bg>{max_threshold:g}':>8}"
-          f"{'λ̂fg act':>10}{'λ̂fg bg':>9}{'λ̂bg act':>10}{'λ̂bg bg':>9}")
+          f"{'λ̂fg act':>10}{'λ̂fg bg':>9}{'λ̂bg act':>10}{'λ̂bg bg':>9}{'s0 bg':>8}"
+          f"{'absent bg':>11}")
   lines = [head]
   for name, r in rows.items():
     lines.append(f"{name:8}{r.videos:7d}{r.auc:7.3f}{r.attention[0]:8.2f}{r.attention[1]:8.2f}"
                  f"{r.background_above:8.2f}{r.guide_fg[0]:10.2f}{r.guide_fg[1]:9.2f}"
-                 f"{r.guide_bg[0]:10.2f}{r.guide_bg[1]:9.2f}")
+                 f"{r.guide_bg[0]:10.2f}{r.guide_bg[1]:9.2f}{r.background_prob:8.2f}"
+                 f"{r.absent_class_prob:11.2f}")
   return "\n".join(lines)

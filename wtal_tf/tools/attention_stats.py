@@ -6,8 +6,14 @@ python -m wtal_tf.tools.attention_stats --flagfile=flags/synthetic.cfg \
 Prints, for the training and the test videos, the frame-level ROC AUC of the
 fused attention λ̄ against the ground truth, its mean on action and background
 segments, the fraction of background segments above the largest proposal
-threshold, and the guide-loss targets (Eq 6, 7) on both.
+threshold, the guide-loss targets (Eq 6, 7) on both, and on background the
+frame-level probability of the background class and of the likeliest class
+absent from the video. Then the test AUC of a linear action/background
+classifier fitted with full supervision (the training videos' ground-truth
+segments) to the same features: how separable the segments are in themselves.
 """
+
+import numpy as np
 
 from wtal_tf import checkpointing
 from wtal_tf import cli
@@ -31,6 +37,14 @@ def main(argv):
               model.loss_config.guide_sigma, top, cfg.data.seconds_per_segment)
           for name, videos in splits.items()}
   print(diagnostics.format_stats(rows, top))
+
+  def pairs(videos):
+    return [(np.concatenate([v.load(model.streams)[st] for st in model.streams], axis=1),
+             diagnostics.segment_mask(gt[v.name], v.num_segments, cfg.data.seconds_per_segment))
+            for v in videos]
+
+  auc = diagnostics.linear_probe_auc(pairs(splits["train"]), pairs(splits["test"]))
+  print(f"supervised linear probe on the features ({'+'.join(model.streams)}): test AUC {auc:.4f}")
 
 
 if __name__ == "__main__":
