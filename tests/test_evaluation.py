@@ -6,6 +6,7 @@ from absl.testing import parameterized
 import numpy as np
 import pytest
 
+from bench import pandas_eval
 from bench import reference_eval
 from conftest import shared_path
 from wtal_tf import evaluation
@@ -151,6 +152,9 @@ def test_random_against_loop_oracle(seed):
   got = run(database, results, tious)
   np.testing.assert_array_equal(got.ap, expected_ap)
   np.testing.assert_array_equal(got.mean_ap, expected)
+  # the benchmark's pandas form of the loop is the same definition too
+  np.testing.assert_array_equal(pandas_eval.mean_ap(database, "test", results, tious)[1],
+                                expected_ap)
 
 
 def test_format_table_has_averages():
