@@ -116,5 +116,6 @@ def test_cli_prints_train_and_test_rows(small_synthetic, tmp_path):
   assert [l.split()[0] for l in lines[1:3]] == ["train", "test"]
   auc = float(lines[2].split()[2])
   assert 0.0 <= auc <= 1.0
-  assert lines[3].startswith("supervised linear probe") and 0.0 <= float(lines[3].split()[-1]) <= 1.0
+  assert lines[3].startswith("supervised linear probe")
+  assert 0.0 <= float(lines[3].split()[-1]) <= 1.0
 
