@@ -10,7 +10,8 @@ is the lean form of the same loop.
 import numpy as np
 import pandas as pd
 
-from bench.reference_eval import interpolated_prec_rec
+from bench.reference_eval import ap_from_counts
+from bench.reference_eval import match
 from bench.reference_eval import segment_iou
 
 
@@ -33,24 +34,8 @@ def average_precision(ground_truth: pd.DataFrame, prediction: pd.DataFrame, tiou
       continue
     tiou = segment_iou(pred[["start", "end"]].values.astype(float),
                        gt_video[["start", "end"]].values)
-    ranked = tiou.argsort()[::-1]
-    for t, thr in enumerate(tious):
-      for j in ranked:
-        if tiou[j] < thr:
-          fp[t, idx] = 1
-          break
-        if lock[t, gt_video.loc[j]["index"]] >= 0:
-          continue
-        tp[t, idx] = 1
-        lock[t, gt_video.loc[j]["index"]] = idx
-        break
-      if fp[t, idx] == 0 and tp[t, idx] == 0:
-        fp[t, idx] = 1
-  tp_c = np.cumsum(tp, axis=1).astype(float)
-  fp_c = np.cumsum(fp, axis=1).astype(float)
-  rec = tp_c / npos
-  prec = tp_c / (tp_c + fp_c)
-  return np.array([interpolated_prec_rec(prec[t], rec[t]) for t in range(len(tious))])
+    match(idx, tiou, lambda j: gt_video.loc[j]["index"], tious, lock, tp, fp)
+  return ap_from_counts(tp, fp, npos)
 
 
 def mean_ap(gt_database, subset, results, tious):

@@ -25,12 +25,41 @@ def interpolated_prec_rec(prec, rec):
   return np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx])
 
 
+def match(idx, tiou, gt_id, tious, lock, tp, fp):
+  """Prediction idx against its video's instances (tIoUs `tiou`), every threshold.
+
+  gt_id(j) is the class-wide index of the video's j-th instance; lock, tp and
+  fp are updated in place, as in ActivityNet's loop.
+  """
+  order = tiou.argsort()[::-1]
+  for t, thr in enumerate(tious):
+    for j in order:
+      if tiou[j] < thr:
+        fp[t, idx] = 1
+        break
+      if lock[t, gt_id(j)] >= 0:
+        continue
+      tp[t, idx] = 1
+      lock[t, gt_id(j)] = idx
+      break
+    if fp[t, idx] == 0 and tp[t, idx] == 0:
+      fp[t, idx] = 1
+
+
+def ap_from_counts(tp, fp, npos):
+  """tp, fp: [thresholds, predictions] in score order -> AP per threshold."""
+  tp_c = np.cumsum(tp, axis=1).astype(float)
+  fp_c = np.cumsum(fp, axis=1).astype(float)
+  rec = tp_c / npos
+  prec = tp_c / (tp_c + fp_c)
+  return np.array([interpolated_prec_rec(prec[t], rec[t]) for t in range(len(tp))])
+
+
 def average_precision(gt_rows, pred_rows, tious):
   """gt_rows: [(video, start, end)]; pred_rows: [(video, score, start, end)] in file order."""
   ap = np.zeros(len(tious))
   if not pred_rows:
     return ap
-  npos = float(len(gt_rows))
   lock = -np.ones((len(tious), len(gt_rows)))
   scores = np.array([p[1] for p in pred_rows])
   preds = [pred_rows[i] for i in scores.argsort()[::-1]]
@@ -46,24 +75,8 @@ def average_precision(gt_rows, pred_rows, tious):
     rows = by_video[video]
     segs = np.array([[s, e] for _, s, e in rows])
     tiou = segment_iou(np.array([start, end]), segs)
-    order = tiou.argsort()[::-1]
-    for t, thr in enumerate(tious):
-      for j in order:
-        if tiou[j] < thr:
-          fp[t, idx] = 1
-          break
-        if lock[t, rows[j][0]] >= 0:
-          continue
-        tp[t, idx] = 1
-        lock[t, rows[j][0]] = idx
-        break
-      if fp[t, idx] == 0 and tp[t, idx] == 0:
-        fp[t, idx] = 1
-  tp_c = np.cumsum(tp, axis=1).astype(float)
-  fp_c = np.cumsum(fp, axis=1).astype(float)
-  rec = tp_c / npos
-  prec = tp_c / (tp_c + fp_c)
-  return np.array([interpolated_prec_rec(prec[t], rec[t]) for t in range(len(tious))])
+    match(idx, tiou, lambda j: rows[j][0], tious, lock, tp, fp)
+  return ap_from_counts(tp, fp, float(len(gt_rows)))
 
 
 def mean_ap(gt_database, subset, results, tious):
