@@ -12,7 +12,7 @@ the separability a fully supervised model would see.
 """
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import special
@@ -98,22 +98,27 @@ def attention_stats(predict, videos: Sequence[Video], gt: Mapping[str, groundtru
       background_prob=split(s0)[1], absent_class_prob=split(absent)[1])
 
 
-def linear_probe_auc(train: Sequence[tuple[np.ndarray, np.ndarray]],
-                     test: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+def linear_probe_auc(train: Iterable[tuple[np.ndarray, np.ndarray]],
+                     test: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
   """Test ROC AUC of a least-squares linear action/background classifier.
 
-  train, test: (features [T, d], action mask [T]) per video. The classifier
-  is fitted to the ground-truth segments of `train` (targets ±1, with a
-  bias): full supervision, which the weakly supervised model never gets.
+  train, test: (features [T, d], action mask [T]) per video, consumed one
+  video at a time (the normal equations are accumulated, so memory does not
+  grow with the dataset). The classifier is fitted to the ground-truth
+  segments of `train` (targets ±1, with a bias): full supervision, which the
+  weakly supervised model never gets. A singular system gets the
+  minimum-norm solution, as a least-squares fit on the stacked features would.
   """
-  def stack(pairs):
-    x = np.concatenate([f for f, _ in pairs]).astype(np.float64)
-    return np.c_[x, np.ones(len(x))], np.concatenate([m for _, m in pairs])
+  def with_bias(x):
+    return np.c_[np.asarray(x, np.float64), np.ones(len(x))]
 
-  x, y = stack(train)
-  coef = np.linalg.lstsq(x, np.where(y, 1.0, -1.0), rcond=None)[0]
-  x_test, y_test = stack(test)
-  return roc_auc(x_test @ coef, y_test)
+  gram, moment = 0.0, 0.0
+  for x, mask in train:
+    x = with_bias(x)
+    gram, moment = gram + x.T @ x, moment + x.T @ np.where(mask, 1.0, -1.0)
+  coef = np.linalg.lstsq(gram, moment, rcond=None)[0]
+  scores, masks = zip(*((with_bias(x) @ coef, mask) for x, mask in test))
+  return roc_auc(np.concatenate(scores), np.concatenate(masks))
 
 
 def format_stats(rows: Mapping[str, AttentionStats], max_threshold: float) -> str:

@@ -38,10 +38,11 @@ def main(argv):
           for name, videos in splits.items()}
   print(diagnostics.format_stats(rows, top))
 
-  def pairs(videos):
-    return [(np.concatenate([v.load(model.streams)[st] for st in model.streams], axis=1),
+  def pairs(videos):  # one video at a time
+    for v in videos:
+      features = v.load(model.streams)
+      yield (np.concatenate([features[st] for st in model.streams], axis=1),
              diagnostics.segment_mask(gt[v.name], v.num_segments, cfg.data.seconds_per_segment))
-            for v in videos]
 
   auc = diagnostics.linear_probe_auc(pairs(splits["train"]), pairs(splits["test"]))
   print(f"supervised linear probe on the features ({'+'.join(model.streams)}): test AUC {auc:.4f}")
