@@ -15,7 +15,7 @@ from conftest import REPO
 from wtal_tf import diagnostics
 from wtal_tf.data import Video
 from wtal_tf.groundtruth import GTVideo, Instance
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 
 def pair_count_auc(scores, positive):

@@ -5,7 +5,7 @@ import numpy as np
 
 from wtal_tf import config as C
 from wtal_tf import localization
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 
 def slow_runs(signal, thresholds):

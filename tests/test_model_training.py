@@ -10,6 +10,8 @@ import tensorflow as tf
 from conftest import tiny_config, write_dataset
 from wtal_tf import checkpointing
 from wtal_tf import config as C
+from wtal_tf import data
+from wtal_tf import input_pipeline
 from wtal_tf import training
 from wtal_tf.model import StreamBranch, WTALModel
 
@@ -130,12 +132,12 @@ def test_tensorboard_logs_every_term(three_videos, tmp_path):
 
 def test_fit_runs_the_same_train_step(three_videos, tmp_path):
   """model.fit works too (one trace for all lengths), though the CLI uses its own loop."""
-  from wtal_tf import data
   ds = data.load_dataset(C.DataConfig(data_dir=str(three_videos)))
   model = training.build_model(tiny_config(three_videos, tmp_path), ds)
-  order = data.training_order(3, 0, 1.0, 0, 0, 6)
-  stream = data.training_dataset(ds.train, order, ds.num_classes, ds.streams, ds.feature_dims,
-                                 data.FeatureCache(ds.streams, False))
+  order = input_pipeline.training_order(3, 0, 1.0, 0, 0, 6)
+  stream = input_pipeline.training_dataset(ds.train, order, ds.num_classes, ds.streams,
+                                          ds.feature_dims,
+                                          input_pipeline.FeatureCache(ds.streams, False))
   history = model.fit(stream, epochs=1, verbose=0, shuffle=False)
   assert np.isfinite(history.history["total"][-1])
 

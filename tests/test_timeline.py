@@ -8,7 +8,7 @@ from wtal_tf import localization
 from wtal_tf import plotting
 from wtal_tf import timeline
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 CLASSES = ("A", "B", "C")
 

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import special
 
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from wtal_tf import localization
 from wtal_tf import plotting
 from wtal_tf.config import LocalizeConfig
 from wtal_tf.groundtruth import GTVideo
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readability
 WIDTH_IN = 12.0
