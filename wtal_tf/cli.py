@@ -155,7 +155,7 @@ def define_flags() -> None:
 
 
 def flags_markdown() -> str:
-  """The README's flag table (name, default, help), rendered from the definitions."""
+  """The flag table of docs/flags.md (name, default, help), rendered from the definitions."""
   define_flags()
   lines = ["| flag | default | meaning |", "|---|---|---|"]
   for name in _DEFINED:
