@@ -145,3 +145,18 @@ def test_trains_under_a_distribution_strategy(three_videos, tmp_path):
   with strategy.scope():
     result = training.train(tiny_config(three_videos, tmp_path / "m"))
   assert result.steps == 20 and np.isfinite(result.losses["total"])
+
+
+def test_stpn_first_logged_loss_is_the_class_averaged_cross_entropy(three_videos, tmp_path):
+  """At initialisation every logit is ~0: σ-CE ≈ log 2 per class, so the class
+  average is log 2 per stream (2 log 2 for two streams, not 2·C·log 2), plus
+  1e-4 × Σ_t λ_t with λ ≈ 0.5 (the first video drawn has T ≤ 9 segments)."""
+  cfg = tiny_config(three_videos, tmp_path / "m",
+                    loss={"losses": ("fg", "sparse"), "cls_loss": "sigmoid"},
+                    train={"model_dir": str(tmp_path / "m"), "train_steps": 1, "log_every": 1})
+  result = training.train(cfg)
+  first = result.loss_history[0][1]
+  assert first == pytest.approx(2 * np.log(2), abs=2e-3)
+  for s in ("rgb", "flow"):
+    assert result.losses[f"{s}/fg"] == pytest.approx(np.log(2), abs=1e-3)
+    assert 0 < result.losses[f"{s}/sparse"] <= 9 * 0.5 + 1e-3
