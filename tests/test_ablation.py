@@ -92,6 +92,7 @@ def test_select_rows():
   assert ablation.select_rows([]) == ablation.ROWS
   assert ablation.select_rows(["lfg_lsparse_stpn", "Lfg+Lbg"]) == (ablation.STPN,
                                                                     ablation.ROWS[3])
+  assert ablation.select_rows(["stpn", "lfg"]) == (ablation.STPN, ablation.PAPER_ROWS[0])
   import pytest
   from wtal_tf.errors import UserError
   with pytest.raises(UserError, match="unknown rows"):

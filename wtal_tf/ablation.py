@@ -71,6 +71,7 @@ EXTRA_ROWS = (
 )
 ROWS = PAPER_ROWS + EXTRA_ROWS
 CURVE_ROWS = (STPN.name, FULL.name)
+STPN_ALIAS = "stpn"
 
 
 @dataclasses.dataclass
@@ -205,10 +206,14 @@ def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) ->
 
 
 def select_rows(names: list[str]) -> tuple[Row, ...]:
-  """The rows named (by name or slug, e.g. stpn,lfg_lbg); all rows if none."""
+  """The rows named (by name or slug, e.g. stpn,lfg_lbg); all rows if none.
+
+  "stpn" names the "Lfg+Lsparse (STPN)" row (its slug is lfg_lsparse_stpn).
+  """
   if not names:
     return ROWS
   by_key = {key: row for row in ROWS for key in (row.name, slug(row.name))}
+  by_key[STPN_ALIAS] = STPN
   unknown = [n for n in names if n not in by_key]
   if unknown:
     raise UserError(f"--ablation_rows: unknown rows {unknown}; choose from "

@@ -133,7 +133,8 @@ def define_flags() -> None:
   # ablation / mv.
   _define(flags.DEFINE_integer, "seeds", 1, "ablation/mv: seeds per row.", lower_bound=1)
   _define(flags.DEFINE_list, "ablation_rows", [],
-          "ablation: rows to run, by slug (e.g. stpn,lfg_lbg_lguide_lcluster); default all.")
+          "ablation: rows to run, by slug (e.g. stpn,lfg_lbg_lguide_lcluster; stpn = "
+          "lfg_lsparse_stpn); default all.")
   # tools.thumos14_to_json.
   _define(flags.DEFINE_string, "val_annotations", None,
           "thumos14_to_json: dir of <Class>_val.txt files.")
