@@ -35,8 +35,14 @@ def test_dataset_flagfiles_train_the_full_model(name):
 
 def test_stpn_preset_after_a_dataset_flagfile():
   got = resolved("flags/thumos14.cfg", "flags/stpn.cfg")
-  assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "tcam",
+  assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "stpn",
                  "lr": 1e-4}
+
+
+def test_stpn_multithreshold_preset_keeps_the_tcam_proposal_pool():
+  got = resolved("flags/synthetic.cfg", "flags/stpn_multithreshold.cfg")
+  assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "tcam",
+                 "lr": 1e-3}
 
 
 def test_flag_reference_page_matches_the_definitions():

@@ -13,7 +13,7 @@ from wtal_tf import training
 from wtal_tf.inference import Predictor
 
 HOST_MODULES = ("wtal_tf.localization", "wtal_tf.evaluation", "wtal_tf.groundtruth",
-                "wtal_tf.export", "wtal_tf.data", "wtal_tf.outputs")
+                "wtal_tf.export", "wtal_tf.data", "wtal_tf.outputs", "wtal_tf.stpn_proposals")
 
 
 def frameworks_loaded_by(modules) -> list[str]:

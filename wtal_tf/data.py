@@ -111,7 +111,7 @@ class Dataset:
   feature_dims: dict[str, int]
   train: list[Video]
   test: list[Video]
-  test_gt: dict[str, groundtruth.GTVideo]  # evaluation only
+  test_gt: dict[str, groundtruth.GTVideo]  # evaluation only; includes skipped test videos
   gt_source: str  # file the ground truth came from
   num_extra: int = 0  # the last num_extra training videos come from --extra_train
   skipped: list[str] = dataclasses.field(default_factory=list)
@@ -298,10 +298,9 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
                        cfg.skip_invalid_videos, skipped, require_labels=False)
   if include_train and not train:
     raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
-  kept = {v.name for v in test}
+  # test_gt keeps a skipped test video: it is scored as a video without detections.
   return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
-                 train=train, test=test,
-                 test_gt={k: v for k, v in test_gt.items() if k in kept},
+                 train=train, test=test, test_gt=dict(test_gt),
                  gt_source=gt_source, num_extra=len(extra) if include_train else 0,
                  skipped=skipped)
 
