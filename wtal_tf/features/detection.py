@@ -33,6 +33,7 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   if not os.path.isfile(path):
     raise UserError(f"{path}: video not found")
   model, spec = checkpointing.restore(model_dir)
+  extraction.check_weights(cfg.extract, model.streams)
   wrong = {s: d for s, d in spec["feature_dims"].items() if d != i3d.FEATURE_DIM}
   if wrong:
     raise UserError(f"{model_dir}: the model was trained on {wrong}-dimensional features, "
