@@ -241,3 +241,16 @@ def test_extract_cli_bad_videos_fail_alone_with_one_line(tmp_path):
   assert np.load(out / "features" / "test" / "rgb" / "good.npy").shape == (1, i3d.FEATURE_DIM)
   assert set(json.loads((out / "gt.json").read_text())["database"]) == {"good"}
   assert "4/4 videos done" in proc.stderr
+
+
+def test_real_video_through_the_whole_extraction_is_playing_cricket():
+  """../shared's UCF101 clip, decoded, resampled and preprocessed by wtal_tf.features with the
+  packaged Kinetics-400 weights: every segment's top logit is "playing cricket"."""
+  from conftest import shared_path  # pylint: disable=import-outside-toplevel
+  path = shared_path("videos", "cricket.mp4")
+  labels = shared_path("videos", "kinetics400_labels.txt").read_text().splitlines()
+  extractor = extraction.Extractor(ExtractConfig(streams=("rgb",), batch_segments=4))
+  result = extractor(str(path))
+  assert result.num_frames == 79 and result.features["rgb"].shape == (4, i3d.FEATURE_DIM)
+  logits = extractor.encoders["rgb"].logits(result.features["rgb"])
+  assert [labels[k] for k in logits.argmax(axis=1)] == ["playing cricket"] * 4
