@@ -169,6 +169,8 @@ def test_pipeline_options_pass_through():
   assert default["direct_num_workers"] == os.cpu_count()
   assert pipeline.pipeline_options(list(IN_MEMORY)).get_all_options()[
       "direct_running_mode"] == "in_memory"
+  with pytest.raises(UserError, match="unknown flags --batch_segment: neither"):
+    pipeline.pipeline_options(["--batch_segment=4"])  # a misspelt wtal_tf flag
 
 
 def test_pipeline_equals_direct_call_skips_on_rerun_and_loads_as_dataset(tmp_path,

@@ -141,9 +141,18 @@ class ExtractVideoFn(beam.DoFn):
 
 
 def pipeline_options(args: Sequence[str]) -> PipelineOptions:
-  """Beam options from the pass-through args; multi-process DirectRunner unless told otherwise."""
+  """Beam options from the pass-through args; multi-process DirectRunner unless told otherwise.
+
+  An argument that is no Beam option either (e.g. a misspelt wtal_tf flag) is a
+  UserError rather than silently ignored.
+  """
+  known = set(PipelineOptions([]).get_all_options(drop_default=False))
+  given = {a.split("=", 1)[0][2:].replace("-", "_") for a in args if a.startswith("--")}
+  unknown = sorted(given - known)
+  if unknown:
+    raise UserError(f"unknown flags {', '.join('--' + u for u in unknown)}: neither wtal_tf "
+                    "flags nor Beam pipeline options")
   options = PipelineOptions(list(args))
-  given = {a.split("=", 1)[0].lstrip("-") for a in args}
   if "runner" not in given:
     options.view_as(StandardOptions).runner = "DirectRunner"
   direct = options.view_as(DirectOptions)
@@ -186,9 +195,9 @@ class _Progress(threading.Thread):
       self.report()
 
 
-def run_pipeline(cfg: ExtractConfig, paths: Sequence[str]) -> None:
+def run_pipeline(cfg: ExtractConfig, paths: Sequence[str], options: PipelineOptions) -> None:
   """Runs the Beam pipeline over `paths` (outputs and status records written by the workers)."""
-  with beam.Pipeline(options=pipeline_options(cfg.pipeline_args)) as p:
+  with beam.Pipeline(options=options) as p:
     _ = (p | "videos" >> beam.Create(list(paths))
          | "spread" >> beam.Reshuffle()
          | "extract" >> beam.ParDo(ExtractVideoFn(cfg)))
@@ -233,6 +242,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
 
   Raises UserError (after writing everything else) if some videos failed.
   """
+  options = pipeline_options(cfg.pipeline_args)
   paths = list_videos(cfg.video_dir)
   if cfg.annotations:
     groundtruth.load_activitynet(cfg.annotations)  # fail before any work
@@ -245,7 +255,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   progress = _Progress(cfg, names)
   progress.start()
   try:
-    run_pipeline(cfg, paths)
+    run_pipeline(cfg, paths, options)
   finally:
     progress.stopped.set()
   progress.report()
@@ -258,6 +268,9 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   failures = write_dataset_files(cfg, records)
   for f in failures:
     logging.error("%s", f["reason"])
+  counts = {k: sum(r["status"] == k for r in records.values()) for k in (OK, SKIPPED, FAILED)}
+  logging.info("extract %s: %d extracted, %d already done, %d failed -> %s", cfg.split,
+               counts[OK], counts[SKIPPED], counts[FAILED], cfg.output_dir)
   if failures:
     raise UserError(f"{len(failures)} of {len(paths)} videos failed; list in "
                     f"{failures_path(cfg.output_dir, cfg.split)}")
