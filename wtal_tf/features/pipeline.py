@@ -125,7 +125,7 @@ class ExtractVideoFn(beam.DoFn):
       return
     try:
       if self.setup_error is not None:
-        raise self.setup_error
+        raise UserError(f"{path}: not extracted: {self.setup_error}")
       result = self.extractor(path)
     except UserError as e:
       record = {"video": path, "status": FAILED, "reason": str(e)}
@@ -263,7 +263,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   for name, path in zip(names, paths):
     record = _read_json(status_path(cfg.output_dir, cfg.split, name))
     if not isinstance(record, dict) or record.get("video") != path:
-      record = {"video": path, "status": FAILED, "reason": "no status record (worker lost?)"}
+      record = {"video": path, "status": FAILED, "reason": f"{path}: no status record (worker lost?)"}
     records[name] = record
   failures = write_dataset_files(cfg, records)
   for f in failures:
