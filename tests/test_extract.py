@@ -256,3 +256,14 @@ def test_real_video_through_the_whole_extraction_is_playing_cricket():
   assert result.num_frames == 79 and result.features["rgb"].shape == (4, i3d.FEATURE_DIM)
   logits = extractor.encoders["rgb"].logits(result.features["rgb"])
   assert [labels[k] for k in logits.argmax(axis=1)] == ["playing cricket"] * 4
+
+
+def test_unloadable_weights_fail_each_video_by_name(tmp_path):
+  cfg = small_cfg(random_init_seed=None, rgb_checkpoint=str(tmp_path / "missing.ckpt"),
+                  output_dir=str(tmp_path / "out"))
+  fn = pipeline.ExtractVideoFn(cfg)
+  fn.setup()  # a worker: the UserError is kept, not raised inside Beam
+  path = str(tmp_path / "v.mkv")
+  (record,) = fn.process(path)
+  assert record["status"] == "failed"
+  assert record["reason"].startswith(f"{path}: not extracted: {tmp_path / 'missing.ckpt'}")
