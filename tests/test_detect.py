@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, tiny_config
 from video_helpers import smooth_frames, write_video
-from wtal_tf import export
+from wtal_tf import inference
 from wtal_tf import training
 from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
@@ -52,7 +52,7 @@ def test_extracted_dataset_trains_and_localizes(extracted, tmp_path):
                     data={"streams": ("rgb",), "train_split": "all", "test_split": "all"},
                     train={"train_steps": 10, "checkpoint_every": 10})
   training.train(cfg)
-  path, results, dataset = export.localize_to_file(cfg)
+  path, results, dataset = inference.localize_to_file(cfg)
   assert set(results) == {"te_1", "te_2"} and dataset.feature_dims == {"rgb": 1024}
   assert set(json.loads(open(path).read())["results"]) == {"te_1", "te_2"}
 

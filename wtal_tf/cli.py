@@ -110,8 +110,12 @@ def define_flags() -> None:
   _define(flags.DEFINE_float, "nms_threshold", loc.nms_threshold, "Class-wise NMS tIoU.",
           lower_bound=0.0, upper_bound=1.0)
   _define(flags.DEFINE_enum, "proposal_source", loc.proposal_source, list(d.PROPOSAL_SOURCES),
-          "attention: threshold fused λ (the paper); tcam: weighted T-CAM (STPN); "
-          "auto: tcam for a model trained with --cls_loss=sigmoid, else attention.")
+          "attention: threshold fused λ (the paper); tcam: fused weighted T-CAM at the "
+          "same thresholds; stpn: STPN's post-processing; "
+          "auto: stpn for a model trained with --cls_loss=sigmoid, else attention.")
+  _define(flags.DEFINE_integer, "stpn_upsample", loc.stpn_upsample,
+          "stpn proposals: samples per segment of the linearly upsampled signals.",
+          lower_bound=1)
   _define(flags.DEFINE_string, "tiou", d.EvalConfig().tiou,
           "tIoU thresholds: thumos14, activitynet or a comma list.")
   _define(flags.DEFINE_string, "output", None, "Output file (localize: detections JSON).")
@@ -129,7 +133,8 @@ def define_flags() -> None:
   # ablation / mv.
   _define(flags.DEFINE_integer, "seeds", 1, "ablation/mv: seeds per row.", lower_bound=1)
   _define(flags.DEFINE_list, "ablation_rows", [],
-          "ablation: rows to run, by slug (e.g. stpn,lfg_lbg_lguide_lcluster); default all.")
+          "ablation: rows to run, by slug (e.g. stpn,lfg_lbg_lguide_lcluster; stpn = "
+          "lfg_lsparse_stpn); default all.")
   # tools.thumos14_to_json.
   _define(flags.DEFINE_string, "val_annotations", None,
           "thumos14_to_json: dir of <Class>_val.txt files.")
@@ -178,7 +183,7 @@ def define_flags() -> None:
 
 
 def flags_markdown() -> str:
-  """The README's flag table (name, default, help), rendered from the definitions."""
+  """The flag table of docs/flags.md (name, default, help), rendered from the definitions."""
   define_flags()
   lines = ["| flag | default | meaning |", "|---|---|---|"]
   for name in _DEFINED:
@@ -245,7 +250,8 @@ def config_from_flags(pipeline_args: tuple[str, ...] = ()) -> cfg_lib.Config:
       localize=cfg_lib.LocalizeConfig(
           theta=f.theta, class_threshold=f.class_threshold,
           attention_thresholds=_floats(f.attention_thresholds, "attention_thresholds"),
-          nms_threshold=f.nms_threshold, proposal_source=f.proposal_source),
+          nms_threshold=f.nms_threshold, proposal_source=f.proposal_source,
+          stpn_upsample=f.stpn_upsample),
       eval=eval_cfg,
       extract=extract,
       detect=cfg_lib.DetectConfig(video=f.video, timeline=f.timeline),

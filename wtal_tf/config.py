@@ -8,7 +8,7 @@ import numpy as np
 STREAMS = ("rgb", "flow")
 LOSS_NAMES = ("fg", "bg", "guide", "cluster", "sparse")
 CLS_LOSSES = ("softmax", "sigmoid")
-PROPOSAL_SOURCES = ("auto", "attention", "tcam")
+PROPOSAL_SOURCES = ("auto", "attention", "tcam", "stpn")
 LAYOUTS = ("per_video", "wtalc")
 
 # tIoU presets of SPEC §5: thresholds and the averages reported over them.
@@ -111,16 +111,19 @@ class LocalizeConfig:
   attention_thresholds: tuple[float, ...] = tuple(
       np.round(np.arange(0.0, 0.5 + 1e-9, 0.025), 4).tolist())
   nms_threshold: float = 0.5
-  # "attention": threshold fused λ (the paper); "tcam": STPN's weighted T-CAM;
-  # "auto": tcam for a model trained with the sigmoid (STPN) loss, else attention.
+  # "attention": threshold fused λ (the paper); "tcam": the fused weighted T-CAM
+  # at the attention thresholds; "stpn": STPN's own post-processing
+  # (stpn_proposals.py); "auto": stpn for a model trained with the sigmoid (STPN)
+  # loss, else attention.
   proposal_source: str = "auto"
+  stpn_upsample: int = 24  # STPN: samples per segment of the upsampled signals
 
   def for_model(self, cls_loss: str) -> "LocalizeConfig":
     """This config with "auto" resolved for a model trained with `cls_loss`."""
     if self.proposal_source != "auto":
       return self
     return dataclasses.replace(
-        self, proposal_source="tcam" if cls_loss == "sigmoid" else "attention")
+        self, proposal_source="stpn" if cls_loss == "sigmoid" else "attention")
 
 
 @dataclasses.dataclass(frozen=True)

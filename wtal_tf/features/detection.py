@@ -39,8 +39,9 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
     raise UserError(f"{model_dir}: the model was trained on {wrong}-dimensional features, "
                     f"not the {i3d.FEATURE_DIM}-d I3D features extracted from a video")
   result = extraction.Extractor(cfg.extract, model.streams)(path)
-  outputs = Predictor(model, spec["feature_dims"])(result.features)
-  localize_cfg = cfg.localize.for_model(model.loss_config.cls_loss)
+  predictor = Predictor(model, spec["feature_dims"], cfg.localize)
+  outputs = predictor(result.features)
+  localize_cfg = predictor.localize_config
   dets = localization.localize(outputs, localize_cfg)
   name = video_lib.name(path)
   results = {name: export.video_results(dets, spec["classes"], SECONDS_PER_SEGMENT,
