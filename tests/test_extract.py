@@ -156,6 +156,26 @@ def test_extractor_equals_a_hand_assembled_forward_pass(tmp_path, rgb_extractor)
   np.testing.assert_allclose(result.features["rgb"], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_two_streams_equal_hand_assembled_rgb_and_flow_inputs(tmp_path):
+  """Flow of frame i is TV-L1(i -> i+1); with 32 frames the last frame has no successor and
+  repeats the previous flow, with 33 it uses frame 32."""
+  extractor = extraction.Extractor(small_cfg(streams=("rgb", "flow")))
+  for n in (32, 33):
+    frames = smooth_frames(n, 48, 64, shift=1, seed=n)
+    result = extractor(write_video(tmp_path / f"v{n}.mkv", frames))
+    gray = preprocess.gray(frames, SHORTER, CROP)
+    solver = flow.tvl1()
+    fields = [solver.calc(gray[i], gray[i + 1], None) for i in range(min(n, 33) - 1)]
+    if n == 32:
+      fields.append(fields[-1])
+    flows = (np.clip(np.stack(fields[:32]), -20, 20) / 20).reshape(2, 16, CROP, CROP, 2)
+    rgbs = preprocess.rgb(frames[:32], SHORTER, CROP).reshape(2, 16, CROP, CROP, 3)
+    np.testing.assert_allclose(result.features["flow"], extractor.encoders["flow"](flows),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.features["rgb"], extractor.encoders["rgb"](rgbs),
+                               rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------- Beam pipeline
 
 
