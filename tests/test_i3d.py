@@ -136,7 +136,7 @@ def test_feature_is_mixed_5c_averaged_over_time_and_space(random_encoders):
     for name, module in model.mixed.items():
       if name == "Mixed_4b":
         x = model.pools["MaxPool3d_4a_3x3"](x)
-      if name == "Mixed_5b":
+      elif name == "Mixed_5b":
         x = model.pools["MaxPool3d_5a_2x2"](x)
       out[name] = x = module(x)
     return out
