@@ -259,6 +259,8 @@ class SegmentEncoder:
     if clips.ndim != 5 or clips.shape[1] != SEGMENT_FRAMES or clips.shape[4] != self.channels:
       raise ValueError(f"{self.stream} clips must be [N, {SEGMENT_FRAMES}, H, W, "
                        f"{self.channels}], got {list(clips.shape)}")
+    if len(clips) == 0:  # an empty batch: TF's kernels reject a zero-size batch
+      return np.zeros((0, FEATURE_DIM), np.float32)
     return self._features(tf.constant(clips)).numpy()
 
   def logits(self, features: np.ndarray) -> np.ndarray:
