@@ -113,6 +113,8 @@ def test_encoder_shapes_and_a_single_trace(random_encoders, stream):
     features = enc(clips)
     assert features.shape == (n, i3d.FEATURE_DIM) and features.dtype == np.float32
     assert np.isfinite(features).all() and features.std() > 0
+  empty = enc(np.zeros((0, i3d.SEGMENT_FRAMES, SMALL, SMALL, c), np.float32))
+  assert empty.shape == (0, i3d.FEATURE_DIM) and empty.dtype == np.float32
   assert enc.trace_count == 1  # one trace across batch sizes and frame sizes
   assert enc.logits(features).shape == (2, i3d.NUM_KINETICS_CLASSES)
   # a clip's feature does not depend on the rest of its batch
@@ -136,7 +138,7 @@ def test_feature_is_mixed_5c_averaged_over_time_and_space(random_encoders):
     for name, module in model.mixed.items():
       if name == "Mixed_4b":
         x = model.pools["MaxPool3d_4a_3x3"](x)
-      if name == "Mixed_5b":
+      elif name == "Mixed_5b":
         x = model.pools["MaxPool3d_5a_2x2"](x)
       out[name] = x = module(x)
     return out

@@ -43,6 +43,7 @@ POOLS = {
     "MaxPool3d_4a_3x3": ((3, 3, 3), (2, 2, 2)),
     "MaxPool3d_5a_2x2": ((2, 2, 2), (2, 2, 2)),
 }
+POOL_BEFORE = {"Mixed_4b": "MaxPool3d_4a_3x3", "Mixed_5b": "MaxPool3d_5a_2x2"}  # between modules
 LOGITS_PATH = "Logits/Conv3d_0c_1x1"
 
 
@@ -204,10 +205,8 @@ class InceptionI3d(keras.Model):
     x = self.stem["Conv3d_2c_3x3"](self.stem["Conv3d_2b_1x1"](x))
     x = self.pools["MaxPool3d_3a_3x3"](x)
     for name, module in self.mixed.items():
-      if name == "Mixed_4b":
-        x = self.pools["MaxPool3d_4a_3x3"](x)
-      elif name == "Mixed_5b":
-        x = self.pools["MaxPool3d_5a_2x2"](x)
+      if name in POOL_BEFORE:
+        x = self.pools[POOL_BEFORE[name]](x)
       x = module(x)
     return tf.reduce_mean(x, axis=(1, 2, 3))
 
@@ -260,6 +259,8 @@ class SegmentEncoder:
     if clips.ndim != 5 or clips.shape[1] != SEGMENT_FRAMES or clips.shape[4] != self.channels:
       raise ValueError(f"{self.stream} clips must be [N, {SEGMENT_FRAMES}, H, W, "
                        f"{self.channels}], got {list(clips.shape)}")
+    if len(clips) == 0:  # an empty batch: TF's kernels reject a zero-size batch
+      return np.zeros((0, FEATURE_DIM), np.float32)
     return self._features(tf.constant(clips)).numpy()
 
   def logits(self, features: np.ndarray) -> np.ndarray:

