@@ -6,6 +6,8 @@
 #   ./run.sh activitynet13 [flags]  the same on data/activitynet13
 #   ./run.sh ablation [dataset]     STPN and the paper's Table 1 rows
 #   ./run.sh mv [dataset]           with and without supplementary microvideos
+#   ./run.sh extract --video_dir=DIR --output_dir=OUT [flags]   raw videos -> I3D features
+#   ./run.sh detect --model_dir=M --video=FILE [flags]          detections for one new video
 #   ./run.sh test [pytest args]     the test suite
 #
 # Extra flags go to the Python entrypoints (see README, "Flags").
@@ -66,6 +68,9 @@ case "$cmd" in
   synthetic|thumos14|activitynet13)
     run_dataset "$cmd" "$@"
     ;;
+  extract|detect)
+    exec "$PY" -m "wtal_tf.$cmd" "$@"
+    ;;
   ablation|mv)
     dataset=synthetic
     case "${1:-}" in synthetic|thumos14|activitynet13) dataset=$1; shift ;; esac
@@ -84,7 +89,7 @@ case "$cmd" in
       --data_dir="$data_dir" --model_dir="runs/$cmd-$dataset" "${extra[@]}" "$@"
     ;;
   *)
-    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|test]" >&2
+    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test]" >&2
     exit 2
     ;;
 esac

@@ -16,7 +16,7 @@ from wtal_tf import evaluation
 from wtal_tf import groundtruth
 from wtal_tf import localization
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 CLASSES = 20
 REPEATS = 5

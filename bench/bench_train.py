@@ -21,6 +21,7 @@ import tensorflow as tf
 from bench.workload import thumos_lengths
 from wtal_tf import config as C
 from wtal_tf import data
+from wtal_tf import input_pipeline
 from wtal_tf import training
 
 D = 1024
@@ -71,9 +72,9 @@ def run_epochs(dataset, cache, epochs, seed=0):
   model = training.build_model(cfg, dataset)
   step, traces = training.compiled_train_step(model, dataset)
   n = len(dataset.train)
-  order = data.training_order(n, 0, 1.0, seed, 0, n * epochs)
-  stream = data.training_dataset(dataset.train, order, dataset.num_classes, dataset.streams,
-                                 dataset.feature_dims, cache)
+  order = input_pipeline.training_order(n, 0, 1.0, seed, 0, n * epochs)
+  stream = input_pipeline.training_dataset(dataset.train, order, dataset.num_classes,
+                                          dataset.streams, dataset.feature_dims, cache)
   times, first, start = [], None, time.perf_counter()
   for k, (features, labels) in enumerate(stream):
     t0 = time.perf_counter()
@@ -98,11 +99,12 @@ def main():
   with tempfile.TemporaryDirectory() as root:
     write_dataset(root, lengths, rng)
     ds = data.load_dataset(C.DataConfig(data_dir=root))
-    memory = data.FeatureCache(ds.streams, True)
+    memory = input_pipeline.FeatureCache(ds.streams, True)
     for v in ds.train:
       memory.load(v)
     mem_times, traces, first = run_epochs(ds, memory, args.epochs)
-    disk_times, _, _ = run_epochs(ds, data.FeatureCache(ds.streams, False), args.epochs)
+    disk_times, _, _ = run_epochs(ds, input_pipeline.FeatureCache(ds.streams, False),
+                                  args.epochs)
   rate = matmul_flops_per_second()
   floor = segments * train_flops_per_segment() / rate
   mem = float(np.median(mem_times[1:] or mem_times))

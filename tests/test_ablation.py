@@ -7,32 +7,70 @@ import numpy as np
 
 from conftest import tiny_config, write_dataset
 from wtal_tf import ablation
+from wtal_tf import training
 
 
-def test_ablation_rows_are_separate_runs(tmp_path):
+def tiny(tmp_path, **train):
   root = write_dataset(tmp_path / "d", {"a": (["A"], 6), "b": (["B"], 4), "c": (["A", "B"], 5)},
                        {"x": (["A"], 7), "y": (["B"], 3)}, classes=("A", "B"))
-  cfg = tiny_config(root, tmp_path / "out", train={"model_dir": str(tmp_path / "out"),
-                                                   "train_steps": 6, "eval_every": 3,
-                                                   "checkpoint_every": 3, "log_every": 3,
-                                                   "num_vis_videos": 0})
+  return tiny_config(root, tmp_path / "out", train={"model_dir": str(tmp_path / "out"),
+                                                    "checkpoint_every": 3, "log_every": 3,
+                                                    "num_vis_videos": 0, **train})
+
+
+def spy_evaluations(monkeypatch):
+  """Records (model dir, cls_loss of the model, proposal source used) of every evaluation."""
+  calls = []
+  original = training.evaluate_model
+
+  def spy(predictor, dataset, cfg, keep_outputs=()):
+    cls_loss = predictor.model.loss_config.cls_loss
+    calls.append((cfg.train.model_dir, cls_loss,
+                  cfg.localize.for_model(cls_loss).proposal_source))
+    return original(predictor, dataset, cfg, keep_outputs)
+
+  monkeypatch.setattr(training, "evaluate_model", spy)
+  return calls
+
+
+def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
+  # Base flags that must not leak into the seed model's rows.
+  cfg = tiny(tmp_path, train_steps=6, eval_every=3, seed=5).replace(
+      loss={"cls_loss": "sigmoid"}, localize={"proposal_source": "tcam"})
+  calls = spy_evaluations(monkeypatch)
   results = ablation.run(cfg, seeds=2)
   assert [r.name for r in results] == [row.name for row in ablation.ROWS]
   cols = ablation.columns(cfg)
   assert len(cols) == 9 + 3
+  multi = results[-1]
+  assert multi.name.startswith("STPN, multi-threshold")
+  stpn = results[[r.name for r in results].index(ablation.STPN.name)]
+  # The multi-threshold row evaluates STPN's trained models (same training).
+  assert multi.run_dirs == stpn.run_dirs
   dirs = [d for r in results for d in r.run_dirs]
-  assert len(set(dirs)) == len(ablation.ROWS) * 2
+  assert len(set(dirs)) == (len(ablation.ROWS) - 1) * 2
   for r, row in zip(results, ablation.ROWS):
     assert r.values.shape == (2, len(cols))
+    is_stpn = row in ablation.EXTRA_ROWS[1:] or row in ablation.PAPER_ROWS[:2]
     for k, run_dir in enumerate(r.run_dirs):
+      assert run_dir.endswith(f"seed{5 + k}")  # folders named by the real seed
       spec = json.loads(open(f"{run_dir}/model.json").read())
-      assert tuple(spec["model"]["loss_config"]["losses"]) == row.loss["losses"]
-      assert spec["model"]["seed"] == k
+      loss = spec["model"]["loss_config"]
+      assert tuple(loss["losses"]) == row.loss["losses"]
+      assert loss["cls_loss"] == ("sigmoid" if is_stpn else "softmax")
+      assert spec["model"]["seed"] == 5 + k
       # the row's numbers are its own run's final evaluation
       assert r.histories[k][-1][0] == 6
       np.testing.assert_allclose(r.values[k, :9], np.asarray(r.histories[k][-1][1]) * 100)
+      expected_source = row.localize["proposal_source"]
+      assert expected_source == ("stpn" if row in ablation.PAPER_ROWS[:2] else
+                                 "tcam" if is_stpn else "attention")
+      # the final evaluation of this row and seed used that proposal source
+      final = [c for c in calls if c[0] == run_dir and c[2] == expected_source]
+      assert final and final[-1][1] == loss["cls_loss"], (row.name, calls)
   table = (tmp_path / "out" / "ablation.md").read_text().splitlines()
-  assert len(table) == 2 + len(ablation.ROWS) + 2 and "±" in table[2]
+  assert len(table) == 2 + len(ablation.ROWS) + 1 + 2 and "±" in table[2]
+  assert "extra rows" in table[2 + len(ablation.PAPER_ROWS)]
   with open(tmp_path / "out" / "ablation.csv") as f:
     rows = list(csv.reader(f))
   assert len(rows) == 1 + len(ablation.ROWS) * 2 and rows[0][3:] == cols
@@ -41,9 +79,20 @@ def test_ablation_rows_are_separate_runs(tmp_path):
   assert {row[0] for row in curve[1:]} == set(ablation.CURVE_ROWS)
 
 
+def test_stpn_rows_ignore_a_softmax_base(tmp_path, monkeypatch):
+  cfg = tiny(tmp_path, train_steps=2).replace(
+      loss={"cls_loss": "softmax"}, localize={"proposal_source": "attention"})
+  calls = spy_evaluations(monkeypatch)
+  results = ablation.run(cfg, seeds=1, rows=ablation.PAPER_ROWS[:2])
+  assert [c[1:] for c in calls] == [("sigmoid", "stpn")] * 2
+  assert [c[0] for c in calls] == [r.run_dirs[0] for r in results]
+
+
 def test_select_rows():
   assert ablation.select_rows([]) == ablation.ROWS
-  assert ablation.select_rows(["stpn", "Lfg+Lbg"]) == (ablation.STPN, ablation.ROWS[3])
+  assert ablation.select_rows(["lfg_lsparse_stpn", "Lfg+Lbg"]) == (ablation.STPN,
+                                                                    ablation.ROWS[3])
+  assert ablation.select_rows(["stpn", "lfg"]) == (ablation.STPN, ablation.PAPER_ROWS[0])
   import pytest
   from wtal_tf.errors import UserError
   with pytest.raises(UserError, match="unknown rows"):

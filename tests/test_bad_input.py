@@ -84,6 +84,20 @@ def test_skip_invalid_videos(good, how, message):
   assert len(ds.skipped) == 1 and message in ds.skipped[0]
 
 
+def test_a_skipped_test_video_counts_as_one_without_detections(tmp_path):
+  root = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)},
+                       {"x": (["A"], 5), "y": (["A"], 6)}, classes=("A", "B"))
+  corrupt(feature(root, "test", "flow", "y"), "missing")
+  ds = load(root, skip_invalid_videos=True)
+  assert [v.name for v in ds.test] == ["x"] and "y" in ds.skipped[0]
+  assert sorted(ds.test_gt) == ["x", "y"]  # y's ground truth stays in scoring
+  # A perfect detection of x's instance [0, 0.64] and nothing for y: class A has
+  # 2 instances, 1 found at precision 1, so AP = recall 0.5 at every tIoU.
+  results = {"x": [{"label": "A", "score": 0.9, "segment": [0.0, 0.64]}]}
+  result = evaluation.score_results(ds.test_gt, results, (0.5, 0.9), known_labels={"A", "B"})
+  np.testing.assert_allclose(result.mean_ap, [0.5, 0.5])
+
+
 GT_CASES = [
     (lambda db: db["a"]["annotations"].append({"label": "A", "segment": [-1, 2]}),
      "negative or reversed segment"),

@@ -11,6 +11,7 @@ from conftest import shared_path, write_dataset, write_video
 from wtal_tf import config as C
 from wtal_tf import data
 from wtal_tf import groundtruth
+from wtal_tf import input_pipeline
 from wtal_tf import thumos14
 
 ANN = ("thumos14", "sujoyp_wtalc-pytorch", "Thumos14reduced-Annotations")
@@ -109,19 +110,20 @@ def test_converter_cli_210_convention(tmp_path):
 
 @pytest.mark.parametrize("start", [0, 3, 7, 10, 26])
 def test_training_order_resumes_exactly(start):
-  full = data.training_order(10, 0, 1.0, seed=5, start_step=0, num_steps=30)
-  assert np.array_equal(data.training_order(10, 0, 1.0, 5, start, 30 - start), full[start:])
+  full = input_pipeline.training_order(10, 0, 1.0, seed=5, start_step=0, num_steps=30)
+  resumed = input_pipeline.training_order(10, 0, 1.0, 5, start, 30 - start)
+  assert np.array_equal(resumed, full[start:])
   for epoch in range(3):
     assert sorted(full[epoch * 10:(epoch + 1) * 10]) == list(range(10))  # each video once an epoch
   assert not np.array_equal(full[:10], full[10:20])  # reshuffled each epoch
 
 
 def test_training_order_with_extra_videos():
-  order = data.training_order(6, 4, 2.0, seed=0, start_step=0, num_steps=14 * 3)
+  order = input_pipeline.training_order(6, 4, 2.0, seed=0, start_step=0, num_steps=14 * 3)
   for epoch in range(3):
     counts = np.bincount(order[epoch * 14:(epoch + 1) * 14], minlength=10)
     assert list(counts[:6]) == [1] * 6 and list(counts[6:]) == [2] * 4
-  half = data.training_order(6, 4, 0.5, seed=0, start_step=0, num_steps=8)
+  half = input_pipeline.training_order(6, 4, 0.5, seed=0, start_step=0, num_steps=8)
   assert (half >= 6).sum() == 2
 
 

@@ -145,8 +145,8 @@ def test_random_against_loop_oracle(seed):
       dets.append(det(classes[rng.integers(3)], float(rng.integers(0, 5)) / 4, s,
                       s + float(rng.integers(1, 15))))
     results[name] = dets
-  if not any(a for e in database.values() for a in e["annotations"]):
-    return
+  # every seed must produce ground truth, or the comparison below would be vacuous
+  assert sum(len(e["annotations"]) for e in database.values()) >= 5
   tious = [0.1, 0.3, 0.5, 0.7]
   expected, expected_ap, _ = reference_eval.mean_ap(database, "test", results, tious)
   got = run(database, results, tious)

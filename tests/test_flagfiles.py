@@ -35,15 +35,21 @@ def test_dataset_flagfiles_train_the_full_model(name):
 
 def test_stpn_preset_after_a_dataset_flagfile():
   got = resolved("flags/thumos14.cfg", "flags/stpn.cfg")
-  assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "tcam",
+  assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "stpn",
                  "lr": 1e-4}
 
 
-def test_readme_flag_table_matches_the_definitions():
+def test_stpn_multithreshold_preset_keeps_the_tcam_proposal_pool():
+  got = resolved("flags/synthetic.cfg", "flags/stpn_multithreshold.cfg")
+  assert got == {"losses": ["fg", "sparse"], "cls_loss": "sigmoid", "proposals": "tcam",
+                 "lr": 1e-3}
+
+
+def test_flag_reference_page_matches_the_definitions():
   proc = subprocess.run([sys.executable, "-m", "wtal_tf.tools.flags_table"], cwd=REPO,
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  table = proc.stdout.strip()
-  assert table.count("\n") > 50  # every flag, one row each
-  readme = (REPO / "README.md").read_text()
-  assert table in readme, "README flag table is stale: paste `python -m wtal_tf.tools.flags_table`"
+  assert proc.stdout.count("\n| `--") > 50  # every flag, one row each
+  page = (REPO / "docs" / "flags.md").read_text()
+  assert page == proc.stdout, ("docs/flags.md is stale: run "
+                               "`python -m wtal_tf.tools.flags_table > docs/flags.md`")

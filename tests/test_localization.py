@@ -5,7 +5,7 @@ import numpy as np
 
 from wtal_tf import config as C
 from wtal_tf import localization
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 
 def slow_runs(signal, thresholds):
@@ -124,8 +124,9 @@ class LocalizationTest(parameterized.TestCase):
                                                                 proposal_source="attention"))
     self.assertEqual((flat.starts.tolist(), flat.ends.tolist()), ([0, 0], [5, 5]))
 
-  @parameterized.parameters(("auto", "softmax", "attention"), ("auto", "sigmoid", "tcam"),
-                            ("attention", "sigmoid", "attention"), ("tcam", "softmax", "tcam"))
+  @parameterized.parameters(("auto", "softmax", "attention"), ("auto", "sigmoid", "stpn"),
+                            ("attention", "sigmoid", "attention"), ("tcam", "sigmoid", "tcam"),
+                            ("stpn", "softmax", "stpn"))
   def test_proposal_source_for_model(self, flag, cls_loss, expected):
     self.assertEqual(C.LocalizeConfig(proposal_source=flag).for_model(cls_loss).proposal_source,
                      expected)

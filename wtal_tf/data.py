@@ -1,4 +1,4 @@
-"""Per-video I3D features: readers for both layouts, validation, and tf.data input.
+"""Datasets of per-video I3D features: readers for both layouts and validation.
 
 Layout (a), "per_video": `DATA_DIR/gt.json` and
 `DATA_DIR/features/{train,test}/{rgb,flow}/<video>.npy`, float [T, d] each.
@@ -15,7 +15,6 @@ import os
 from typing import Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from wtal_tf import groundtruth
 from wtal_tf import npy
@@ -112,7 +111,7 @@ class Dataset:
   feature_dims: dict[str, int]
   train: list[Video]
   test: list[Video]
-  test_gt: dict[str, groundtruth.GTVideo]  # evaluation only
+  test_gt: dict[str, groundtruth.GTVideo]  # evaluation only; includes skipped test videos
   gt_source: str  # file the ground truth came from
   num_extra: int = 0  # the last num_extra training videos come from --extra_train
   skipped: list[str] = dataclasses.field(default_factory=list)
@@ -263,7 +262,8 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
 def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
   """Reads and validates everything a run will read, before training starts.
 
-  With include_train=False (localization) the training videos are not read.
+  With include_train=False (localization) the training videos are not read and
+  the training subset need not exist (e.g. a dataset written by wtal_tf.extract).
   """
   if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
     raise UserError(f"{cfg.data_dir or '--data_dir'}: data directory not found; {LAYOUT_HELP}")
@@ -283,7 +283,6 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
     feature_root = os.path.join(cfg.data_dir, "features")
     train_source = PerVideoSource(os.path.join(feature_root, cfg.train_split))
     test_source = PerVideoSource(os.path.join(feature_root, cfg.test_split))
-  train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
   test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source)
   unknown = sorted({l for v in gt.values() for l in v.labels} - set(classes))
   if unknown:
@@ -291,6 +290,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
   dims, skipped = {}, []
   train = []
   if include_train:
+    train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
     train = _build_videos(train_gt.values(), classes, train_source, cfg.streams, dims,
                           cfg.skip_invalid_videos, skipped, require_labels=True)
     extra = load_extra(cfg.extra_train, classes, cfg.streams, dims)
@@ -299,10 +299,9 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
                        cfg.skip_invalid_videos, skipped, require_labels=False)
   if include_train and not train:
     raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
-  kept = {v.name for v in test}
+  # test_gt keeps a skipped test video: it is scored as a video without detections.
   return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
-                 train=train, test=test,
-                 test_gt={k: v for k, v in test_gt.items() if k in kept},
+                 train=train, test=test, test_gt=dict(test_gt),
                  gt_source=gt_source, num_extra=len(extra) if include_train else 0,
                  skipped=skipped)
 
@@ -311,80 +310,3 @@ def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
   y = np.zeros(num_classes, np.float32)
   y[list(labels)] = 1.0
   return y
-
-
-def training_order(num_main: int, num_extra: int, extra_weight: float, seed: int,
-                   start_step: int, num_steps: int) -> np.ndarray:
-  """Video indices for steps [start_step, start_step + num_steps).
-
-  Each epoch is a fresh permutation drawn from (seed, epoch) alone, so the order
-  is a pure function of the step: resuming at a step continues it exactly.
-  Extra videos (indices >= num_main) appear round(extra_weight * num_extra)
-  times an epoch.
-  """
-  num_extra_per_epoch = int(round(extra_weight * num_extra)) if num_extra else 0
-  epoch_len = num_main + num_extra_per_epoch
-  first_epoch, end = start_step // epoch_len, start_step + num_steps
-  parts = []
-  for epoch in range(first_epoch, -(-end // epoch_len)):
-    rng = np.random.default_rng([seed, epoch])
-    pool = np.arange(num_main)
-    if num_extra_per_epoch:
-      reps = -(-num_extra_per_epoch // num_extra)
-      extra = np.concatenate([rng.permutation(num_extra) for _ in range(reps)])
-      pool = np.concatenate([pool, num_main + extra[:num_extra_per_epoch]])
-    parts.append(rng.permutation(pool))
-  order = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-  offset = start_step - first_epoch * epoch_len
-  return order[offset:offset + num_steps].astype(np.int64)
-
-
-class FeatureCache:
-  """Loads each video's streams once and keeps them in memory (opt-in)."""
-
-  def __init__(self, streams: Sequence[str], enabled: bool):
-    self.streams, self.enabled, self._store = tuple(streams), enabled, {}
-
-  def load(self, video: Video) -> dict[str, np.ndarray]:
-    key = (video.name, id(video.source))
-    if key in self._store:
-      return self._store[key]
-    arrays = video.load(self.streams)
-    if self.enabled:
-      self._store[key] = arrays
-    return arrays
-
-
-def training_dataset(videos: Sequence[Video], order: np.ndarray, num_classes: int,
-                     streams: Sequence[str], feature_dims: dict[str, int],
-                     cache: FeatureCache):
-  """tf.data stream of ({stream: [T, d]}, labels [C]), one whole video per element.
-
-  No padding and no fixed-length sampling; reads run in parallel and are
-  prefetched; element order follows `order` exactly.
-  """
-  labels = np.stack([multi_hot(v.labels, num_classes) for v in videos])
-  streams = tuple(streams)
-
-  def load(i):
-    arrays = cache.load(videos[int(i)])
-    return tuple(arrays[s] for s in streams) + (labels[int(i)],)
-
-  def to_element(i):
-    outs = tf.numpy_function(load, [i], [tf.float32] * (len(streams) + 1), stateful=False)
-    features = {}
-    for s, x in zip(streams, outs):
-      x.set_shape([None, feature_dims[s]])
-      features[s] = x
-    outs[-1].set_shape([num_classes])
-    return features, outs[-1]
-
-  ds = tf.data.Dataset.from_tensor_slices(order)
-  ds = ds.map(to_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.prefetch(tf.data.AUTOTUNE).apply(tf.data.experimental.assert_cardinality(len(order)))
-
-
-def element_signature(streams: Sequence[str], feature_dims: dict[str, int], num_classes: int):
-  """The tf.TensorSpec structure of one training element (time axis None)."""
-  return ({s: tf.TensorSpec([None, feature_dims[s]], tf.float32) for s in streams},
-          tf.TensorSpec([num_classes], tf.float32))

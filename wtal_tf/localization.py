@@ -10,15 +10,19 @@ import numpy as np
 from scipy import special
 
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 
 @dataclasses.dataclass(frozen=True)
 class Detections:
-  """Detections of one video, in segment units (inclusive [start, end])."""
+  """Detections of one video, in segment units: each covers [start, end + 1).
+
+  Integers (inclusive [start, end]) for the attention and T-CAM proposals;
+  fractional for STPN's proposals, which come from upsampled signals.
+  """
   classes: np.ndarray  # [N] int, 0-based foreground class index
-  starts: np.ndarray  # [N] int
-  ends: np.ndarray  # [N] int, inclusive
+  starts: np.ndarray  # [N] int, or float for STPN proposals
+  ends: np.ndarray  # [N] inclusive: the detection ends at end + 1 segments
   scores: np.ndarray  # [N] float
 
   def __len__(self):
@@ -38,6 +42,20 @@ def select_classes(probs: np.ndarray, threshold: float) -> np.ndarray:
   return kept if len(kept) else np.array([int(np.argmax(probs))])
 
 
+def true_runs(mask: np.ndarray):
+  """Maximal runs of True along the last axis of mask [R, T].
+
+  Returns (rows, starts, ends): arrays over all runs, ends inclusive.
+  """
+  num_rows, t = mask.shape
+  padded = np.zeros((num_rows, t + 2), np.int8)
+  padded[:, 1:-1] = mask
+  step = np.diff(padded, axis=1)  # +1 at a run's start, -1 one past its end
+  rows, starts = np.nonzero(step == 1)
+  _, stops = np.nonzero(step == -1)
+  return rows, starts, stops - 1
+
+
 def connected_components(signals: np.ndarray, thresholds: Sequence[float]):
   """Maximal runs of signal > τ, for every row of signals [R, T] and every τ.
 
@@ -47,12 +65,8 @@ def connected_components(signals: np.ndarray, thresholds: Sequence[float]):
   num_rows, t = signals.shape
   thr = np.asarray(thresholds, signals.dtype)
   mask = signals[:, None, :] > thr[None, :, None]  # [R, K, T]
-  padded = np.zeros((num_rows, len(thr), t + 2), np.int8)
-  padded[:, :, 1:-1] = mask
-  step = np.diff(padded, axis=2)  # +1 at a run's start, -1 one past its end
-  rows, _, starts = np.nonzero(step == 1)
-  _, _, stops = np.nonzero(step == -1)
-  return rows, starts, stops - 1
+  rows, starts, ends = true_runs(mask.reshape(num_rows * len(thr), t))
+  return rows // len(thr), starts, ends
 
 
 def unique_proposals(rows, starts, ends):
@@ -74,7 +88,7 @@ def interval_scores(wcas: np.ndarray, starts, ends, classes) -> np.ndarray:
 
 
 def interval_iou(start, end, starts, ends):
-  """tIoU of inclusive segment intervals [start, end] vs arrays (as [s, e+1))."""
+  """tIoU of segment intervals [start, end + 1) vs arrays (integer or fractional)."""
   inter = np.clip(np.minimum(end, ends) + 1 - np.maximum(start, starts), 0, None)
   union = (end - start + 1) + (ends - starts + 1) - inter
   return inter / union
@@ -118,11 +132,14 @@ def tcam_signal(outputs: Mapping[str, StreamOutput], theta: float, classes) -> n
 
 
 def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig) -> Detections:
-  """All detections of one video (SPEC §4 steps 1-5)."""
-  probs, attention, wcas = fuse(outputs, cfg.theta)
-  kept = select_classes(probs, cfg.class_threshold)
+  """All detections of one video (SPEC §4 steps 1-5; STPN's own for "stpn")."""
+  if cfg.proposal_source == "stpn":
+    from wtal_tf import stpn_proposals  # it builds on this module's helpers
+    return stpn_proposals.localize(outputs, cfg)
   if cfg.proposal_source not in ("attention", "tcam"):
     raise ValueError(f"proposal_source {cfg.proposal_source!r}: resolve it with for_model()")
+  probs, attention, wcas = fuse(outputs, cfg.theta)
+  kept = select_classes(probs, cfg.class_threshold)
   if cfg.proposal_source == "tcam":
     rows, starts, ends = unique_proposals(
         *connected_components(tcam_signal(outputs, cfg.theta, kept), cfg.attention_thresholds))

@@ -5,14 +5,14 @@ python -m wtal_tf.localize --flagfile=flags/thumos14.cfg --data_dir=DIR --model_
 """
 
 from wtal_tf import cli
-from wtal_tf import export
+from wtal_tf import inference
 
 
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
   cli.require(cfg.train.model_dir, "model_dir")
-  print(export.localize_to_file(cfg)[0])
+  print(inference.localize_to_file(cfg)[0])
 
 
 if __name__ == "__main__":

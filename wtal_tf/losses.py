@@ -38,15 +38,18 @@ def background_loss(bg_logits: tf.Tensor) -> tf.Tensor:
 
 
 def stpn_classification_loss(fg_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-  """STPN's multi-label loss: sigmoid cross-entropy over the C foreground logits.
+  """STPN's multi-label loss: sigmoid cross-entropy averaged over the C classes.
+
+  As STPN (and its reproductions) compute it: the mean, not the sum, over the
+  C foreground logits, so the 1e-4 sparsity term weighs against it as in STPN.
 
   Args:
     fg_logits: [C+1]; the background logit (index 0) is not used.
     labels: [C] multi-hot.
   Returns:
-    Scalar: the sum over classes.
+    Scalar: (1/C) Σ_c BCE(σ(fg_logits[c+1]), labels[c]).
   """
-  return tf.reduce_sum(
+  return tf.reduce_mean(
       tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=fg_logits[1:]))
 
 

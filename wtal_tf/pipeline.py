@@ -5,7 +5,7 @@ python -m wtal_tf.pipeline --flagfile=flags/synthetic.cfg --data_dir=DIR --model
 
 from wtal_tf import cli
 from wtal_tf import evaluation
-from wtal_tf import export
+from wtal_tf import inference
 from wtal_tf import io_utils
 from wtal_tf import training
 
@@ -15,7 +15,7 @@ def main(argv):
   cfg = cli.config_from_flags()
   cli.prepare_model_dir(cfg)
   training.train(cfg)
-  detections, results, dataset = export.localize_to_file(cfg)
+  detections, results, dataset = inference.localize_to_file(cfg)
   result = evaluation.score_results(dataset.test_gt, results, cfg.eval.thresholds,
                                     known_labels=set(dataset.classes), source=detections)
   io_utils.write_json(evaluation.results_path(detections), result.to_dict(cfg.eval.averages),

@@ -11,14 +11,16 @@ from matplotlib.figure import Figure
 
 from wtal_tf import localization
 from wtal_tf import plotting
+from wtal_tf import stpn_proposals
 from wtal_tf.config import LocalizeConfig
 from wtal_tf.groundtruth import GTVideo
-from wtal_tf.inference import StreamOutput
+from wtal_tf.outputs import StreamOutput
 
 MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readability
 WIDTH_IN = 12.0
 PANEL_HEIGHT_IN = 4.2
 STREAM_COLORS = {"rgb": "tab:red", "flow": "tab:green"}
+STREAM_STYLES = {"rgb": "-", "flow": ":"}
 
 
 class Panel(NamedTuple):
@@ -26,7 +28,7 @@ class Panel(NamedTuple):
   title: str
   outputs: Mapping[str, StreamOutput]
   detections: localization.Detections
-  localize: LocalizeConfig  # proposal_source resolved (attention or tcam)
+  localize: LocalizeConfig  # proposal_source resolved (attention, tcam or stpn)
 
 
 def _class_colors(names: Sequence[str]):
@@ -38,8 +40,9 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   """GT, attention, the signal the proposals threshold or the Eq 12 signal, detections.
 
   The dashed line is the largest proposal threshold τ, on the row whose
-  signal the model's proposals come from: the fused attention (the paper) or,
-  for STPN models, the fused λ·sigmoid(T-CAM) of each kept class.
+  signal the model's proposals come from: the fused attention (the paper) or
+  the fused λ·sigmoid(T-CAM) of each kept class ("tcam"); for STPN's own
+  post-processing ("stpn") each stream's λˢ·sigmoid(T-CAMˢ) and its 0.05 cut.
   """
   ax_gt, ax_att, ax_cam, ax_det = axes
   outputs, dets, cfg = panel.outputs, panel.detections, panel.localize
@@ -64,18 +67,27 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
     ax_att.plot(times, attention, lw=1.2, color="k", label="λ fused")
   ax_att.set_ylim(-0.05, 1.05)
   ax_att.set_ylabel("attention", fontsize=8)
-  if cfg.proposal_source == "tcam":
-    signal, label = localization.tcam_signal(outputs, cfg.theta, kept).T, "λ·σ(T-CAM)"
-    ax_proposals = ax_cam
+  curves = []  # (signal [T, K], line style, legend suffix)
+  if cfg.proposal_source == "stpn":  # each stream's λˢ·σ(T-CAMˢ), cut at one value
+    for s in outputs:
+      psi, _ = stpn_proposals.stream_signals(outputs, s, np.asarray(kept), cfg.theta)
+      curves.append((psi, STREAM_STYLES.get(s, "-"), f" {s}" if len(outputs) > 1 else ""))
+    label, ax_proposals, cut = "λˢ·σ(T-CAMˢ)", ax_cam, stpn_proposals.STPN_SIGNAL_THRESHOLD
+    ax_cam.set_ylim(-0.05, 1.05)
+  elif cfg.proposal_source == "tcam":
+    curves.append((localization.tcam_signal(outputs, cfg.theta, kept).T, "-", ""))
+    label, ax_proposals, cut = "λ·σ(T-CAM)", ax_cam, max(cfg.attention_thresholds)
     ax_cam.set_ylim(-0.05, 1.05)
   else:
-    signal, label, ax_proposals = wcas[:, kept], "weighted\nT-CAM", ax_att
-  ax_proposals.axhline(max(cfg.attention_thresholds), ls="--", lw=0.8, color="0.4",
-                       label="largest τ")
+    curves.append((wcas[:, kept], "-", ""))
+    label, ax_proposals, cut = "weighted\nT-CAM", ax_att, max(cfg.attention_thresholds)
+  ax_proposals.axhline(cut, ls="--", lw=0.8, color="0.4",
+                       label="cut" if cfg.proposal_source == "stpn" else "largest τ")
   ax_att.legend(fontsize=6, loc="upper right", ncol=4)
-  for k, c in enumerate(kept):
-    ax_cam.plot(times, signal[:, k], lw=0.9, color=color(classes[c]),
-                label=f"{classes[c]} (p={probs[c]:.2f})")
+  for signal, style, suffix in curves:
+    for k, c in enumerate(kept):
+      ax_cam.plot(times, signal[:, k], lw=0.9, ls=style, color=color(classes[c]),
+                  label=f"{classes[c]}{suffix} (p={probs[c]:.2f})")
   ax_cam.set_ylabel(label, fontsize=8)
   ax_cam.legend(fontsize=6, loc="upper right")
   start, end = localization.to_seconds(dets, seconds_per_segment)

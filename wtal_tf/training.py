@@ -15,6 +15,7 @@ from wtal_tf import checkpointing
 from wtal_tf import data
 from wtal_tf import evaluation
 from wtal_tf import export
+from wtal_tf import input_pipeline
 from wtal_tf import io_utils
 from wtal_tf import plotting
 from wtal_tf import timeline
@@ -52,9 +53,8 @@ def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
 def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
                    keep_outputs=()):
   """Detections for the test videos and their mAP; also the kept videos' outputs."""
-  localize_cfg = cfg.localize.for_model(predictor.model.loss_config.cls_loss)
-  results, kept = export.detect(predictor, dataset.test, dataset.classes, dataset.streams,
-                                localize_cfg, cfg.data.seconds_per_segment, keep_outputs)
+  results, kept = export.detect(predictor, dataset.test, dataset.classes,
+                                cfg.data.seconds_per_segment, keep_outputs)
   result = evaluation.score_results(dataset.test_gt, results, cfg.eval.thresholds,
                                     known_labels=set(dataset.classes))
   return results, result, kept
@@ -92,8 +92,8 @@ def compiled_train_step(model: WTALModel, dataset: data.Dataset, strategy=None):
     logs = strategy.run(model.train_step, args=((features, labels),))
     return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
 
-  signature = data.element_signature(dataset.streams, dataset.feature_dims,
-                                     dataset.num_classes)
+  signature = input_pipeline.element_signature(dataset.streams, dataset.feature_dims,
+                                               dataset.num_classes)
   return tf.function(step_fn, input_signature=signature, jit_compile=False), traces
 
 
@@ -123,15 +123,15 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
   saved = start if manager.latest_checkpoint else None
   total_steps = cfg.train.train_steps
 
-  order = data.training_order(len(dataset.train) - dataset.num_extra, dataset.num_extra,
-                              cfg.data.extra_weight,
-                              cfg.train.seed, start, max(total_steps - start, 0))
-  cache = data.FeatureCache(dataset.streams, cfg.data.cache_features)
-  ds = data.training_dataset(dataset.train, order, dataset.num_classes, dataset.streams,
-                             dataset.feature_dims, cache)
+  order = input_pipeline.training_order(len(dataset.train) - dataset.num_extra,
+                                        dataset.num_extra, cfg.data.extra_weight,
+                                        cfg.train.seed, start, max(total_steps - start, 0))
+  cache = input_pipeline.FeatureCache(dataset.streams, cfg.data.cache_features)
+  ds = input_pipeline.training_dataset(dataset.train, order, dataset.num_classes,
+                                       dataset.streams, dataset.feature_dims, cache)
 
   train_fn, traces = compiled_train_step(model, dataset, strategy)
-  predictor = Predictor(model, dataset.feature_dims)
+  predictor = Predictor(model, dataset.feature_dims, cfg.localize)
   train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
   eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
   keep = [v.name for v in dataset.test[:cfg.train.num_vis_videos]]
@@ -153,8 +153,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
     _log_eval(eval_writer, result, cfg, s)
     history.append((s, result.mean_ap.copy()))
     logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
-    _log_timelines(eval_writer, kept, dataset, cfg,
-                   cfg.localize.for_model(model.loss_config.cls_loss), s)
+    _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
 
   s = start
   for features, labels in ds:

@@ -29,14 +29,14 @@ def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
   models = []
   for model_dir in model_dirs:
     model, spec = checkpointing.restore(model_dir)
-    localize_cfg = cfg.localize.for_model(model.loss_config.cls_loss)
     models.append((os.path.normpath(model_dir),
-                   Predictor(model, spec["feature_dims"]), model.streams, localize_cfg))
+                   Predictor(model, spec["feature_dims"], cfg.localize)))
   paths = []
   for v in chosen:
     panels = []
-    for title, predict, streams, localize_cfg in models:
-      outputs = predict(v.load(streams))
+    for title, predict in models:
+      outputs = predict(v.load(predict.streams))
+      localize_cfg = predict.localize_config
       panels.append(timeline.Panel(f"{title}: {v.name}", outputs,
                                    localization.localize(outputs, localize_cfg), localize_cfg))
     fig = timeline.render(panels, dataset.classes, cfg.data.seconds_per_segment,

@@ -1,0 +1,87 @@
+"""End to end from raw videos: extract (Beam) -> train -> localize, and detect on a new video."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_config
+from video_helpers import smooth_frames, write_video
+from wtal_tf import inference
+from wtal_tf import training
+from wtal_tf.config import ExtractConfig
+from wtal_tf.errors import UserError
+from wtal_tf.features import extraction, pipeline
+
+SHORTER, CROP = 40, 32
+VIDEOS = {  # name: (subset, label, frames)
+    "tr_a1": ("validation", "A", 48), "tr_a2": ("validation", "A", 40),
+    "tr_b1": ("validation", "B", 48), "tr_b2": ("validation", "B", 33),
+    "te_1": ("test", "A", 48), "te_2": ("test", "B", 40)}
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+  """Six videos extracted (rgb, random-init I3D) into one split, with annotations."""
+  root = tmp_path_factory.mktemp("raw")
+  videos = root / "videos"
+  videos.mkdir()
+  database = {}
+  for k, (name, (subset, label, n)) in enumerate(VIDEOS.items()):
+    write_video(videos / f"{name}.mkv", smooth_frames(n, 48, 64, shift=1 + k % 3, seed=k))
+    database[name] = {"subset": subset, "annotations": [
+        {"label": label, "segment": [0.2, 1.0]}]}
+  (root / "annotations.json").write_text(json.dumps({"database": database}))
+  cfg = ExtractConfig(video_dir=str(videos), output_dir=str(root / "out"), split="all",
+                      streams=("rgb",), resize_shorter=SHORTER, crop_size=CROP,
+                      random_init_seed=0, annotations=str(root / "annotations.json"),
+                      pipeline_args=("--direct_running_mode=in_memory",))
+  pipeline.extract(cfg)
+  return root
+
+
+def test_extracted_dataset_trains_and_localizes(extracted, tmp_path):
+  out = extracted / "out"
+  gt = json.loads((out / "gt.json").read_text())["database"]
+  assert {k: (v["subset"], v["annotations"][0]["label"], v["duration"])
+          for k, v in gt.items()} == {k: (s, l, n / 25) for k, (s, l, n) in VIDEOS.items()}
+  cfg = tiny_config(out, extracted / "model",
+                    data={"streams": ("rgb",), "train_split": "all", "test_split": "all"},
+                    train={"train_steps": 10, "checkpoint_every": 10})
+  training.train(cfg)
+  path, results, dataset = inference.localize_to_file(cfg)
+  assert set(results) == {"te_1", "te_2"} and dataset.feature_dims == {"rgb": 1024}
+  assert set(json.loads(open(path).read())["results"]) == {"te_1", "te_2"}
+
+
+def test_detect_cli_on_a_new_video(extracted, tmp_path):
+  model_dir = extracted / "model"
+  if not (model_dir / "model.json").exists():
+    pytest.skip("needs the model of test_extracted_dataset_trains_and_localizes")
+  video = write_video(tmp_path / "new clip.mkv", smooth_frames(70, 48, 64, seed=9))
+  output, picture = tmp_path / "dets.json", tmp_path / "timeline.png"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "wtal_tf.detect", f"--model_dir={model_dir}", f"--video={video}",
+       f"--output={output}", f"--timeline={picture}", "--random_init_seed=0",
+       f"--resize_shorter={SHORTER}", f"--crop_size={CROP}", "--class_threshold=0"],
+      capture_output=True, text=True, cwd=REPO, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == [str(output), str(picture)]
+  doc = json.loads(output.read_text())
+  assert set(doc) == {"version", "results", "external_data"}
+  dets = doc["results"]["new clip"]
+  assert dets, "class_threshold=0 keeps both classes: some detection expected"
+  for d in dets:
+    assert d["label"] in ("A", "B") and 0 <= d["segment"][0] <= d["segment"][1] <= 70 / 25
+  assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
+  assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flow_without_checkpoint_is_one_clear_error():
+  cfg = ExtractConfig(streams=("flow",))
+  with pytest.raises(UserError, match="pass --flow_checkpoint=PATH"):
+    extraction.check_weights(cfg, cfg.streams)  # detect and extract check this first

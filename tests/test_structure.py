@@ -1,0 +1,45 @@
+"""How the package is put together: host code stays free of TensorFlow, and
+--proposal_source=auto is resolved where the localization config meets the model."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_config, write_dataset
+from wtal_tf import config as C
+from wtal_tf import data
+from wtal_tf import training
+from wtal_tf.inference import Predictor
+
+HOST_MODULES = ("wtal_tf.localization", "wtal_tf.evaluation", "wtal_tf.groundtruth",
+                "wtal_tf.export", "wtal_tf.data", "wtal_tf.outputs", "wtal_tf.stpn_proposals")
+
+
+def frameworks_loaded_by(modules) -> list[str]:
+  """The TensorFlow/Keras modules a fresh interpreter holds after importing `modules`."""
+  code = (f"import sys\nfor m in {list(modules)!r}: __import__(m)\n"
+          "print(' '.join(sorted(m for m in sys.modules "
+          "if m.split('.')[0] in ('tensorflow', 'keras'))))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        check=True)
+  return proc.stdout.split()
+
+
+def test_host_modules_import_without_tensorflow():
+  assert frameworks_loaded_by(HOST_MODULES) == []
+
+
+def test_the_import_check_sees_tensorflow_when_it_is_loaded():
+  assert "tensorflow" in frameworks_loaded_by(["wtal_tf.inference"])
+
+
+@pytest.mark.parametrize("cls_loss", C.CLS_LOSSES)
+def test_predictor_resolves_auto_for_its_model(tmp_path, cls_loss):
+  root = write_dataset(tmp_path / "d", {"a": (["A", "B"], 5)}, {"b": (["C"], 4)})
+  cfg = tiny_config(root, tmp_path / "m", loss={"cls_loss": cls_loss})
+  assert cfg.localize.proposal_source == "auto"
+  ds = data.load_dataset(cfg.data)
+  predictor = Predictor(training.build_model(cfg, ds), ds.feature_dims, cfg.localize)
+  assert predictor.localize_config == cfg.localize.for_model(cls_loss)
+  assert predictor.localize_config.proposal_source != "auto"

@@ -1,0 +1,23 @@
+"""Raw videos -> I3D features (an Apache Beam pipeline), as a dataset `localize` reads.
+
+python -m wtal_tf.extract --video_dir=DIR --output_dir=OUT [--split=test] [--streams=rgb,flow] \\
+    [--rgb_checkpoint=P] [--flow_checkpoint=P] [--batch_segments=N] [--annotations=GT.json] \\
+    [Beam options, e.g. --runner=FlinkRunner --flink_master=HOST:PORT]
+
+See docs/raw_video.md.
+"""
+
+from wtal_tf import cli
+from wtal_tf.features import pipeline
+
+
+def main(argv):
+  cfg = cli.config_from_flags(pipeline_args=tuple(argv[1:]))
+  cli.require(cfg.extract.video_dir, "video_dir")
+  cli.require(cfg.extract.output_dir, "output_dir")
+  pipeline.extract(cfg.extract)
+
+
+if __name__ == "__main__":
+  cli.define_flags()
+  cli.run(main, pass_unknown=True)

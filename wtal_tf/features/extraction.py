@@ -1,0 +1,96 @@
+"""I3D features of one video: decode, preprocess, TV-L1, encode, in streamed batches.
+
+A video of N frames at 25 fps gives T = floor(N / 16) segments; the last
+N mod 16 frames are dropped. Segments are encoded `batch_segments` at a time,
+so memory depends on the batch and the frame size, not on the video's length.
+"""
+
+import dataclasses
+import time
+from typing import Sequence
+
+import numpy as np
+
+from wtal_tf.config import ExtractConfig
+from wtal_tf.features import flow
+from wtal_tf.features import i3d
+from wtal_tf.features import preprocess
+from wtal_tf.features import video
+
+
+@dataclasses.dataclass
+class VideoFeatures:
+  features: dict[str, np.ndarray]  # {stream: float32 [T, FEATURE_DIM]}
+  num_frames: int  # frames at TARGET_FPS (before dropping the last N mod 16)
+  seconds: float  # wall time of decoding and extraction
+
+  @property
+  def duration(self) -> float:
+    """Seconds of video (frames at TARGET_FPS / TARGET_FPS)."""
+    return self.num_frames / video.TARGET_FPS
+
+
+def num_segments(num_frames: int) -> int:
+  """Segments of a video of `num_frames` frames: the last incomplete one is dropped."""
+  return num_frames // i3d.SEGMENT_FRAMES
+
+
+def build_encoders(cfg: ExtractConfig, streams: Sequence[str]) -> dict:
+  """{stream: SegmentEncoder} with the configured weights (UserError for a missing one)."""
+  checkpoints = {"rgb": cfg.rgb_checkpoint, "flow": cfg.flow_checkpoint}
+  return {s: i3d.build_encoder(s, checkpoints[s] or None, random_init_seed=cfg.random_init_seed)
+          for s in streams}
+
+
+def check_weights(cfg: ExtractConfig, streams: Sequence[str]) -> None:
+  """Fails early (UserError) when a stream has no weights to load, without loading any."""
+  from wtal_tf.features import weights  # pylint: disable=import-outside-toplevel
+  if cfg.random_init_seed is not None:
+    return
+  for s in streams:
+    if s == "rgb" and not cfg.rgb_checkpoint:
+      weights.kinetics400_rgb_path()
+    elif s == "flow" and not cfg.flow_checkpoint:
+      raise weights.missing_checkpoint_error(s)
+
+
+class Extractor:
+  """Extracts the configured streams of one video at a time; build once, call per video."""
+
+  def __init__(self, cfg: ExtractConfig, streams: Sequence[str] | None = None, encoders=None):
+    self.cfg = cfg
+    self.streams = tuple(streams or cfg.streams)
+    self.encoders = encoders or build_encoders(cfg, self.streams)
+    self._tvl1 = flow.tvl1() if "flow" in self.streams else None
+
+  def _inputs(self, block: video.Block) -> dict[str, np.ndarray]:
+    """One segment's network inputs {stream: float32 [16, crop, crop, C]}."""
+    shorter, crop = self.cfg.resize_shorter, self.cfg.crop_size
+    inputs = {}
+    if "rgb" in self.streams:
+      inputs["rgb"] = preprocess.rgb(block.frames, shorter, crop)
+    if "flow" in self.streams:
+      gray = preprocess.gray(block.frames, shorter, crop)
+      next_gray = (None if block.next_frame is None
+                   else preprocess.gray(block.next_frame[None], shorter, crop)[0])
+      inputs["flow"] = flow.segment_flow(self._tvl1, gray, next_gray)
+    return inputs
+
+  def _encode(self, batch: list[dict], out: dict[str, list]) -> None:
+    for s in self.streams:
+      out[s].append(self.encoders[s](np.stack([b[s] for b in batch])))
+
+  def __call__(self, path: str) -> VideoFeatures:
+    """The features of the video at `path`; UserError naming it if it is unusable."""
+    start = time.perf_counter()
+    blocks = video.Blocks(path, i3d.SEGMENT_FRAMES)
+    out, batch = {s: [] for s in self.streams}, []
+    for block in blocks:
+      batch.append(self._inputs(block))
+      if len(batch) == self.cfg.batch_segments:
+        self._encode(batch, out)
+        batch = []
+    if batch:
+      self._encode(batch, out)
+    features = {s: np.concatenate(out[s]).astype(np.float32) for s in self.streams}
+    return VideoFeatures(features, blocks.num_frames, time.perf_counter() - start)
