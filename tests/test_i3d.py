@@ -12,6 +12,8 @@ import tensorflow as tf
 from tests.conftest import shared_path
 from wtal_tf.errors import UserError
 from wtal_tf.features import i3d
+from wtal_tf.features import preprocess
+from wtal_tf.features import video
 from wtal_tf.features import weights as W
 
 SMALL = 32  # pixels: frame size of the fast shape tests
@@ -358,28 +360,21 @@ CROP = 224                 # pixels
 
 
 def _cricket_segments(path):
-  """Minimal kinetics-i3d RGB preprocessing for this test: PyAV decode, bilinear resize
-  (shorter side 256), center crop 224, [-1, 1], 16-frame segments with the tail dropped.
-  wtal_tf.features' own video/preprocess modules (feat/video) replace it on merge."""
-  import av  # pylint: disable=import-outside-toplevel
-  with av.open(str(path)) as container:
-    frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+  """kinetics-i3d RGB preprocessing through wtal_tf.features' own modules: decode at
+  25 fps, bilinear resize (shorter side 256), centre crop 224, [-1, 1], 16-frame
+  segments with the tail dropped."""
+  frames = np.stack(list(video.frames(str(path))))
   assert frames.shape == (CRICKET_FRAMES, 224, 224, 3)
-  h, w = frames.shape[1:3]
-  scale = RESIZE_SHORTER_SIDE / min(h, w)
-  size = (round(h * scale), round(w * scale))
-  resized = tf.image.resize(frames.astype(np.float32), size, method="bilinear").numpy()
-  top, left = (size[0] - CROP) // 2, (size[1] - CROP) // 2
-  clip = resized[:, top:top + CROP, left:left + CROP] / 255.0 * 2.0 - 1.0
+  clip = preprocess.rgb(frames, RESIZE_SHORTER_SIDE, CROP)
   n = len(clip) // i3d.SEGMENT_FRAMES
   return clip[:n * i3d.SEGMENT_FRAMES].reshape(n, i3d.SEGMENT_FRAMES, CROP, CROP, 3)
 
 
 def test_cricket_video_is_playing_cricket_in_every_segment(kinetics_rgb):
-  video = shared_path("videos", "cricket.mp4")
+  path = shared_path("videos", "cricket.mp4")
   labels = shared_path("videos", "kinetics400_labels.txt").read_text().splitlines()
   assert len(labels) == i3d.NUM_KINETICS_CLASSES
-  segments = _cricket_segments(video)
+  segments = _cricket_segments(path)
   assert segments.shape == (4, 16, CROP, CROP, 3)
   assert segments.min() >= -1 and segments.max() <= 1
   logits = kinetics_rgb.logits(kinetics_rgb(segments))
