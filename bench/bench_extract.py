@@ -13,6 +13,7 @@ flock -x /tmp/wtal_heavy.lock .venv/bin/python -m bench.bench_extract [--part=al
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -72,11 +73,11 @@ def bench_pipeline(args) -> dict:
                          random_init_seed=None)
     out = {"videos": args.videos, "frames_per_video": args.frames, "frame_size": "240x320",
            "streams": "rgb (Kinetics-400 weights)"}
-    loop_cfg = ExtractConfig(**{**base.__dict__, "output_dir": os.path.join(root, "loop")})
+    loop_cfg = dataclasses.replace(base, output_dir=os.path.join(root, "loop"))
     out["plain_loop_s"] = plain_loop(loop_cfg, paths)
     for mode in ("multi_processing", "in_memory"):
-      cfg = ExtractConfig(**{**base.__dict__, "output_dir": os.path.join(root, mode),
-                             "pipeline_args": (f"--direct_running_mode={mode}",)})
+      cfg = dataclasses.replace(base, output_dir=os.path.join(root, mode),
+                                pipeline_args=(f"--direct_running_mode={mode}",))
       start = time.perf_counter()
       pipeline.extract(cfg)
       out[f"beam_{mode}_s"] = time.perf_counter() - start

@@ -43,24 +43,29 @@ def extracted(tmp_path_factory):
   return root
 
 
-def test_extracted_dataset_trains_and_localizes(extracted, tmp_path):
+@pytest.fixture(scope="module")
+def trained(extracted):
+  """A tiny rgb model trained on the extracted dataset: (its config, the training result)."""
+  cfg = tiny_config(extracted / "out", extracted / "model",
+                    data={"streams": ("rgb",), "train_split": "all", "test_split": "all"},
+                    train={"train_steps": 10, "checkpoint_every": 10})
+  return cfg, training.train(cfg)
+
+
+def test_extracted_dataset_trains_and_localizes(extracted, trained):
   out = extracted / "out"
   gt = json.loads((out / "gt.json").read_text())["database"]
   assert {k: (v["subset"], v["annotations"][0]["label"], v["duration"])
           for k, v in gt.items()} == {k: (s, l, n / 25) for k, (s, l, n) in VIDEOS.items()}
-  cfg = tiny_config(out, extracted / "model",
-                    data={"streams": ("rgb",), "train_split": "all", "test_split": "all"},
-                    train={"train_steps": 10, "checkpoint_every": 10})
-  training.train(cfg)
+  cfg, result = trained
+  assert result.steps == 10
   path, results, dataset = inference.localize_to_file(cfg)
   assert set(results) == {"te_1", "te_2"} and dataset.feature_dims == {"rgb": 1024}
   assert set(json.loads(open(path).read())["results"]) == {"te_1", "te_2"}
 
 
-def test_detect_cli_on_a_new_video(extracted, tmp_path):
-  model_dir = extracted / "model"
-  if not (model_dir / "model.json").exists():
-    pytest.skip("needs the model of test_extracted_dataset_trains_and_localizes")
+def test_detect_cli_on_a_new_video(trained, tmp_path):
+  model_dir = trained[0].train.model_dir
   video = write_video(tmp_path / "new clip.mkv", smooth_frames(70, 48, 64, seed=9))
   output, picture = tmp_path / "dets.json", tmp_path / "timeline.png"
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -123,7 +123,7 @@ def test_cli_prints_train_and_test_rows(small_synthetic, tmp_path):
   model, spec = checkpointing.restore(str(tmp_path / "m"))
   ds = data.load_dataset(C.DataConfig(data_dir=str(small_synthetic)))
   gt, _, _ = data.ground_truth(C.DataConfig(data_dir=str(small_synthetic)))
-  predict = Predictor(model, spec["feature_dims"])
+  predict = Predictor(model, spec["feature_dims"], C.LocalizeConfig())
 
   def mask(v):
     centres = (np.arange(v.num_segments) + 0.5) * 0.64

@@ -39,7 +39,7 @@ def test_training_learns_to_attend_to_planted_actions(small_synthetic, tmp_path)
   ds = data.load_dataset(cfg.data)
   # Segments of all videos (training never saw any): frame-level ground truth.
   gt = groundtruth.load_activitynet(os.path.join(small_synthetic, "gt.json"))
-  predict = Predictor(model, spec["feature_dims"])
+  predict = Predictor(model, spec["feature_dims"], cfg.localize)
   sps = SMALL_SYNTHETIC.seconds_per_segment
   scores, labels = [], []
   for v in ds.train + ds.test:

@@ -1,10 +1,12 @@
 """Raw video -> features: decoding and 25 fps resampling, preprocessing, TV-L1, the Beam
 pipeline and the extract CLI, on tiny generated lossless videos and random-init I3D."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -213,11 +215,18 @@ def test_pipeline_equals_direct_call_skips_on_rerun_and_loads_as_dataset(tmp_pat
   assert gt == {name: {"subset": "test", "duration": n / 25, "annotations": []}
                 for name, n in lengths.items()}
   assert not (out / "failures_test.json").exists()
-  # Rerun: every video validates and is skipped, its feature file untouched.
+  # Rerun, with --video_dir spelled differently: every video validates and is
+  # skipped, its feature file untouched.
   mtimes = {p: p.stat().st_mtime_ns for p in (out / "features" / "test" / "rgb").iterdir()}
-  records = pipeline.extract(cfg)
+  records = pipeline.extract(dataclasses.replace(cfg, video_dir=str(videos) + os.sep))
   assert {r["status"] for r in records.values()} == {"skipped"}
   assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+  # Records an earlier run left behind do not count for a run whose workers wrote none.
+  with mock.patch.object(pipeline, "run_pipeline"), pytest.raises(UserError, match="3 of 3"):
+    pipeline.extract(cfg)
+  failures = json.loads((out / "failures_test.json").read_text())
+  assert all("no status record from this run" in f["reason"] for f in failures)
+  (out / "failures_test.json").unlink()
   # A damaged output does not validate (that video would be extracted again).
   assert pipeline.completed(cfg, "b") is not None
   np.save(out / "features" / "test" / "rgb" / "b.npy", np.zeros((2, 3), np.float32))

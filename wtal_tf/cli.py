@@ -104,7 +104,8 @@ def define_flags() -> None:
   _define(flags.DEFINE_float, "theta", loc.theta, "RGB weight θ in fusion and Eq 12.",
           lower_bound=0.0, upper_bound=1.0)
   _define(flags.DEFINE_float, "class_threshold", loc.class_threshold,
-          "Keep classes with video probability ≥ this.", lower_bound=0.0, upper_bound=1.0)
+          "Keep classes with video probability ≥ this (stpn proposals: > this, per "
+          "stream, no fallback to the top class).", lower_bound=0.0, upper_bound=1.0)
   _define(flags.DEFINE_list, "attention_thresholds",
           [f"{t:g}" for t in loc.attention_thresholds], "Proposal thresholds τ.")
   _define(flags.DEFINE_float, "nms_threshold", loc.nms_threshold, "Class-wise NMS tIoU.",

@@ -24,7 +24,7 @@ class Predictor:
   """
 
   def __init__(self, model: WTALModel, feature_dims: dict[str, int],
-               localize: LocalizeConfig = LocalizeConfig()):
+               localize: LocalizeConfig):
     self.model = model
     self.streams = model.streams
     self.localize_config = localize.for_model(model.loss_config.cls_loss)

@@ -150,8 +150,13 @@ def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig) -> Detect
     classes = np.repeat(kept, len(starts))
     starts, ends = np.tile(starts, len(kept)), np.tile(ends, len(kept))
   scores = interval_scores(wcas, starts, ends, classes)
-  keep = [idx[nms(starts[idx], ends[idx], scores[idx], cfg.nms_threshold)]
-          for idx in (np.flatnonzero(classes == c) for c in kept) if len(idx)]
+  return classwise_nms(classes, starts, ends, scores, cfg.nms_threshold)
+
+
+def classwise_nms(classes, starts, ends, scores, threshold: float) -> Detections:
+  """The proposals [N] that survive NMS within their class, class by class in order."""
+  keep = [idx[nms(starts[idx], ends[idx], scores[idx], threshold)]
+          for idx in (np.flatnonzero(classes == c) for c in np.unique(classes))]
   keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
   return Detections(classes[keep], starts[keep], ends[keep], scores[keep])
 

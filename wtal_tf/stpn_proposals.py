@@ -99,8 +99,4 @@ def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig
   """STPN's detections of one video; starts/ends fractional, ends as end + 1 = stop."""
   parts = [stream_proposals(outputs, s, cfg) for s in outputs]
   classes, starts, stops, scores = (np.concatenate(p) for p in zip(*parts))
-  ends = stops - 1.0
-  keep = [idx[localization.nms(starts[idx], ends[idx], scores[idx], cfg.nms_threshold)]
-          for idx in (np.flatnonzero(classes == c) for c in np.unique(classes))]
-  keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
-  return localization.Detections(classes[keep], starts[keep], ends[keep], scores[keep])
+  return localization.classwise_nms(classes, starts, stops - 1.0, scores, cfg.nms_threshold)

@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from typing import Iterable, Sequence
+import uuid
 
 import apache_beam as beam
 import numpy as np
@@ -102,11 +103,15 @@ def completed(cfg: ExtractConfig, name: str) -> dict | None:
 
 
 class ExtractVideoFn(beam.DoFn):
-  """Video path -> its feature files and status record; yields the record."""
+  """Video path -> its feature files and status record; yields the record.
 
-  def __init__(self, cfg: ExtractConfig):
+  Every record written carries `run_id`, so the submitting process tells this
+  run's records from those an earlier run left behind.
+  """
+
+  def __init__(self, cfg: ExtractConfig, run_id: str = ""):
     super().__init__()
-    self.cfg = cfg
+    self.cfg, self.run_id = cfg, run_id
     self.extractor = self.setup_error = None
 
   def setup(self):
@@ -119,7 +124,7 @@ class ExtractVideoFn(beam.DoFn):
     cfg, name = self.cfg, video.name(path)
     record = completed(cfg, name)
     if record is not None:
-      record = {**record, "status": SKIPPED}
+      record = {**record, "video": path, "status": SKIPPED, "run": self.run_id}
       io_utils.write_json(status_path(cfg.output_dir, cfg.split, name), record)
       yield record
       return
@@ -128,14 +133,14 @@ class ExtractVideoFn(beam.DoFn):
         raise UserError(f"{path}: not extracted: {self.setup_error}")
       result = self.extractor(path)
     except UserError as e:
-      record = {"video": path, "status": FAILED, "reason": str(e)}
+      record = {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
     else:
       for s, x in result.features.items():
         with io_utils.atomic_path(feature_path(cfg.output_dir, cfg.split, s, name)) as tmp:
           np.save(tmp, x)
       record = {"video": path, "status": OK, "frames": result.num_frames,
                 "segments": len(next(iter(result.features.values()))),
-                "duration": result.duration, "seconds": result.seconds}
+                "duration": result.duration, "seconds": result.seconds, "run": self.run_id}
     io_utils.write_json(status_path(cfg.output_dir, cfg.split, name), record)
     yield record
 
@@ -195,12 +200,13 @@ class _Progress(threading.Thread):
       self.report()
 
 
-def run_pipeline(cfg: ExtractConfig, paths: Sequence[str], options: PipelineOptions) -> None:
+def run_pipeline(cfg: ExtractConfig, paths: Sequence[str], options: PipelineOptions,
+                 run_id: str = "") -> None:
   """Runs the Beam pipeline over `paths` (outputs and status records written by the workers)."""
   with beam.Pipeline(options=options) as p:
     _ = (p | "videos" >> beam.Create(list(paths))
          | "spread" >> beam.Reshuffle()
-         | "extract" >> beam.ParDo(ExtractVideoFn(cfg)))
+         | "extract" >> beam.ParDo(ExtractVideoFn(cfg, run_id)))
 
 
 def _gt_entries(cfg: ExtractConfig, records: dict[str, dict]) -> dict:
@@ -254,16 +260,18 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
   progress = _Progress(cfg, names)
   progress.start()
+  run_id = uuid.uuid4().hex
   try:
-    run_pipeline(cfg, paths, options)
+    run_pipeline(cfg, paths, options, run_id)
   finally:
     progress.stopped.set()
   progress.report()
   records = {}
   for name, path in zip(names, paths):
     record = _read_json(status_path(cfg.output_dir, cfg.split, name))
-    if not isinstance(record, dict) or record.get("video") != path:
-      record = {"video": path, "status": FAILED, "reason": f"{path}: no status record (worker lost?)"}
+    if not isinstance(record, dict) or record.get("run") != run_id:
+      record = {"video": path, "status": FAILED,
+                "reason": f"{path}: no status record from this run (worker lost?)"}
     records[name] = record
   failures = write_dataset_files(cfg, records)
   for f in failures:

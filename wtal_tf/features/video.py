@@ -54,7 +54,7 @@ def frames(path: str, fps: float = TARGET_FPS) -> Iterator[np.ndarray]:
   """The frames of `path` at `fps` (nearest-previous resampling), uint8 [H, W, 3] RGB.
 
   Raises UserError naming the file if it cannot be opened, has no video stream,
-  fails to decode or has no frames.
+  fails to decode, has no frames or changes its frame size.
   """
   period = fractions.Fraction(fps).limit_denominator(1_000_000) ** -1
   container = _open(path)
@@ -65,6 +65,7 @@ def frames(path: str, fps: float = TARGET_FPS) -> Iterator[np.ndarray]:
     rate = stream.average_rate or stream.guessed_rate
     default_duration = (1 / fractions.Fraction(rate)) if rate else period
     origin = previous = previous_time = previous_duration = None
+    size, decoded = None, 0  # the first frame's shape; frames decoded so far
     k = 0  # index of the next output frame
     try:
       for frame in container.decode(stream):
@@ -79,6 +80,12 @@ def frames(path: str, fps: float = TARGET_FPS) -> Iterator[np.ndarray]:
             yield previous
             k += 1
         previous = frame.to_ndarray(format="rgb24")
+        if size is None:
+          size = previous.shape
+        elif previous.shape != size:
+          raise UserError(f"{path}: the frame size changes from {size[1]}x{size[0]} to "
+                          f"{previous.shape[1]}x{previous.shape[0]} at decoded frame {decoded}")
+        decoded += 1
         previous_time = time
         previous_duration = (frame.duration * time_base) if frame.duration else default_duration
     except av.FFmpegError as e:

@@ -28,7 +28,7 @@ def main(argv):
   model, spec = checkpointing.restore(cli.require(cfg.train.model_dir, "model_dir"))
   dataset = data.load_dataset(cfg.data)
   gt, _, _ = data.ground_truth(cfg.data)
-  predict = Predictor(model, spec["feature_dims"])
+  predict = Predictor(model, spec["feature_dims"], cfg.localize)
   top = max(cfg.localize.attention_thresholds)
   splits = {"train": [v for v in dataset.train if v.name in gt],  # not --extra_train clips
             "test": dataset.test}
