@@ -173,6 +173,10 @@ class ExtractConfig:
       raise ValueError(f"--crop_size={self.crop_size} exceeds "
                        f"--resize_shorter={self.resize_shorter}")
 
+  def checkpoint(self, stream: str) -> Optional[str]:
+    """The DeepMind checkpoint given for `stream`, or None."""
+    return {"rgb": self.rgb_checkpoint, "flow": self.flow_checkpoint}[stream] or None
+
 
 @dataclasses.dataclass(frozen=True)
 class DetectConfig:

@@ -37,8 +37,7 @@ def num_segments(num_frames: int) -> int:
 
 def build_encoders(cfg: ExtractConfig, streams: Sequence[str]) -> dict:
   """{stream: SegmentEncoder} with the configured weights (UserError for a missing one)."""
-  checkpoints = {"rgb": cfg.rgb_checkpoint, "flow": cfg.flow_checkpoint}
-  return {s: i3d.build_encoder(s, checkpoints[s] or None, random_init_seed=cfg.random_init_seed)
+  return {s: i3d.build_encoder(s, cfg.checkpoint(s), random_init_seed=cfg.random_init_seed)
           for s in streams}
 
 
@@ -48,10 +47,7 @@ def check_weights(cfg: ExtractConfig, streams: Sequence[str]) -> None:
   if cfg.random_init_seed is not None:
     return
   for s in streams:
-    if s == "rgb" and not cfg.rgb_checkpoint:
-      weights.kinetics400_rgb_path()
-    elif s == "flow" and not cfg.flow_checkpoint:
-      raise weights.missing_checkpoint_error(s)
+    weights.weights_file(s, cfg.checkpoint(s))
 
 
 class Extractor:

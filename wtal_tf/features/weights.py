@@ -42,6 +42,16 @@ DEEPMIND_ALIASES = {"Mixed_5b/Branch_2/Conv3d_0a_3x3": "Mixed_5b/Branch_2/Conv3d
 _MAX_NAMES = 5  # names listed in an error message
 
 
+def weights_file(stream: str, checkpoint: str | None) -> str:
+  """Where `stream`'s weights come from: the given DeepMind checkpoint, else the
+  packaged Kinetics-400 RGB pickle (rgb only). UserError when there is none."""
+  if checkpoint:
+    return checkpoint
+  if stream == "rgb":
+    return kinetics400_rgb_path()
+  raise missing_checkpoint_error(stream)
+
+
 def missing_checkpoint_error(stream: str) -> UserError:
   """The error for a stream without packaged weights and no checkpoint given."""
   return UserError(
