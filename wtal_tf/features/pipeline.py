@@ -209,9 +209,8 @@ def run_pipeline(cfg: ExtractConfig, paths: Sequence[str], options: PipelineOpti
          | "extract" >> beam.ParDo(ExtractVideoFn(cfg, run_id)))
 
 
-def _gt_entries(cfg: ExtractConfig, records: dict[str, dict]) -> dict:
-  """gt.json entries of the usable videos: duration, and subset/annotations if given."""
-  given = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
+def _gt_entries(cfg: ExtractConfig, records: dict[str, dict], given: dict) -> dict:
+  """gt.json entries of the usable videos: duration, and subset/annotations from `given`."""
   entries = {}
   for name, record in records.items():
     if record.get("status") == FAILED:
@@ -225,13 +224,17 @@ def _gt_entries(cfg: ExtractConfig, records: dict[str, dict]) -> dict:
   return entries
 
 
-def write_dataset_files(cfg: ExtractConfig, records: dict[str, dict]) -> list[dict]:
-  """Merges the videos into OUT/gt.json, writes or removes the failures list; returns failures."""
+def write_dataset_files(cfg: ExtractConfig, records: dict[str, dict],
+                        annotations: dict) -> list[dict]:
+  """Merges the videos into OUT/gt.json, writes or removes the failures list; returns failures.
+
+  annotations: {video: GTVideo} of --annotations ({} without it).
+  """
   gt_path = os.path.join(cfg.output_dir, GT_FILE)
   database = {}
   if os.path.exists(gt_path):
     database = groundtruth.load_json(gt_path).get("database", {})
-  database.update(_gt_entries(cfg, records))
+  database.update(_gt_entries(cfg, records, annotations))
   io_utils.write_json(gt_path, {"version": "wtal_tf.extract", "database": database}, indent=1)
   failures = [{"video": r["video"], "reason": r["reason"]} for r in records.values()
               if r.get("status") == FAILED]
@@ -250,8 +253,8 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   """
   options = pipeline_options(cfg.pipeline_args)
   paths = list_videos(cfg.video_dir)
-  if cfg.annotations:
-    groundtruth.load_activitynet(cfg.annotations)  # fail before any work
+  # Read before any work, so a bad file fails first.
+  annotations = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
   extraction.check_weights(cfg, cfg.streams)
   io_utils.ensure_writable_dir(cfg.output_dir, "output dir")
   names = [video.name(p) for p in paths]
@@ -273,7 +276,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
       record = {"video": path, "status": FAILED,
                 "reason": f"{path}: no status record from this run (worker lost?)"}
     records[name] = record
-  failures = write_dataset_files(cfg, records)
+  failures = write_dataset_files(cfg, records, annotations)
   for f in failures:
     logging.error("%s", f["reason"])
   counts = {k: sum(r["status"] == k for r in records.values()) for k in (OK, SKIPPED, FAILED)}
