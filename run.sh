@@ -53,7 +53,7 @@ run_dataset() {
   if [ "$name" = synthetic ] && [ ! -f "$data_dir/gt.json" ]; then
     "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
   fi
-  "$PY" -m wtal_tf.pipeline --flagfile="flags/$name.cfg" \
+  "$PY" -m wtal_tf.train_eval --flagfile="flags/$name.cfg" \
     --data_dir="$data_dir" --model_dir="$model_dir" "$@"
 }
 

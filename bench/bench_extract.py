@@ -3,7 +3,7 @@
   tvl1      TV-L1 flow fields per second at 224x224 (grayscale uint8, a smooth texture
             translating 2 px a frame).
   pipeline  the same videos through (a) a plain loop (one Extractor, then .npy writes) and
-            (b) wtal_tf.features.pipeline.extract with Beam's default here
+            (b) wtal_tf.features.beam_pipeline.extract with Beam's default here
             (DirectRunner, multi_processing, one worker per core), and (c) the
             DirectRunner in_memory; wall time each, including building the encoder.
   memory    peak RSS of extracting one long video (default 10 min at 25 fps =
@@ -26,7 +26,9 @@ import time
 import numpy as np
 
 from wtal_tf.config import ExtractConfig
-from wtal_tf.features import extraction, flow, pipeline, preprocess, video
+from wtal_tf.data import contract
+from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import extraction, flow, preprocess, video
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests"))
@@ -59,7 +61,7 @@ def plain_loop(cfg: ExtractConfig, paths) -> float:
   for path in paths:
     result = extractor(path)
     for s, x in result.features.items():
-      target = pipeline.feature_path(cfg.output_dir, cfg.split, s, video.name(path))
+      target = contract.feature_path(cfg.output_dir, cfg.split, s, video.name(path))
       os.makedirs(os.path.dirname(target), exist_ok=True)
       np.save(target, x)
   return time.perf_counter() - start
@@ -83,8 +85,8 @@ def bench_pipeline(args) -> dict:
       out[f"beam_{mode}_s"] = time.perf_counter() - start
       for p in paths:  # same features as the loop
         name = video.name(p)
-        a = np.load(pipeline.feature_path(cfg.output_dir, "test", "rgb", name))
-        b = np.load(pipeline.feature_path(loop_cfg.output_dir, "test", "rgb", name))
+        a = np.load(contract.feature_path(cfg.output_dir, "test", "rgb", name))
+        b = np.load(contract.feature_path(loop_cfg.output_dir, "test", "rgb", name))
         assert np.array_equal(a, b), name
     for mode in ("multi_processing", "in_memory"):
       out[f"beam_{mode}_over_loop"] = out[f"beam_{mode}_s"] / out["plain_loop_s"]

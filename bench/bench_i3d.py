@@ -19,14 +19,15 @@ import numpy as np
 import tensorflow as tf
 
 from bench.bench_train import matmul_flops_per_second
-from wtal_tf.features import i3d
+from wtal_tf.data.contract import SEGMENT_FRAMES
+from wtal_tf.features import encoder as encoder_lib
 
 CROP = 224  # pixels, kinetics-i3d's input size
 
 
-def conv_flops_per_segment(encoder: i3d.SegmentEncoder, size: int = CROP) -> int:
+def conv_flops_per_segment(encoder: encoder_lib.SegmentEncoder, size: int = CROP) -> int:
   """2 x multiply-adds of every Conv3D in the traced graph of one segment."""
-  spec = tf.TensorSpec((1, i3d.SEGMENT_FRAMES, size, size, encoder.channels), tf.float32)
+  spec = tf.TensorSpec((1, SEGMENT_FRAMES, size, size, encoder.channels), tf.float32)
   graph = tf.function(lambda x: encoder.model(x, training=False)).get_concrete_function(spec).graph
   flops = 0
   for op in graph.get_operations():
@@ -44,9 +45,9 @@ def main():
   parser.add_argument("--matmul_n", type=int, default=4096, help="matmul size (n x n)")
   args = parser.parse_args()
 
-  encoder = i3d.build_encoder("rgb")
+  encoder = encoder_lib.build_encoder("rgb")
   clips = np.random.default_rng(0).uniform(
-      -1, 1, (args.batch, i3d.SEGMENT_FRAMES, CROP, CROP, 3)).astype(np.float32)
+      -1, 1, (args.batch, SEGMENT_FRAMES, CROP, CROP, 3)).astype(np.float32)
   start = time.perf_counter()
   encoder(clips)
   first_call = time.perf_counter() - start

@@ -9,14 +9,15 @@ import time
 
 import numpy as np
 
-from bench import pandas_eval
-from bench import reference_eval
 from bench.workload import thumos_lengths
-from wtal_tf import evaluation
-from wtal_tf import groundtruth
-from wtal_tf import localization
+from tests import pandas_eval
+from tests import reference_eval
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.data import groundtruth
+from wtal_tf.evaluation import activitynet
+from wtal_tf.evaluation import metrics as evaluation
+from wtal_tf.localization.localize import localize
+from wtal_tf.localization.outputs import StreamOutput
 
 CLASSES = 20
 REPEATS = 5
@@ -38,7 +39,7 @@ def bench_localization(rng):
   videos = [fake_outputs(t, rng) for t in thumos_lengths(212, "test", seed=1)]
   cfg = LocalizeConfig(proposal_source="attention")
   start = time.perf_counter()
-  total = sum(len(localization.localize(v, cfg)) for v in videos)
+  total = sum(len(localize(v, cfg)) for v in videos)
   seconds = time.perf_counter() - start
   print(f"localization: 212 videos, {total} detections in {seconds:.3f} s "
         f"({seconds / 212 * 1e3:.2f} ms/video)")
@@ -64,7 +65,7 @@ def bench_evaluation(rng, predictions=50_000, videos=200):
   parse_s, score_s = [], []
   for _ in range(REPEATS):
     start = time.perf_counter()
-    preds = evaluation.parse_detections({"results": results}, "dets")
+    preds = activitynet.parse_detections({"results": results}, "dets")
     parse_s.append(time.perf_counter() - start)
     start = time.perf_counter()
     fast = evaluation.evaluate(gt, preds, tious)

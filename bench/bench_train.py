@@ -20,9 +20,9 @@ import tensorflow as tf
 
 from bench.workload import thumos_lengths
 from wtal_tf import config as C
-from wtal_tf import data
-from wtal_tf import input_pipeline
-from wtal_tf import training
+from wtal_tf.data import datasets as data
+from wtal_tf.training import input_pipeline
+from wtal_tf.training import trainer as training
 
 D = 1024
 CLASSES = 20

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from wtal_tf.config import LossConfig
-from wtal_tf.model import WTALModel
+from wtal_tf.modeling.model import WTALModel
 
 D, CLASSES, VIDEOS, T, STEPS = 16, 3, 60, 100, 600
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from wtal_tf import synthetic
+from wtal_tf.data import synthetic
 
 
 def thumos_lengths(count: int, subset: str, seed: int, seconds_per_segment: float = 0.64):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wtal_tf import config as C
-from wtal_tf import synthetic
+from wtal_tf.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("WTAL_SHARED", REPO.parent / "shared"))

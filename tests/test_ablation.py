@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from conftest import tiny_config, write_dataset
-from wtal_tf import ablation
-from wtal_tf import training
+from wtal_tf.experiments import ablation
+from wtal_tf.training import trainer as training
 
 
 def tiny(tmp_path, **train):

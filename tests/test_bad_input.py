@@ -11,10 +11,11 @@ import pytest
 
 from conftest import REPO, tiny_config, write_dataset
 from wtal_tf import config as C
-from wtal_tf import data
-from wtal_tf import evaluation
-from wtal_tf import groundtruth
-from wtal_tf import training
+from wtal_tf.data import datasets as data
+from wtal_tf.evaluation import activitynet
+from wtal_tf.evaluation import metrics as evaluation
+from wtal_tf.data import groundtruth
+from wtal_tf.training import trainer as training
 from wtal_tf.errors import UserError
 
 
@@ -168,7 +169,7 @@ def test_detections_with_unknown_label(good, tmp_path):
 ])
 def test_malformed_detections(results, message):
   with pytest.raises(UserError) as e:
-    evaluation.parse_detections({"results": results}, "det.json")
+    activitynet.parse_detections({"results": results}, "det.json")
   assert message in str(e.value) and "det.json" in str(e.value)
 
 

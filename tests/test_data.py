@@ -9,10 +9,10 @@ import pytest
 
 from conftest import shared_path, write_dataset, write_video
 from wtal_tf import config as C
-from wtal_tf import data
-from wtal_tf import groundtruth
-from wtal_tf import input_pipeline
-from wtal_tf import thumos14
+from wtal_tf.data import datasets as data
+from wtal_tf.data import groundtruth
+from wtal_tf.training import input_pipeline
+from wtal_tf.data import thumos14
 
 ANN = ("thumos14", "sujoyp_wtalc-pytorch", "Thumos14reduced-Annotations")
 

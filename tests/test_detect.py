@@ -10,11 +10,12 @@ import pytest
 
 from conftest import REPO, tiny_config
 from video_helpers import smooth_frames, write_video
-from wtal_tf import inference
-from wtal_tf import training
+from wtal_tf.inference import batch as inference
+from wtal_tf.training import trainer as training
 from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
-from wtal_tf.features import extraction, pipeline
+from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import extraction
 
 SHORTER, CROP = 40, 32
 VIDEOS = {  # name: (subset, label, frames)

@@ -12,10 +12,10 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.special import softmax
 
 from conftest import REPO
-from wtal_tf import diagnostics
-from wtal_tf.data import Video
-from wtal_tf.groundtruth import GTVideo, Instance
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.experiments import attention_stats as diagnostics
+from wtal_tf.data.datasets import Video
+from wtal_tf.data.groundtruth import GTVideo, Instance
+from wtal_tf.localization.outputs import StreamOutput
 
 
 def pair_count_auc(scores, positive):
@@ -117,9 +117,10 @@ def test_cli_prints_train_and_test_rows(small_synthetic, tmp_path):
   assert lines[3].startswith("supervised linear probe")
   # Both AUCs recomputed independently: the model's fused attention on the test
   # videos ranked by pair counting, and a least-squares probe on the stacked features.
-  from wtal_tf import checkpointing, data
+  from wtal_tf.data import datasets as data
+  from wtal_tf.modeling import checkpoints as checkpointing
   from wtal_tf import config as C
-  from wtal_tf.inference import Predictor
+  from wtal_tf.inference.predictor import Predictor
   model, spec = checkpointing.restore(str(tmp_path / "m"))
   ds = data.load_dataset(C.DataConfig(data_dir=str(small_synthetic)))
   gt, _, _ = data.ground_truth(C.DataConfig(data_dir=str(small_synthetic)))

@@ -9,13 +9,13 @@ import numpy as np
 from scipy.stats import rankdata
 
 from conftest import REPO, SMALL_SYNTHETIC
-from wtal_tf import checkpointing
+from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import config as C
-from wtal_tf import data
-from wtal_tf import groundtruth
-from wtal_tf import localization
-from wtal_tf import training
-from wtal_tf.inference import Predictor
+from wtal_tf.data import datasets as data
+from wtal_tf.data import groundtruth
+from wtal_tf.localization import detections as localization
+from wtal_tf.training import trainer as training
+from wtal_tf.inference.predictor import Predictor
 
 
 def frame_auc(scores, labels):

@@ -6,11 +6,12 @@ from absl.testing import parameterized
 import numpy as np
 import pytest
 
-from bench import pandas_eval
-from bench import reference_eval
+import pandas_eval
+import reference_eval
 from conftest import shared_path
-from wtal_tf import evaluation
-from wtal_tf import groundtruth
+from wtal_tf.evaluation import activitynet
+from wtal_tf.evaluation import metrics as evaluation
+from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
 
 THUMOS_TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -22,7 +23,7 @@ def gt_of(database, subset="test"):
 
 
 def run(database, results, tious=(0.5,)):
-  preds = evaluation.parse_detections({"results": results}, "dets")
+  preds = activitynet.parse_detections({"results": results}, "dets")
   return evaluation.evaluate(gt_of(database), preds, tious)
 
 
@@ -34,7 +35,7 @@ def test_stpn_reference_reproduces_published_numbers():
   gt = groundtruth.select_subset(
       groundtruth.load_activitynet(str(shared_path("stpn_reference", "gt.json"))), "test", "gt")
   doc = json.loads(shared_path("stpn_reference", "results.json").read_text())
-  result = evaluation.evaluate(gt, evaluation.parse_detections(doc, "results"), THUMOS_TIOUS)
+  result = evaluation.evaluate(gt, activitynet.parse_detections(doc, "results"), THUMOS_TIOUS)
   np.testing.assert_allclose(np.round(result.mean_ap * 100, 2), STPN_PUBLISHED, atol=1e-9)
   avg = result.averages([("a", 0.1, 0.7), ("b", 0.1, 0.9)])
   assert round(avg["a"] * 100, 2) == 27.12 and round(avg["b"] * 100, 2) == 21.25
@@ -46,7 +47,7 @@ def test_stpn_reference_matches_loop_oracle():
   expected, expected_ap, _ = reference_eval.mean_ap(gt_doc["database"], "test", doc["results"],
                                                     THUMOS_TIOUS)
   got = evaluation.evaluate(gt_of(gt_doc["database"]),
-                            evaluation.parse_detections(doc, "r"), THUMOS_TIOUS)
+                            activitynet.parse_detections(doc, "r"), THUMOS_TIOUS)
   np.testing.assert_array_equal(got.ap, expected_ap)
   np.testing.assert_array_equal(got.mean_ap, expected)
 
@@ -119,7 +120,7 @@ class HandCases(parameterized.TestCase):
   def test_classes_without_gt_do_not_count(self):
     database = {"v": {"subset": "test", "annotations": [{"label": "A", "segment": [0, 10]}]},
                 "w": {"subset": "train", "annotations": [{"label": "B", "segment": [0, 1]}]}}
-    preds = evaluation.parse_detections({"results": {"v": [det("A", 1, 0, 10),
+    preds = activitynet.parse_detections({"results": {"v": [det("A", 1, 0, 10),
                                                           det("B", 1, 0, 10)]}}, "d")
     r = evaluation.evaluate(gt_of(database), preds, [0.5], known_labels={"A", "B"})
     self.assertEqual(r.classes, ("A",))

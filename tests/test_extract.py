@@ -13,10 +13,12 @@ import pytest
 
 from conftest import REPO
 from video_helpers import INDEX_STEP, index_frames, smooth_frames, write_video
-from wtal_tf import data
+from wtal_tf.data import datasets as data
 from wtal_tf.config import DataConfig, ExtractConfig
 from wtal_tf.errors import UserError
-from wtal_tf.features import extraction, flow, i3d, pipeline, preprocess, video
+from wtal_tf.data import contract
+from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import extraction, flow, preprocess, video
 
 SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
 IN_MEMORY = ("--direct_running_mode=in_memory",)  # a Beam option, passed through unchanged
@@ -153,7 +155,7 @@ def test_extractor_equals_a_hand_assembled_forward_pass(tmp_path, rgb_extractor)
   assert result.num_frames == 50 and result.duration == pytest.approx(2.0)
   clips = preprocess.rgb(frames[:48], SHORTER, CROP).reshape(3, 16, CROP, CROP, 3)
   expected = rgb_extractor.encoders["rgb"](clips)
-  assert result.features["rgb"].shape == (3, i3d.FEATURE_DIM)
+  assert result.features["rgb"].shape == (3, contract.FEATURE_DIM)
   assert result.features["rgb"].dtype == np.float32
   np.testing.assert_allclose(result.features["rgb"], expected, rtol=1e-4, atol=1e-5)
 
@@ -208,7 +210,7 @@ def test_pipeline_equals_direct_call_skips_on_rerun_and_loads_as_dataset(tmp_pat
   assert {r["status"] for r in records.values()} == {"ok"}
   for name, n in lengths.items():
     got = np.load(out / "features" / "test" / "rgb" / f"{name}.npy")
-    assert got.dtype == np.float32 and got.shape == (n // 16, i3d.FEATURE_DIM)
+    assert got.dtype == np.float32 and got.shape == (n // 16, contract.FEATURE_DIM)
     direct = rgb_extractor(str(videos / f"{name}.mkv")).features["rgb"]
     np.testing.assert_array_equal(got, direct)
   gt = json.loads((out / "gt.json").read_text())["database"]
@@ -269,7 +271,7 @@ def test_extract_cli_bad_videos_fail_alone_with_one_line(tmp_path):
   failures = json.loads((out / "failures_test.json").read_text())
   assert sorted(os.path.basename(f["video"]) for f in failures) == [
       "empty.avi", "garbage.mp4", "short.mkv"]
-  assert np.load(out / "features" / "test" / "rgb" / "good.npy").shape == (1, i3d.FEATURE_DIM)
+  assert np.load(out / "features" / "test" / "rgb" / "good.npy").shape == (1, contract.FEATURE_DIM)
   assert set(json.loads((out / "gt.json").read_text())["database"]) == {"good"}
   assert "4/4 videos done" in proc.stderr
 
@@ -282,7 +284,7 @@ def test_real_video_through_the_whole_extraction_is_playing_cricket():
   labels = shared_path("videos", "kinetics400_labels.txt").read_text().splitlines()
   extractor = extraction.Extractor(ExtractConfig(streams=("rgb",), batch_segments=4))
   result = extractor(str(path))
-  assert result.num_frames == 79 and result.features["rgb"].shape == (4, i3d.FEATURE_DIM)
+  assert result.num_frames == 79 and result.features["rgb"].shape == (4, contract.FEATURE_DIM)
   logits = extractor.encoders["rgb"].logits(result.features["rgb"])
   assert [labels[k] for k in logits.argmax(axis=1)] == ["playing cricket"] * 4
 

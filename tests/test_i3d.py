@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from tests.conftest import shared_path
 from wtal_tf.errors import UserError
+from wtal_tf.features import encoder
+from wtal_tf.data import contract
 from wtal_tf.features import i3d
 from wtal_tf.features import preprocess
 from wtal_tf.features import video
@@ -102,7 +104,7 @@ def test_mixed_module_concatenates_branches_with_maxpool_branch():
 
 @pytest.fixture(scope="module")
 def random_encoders():
-  return {s: i3d.build_encoder(s, random_init_seed=3) for s in ("rgb", "flow")}
+  return {s: encoder.build_encoder(s, random_init_seed=3) for s in ("rgb", "flow")}
 
 
 @pytest.mark.parametrize("stream", ["rgb", "flow"])
@@ -111,25 +113,25 @@ def test_encoder_shapes_and_a_single_trace(random_encoders, stream):
   c = i3d.STREAM_CHANNELS[stream]
   rng = np.random.default_rng(0)
   for n, h, w in ((1, SMALL, SMALL), (3, SMALL + 16, SMALL + 8), (2, SMALL, SMALL)):
-    clips = rng.uniform(-1, 1, (n, i3d.SEGMENT_FRAMES, h, w, c)).astype(np.float32)
+    clips = rng.uniform(-1, 1, (n, contract.SEGMENT_FRAMES, h, w, c)).astype(np.float32)
     features = enc(clips)
-    assert features.shape == (n, i3d.FEATURE_DIM) and features.dtype == np.float32
+    assert features.shape == (n, contract.FEATURE_DIM) and features.dtype == np.float32
     assert np.isfinite(features).all() and features.std() > 0
-  empty = enc(np.zeros((0, i3d.SEGMENT_FRAMES, SMALL, SMALL, c), np.float32))
-  assert empty.shape == (0, i3d.FEATURE_DIM) and empty.dtype == np.float32
+  empty = enc(np.zeros((0, contract.SEGMENT_FRAMES, SMALL, SMALL, c), np.float32))
+  assert empty.shape == (0, contract.FEATURE_DIM) and empty.dtype == np.float32
   assert enc.trace_count == 1  # one trace across batch sizes and frame sizes
   assert enc.logits(features).shape == (2, i3d.NUM_KINETICS_CLASSES)
   # a clip's feature does not depend on the rest of its batch
   np.testing.assert_allclose(enc(clips[:1]), features[:1], rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="clips must be"):
-    enc(np.zeros((1, i3d.SEGMENT_FRAMES, SMALL, SMALL, 3 - c + 2), np.float32))
+    enc(np.zeros((1, contract.SEGMENT_FRAMES, SMALL, SMALL, 3 - c + 2), np.float32))
   with pytest.raises(ValueError, match="clips must be"):
-    enc(np.zeros((1, i3d.SEGMENT_FRAMES - 1, SMALL, SMALL, c), np.float32))
+    enc(np.zeros((1, contract.SEGMENT_FRAMES - 1, SMALL, SMALL, c), np.float32))
 
 
 def test_feature_is_mixed_5c_averaged_over_time_and_space(random_encoders):
   model = random_encoders["rgb"].model
-  assert [u.output_channels for u in model.mixed.values()][-1] == i3d.FEATURE_DIM
+  assert [u.output_channels for u in model.mixed.values()][-1] == contract.FEATURE_DIM
   # 16x224x224 gives Mixed_5c of 2x7x7 (time /8, space /32), as in the original;
   # static shapes of a trace, no computation.
   def endpoints(x):
@@ -144,16 +146,16 @@ def test_feature_is_mixed_5c_averaged_over_time_and_space(random_encoders):
         x = model.pools["MaxPool3d_5a_2x2"](x)
       out[name] = x = module(x)
     return out
-  spec = tf.TensorSpec((1, i3d.SEGMENT_FRAMES, 224, 224, 3), tf.float32)
+  spec = tf.TensorSpec((1, contract.SEGMENT_FRAMES, 224, 224, 3), tf.float32)
   shapes = {k: tuple(v.shape) for k, v in
             tf.function(endpoints).get_concrete_function(spec).structured_outputs.items()}
   assert shapes["Conv3d_1a_7x7"] == (1, 8, 112, 112, 64)
   assert shapes["MaxPool3d_3a_3x3"] == (1, 8, 28, 28, 192)
   assert shapes["Mixed_3c"] == (1, 8, 28, 28, 480)
   assert shapes["Mixed_4f"] == (1, 4, 14, 14, 832)
-  assert shapes["Mixed_5c"] == (1, 2, 7, 7, i3d.FEATURE_DIM)
+  assert shapes["Mixed_5c"] == (1, 2, 7, 7, contract.FEATURE_DIM)
   # and the feature is their mean over time and space
-  x = np.random.default_rng(0).uniform(-1, 1, (2, i3d.SEGMENT_FRAMES, SMALL, SMALL, 3))
+  x = np.random.default_rng(0).uniform(-1, 1, (2, contract.SEGMENT_FRAMES, SMALL, SMALL, 3))
   x = tf.constant(x.astype(np.float32))
   mixed_5c = tf.function(endpoints)(x)["Mixed_5c"].numpy()
   np.testing.assert_allclose(model(x).numpy(), mixed_5c.mean(axis=(1, 2, 3)), rtol=1e-4,
@@ -170,7 +172,7 @@ def test_layers_round_trip_through_get_config():
   clone = i3d.InceptionI3d.from_config(model.get_config())
   assert clone.get_config() == model.get_config()
   assert [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in model.weights]
-  assert tuple(clone.logits_unit.conv.kernel.shape) == (1, 1, 1, i3d.FEATURE_DIM, 7)
+  assert tuple(clone.logits_unit.conv.kernel.shape) == (1, 1, 1, contract.FEATURE_DIM, 7)
 
 
 # ---------------------------------------------------------------- restricted unpickler
@@ -217,7 +219,7 @@ def test_restricted_unpickler_refuses_code_and_loads_numpy_dicts(tmp_path):
 
 @pytest.fixture(scope="module")
 def kinetics_rgb():
-  return i3d.build_encoder("rgb")
+  return encoder.build_encoder("rgb")
 
 
 def test_kinetics400_weights_fill_every_variable_once(kinetics_rgb):
@@ -255,7 +257,7 @@ def test_weights_that_do_not_fit_name_the_variables():
 
 def test_flow_without_checkpoint_says_what_to_pass():
   with pytest.raises(UserError, match=r"pass --flow_checkpoint=PATH"):
-    i3d.build_encoder("flow")
+    encoder.build_encoder("flow")
 
 
 # ---------------------------------------------------------------- DeepMind TF checkpoints
@@ -303,7 +305,7 @@ def test_deepmind_checkpoint_loads_every_variable(flow_checkpoint):
   prefix, variables = flow_checkpoint
   names = dict(tf.train.list_variables(prefix))
   assert names.keys() == variables.keys()  # raw TF1 names, as in DeepMind's files
-  enc = i3d.build_encoder("flow", prefix)
+  enc = encoder.build_encoder("flow", prefix)
   scope = W.DEEPMIND_SCOPES["flow"]
   alias = {v: k for k, v in W.DEEPMIND_ALIASES.items()}
   seen = set()
@@ -320,7 +322,7 @@ def test_deepmind_checkpoint_loads_every_variable(flow_checkpoint):
       seen.add(id(var))
   assert seen == {id(v) for v in enc.model.weights}
   # the directory (with its `checkpoint` state file) works as well as the prefix
-  enc_dir = i3d.build_encoder("flow", os.path.dirname(prefix))
+  enc_dir = encoder.build_encoder("flow", os.path.dirname(prefix))
   clips = np.random.default_rng(0).uniform(-1, 1, (2, 16, SMALL, SMALL, 2)).astype(np.float32)
   np.testing.assert_allclose(enc_dir(clips), enc(clips), rtol=1e-6)
   assert enc.logits(enc(clips)).shape == (2, i3d.NUM_KINETICS_CLASSES)
@@ -330,7 +332,7 @@ def test_deepmind_checkpoint_errors_are_one_line_naming_the_file(tmp_path, flow_
                                                                  random_encoders):
   prefix, _ = flow_checkpoint
   with pytest.raises(UserError, match=r"no variables under RGB/inception_i3d/.*Flow/inception_i3d"):
-    i3d.build_encoder("rgb", prefix)
+    encoder.build_encoder("rgb", prefix)
   gone = "Flow/inception_i3d/Mixed_4d/Branch_2/Conv3d_0b_3x3/batch_norm/moving_variance"
   partial = _write_tf1_checkpoint(
       tmp_path / "partial", _deepmind_variables(random_encoders["flow"].model, "flow", seed=1,
@@ -338,17 +340,17 @@ def test_deepmind_checkpoint_errors_are_one_line_naming_the_file(tmp_path, flow_
   with pytest.raises(UserError, match=rf"^{re.escape(partial)}: weights do not fit I3D \(missing 1 "
                                       r"variable\(s\): Mixed_4d/Branch_2/Conv3d_0b_3x3/"
                                       r"moving_variance\)$"):
-    i3d.build_encoder("flow", partial)
+    encoder.build_encoder("flow", partial)
   absent = str(tmp_path / "nothing" / "model.ckpt")
   with pytest.raises(UserError, match=rf"^{re.escape(absent)}: cannot read the flow TF checkpoint"):
-    i3d.build_encoder("flow", absent)
+    encoder.build_encoder("flow", absent)
   corrupt = tmp_path / "corrupt"
   corrupt.mkdir()
   (corrupt / "model.ckpt.index").write_bytes(b"not a checkpoint index" * 10)
   (corrupt / "model.ckpt.data-00000-of-00001").write_bytes(b"\0" * 64)
   with pytest.raises(UserError, match="corrupt/model.ckpt: cannot read the flow TF checkpoint") \
       as e:
-    i3d.build_encoder("flow", str(corrupt / "model.ckpt"))
+    encoder.build_encoder("flow", str(corrupt / "model.ckpt"))
   assert "\n" not in str(e.value)
 
 
@@ -366,8 +368,8 @@ def _cricket_segments(path):
   frames = np.stack(list(video.frames(str(path))))
   assert frames.shape == (CRICKET_FRAMES, 224, 224, 3)
   clip = preprocess.rgb(frames, RESIZE_SHORTER_SIDE, CROP)
-  n = len(clip) // i3d.SEGMENT_FRAMES
-  return clip[:n * i3d.SEGMENT_FRAMES].reshape(n, i3d.SEGMENT_FRAMES, CROP, CROP, 3)
+  n = len(clip) // contract.SEGMENT_FRAMES
+  return clip[:n * contract.SEGMENT_FRAMES].reshape(n, contract.SEGMENT_FRAMES, CROP, CROP, 3)
 
 
 def test_cricket_video_is_playing_cricket_in_every_segment(kinetics_rgb):

@@ -4,8 +4,10 @@ from absl.testing import parameterized
 import numpy as np
 
 from wtal_tf import config as C
-from wtal_tf import localization
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.localization import detections as localization
+from wtal_tf.localization import threshold_proposals
+from wtal_tf.localization.localize import localize
+from wtal_tf.localization.outputs import StreamOutput
 
 
 def slow_runs(signal, thresholds):
@@ -48,14 +50,14 @@ class LocalizationTest(parameterized.TestCase):
     t = int(rng.integers(1, 60))
     signal = np.round(rng.random(t), 1)
     thresholds = C.LocalizeConfig().attention_thresholds
-    _, starts, ends = localization.unique_proposals(
-        *localization.connected_components(signal[None], thresholds))
+    _, starts, ends = threshold_proposals.unique_proposals(
+        *threshold_proposals.connected_components(signal[None], thresholds))
     self.assertEqual(set(zip(starts.tolist(), ends.tolist())), slow_runs(signal, thresholds))
 
   def test_connected_components_edges(self):
-    rows, s, e = localization.connected_components(np.array([[1.0, 1.0, 0.0, 1.0]]), [0.5])
+    rows, s, e = threshold_proposals.connected_components(np.array([[1.0, 1.0, 0.0, 1.0]]), [0.5])
     self.assertEqual(list(zip(s, e)), [(0, 1), (3, 3)])
-    _, s, e = localization.connected_components(np.array([[0.7]]), [0.5, 0.8])
+    _, s, e = threshold_proposals.connected_components(np.array([[0.7]]), [0.5, 0.8])
     self.assertEqual(list(zip(s, e)), [(0, 0)])
 
   def test_default_thresholds(self):
@@ -82,7 +84,7 @@ class LocalizationTest(parameterized.TestCase):
                         cas=np.array([[0, 2, 0], [0, 1, 1], [0, 3, 2], [0, 4, 4]], float),
                         class_probs=np.array([0.7, 0.1]))
     cfg = C.LocalizeConfig(attention_thresholds=(0.5,), proposal_source="attention")
-    dets = localization.localize({"rgb": rgb, "flow": flow}, cfg)
+    dets = localize({"rgb": rgb, "flow": flow}, cfg)
     # Fused λ̄ = [0.1, 0.8, 0.85, 0.2] -> one proposal [1, 2]; p = [0.8, 0.075]:
     # class 0 kept only. Eq 12 on [1, 2] for class 0 (column 1 of cas):
     t1 = 0.5 * 0.9 * 3 + 0.5 * 0.7 * 1
@@ -101,13 +103,13 @@ class LocalizationTest(parameterized.TestCase):
     starts = rng.integers(0, 30, 50)
     ends = np.minimum(starts + rng.integers(0, 10, 50), 29)
     classes = rng.integers(0, 4, 50)
-    got = localization.interval_scores(wcas, starts, ends, classes)
+    got = threshold_proposals.interval_scores(wcas, starts, ends, classes)
     expected = [wcas[s:e + 1, c].mean() for s, e, c in zip(starts, ends, classes)]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
   def test_single_stream_weight_is_one(self):
     out = StreamOutput(np.array([0.9, 0.9]), np.array([[0, 2.0], [0, 4.0]]), np.array([1.0]))
-    dets = localization.localize({"rgb": out}, C.LocalizeConfig(proposal_source="attention"))
+    dets = localize({"rgb": out}, C.LocalizeConfig(proposal_source="attention"))
     self.assertEqual((dets.starts[0], dets.ends[0]), (0, 1))
     self.assertAlmostEqual(dets.scores[0], 0.9 * 3.0)
 
@@ -117,10 +119,10 @@ class LocalizationTest(parameterized.TestCase):
     cas[:, 1:] = -5.0
     cas[2:4, 2] = 5.0
     out = StreamOutput(np.full(6, 1.0), cas, np.array([0.2, 0.8]))
-    dets = localization.localize({"rgb": out}, C.LocalizeConfig(proposal_source="tcam",
+    dets = localize({"rgb": out}, C.LocalizeConfig(proposal_source="tcam",
                                                                  attention_thresholds=(0.5,)))
     self.assertIn((1, 2, 3), set(zip(dets.classes, dets.starts, dets.ends)))
-    flat = localization.localize({"rgb": out}, C.LocalizeConfig(attention_thresholds=(0.5,),
+    flat = localize({"rgb": out}, C.LocalizeConfig(attention_thresholds=(0.5,),
                                                                 proposal_source="attention"))
     self.assertEqual((flat.starts.tolist(), flat.ends.tolist()), ([0, 0], [5, 5]))
 
@@ -134,7 +136,7 @@ class LocalizationTest(parameterized.TestCase):
   def test_unresolved_auto_is_an_error(self):
     out = StreamOutput(np.array([0.9]), np.array([[0, 2.0]]), np.array([1.0]))
     with self.assertRaisesRegex(ValueError, "for_model"):
-      localization.localize({"rgb": out}, C.LocalizeConfig())
+      localize({"rgb": out}, C.LocalizeConfig())
 
   def test_seconds_and_clipping(self):
     dets = localization.Detections(np.array([0, 0]), np.array([0, 10]), np.array([2, 12]),

@@ -6,7 +6,7 @@ import scipy.ndimage
 import tensorflow as tf
 
 from wtal_tf import config as C
-from wtal_tf import losses
+from wtal_tf.modeling import losses
 
 
 def np_log_softmax(z):

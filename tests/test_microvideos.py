@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config, write_dataset, write_video
-from wtal_tf import ablation
+from wtal_tf.experiments import ablation
 from wtal_tf import config as C
-from wtal_tf import data
-from wtal_tf import input_pipeline
-from wtal_tf import mv
-from wtal_tf import synthetic
+from wtal_tf.data import datasets as data
+from wtal_tf.training import input_pipeline
+from wtal_tf.experiments import microvideos as mv
+from wtal_tf.data import synthetic
 from wtal_tf.errors import UserError
 
 

@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config, write_dataset
-from wtal_tf import checkpointing
+from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import config as C
-from wtal_tf import data
-from wtal_tf import input_pipeline
-from wtal_tf import training
-from wtal_tf.model import StreamBranch, WTALModel
+from wtal_tf.data import datasets as data
+from wtal_tf.training import input_pipeline
+from wtal_tf.training import trainer as training
+from wtal_tf.modeling.model import StreamBranch, WTALModel
 
 
 def branch_weights(model_dir):

@@ -5,7 +5,7 @@ import ast
 import numpy as np
 import pytest
 
-from wtal_tf import npy
+from wtal_tf.data import npy
 
 
 @pytest.mark.parametrize("array", [

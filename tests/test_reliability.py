@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tiny_config, write_dataset
-from wtal_tf import checkpointing
+from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import io_utils
-from wtal_tf import training
+from wtal_tf.training import trainer as training
 
 
 def pipeline_cmd(data_dir, model_dir, steps):

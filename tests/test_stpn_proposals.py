@@ -5,9 +5,10 @@ import pytest
 from scipy import special
 
 from wtal_tf import config as C
-from wtal_tf import localization
-from wtal_tf import stpn_proposals
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.localization import detections as localization
+from wtal_tf.localization.localize import localize
+from wtal_tf.localization import stpn_proposals
+from wtal_tf.localization.outputs import StreamOutput
 
 SIG2 = special.expit(2.0)
 
@@ -38,7 +39,7 @@ def test_fractional_boundaries_and_score():
   # .0625, .0475, .04, .04: kept (≥ 0.05) are samples 4..8, i.e. [4/4, 9/4) segments.
   psi = np.array([0.0, 0.1, 0.04])
   out = output(psi / SIG2, [2.0, 2.0, 2.0], [0.9])
-  dets = localization.localize({"rgb": out}, cfg(stpn_upsample=4))
+  dets = localize({"rgb": out}, cfg(stpn_upsample=4))
   assert dets.classes.tolist() == [0]
   assert dets.starts[0] == pytest.approx(1.0) and dets.ends[0] + 1 == pytest.approx(2.25)
   # score: the mean over the run of λ·T-CAM = (2/σ(2))·ψ (a lone stream has θ_s = 1)
@@ -50,9 +51,9 @@ def test_fractional_boundaries_and_score():
 
 def test_cut_keeps_exactly_005():
   # T = 1: no interpolation, ψ = λ·σ(0) = λ/2.
-  kept = localization.localize({"rgb": output([0.1], [0.0], [0.9])}, cfg(stpn_upsample=3))
+  kept = localize({"rgb": output([0.1], [0.0], [0.9])}, cfg(stpn_upsample=3))
   assert (kept.starts.tolist(), (kept.ends + 1).tolist()) == ([0.0], [1.0])
-  below = localization.localize({"rgb": output([0.0999], [0.0], [0.9])}, cfg(stpn_upsample=3))
+  below = localize({"rgb": output([0.0999], [0.0], [0.9])}, cfg(stpn_upsample=3))
   assert len(below) == 0
 
 
@@ -60,9 +61,9 @@ def test_classes_are_chosen_per_stream_above_01():
   # rgb keeps class 0 only, flow class 1 only; p = 0.1 exactly is not above 0.1.
   rgb = output(np.ones(4), np.zeros((4, 2)), [0.9, 0.1])
   flow = output(np.ones(4), np.zeros((4, 2)), [0.05, 0.8])
-  dets = localization.localize({"rgb": rgb, "flow": flow}, cfg(stpn_upsample=2))
+  dets = localize({"rgb": rgb, "flow": flow}, cfg(stpn_upsample=2))
   assert sorted(dets.classes.tolist()) == [0, 1]
-  none = localization.localize({"rgb": output(np.ones(4), np.zeros((4, 1)), [0.1])},
+  none = localize({"rgb": output(np.ones(4), np.zeros((4, 1)), [0.1])},
                                cfg(stpn_upsample=2))
   assert len(none) == 0  # no fallback to the most probable class
 
@@ -79,7 +80,7 @@ def test_union_of_streams_and_mixed_scores():
   # ψ = λ/2 ≥ 0.05 on samples 5..7 → [2.5, 4). rgb: the whole video [0, 4).
   # Scores, θ = 0.7: rgb λ·(0.7·1 + 0.3·0) = 0.7; flow mean λ·(0.3·0 + 0.7·1) = 0.7·(2/3).
   # tIoU = 1.5/4 = 0.375 ≤ 0.5: both kept.
-  dets = localization.localize(two_streams([0, 0, 0, 1.0]), cfg(stpn_upsample=2, theta=0.7))
+  dets = localize(two_streams([0, 0, 0, 1.0]), cfg(stpn_upsample=2, theta=0.7))
   got = sorted(zip(dets.starts, dets.ends + 1, dets.scores))
   assert len(got) == 2
   np.testing.assert_allclose(got, [(0.0, 4.0, 0.7), (2.5, 4.0, 0.7 * 2 / 3)])
@@ -90,10 +91,10 @@ def test_class_wise_nms_on_the_pooled_proposals():
   # samples 3..7 = [1.5, 4), score 0.7·mean(.25, .75, 1, 1, 1) = 0.56; tIoU with
   # rgb's [0, 4) (score 0.7) is 2.5/4 = 0.625: suppressed at 0.5, kept at 0.7.
   streams = two_streams([0, 0, 1.0, 1.0])
-  dets = localization.localize(streams, cfg(stpn_upsample=2, theta=0.7))
+  dets = localize(streams, cfg(stpn_upsample=2, theta=0.7))
   assert (dets.starts.tolist(), (dets.ends + 1).tolist()) == ([0.0], [4.0])
   assert dets.scores[0] == pytest.approx(0.7)
-  loose = localization.localize(streams, cfg(stpn_upsample=2, theta=0.7, nms_threshold=0.7))
+  loose = localize(streams, cfg(stpn_upsample=2, theta=0.7, nms_threshold=0.7))
   np.testing.assert_allclose(sorted(zip(loose.starts, loose.scores)),
                              [(0.0, 0.7), (1.5, 0.56)])
 

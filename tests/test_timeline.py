@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from wtal_tf import groundtruth
-from wtal_tf import localization
-from wtal_tf import plotting
-from wtal_tf import timeline
+from wtal_tf.data import groundtruth
+from wtal_tf.localization.localize import localize
+from wtal_tf.viz import plotting
+from wtal_tf.viz import timeline
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.localization.outputs import StreamOutput
 
 CLASSES = ("A", "B", "C")
 
@@ -22,7 +22,7 @@ def outputs(t, seed=0, streams=("rgb", "flow"), attention=None):
 
 def image(outs, gt=None, panels=1, source="attention"):
   cfg = LocalizeConfig(proposal_source=source)
-  panel = timeline.Panel("m", outs, localization.localize(outs, cfg), cfg)
+  panel = timeline.Panel("m", outs, localize(outs, cfg), cfg)
   return plotting.to_array(timeline.render([panel] * panels, CLASSES, 0.64, gt=gt))
 
 
@@ -50,7 +50,7 @@ def test_stpn_panel_draws_the_signal_its_proposals_threshold():
   """Same detections, only the proposal source differs: a T-CAM-proposal panel draws
   λ·σ(T-CAM) where an attention panel draws λ·(w·x)."""
   outs = outputs(50)
-  dets = localization.localize(outs, LocalizeConfig(proposal_source="attention"))
+  dets = localize(outs, LocalizeConfig(proposal_source="attention"))
   img = {source: plotting.to_array(timeline.render(
              [timeline.Panel("m", outs, dets, LocalizeConfig(proposal_source=source))],
              CLASSES, 0.64, gt=GT)) for source in ("attention", "tcam", "stpn")}

@@ -1,236 +1,34 @@
 """STPN and the rows of the paper's Table 1, trained and evaluated under one config.
 
-python -m wtal_tf.ablation --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT [--seeds=3]
+python -m wtal_tf.ablation --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT \
+    [--seeds=3] [--ablation_rows=stpn,lfg_lbg_lguide_lcluster]
 
-Every row is its own training run (OUT/<row>/seed<s>, s = --seed + k) with the
-same data, steps and seeds; the table holds mean ± std over seeds of the final
-mAP. Each row sets its losses, classification loss and proposal source, so
-base flags for those do not leak into it.
+Writes OUT/ablation.md, ablation.csv and ablation_curve.png (docs/ablation.md).
 """
 
-import csv
-import dataclasses
-import io
-import os
-import re
+from absl import flags
 
-from absl import logging
-import numpy as np
-
-from wtal_tf import checkpointing
 from wtal_tf import cli
-from wtal_tf import data
-from wtal_tf import io_utils
-from wtal_tf import plotting
-from wtal_tf import training
-from wtal_tf.config import Config
-from wtal_tf.errors import UserError
-from wtal_tf.inference import Predictor
+from wtal_tf.experiments import ablation
 
 
-@dataclasses.dataclass(frozen=True)
-class Row:
-  """One table row: a name and its overrides of the base config's groups."""
-  name: str
-  loss: dict = dataclasses.field(default_factory=dict)
-  localize: dict = dataclasses.field(default_factory=dict)
-  data: dict = dataclasses.field(default_factory=dict)
-
-
-def seed_model_row(name: str, losses: tuple[str, ...]) -> Row:
-  """A row of the seed paper's model: softmax over C+1 and attention proposals."""
-  return Row(name, {"losses": losses, "cls_loss": "softmax"},
-             {"proposal_source": "attention"})
-
-
-def stpn_row(name: str, losses: tuple[str, ...], proposal_source: str = "stpn") -> Row:
-  """An STPN row: sigmoid loss averaged over classes, STPN's post-processing by default."""
-  return Row(name, {"losses": losses, "cls_loss": "sigmoid"},
-             {"proposal_source": proposal_source})
-
-
-# The paper's Table 1, in its order: the first two rows are STPN without and
-# with its sparsity loss (Table 1 says they are obtained from STPN).
-STPN = stpn_row("Lfg+Lsparse (STPN)", ("fg", "sparse"))
-FULL = seed_model_row("Lfg+Lbg+Lguide+Lcluster", ("fg", "bg", "guide", "cluster"))
-PAPER_ROWS = (
-    stpn_row("Lfg", ("fg",)),
-    STPN,
-    seed_model_row("Lfg+Lguide", ("fg", "guide")),
-    seed_model_row("Lfg+Lbg", ("fg", "bg")),
-    seed_model_row("Lfg+Lbg+Lguide", ("fg", "bg", "guide")),
-    seed_model_row("Lfg+Lbg+Lcluster", ("fg", "bg", "cluster")),
-    seed_model_row("Lfg+Lguide+Lcluster", ("fg", "guide", "cluster")),
-    FULL,
-)
-# Not in Table 1: the seed model with Lfg alone, and STPN's training with the
-# seed paper's proposal pool (flags/stpn_multithreshold.cfg).
-EXTRA_ROWS = (
-    seed_model_row("Lfg (softmax, attention proposals)", ("fg",)),
-    stpn_row("STPN, multi-threshold T-CAM proposals", ("fg", "sparse"), "tcam"),
-)
-ROWS = PAPER_ROWS + EXTRA_ROWS
-CURVE_ROWS = (STPN.name, FULL.name)
-STPN_ALIAS = "stpn"
-
-
-@dataclasses.dataclass
-class RowResult:
-  name: str
-  run_dirs: list  # one model dir per seed
-  values: np.ndarray  # [seeds, columns] in %
-  histories: list  # per seed: [(step, mAP per tIoU)]
-  evals: list  # per seed: the final EvalResult
-
-
-def slug(name: str) -> str:
-  return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
-
-
-def columns(cfg: Config) -> list[str]:
-  return [f"{t:g}" for t in cfg.eval.thresholds] + [n for n, _, _ in cfg.eval.averages]
-
-
-def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[RowResult]:
-  """Trains and evaluates every row for `seeds` seeds; writes the table and curve.
-
-  Every row and seed is a separate run in OUT/<row>/seed<s>, seeded
-  s = cfg.train.seed + k, on the same data and steps. A row whose training is
-  the same as an earlier row's (same losses, model and data; e.g. STPN with
-  the multi-threshold proposals) evaluates that row's trained model instead
-  of training a copy; its run_dirs then name that model's folder.
-  """
-  out = cfg.train.model_dir
-  datasets, trained = {}, {}
-  results = []
-  for row in rows:
-    result_row = RowResult(row.name, [], [], [], [])
-    key = tuple(sorted((k, str(v)) for k, v in row.data.items()))
-    if key not in datasets:
-      datasets[key] = data.load_dataset(cfg.replace(data=row.data).data)
-    for k in range(seeds):
-      seed = cfg.train.seed + k
-      run_dir = os.path.join(out, slug(row.name), f"seed{seed}")
-      row_cfg = cfg.replace(loss=row.loss, localize=row.localize, data=row.data,
-                            train={"model_dir": run_dir, "seed": seed})
-      same_training = (row_cfg.loss, row_cfg.model, row_cfg.data,
-                       dataclasses.replace(row_cfg.train, model_dir=""))
-      if same_training in trained:
-        run_dir = trained[same_training]
-        logging.info("%s: %s, seed %d: evaluating %s", prefix, row.name, seed, run_dir)
-        result = evaluate_trained(row_cfg.replace(train={"model_dir": run_dir}),
-                                  datasets[key])
-      else:
-        logging.info("%s: %s, seed %d -> %s", prefix, row.name, seed, run_dir)
-        result = training.train(row_cfg, datasets[key])
-        trained[same_training] = run_dir
-      averages = result.eval.averages(cfg.eval.averages)
-      result_row.values.append(list(result.eval.mean_ap * 100)
-                               + [v * 100 for v in averages.values()])
-      result_row.histories.append(result.history)
-      result_row.evals.append(result.eval)
-      result_row.run_dirs.append(run_dir)
-    result_row.values = np.asarray(result_row.values)
-    results.append(result_row)
-  write_tables(results, columns(cfg), out, prefix)
-  write_curve(results, cfg, out, prefix)
-  return results
-
-
-def evaluate_trained(cfg: Config, dataset: data.Dataset) -> training.TrainResult:
-  """The final evaluation of the model in cfg.train.model_dir under cfg's localization."""
-  model, _ = checkpointing.restore(cfg.train.model_dir)
-  _, result, _ = training.evaluate_model(
-      Predictor(model, dataset.feature_dims, cfg.localize), dataset, cfg)
-  return training.TrainResult(steps=cfg.train.train_steps, traces=0, losses={}, eval=result,
-                              history=[(cfg.train.train_steps, result.mean_ap.copy())],
-                              loss_history=[], first_step_seconds=0.0)
-
-
-def _cell(values: np.ndarray) -> str:
-  if len(values) == 1:
-    return f"{values[0]:.1f}"
-  return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
-
-
-def markdown_table(results: list[RowResult], cols: list[str]) -> str:
-  lines = ["| Losses | " + " | ".join(cols) + " |",
-           "|---|" + "---:|" * len(cols)]
-  extra = {row.name for row in EXTRA_ROWS}
-  for k, r in enumerate(results):
-    if r.name in extra and (k == 0 or results[k - 1].name not in extra):
-      lines.append("| *extra rows (not in Table 1)* |" + " |" * len(cols))
-    lines.append(f"| {r.name} | " + " | ".join(_cell(r.values[:, j]) for j in range(len(cols)))
-                 + " |")
-  seeds = len(results[0].values) if results else 0
-  lines.append("")
-  over = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed"
-  lines.append(f"mAP (%) at each tIoU; {over}.")
-  return "\n".join(lines) + "\n"
-
-
-def write_tables(results: list[RowResult], cols: list[str], out: str, prefix: str) -> None:
-  io_utils.write_text(os.path.join(out, f"{prefix}.md"), markdown_table(results, cols))
-  buffer = io.StringIO()
-  writer = csv.writer(buffer)
-  writer.writerow(["row", "seed", "run_dir"] + cols)
-  for r in results:
-    for k, (values, run_dir) in enumerate(zip(r.values, r.run_dirs)):
-      writer.writerow([r.name, k, run_dir] + [f"{v:.4f}" for v in values])
-  io_utils.write_text(os.path.join(out, f"{prefix}.csv"), buffer.getvalue())
-
-
-def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) -> None:
-  """mAP (mean over tIoUs) against training steps for STPN and the full model."""
-  curves = [r for r in results if r.name in CURVE_ROWS and r.histories[0]]
-  if not curves:
-    return
-  fig = plotting.figure(6.5, 3.6)
-  ax = fig.add_subplot()
-  buffer = io.StringIO()
-  writer = csv.writer(buffer)
-  writer.writerow(["row", "seed", "step", "mean_mAP"])
-  for r in curves:
-    for k, history in enumerate(r.histories):
-      steps = [s for s, _ in history]
-      values = [float(np.mean(m)) * 100 for _, m in history]
-      writer.writerows([r.name, k, s, f"{v:.4f}"] for s, v in zip(steps, values))
-      ax.plot(steps, values, marker="o", alpha=0.85, label=r.name if k == 0 else None,
-              color="tab:red" if r.name == STPN.name else "tab:blue")
-  ax.set_xlabel("training step")
-  ax.set_ylabel(f"mAP (%), mean over tIoU {cfg.eval.tiou}")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  plotting.save_png(fig, os.path.join(out, f"{prefix}_curve.png"))
-  io_utils.write_text(os.path.join(out, f"{prefix}_curve.csv"), buffer.getvalue())
-
-
-def select_rows(names: list[str]) -> tuple[Row, ...]:
-  """The rows named (by name or slug, e.g. stpn,lfg_lbg); all rows if none.
-
-  "stpn" names the "Lfg+Lsparse (STPN)" row (its slug is lfg_lsparse_stpn).
-  """
-  if not names:
-    return ROWS
-  by_key = {key: row for row in ROWS for key in (row.name, slug(row.name))}
-  by_key[STPN_ALIAS] = STPN
-  unknown = [n for n in names if n not in by_key]
-  if unknown:
-    raise UserError(f"--ablation_rows: unknown rows {unknown}; choose from "
-                    f"{[slug(r.name) for r in ROWS]}")
-  return tuple(by_key[n] for n in names)
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(fv=fv)
+  flags.DEFINE_integer("seeds", 1, "Seeds per row.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_list("ablation_rows", [], "Rows to run, by slug (e.g. "
+                    "stpn,lfg_lbg_lguide_lcluster; stpn = lfg_lsparse_stpn); default all.",
+                    flag_values=fv)
 
 
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
   cli.require(cfg.train.model_dir, "model_dir")
-  results = run(cfg, cli.FLAGS.seeds, select_rows(cli.FLAGS.ablation_rows))
-  print(markdown_table(results, columns(cfg)))
+  results = ablation.run(cfg, cli.FLAGS.seeds, ablation.select_rows(cli.FLAGS.ablation_rows))
+  print(ablation.markdown_table(results, ablation.columns(cfg)))
   print(f"written under {cfg.train.model_dir}: ablation.md, ablation.csv, ablation_curve.png")
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main)

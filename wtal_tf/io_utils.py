@@ -26,6 +26,21 @@ def ensure_writable_dir(path: str, what: str = "model dir") -> None:
     raise UserError(f"{path}: {what} is not writable")
 
 
+def check_writable(path: str, what: str = "output file") -> None:
+  """A UserError unless `path` could be written (atomically) now: it is not a
+  folder, and its nearest existing parent folder is a writable folder."""
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    raise UserError(f"{path}: cannot write the {what} (it is a folder)")
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserError(f"{path}: cannot write the {what} ({parent} is not a folder)")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise UserError(f"{path}: cannot write the {what} ({parent} is not writable)")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path next to `path`; renames it onto `path` on success.

@@ -5,69 +5,27 @@ python -m wtal_tf.mv --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=O
 
 Trains with and without the extra videos on the same seeds, prints both
 tables and the per-class AP change of the classes with the fewest training
-instances.
+instances (also written to OUT/mv.md).
 """
 
-import collections
-import os
+from absl import flags
 
-import numpy as np
-
-from wtal_tf import ablation
 from wtal_tf import cli
-from wtal_tf import data
-from wtal_tf import groundtruth
-from wtal_tf import io_utils
-from wtal_tf.config import Config
-from wtal_tf.errors import UserError
-
-RAREST = 5  # classes reported in the per-class comparison
-WITHOUT, WITH = "Ours", "Ours + MV"
+from wtal_tf.experiments import microvideos
 
 
-def rarest_classes(cfg: Config, count: int = RAREST) -> list[str]:
-  """The classes with the fewest instances in the training subset."""
-  gt, source, _ = data.ground_truth(cfg.data)
-  videos = groundtruth.select_subset(gt, cfg.data.train_subset, source)
-  counts = collections.Counter(i.label for v in videos.values() for i in v.instances)
-  return sorted(counts, key=lambda c: (counts[c], c))[:count]
-
-
-def per_class_change(results, classes: list[str], tiou: float) -> list[tuple[str, float, float]]:
-  """(class, AP without, AP with) at `tiou`, in %, averaged over seeds."""
-  rows = []
-  for c in classes:
-    aps = []
-    for r in results:
-      per_seed = []
-      for e in r.evals:
-        j = e.tious.index(tiou)
-        per_seed.append(e.ap[j, e.classes.index(c)] * 100 if c in e.classes else np.nan)
-      aps.append(float(np.mean(per_seed)))
-    rows.append((c, aps[0], aps[1]))
-  return rows
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(fv=fv)
+  flags.DEFINE_integer("seeds", 1, "Seeds per row.", lower_bound=1, flag_values=fv)
 
 
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
   cli.require(cfg.train.model_dir, "model_dir")
-  if not cfg.data.extra_train:
-    raise UserError("--extra_train is required: the dirs of the supplementary videos")
-  rows = (ablation.Row(WITHOUT, data={"extra_train": ()}),
-          ablation.Row(WITH, data={"extra_train": cfg.data.extra_train}))
-  results = ablation.run(cfg, cli.FLAGS.seeds, rows, prefix="mv")
-  table = ablation.markdown_table(results, ablation.columns(cfg))
-  tiou = 0.5 if 0.5 in cfg.eval.thresholds else cfg.eval.thresholds[0]
-  lines = [f"| class (fewest training instances) | AP@{tiou:g} {WITHOUT} | {WITH} | change |",
-           "|---|---:|---:|---:|"]
-  for c, a, b in per_class_change(results, rarest_classes(cfg), tiou):
-    lines.append(f"| {c} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
-  text = table + "\n" + "\n".join(lines) + "\n"
-  io_utils.write_text(os.path.join(cfg.train.model_dir, "mv.md"), text)
-  print(text)
+  print(microvideos.compare(cfg, cli.FLAGS.seeds))
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main)

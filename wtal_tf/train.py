@@ -3,17 +3,23 @@
 python -m wtal_tf.train --flagfile=flags/thumos14.cfg --data_dir=DIR --model_dir=DIR
 """
 
+from absl import flags
+
 from wtal_tf import cli
-from wtal_tf import training
+from wtal_tf.training import trainer
+
+
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(fv=fv)
 
 
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
   cli.prepare_model_dir(cfg)
-  training.train(cfg)
+  trainer.train(cfg)
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main)

@@ -12,38 +12,39 @@ from typing import Sequence
 import numpy as np
 
 from wtal_tf.config import ExtractConfig
+from wtal_tf.data.contract import FPS, SEGMENT_FRAMES
+from wtal_tf.features import encoder
 from wtal_tf.features import flow
-from wtal_tf.features import i3d
 from wtal_tf.features import preprocess
 from wtal_tf.features import video
+from wtal_tf.features import weights
 
 
 @dataclasses.dataclass
 class VideoFeatures:
   features: dict[str, np.ndarray]  # {stream: float32 [T, FEATURE_DIM]}
-  num_frames: int  # frames at TARGET_FPS (before dropping the last N mod 16)
+  num_frames: int  # frames at FPS (before dropping the last N mod SEGMENT_FRAMES)
   seconds: float  # wall time of decoding and extraction
 
   @property
   def duration(self) -> float:
-    """Seconds of video (frames at TARGET_FPS / TARGET_FPS)."""
-    return self.num_frames / video.TARGET_FPS
+    """Seconds of video (frames at FPS / FPS)."""
+    return self.num_frames / FPS
 
 
 def num_segments(num_frames: int) -> int:
   """Segments of a video of `num_frames` frames: the last incomplete one is dropped."""
-  return num_frames // i3d.SEGMENT_FRAMES
+  return num_frames // SEGMENT_FRAMES
 
 
 def build_encoders(cfg: ExtractConfig, streams: Sequence[str]) -> dict:
   """{stream: SegmentEncoder} with the configured weights (UserError for a missing one)."""
-  return {s: i3d.build_encoder(s, cfg.checkpoint(s), random_init_seed=cfg.random_init_seed)
+  return {s: encoder.build_encoder(s, cfg.checkpoint(s), random_init_seed=cfg.random_init_seed)
           for s in streams}
 
 
 def check_weights(cfg: ExtractConfig, streams: Sequence[str]) -> None:
   """Fails early (UserError) when a stream has no weights to load, without loading any."""
-  from wtal_tf.features import weights  # pylint: disable=import-outside-toplevel
   if cfg.random_init_seed is not None:
     return
   for s in streams:
@@ -79,7 +80,7 @@ class Extractor:
   def __call__(self, path: str) -> VideoFeatures:
     """The features of the video at `path`; UserError naming it if it is unusable."""
     start = time.perf_counter()
-    blocks = video.Blocks(path, i3d.SEGMENT_FRAMES)
+    blocks = video.Blocks(path, SEGMENT_FRAMES)
     out, batch = {s: [] for s in self.streams}, []
     for block in blocks:
       batch.append(self._inputs(block))

@@ -19,9 +19,8 @@ from typing import Iterator, NamedTuple, Optional
 import av
 import numpy as np
 
+from wtal_tf.data.contract import FPS as TARGET_FPS  # frames/s of the decoded output
 from wtal_tf.errors import UserError
-
-TARGET_FPS = 25.0  # frames per second of the decoded output (as kinetics-i3d)
 
 
 class Block(NamedTuple):

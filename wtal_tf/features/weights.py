@@ -27,6 +27,7 @@ import pickle
 import re
 
 import numpy as np
+import tensorflow as tf
 
 from wtal_tf.errors import UserError
 from wtal_tf.features.i3d import LOGITS_PATH
@@ -172,7 +173,6 @@ _DEEPMIND_FIELD = {"conv_3d/w": "kernel", "conv_3d/b": "bias", "batch_norm/beta"
 
 def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
   """The `stream` variables of a DeepMind kinetics-i3d TF checkpoint (prefix or directory)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   scope = DEEPMIND_SCOPES[stream]
   try:
     reader = tf.train.load_checkpoint(path)

@@ -13,41 +13,23 @@ classifier fitted with full supervision (the training videos' ground-truth
 segments) to the same features: how separable the segments are in themselves.
 """
 
-import numpy as np
+from absl import flags
 
-from wtal_tf import checkpointing
 from wtal_tf import cli
-from wtal_tf import data
-from wtal_tf import diagnostics
-from wtal_tf.inference import Predictor
+from wtal_tf.experiments import attention_stats
+
+
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(fv=fv)
 
 
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
-  model, spec = checkpointing.restore(cli.require(cfg.train.model_dir, "model_dir"))
-  dataset = data.load_dataset(cfg.data)
-  gt, _, _ = data.ground_truth(cfg.data)
-  predict = Predictor(model, spec["feature_dims"], cfg.localize)
-  top = max(cfg.localize.attention_thresholds)
-  splits = {"train": [v for v in dataset.train if v.name in gt],  # not --extra_train clips
-            "test": dataset.test}
-  rows = {name: diagnostics.attention_stats(
-              predict, videos, gt, model.streams, len(dataset.classes), cfg.localize.theta,
-              model.loss_config.guide_sigma, top, cfg.data.seconds_per_segment)
-          for name, videos in splits.items()}
-  print(diagnostics.format_stats(rows, top))
-
-  def pairs(videos):  # one video at a time
-    for v in videos:
-      features = v.load(model.streams)
-      yield (np.concatenate([features[st] for st in model.streams], axis=1),
-             diagnostics.segment_mask(gt[v.name], v.num_segments, cfg.data.seconds_per_segment))
-
-  auc = diagnostics.linear_probe_auc(pairs(splits["train"]), pairs(splits["test"]))
-  print(f"supervised linear probe on the features ({'+'.join(model.streams)}): test AUC {auc:.4f}")
+  cli.require(cfg.train.model_dir, "model_dir")
+  print(attention_stats.report(cfg))
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main)

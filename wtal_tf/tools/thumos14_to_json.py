@@ -9,10 +9,22 @@ video_test_0000270 and video_test_0001496 (the 210-video test convention of
 BaS-Net/UM/CoLA).
 """
 
+from absl import flags
+
 from wtal_tf import cli
-from wtal_tf import groundtruth
 from wtal_tf import io_utils
-from wtal_tf import thumos14
+from wtal_tf.data import groundtruth
+from wtal_tf.data import thumos14
+
+
+def define_flags(fv=flags.FLAGS):
+  flags.DEFINE_string("val_annotations", None, "Dir of <Class>_val.txt files.", flag_values=fv)
+  flags.DEFINE_string("test_annotations", None, "Dir of <Class>_test.txt files.",
+                      flag_values=fv)
+  flags.DEFINE_string("video_info", None, "Optional JSON {video: {duration}}.", flag_values=fv)
+  flags.DEFINE_boolean("wtal_standard", False, "Drop test videos 270 and 1496 (210-video "
+                       "convention).", flag_values=fv)
+  flags.DEFINE_string("output", None, "The ActivityNet JSON written.", flag_values=fv)
 
 
 def main(argv):
@@ -27,5 +39,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.define_flags()
+  define_flags()
   cli.run(main)

@@ -9,12 +9,12 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from wtal_tf import localization
-from wtal_tf import plotting
-from wtal_tf import stpn_proposals
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.groundtruth import GTVideo
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.data.groundtruth import GTVideo
+from wtal_tf.localization import detections as localization
+from wtal_tf.localization import stpn_proposals
+from wtal_tf.localization.outputs import StreamOutput
+from wtal_tf.viz import plotting
 
 MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readability
 WIDTH_IN = 12.0

@@ -10,9 +10,9 @@ is the lean form of the same loop.
 import numpy as np
 import pandas as pd
 
-from bench.reference_eval import ap_from_counts
-from bench.reference_eval import match
-from bench.reference_eval import segment_iou
+from reference_eval import ap_from_counts
+from reference_eval import match
+from reference_eval import segment_iou
 
 
 def average_precision(ground_truth: pd.DataFrame, prediction: pd.DataFrame, tious):

@@ -10,30 +10,16 @@ The matching is vectorised: predictions of different (class, video) groups
 never interact, so all groups advance together, one prediction each.
 """
 
-import contextlib
 import dataclasses
-import gc
-import itertools
-import math
-import operator
-import os
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from wtal_tf import groundtruth
+from wtal_tf import io_utils
+from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
-
-
-@dataclasses.dataclass(frozen=True)
-class Predictions:
-  """Flat arrays in the order of the detections file."""
-  videos: np.ndarray  # [N] str
-  labels: np.ndarray  # [N] str
-  scores: np.ndarray  # [N] float64
-  starts: np.ndarray  # [N] float64
-  ends: np.ndarray  # [N] float64
+from wtal_tf.evaluation.activitynet import Predictions, parse_detections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,92 +50,6 @@ class EvalResult:
             "per_class_AP": {c: [float(a) for a in self.ap[:, k]]
                              for k, c in enumerate(self.classes)},
             "num_predictions": self.num_predictions}
-
-
-def parse_detections(obj: dict, source: str) -> Predictions:
-  """Validates ActivityNet detections {"results": {video: [...]}} into flat arrays.
-
-  A vectorised fast path handles well-formed input; anything it rejects is
-  parsed again entry by entry to name the first bad one.
-  """
-  results = obj.get("results") if isinstance(obj, dict) else None
-  if not isinstance(results, dict):
-    raise UserError(f"{source}: no 'results' object (not ActivityNet detections)")
-  try:
-    with _gc_paused():
-      return _parse_fast(results)
-  except (KeyError, TypeError, ValueError, AttributeError):
-    return _parse_checked(results, source)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-  """Pauses the cyclic garbage collector while building many small tuples.
-
-  The tuples cannot form cycles, yet their allocation triggers collections
-  that traverse every live object: with TensorFlow imported, parsing 50,000
-  detections took 0.23 s with the collector on and 0.05 s with it paused.
-  """
-  enabled = gc.isenabled()
-  gc.disable()
-  try:
-    yield
-  finally:
-    if enabled:
-      gc.enable()
-
-
-_FIELDS = operator.itemgetter("label", "score", "segment")
-
-
-def _parse_fast(results: dict) -> Predictions:
-  if not all(type(dets) is list for dets in results.values()):
-    raise TypeError("results must be lists")
-  entries = list(map(_FIELDS, itertools.chain.from_iterable(results.values())))
-  videos = np.repeat(np.asarray(list(results), dtype=object),
-                     [len(dets) for dets in results.values()])
-  if not entries:
-    empty = np.zeros(0, np.float64)
-    return Predictions(videos, np.zeros(0, object), empty, empty, empty)
-  labels, scores, segments = zip(*entries)
-  labels = np.asarray(labels, dtype=object)
-  if not all(isinstance(l, str) for l in pd.unique(labels)):
-    raise TypeError("labels must be strings")
-  if not set(map(type, segments)) <= {list, tuple} or set(map(len, segments)) != {2}:
-    raise ValueError("segments must be pairs")
-  starts, ends = (np.asarray(b, np.float64) for b in zip(*segments))
-  scores = np.asarray(scores, np.float64)
-  if not (np.isfinite(scores).all() and np.isfinite(starts).all() and np.isfinite(ends).all()):
-    raise ValueError("non-finite")
-  return Predictions(videos, labels, scores, starts, ends)
-
-
-def _parse_checked(results: dict, source: str) -> Predictions:
-  videos, labels, scores, starts, ends = [], [], [], [], []
-  for video, dets in results.items():
-    if not isinstance(dets, list):
-      raise UserError(f"{source}: results for video {video!r} must be a list")
-    for k, d in enumerate(dets):
-      where = f"{source}: video {video!r} detection {k}"
-      if not isinstance(d, dict) or not {"label", "score", "segment"} <= set(d):
-        raise UserError(f"{where}: needs 'label', 'score' and 'segment'")
-      seg = d["segment"]
-      if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-        raise UserError(f"{where}: segment must be [start, end], got {seg!r}")
-      try:
-        s, e, sc = float(seg[0]), float(seg[1]), float(d["score"])
-      except (TypeError, ValueError):
-        raise UserError(f"{where}: segment and score must be numbers") from None
-      if not all(map(math.isfinite, (s, e, sc))):
-        raise UserError(f"{where}: non-finite segment or score")
-      videos.append(video)
-      labels.append(str(d["label"]))
-      scores.append(sc)
-      starts.append(s)
-      ends.append(e)
-  return Predictions(np.asarray(videos, dtype=object), np.asarray(labels, dtype=object),
-                     np.asarray(scores, np.float64), np.asarray(starts, np.float64),
-                     np.asarray(ends, np.float64))
 
 
 def segment_iou(start, end, starts, ends):
@@ -305,7 +205,9 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
     raise UserError(f"{detections_path}: {e}") from None
 
 
-def results_path(detections_path: str) -> str:
-  """Where the numbers of an evaluation go: next to the detections."""
-  root, _ = os.path.splitext(detections_path)
-  return root + ".eval.json"
+def write_scores(result: EvalResult, spans, path: str) -> None:
+  """The numbers of an evaluation as JSON at `path`; a UserError naming it if it cannot be written."""
+  try:
+    io_utils.write_json(path, result.to_dict(spans), indent=1)
+  except OSError as e:
+    raise UserError(f"{path}: cannot write the scores ({e.strerror or e})") from None

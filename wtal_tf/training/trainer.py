@@ -11,19 +11,20 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from wtal_tf import checkpointing
-from wtal_tf import data
-from wtal_tf import evaluation
-from wtal_tf import export
-from wtal_tf import input_pipeline
 from wtal_tf import io_utils
-from wtal_tf import plotting
-from wtal_tf import timeline
 from wtal_tf.config import Config
 from wtal_tf.config import LocalizeConfig
+from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
-from wtal_tf.inference import Predictor
-from wtal_tf.model import WTALModel
+from wtal_tf.evaluation import metrics
+from wtal_tf.inference import batch
+from wtal_tf.inference.predictor import Predictor
+from wtal_tf.modeling import checkpoints
+from wtal_tf.modeling.model import WTALModel
+from wtal_tf.training import input_pipeline
+from wtal_tf.training import optimizer
+from wtal_tf.viz import plotting
+from wtal_tf.viz import timeline
 
 
 class NonFiniteLoss(UserError):
@@ -35,17 +36,18 @@ class TrainResult:
   steps: int  # global step reached
   traces: int  # times train_step was traced in this run
   losses: dict  # mean of each loss over the last logging window
-  eval: Optional[evaluation.EvalResult]
+  eval: Optional[metrics.EvalResult]
   history: list  # [(step, mAP per tIoU)] of the evaluations in this run
   loss_history: list  # [(step, mean total loss over the logging window)]
   first_step_seconds: float
+  detections: dict  # {video: [ActivityNet results]} of the final evaluation ({} without one)
 
 
 def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
   model = WTALModel(dataset.num_classes, dataset.streams, cfg.model.attention_units,
                     cfg.loss.to_dict(), cfg.train.seed, cfg.model.init_stddev)
   model.build_for(dataset.feature_dims)
-  model.compile(optimizer=checkpointing.optimizer(cfg.train.learning_rate), jit_compile=False)
+  model.compile(optimizer=optimizer.optimizer(cfg.train.learning_rate), jit_compile=False)
   model.optimizer.build(model.trainable_variables)
   return model
 
@@ -53,14 +55,14 @@ def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
 def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
                    keep_outputs=()):
   """Detections for the test videos and their mAP; also the kept videos' outputs."""
-  results, kept = export.detect(predictor, dataset.test, dataset.classes,
-                                cfg.data.seconds_per_segment, keep_outputs)
-  result = evaluation.score_results(dataset.test_gt, results, cfg.eval.thresholds,
+  results, kept = batch.detect(predictor, dataset.test, dataset.classes,
+                               cfg.data.seconds_per_segment, keep_outputs)
+  result = metrics.score_results(dataset.test_gt, results, cfg.eval.thresholds,
                                     known_labels=set(dataset.classes))
   return results, result, kept
 
 
-def _log_eval(writer, result: evaluation.EvalResult, cfg: Config, step: int):
+def _log_eval(writer, result: metrics.EvalResult, cfg: Config, step: int):
   with writer.as_default(step=step):
     for t, m in zip(result.tious, result.mean_ap):
       tf.summary.scalar(f"mAP@{t:g}", m)
@@ -114,8 +116,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
   with strategy.scope():
     model = build_model(cfg, dataset)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-  checkpointing.save_spec(model_dir, model, dataset.classes, dataset.feature_dims)
-  manager = checkpointing.manager(model_dir, model=model, optimizer=model.optimizer, step=step)
+  checkpoints.save_spec(model_dir, model, dataset.classes, dataset.feature_dims)
+  manager = checkpoints.manager(model_dir, model=model, optimizer=model.optimizer, step=step)
   if manager.latest_checkpoint:
     manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
@@ -138,7 +140,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
 
   sums, count = collections.defaultdict(float), 0
   window_start, first_step_seconds = time.perf_counter(), 0.0
-  last_means, history, loss_history, result = {}, [], [], None
+  last_means, history, loss_history, result, detections = {}, [], [], None, {}
 
   def save(s):
     """Checkpoints, unless an update overflowed the weights (then the last good one stays)."""
@@ -148,8 +150,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
     manager.save(checkpoint_number=s)
 
   def run_eval(s):
-    nonlocal result
-    _, result, kept = evaluate_model(predictor, dataset, cfg, keep)
+    nonlocal result, detections
+    detections, result, kept = evaluate_model(predictor, dataset, cfg, keep)
     _log_eval(eval_writer, result, cfg, s)
     history.append((s, result.mean_ap.copy()))
     logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
@@ -197,4 +199,4 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
   train_writer.flush()
   eval_writer.flush()
   return TrainResult(int(step), traces[0], last_means, result, history, loss_history,
-                     first_step_seconds)
+                     first_step_seconds, detections)

@@ -24,8 +24,9 @@ import os
 
 import numpy as np
 
-from wtal_tf import groundtruth
 from wtal_tf import io_utils
+from wtal_tf.data import contract
+from wtal_tf.data import groundtruth
 
 # THUMOS14's 20 classes and their validation-set instance counts (official annotations).
 THUMOS14_CLASSES = {
@@ -66,8 +67,8 @@ class SyntheticConfig:
   num_micro: int = 0  # microvideos for --extra_train (written under micro/)
   feature_dim: int = 128
   seed: int = 0
-  fps: float = 25.0
-  segment_frames: int = 16
+  fps: float = contract.FPS
+  segment_frames: int = contract.SEGMENT_FRAMES
   action_amplitude: float = 2.5
   scene_amplitude: float = 0.5
   context_amplitude: float = 1.0
@@ -90,13 +91,13 @@ class _World:
   def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator):
     c, d = len(THUMOS14_CLASSES), cfg.feature_dim
     self.cfg = cfg
-    self.action = {s: rng.standard_normal((c, d)) for s in ("rgb", "flow")}
-    self.scene = {s: rng.standard_normal((len(VENUES), d)) for s in ("rgb", "flow")}
+    self.action = {s: rng.standard_normal((c, d)) for s in contract.STREAMS}
+    self.scene = {s: rng.standard_normal((len(VENUES), d)) for s in contract.STREAMS}
     names = list(THUMOS14_CLASSES)
     self.venue_of = np.zeros(c, np.int64)
     for k, group in enumerate(VENUES):
       self.venue_of[[names.index(n) for n in group]] = k
-    self.motion = {s: rng.standard_normal(d) for s in ("rgb", "flow")}
+    self.motion = {s: rng.standard_normal(d) for s in contract.STREAMS}
     self.motion_weight = {"rgb": 0.3, "flow": 1.0}
     counts = np.array(list(THUMOS14_CLASSES.values()), np.float64)
     self.instances_per_video = counts / counts.sum() * 15.0 * c  # mean 15 per video
@@ -108,7 +109,7 @@ class _World:
              else int(rng.integers(len(VENUES))))
     out = {}
     fg = np.zeros(t)
-    profile = {s: np.zeros((t, cfg.feature_dim)) for s in ("rgb", "flow")}
+    profile = {s: np.zeros((t, cfg.feature_dim)) for s in contract.STREAMS}
     motion = np.zeros(t)
     for c, s0, e0 in instances:
       length = e0 - s0 + 1
@@ -133,7 +134,7 @@ class _World:
       s0 = int(rng.integers(0, t))
       e0 = min(t, s0 + int(rng.integers(2, 8)))
       motion[s0:e0] = np.maximum(motion[s0:e0], 0.7 * (fg[s0:e0] == 0))
-    for s in ("rgb", "flow"):
+    for s in contract.STREAMS:
       scene = self.scene[s][venue] + cfg.scene_variation * rng.standard_normal(cfg.feature_dim)
       scene_weight = cfg.scene_amplitude * (1.0 - 0.5 * fg)[:, None]
       noise = rng.standard_normal((t, cfg.feature_dim))
@@ -214,11 +215,11 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> str:
         name = f"video_{subset}_{k:07d}"
         gt, feats = _video(world, rng, name, subset, DURATION_LOG[subset])
         for s, x in feats.items():
-          path = os.path.join(tmp, "features", split, s, name + ".npy")
+          path = contract.feature_path(tmp, split, s, name)
           os.makedirs(os.path.dirname(path), exist_ok=True)
           np.save(path, x)
         videos.append(gt)
-    io_utils.write_json(os.path.join(tmp, "gt.json"), groundtruth.to_activitynet(
+    io_utils.write_json(contract.gt_path(tmp), groundtruth.to_activitynet(
         videos, f"wtal_tf synthetic THUMOS14-shaped, seed {cfg.seed}"), indent=1)
     if cfg.num_micro:
       _microvideos(cfg, os.path.join(tmp, MICRO_DIR))
@@ -240,8 +241,8 @@ def _microvideos(cfg: SyntheticConfig, directory: str):
     name = f"micro_{k:07d}"
     gt, feats = _video(world, rng, name, "micro", None, micro=True, classes_weights=weights)
     for s, x in feats.items():
-      path = os.path.join(directory, s, name + ".npy")
+      path = contract.stream_file(directory, s, name)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       np.save(path, x)
-    rows.append(f"{name},{';'.join(gt.labels)}")
-  io_utils.write_text(os.path.join(directory, "labels.csv"), "\n".join(rows) + "\n")
+    rows.append(f"{name},{contract.EXTRA_LABEL_SEP.join(gt.labels)}")
+  io_utils.write_text(os.path.join(directory, contract.EXTRA_LABELS), "\n".join(rows) + "\n")

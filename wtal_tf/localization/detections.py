@@ -1,4 +1,4 @@
-"""Detections from one video's model outputs (paper §3.2, Eq 12; SPEC §4).
+"""What both proposal methods share: detections, stream fusion, runs, NMS, seconds.
 
 Everything here is numpy on the host: a handful of array operations per video.
 """
@@ -9,8 +9,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from scipy import special
 
-from wtal_tf.config import LocalizeConfig
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.localization.outputs import StreamOutput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,37 +55,6 @@ def true_runs(mask: np.ndarray):
   return rows, starts, stops - 1
 
 
-def connected_components(signals: np.ndarray, thresholds: Sequence[float]):
-  """Maximal runs of signal > τ, for every row of signals [R, T] and every τ.
-
-  Returns (rows, starts, ends): arrays over all runs, ends inclusive.
-  """
-  signals = np.atleast_2d(signals)
-  num_rows, t = signals.shape
-  thr = np.asarray(thresholds, signals.dtype)
-  mask = signals[:, None, :] > thr[None, :, None]  # [R, K, T]
-  rows, starts, ends = true_runs(mask.reshape(num_rows * len(thr), t))
-  return rows // len(thr), starts, ends
-
-
-def unique_proposals(rows, starts, ends):
-  """Drops proposals repeated across thresholds (same row, start and end)."""
-  key = np.stack([rows, starts, ends], axis=1)
-  key = np.unique(key, axis=0)
-  return key[:, 0], key[:, 1], key[:, 2]
-
-
-def interval_scores(wcas: np.ndarray, starts, ends, classes) -> np.ndarray:
-  """Eq 12: mean of the fused weighted T-CAM over [start, end] for each class.
-
-  wcas: [T, C] with wcas[t, c] = Σ_streams w_s λ_t^s (w_c·x_t^s).
-  starts, ends, classes: [N]. Returns [N].
-  """
-  prefix = np.concatenate([np.zeros((1, wcas.shape[1]), wcas.dtype),
-                           np.cumsum(wcas, axis=0, dtype=np.float64)])
-  return (prefix[ends + 1, classes] - prefix[starts, classes]) / (ends - starts + 1)
-
-
 def interval_iou(start, end, starts, ends):
   """tIoU of segment intervals [start, end + 1) vs arrays (integer or fractional)."""
   inter = np.clip(np.minimum(end, ends) + 1 - np.maximum(start, starts), 0, None)
@@ -129,28 +97,6 @@ def tcam_signal(outputs: Mapping[str, StreamOutput], theta: float, classes) -> n
   return sum(w * (outputs[s].attention[:, None]
                   * special.expit(outputs[s].cas[:, 1:][:, classes])).T
              for s, w in weights.items())
-
-
-def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig) -> Detections:
-  """All detections of one video (SPEC §4 steps 1-5; STPN's own for "stpn")."""
-  if cfg.proposal_source == "stpn":
-    from wtal_tf import stpn_proposals  # it builds on this module's helpers
-    return stpn_proposals.localize(outputs, cfg)
-  if cfg.proposal_source not in ("attention", "tcam"):
-    raise ValueError(f"proposal_source {cfg.proposal_source!r}: resolve it with for_model()")
-  probs, attention, wcas = fuse(outputs, cfg.theta)
-  kept = select_classes(probs, cfg.class_threshold)
-  if cfg.proposal_source == "tcam":
-    rows, starts, ends = unique_proposals(
-        *connected_components(tcam_signal(outputs, cfg.theta, kept), cfg.attention_thresholds))
-    classes = kept[rows]
-  else:
-    _, starts, ends = unique_proposals(
-        *connected_components(attention[None], cfg.attention_thresholds))
-    classes = np.repeat(kept, len(starts))
-    starts, ends = np.tile(starts, len(kept)), np.tile(ends, len(kept))
-  scores = interval_scores(wcas, starts, ends, classes)
-  return classwise_nms(classes, starts, ends, scores, cfg.nms_threshold)
 
 
 def classwise_nms(classes, starts, ends, scores, threshold: float) -> Detections:

@@ -3,12 +3,11 @@
 import json
 import os
 
-import keras
 import tensorflow as tf
 
 from wtal_tf import io_utils
 from wtal_tf.errors import UserError
-from wtal_tf.model import WTALModel
+from wtal_tf.modeling.model import WTALModel
 
 SPEC_FILE = "model.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -49,7 +48,3 @@ def restore(model_dir: str) -> tuple[WTALModel, dict]:
   except (tf.errors.OpError, AssertionError, ValueError) as e:
     raise UserError(f"{latest}: cannot restore checkpoint ({e})") from None
   return model, spec
-
-
-def optimizer(learning_rate: float) -> keras.optimizers.Optimizer:
-  return keras.optimizers.Adam(learning_rate=learning_rate)

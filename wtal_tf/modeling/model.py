@@ -11,7 +11,7 @@ import zlib
 import keras
 import tensorflow as tf
 
-from wtal_tf import losses
+from wtal_tf.modeling import losses
 from wtal_tf.config import LossConfig
 
 

@@ -16,15 +16,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from wtal_tf import groundtruth
-from wtal_tf import npy
 from wtal_tf.config import DataConfig
+from wtal_tf.data import contract
+from wtal_tf.data import groundtruth
+from wtal_tf.data import npy
+from wtal_tf.data.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
 from wtal_tf.errors import UserError
 
-WTALC_FEATURES = "Thumos14reduced-I3D-JOINTFeatures.npy"
-WTALC_ANNOTATIONS = "Thumos14reduced-Annotations"
-EXTRA_LABELS = "labels.csv"
-EXTRA_LABEL_SEP = ";"
 LAYOUT_HELP = """expected one of these layouts (see README, "Datasets"):
   (a) DATA_DIR/gt.json and DATA_DIR/features/{train,test}/{rgb,flow}/<video>.npy, float32 [T, 1024]
   (b) DATA_DIR/Thumos14reduced-I3D-JOINTFeatures.npy and DATA_DIR/Thumos14reduced-Annotations/
@@ -66,7 +64,7 @@ class PerVideoSource(FeatureSource):
     self.root = root
 
   def path(self, name, stream):
-    return os.path.join(self.root, stream, name + ".npy")
+    return contract.stream_file(self.root, stream, name)
 
   def load_stream(self, name, stream):
     return load_npy(self.path(name, stream), "feature file")
@@ -180,7 +178,7 @@ def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, tuple[str, ...]]:
   ann = os.path.join(data_dir, WTALC_ANNOTATIONS)
 
   def load(name):
-    return load_npy(os.path.join(ann, name + ".npy"), "W-TALC annotation file",
+    return load_npy(os.path.join(ann, name + contract.FEATURE_EXT), "W-TALC annotation file",
                     allow_pickle=True)
 
   def text(x):
@@ -217,7 +215,7 @@ def ground_truth(cfg: DataConfig) -> tuple[dict[str, groundtruth.GTVideo], str, 
       classes = groundtruth.class_names(gt.values(), cfg.class_list)
     return gt, source, classes
   if cfg.layout == "per_video":
-    source = cfg.gt_file or os.path.join(cfg.data_dir, "gt.json")
+    source = cfg.gt_file or contract.gt_path(cfg.data_dir)
     gt = groundtruth.load_activitynet(source)
     return gt, source, groundtruth.class_names(gt.values(), cfg.class_list)
   raise UserError(f"--layout={cfg.layout}: choose per_video or wtalc")
@@ -280,9 +278,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
     train_source = test_source = WtalcSource(feat_path, features,
                                              {name: k for k, name in enumerate(gt)})
   else:
-    feature_root = os.path.join(cfg.data_dir, "features")
-    train_source = PerVideoSource(os.path.join(feature_root, cfg.train_split))
-    test_source = PerVideoSource(os.path.join(feature_root, cfg.test_split))
+    train_source = PerVideoSource(contract.split_dir(cfg.data_dir, cfg.train_split))
+    test_source = PerVideoSource(contract.split_dir(cfg.data_dir, cfg.test_split))
   test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source)
   unknown = sorted({l for v in gt.values() for l in v.labels} - set(classes))
   if unknown:

@@ -3,7 +3,7 @@
 import os
 from typing import Mapping, Optional
 
-from wtal_tf import groundtruth
+from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
 
 VERSION = "THUMOS14 official temporal annotations (Ambiguous removed)"

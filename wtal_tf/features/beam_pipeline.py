@@ -31,19 +31,18 @@ import numpy as np
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
 
-from wtal_tf import groundtruth
 from wtal_tf import io_utils
-from wtal_tf import npy
 from wtal_tf.config import ExtractConfig
+from wtal_tf.data import contract
+from wtal_tf.data import groundtruth
+from wtal_tf.data import npy
 from wtal_tf.errors import UserError
 from wtal_tf.features import extraction
-from wtal_tf.features import i3d
 from wtal_tf.features import video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
                     ".wmv", ".3gp", ".ogv")
 STATUS_DIR = "extract_status"
-GT_FILE = "gt.json"
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 BEAM_LOG_LEVEL = "ERROR"  # Beam's own (runner and worker) logs below this are dropped
@@ -64,10 +63,6 @@ def list_videos(video_dir: str) -> list[str]:
       raise UserError(f"{video_dir}: {os.path.basename(other)} and {os.path.basename(p)} "
                       "would write the same feature file")
   return paths
-
-
-def feature_path(out: str, split: str, stream: str, name: str) -> str:
-  return os.path.join(out, "features", split, stream, name + ".npy")
 
 
 def status_path(out: str, split: str, name: str) -> str:
@@ -91,10 +86,10 @@ def completed(cfg: ExtractConfig, name: str) -> dict | None:
   record = _read_json(status_path(cfg.output_dir, cfg.split, name))
   if not isinstance(record, dict) or record.get("status") not in (OK, SKIPPED):
     return None
-  expected = (extraction.num_segments(int(record.get("frames", 0))), i3d.FEATURE_DIM)
+  expected = (extraction.num_segments(int(record.get("frames", 0))), contract.FEATURE_DIM)
   for s in cfg.streams:
     try:
-      x = npy.read(feature_path(cfg.output_dir, cfg.split, s, name))
+      x = npy.read(contract.feature_path(cfg.output_dir, cfg.split, s, name))
     except (OSError, ValueError):
       return None
     if x.dtype != np.float32 or x.shape != expected:
@@ -136,7 +131,7 @@ class ExtractVideoFn(beam.DoFn):
       record = {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
     else:
       for s, x in result.features.items():
-        with io_utils.atomic_path(feature_path(cfg.output_dir, cfg.split, s, name)) as tmp:
+        with io_utils.atomic_path(contract.feature_path(cfg.output_dir, cfg.split, s, name)) as tmp:
           np.save(tmp, x)
       record = {"video": path, "status": OK, "frames": result.num_frames,
                 "segments": len(next(iter(result.features.values()))),
@@ -230,7 +225,7 @@ def write_dataset_files(cfg: ExtractConfig, records: dict[str, dict],
 
   annotations: {video: GTVideo} of --annotations ({} without it).
   """
-  gt_path = os.path.join(cfg.output_dir, GT_FILE)
+  gt_path = contract.gt_path(cfg.output_dir)
   database = {}
   if os.path.exists(gt_path):
     database = groundtruth.load_json(gt_path).get("database", {})

@@ -38,9 +38,9 @@ from typing import Mapping
 import numpy as np
 from scipy import special
 
-from wtal_tf import localization
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.outputs import StreamOutput
+from wtal_tf.localization import detections as localization
+from wtal_tf.localization.outputs import StreamOutput
 
 STPN_SIGNAL_THRESHOLD = 0.05  # ψ = λ·σ(T-CAM) (unitless) kept where >= this
 

@@ -19,10 +19,13 @@ from scipy import special
 from scipy import stats
 import tensorflow as tf
 
-from wtal_tf import groundtruth
-from wtal_tf import losses
-from wtal_tf.data import Video, multi_hot
-from wtal_tf.localization import fuse, stream_weights
+from wtal_tf.config import Config
+from wtal_tf.data import datasets as data
+from wtal_tf.data import groundtruth
+from wtal_tf.data.datasets import Video, multi_hot
+from wtal_tf.inference.predictor import load_predictor
+from wtal_tf.localization.detections import fuse, stream_weights
+from wtal_tf.modeling import losses
 
 
 def segment_mask(video: groundtruth.GTVideo, num_segments: int,
@@ -133,3 +136,29 @@ def format_stats(rows: Mapping[str, AttentionStats], max_threshold: float) -> st
                  f"{r.guide_bg[0]:10.2f}{r.guide_bg[1]:9.2f}{r.background_prob:8.2f}"
                  f"{r.absent_class_prob:11.2f}")
   return "\n".join(lines)
+
+
+def report(cfg: Config) -> str:
+  """The attention statistics of the model in cfg.train.model_dir on its training and test
+  videos, then the supervised linear probe's test AUC, as printable text."""
+  predict = load_predictor(cfg.train.model_dir, cfg.localize)
+  streams = predict.streams
+  dataset = data.load_dataset(cfg.data)
+  gt, _, _ = data.ground_truth(cfg.data)
+  top = max(cfg.localize.attention_thresholds)
+  splits = {"train": [v for v in dataset.train if v.name in gt],  # not --extra_train clips
+            "test": dataset.test}
+  rows = {name: attention_stats(
+              predict, videos, gt, streams, len(dataset.classes), cfg.localize.theta,
+              predict.model.loss_config.guide_sigma, top, cfg.data.seconds_per_segment)
+          for name, videos in splits.items()}
+
+  def pairs(videos):  # one video at a time
+    for v in videos:
+      features = v.load(streams)
+      yield (np.concatenate([features[st] for st in streams], axis=1),
+             segment_mask(gt[v.name], v.num_segments, cfg.data.seconds_per_segment))
+
+  auc = linear_probe_auc(pairs(splits["train"]), pairs(splits["test"]))
+  return (format_stats(rows, top) + "\n"
+          + f"supervised linear probe on the features ({'+'.join(streams)}): test AUC {auc:.4f}")

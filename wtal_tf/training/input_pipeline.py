@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from wtal_tf.data import Video, multi_hot
+from wtal_tf.data.datasets import Video, multi_hot
 
 
 def training_order(num_main: int, num_extra: int, extra_weight: float, seed: int,

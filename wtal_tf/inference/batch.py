@@ -1,0 +1,89 @@
+"""Detections of a dataset's test videos: the model, localization, ActivityNet JSON.
+
+With an outputs folder, each video's raw outputs are kept as `<video>.npz`
+(OUTPUT_KEYS; numpy arrays, one set per stream), for analysis without the
+package's internals:
+
+  <stream>_attention    float32 [T]       attention λ_t
+  <stream>_tcam         float32 [T, C+1]  T-CAM, the frame logits W x_t (column 0:
+                                          background; [T, C] for a model without one)
+  <stream>_class_probs  float32 [C]       video-level class probabilities
+  classes               str [C]           the class names, in column order
+"""
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from wtal_tf import io_utils
+from wtal_tf.config import Config
+from wtal_tf.data import datasets as data
+from wtal_tf.errors import UserError
+from wtal_tf.evaluation import activitynet
+from wtal_tf.inference.predictor import Predictor, load_predictor
+from wtal_tf.localization.localize import localize
+from wtal_tf.localization.outputs import StreamOutput
+
+OUTPUT_KEYS = {"attention": "attention", "tcam": "cas", "class_probs": "class_probs"}
+
+
+def save_outputs(path: str, outputs: dict[str, StreamOutput], classes: Sequence[str]) -> None:
+  """One video's outputs as an .npz (keys in the module docstring), written atomically."""
+  arrays = {f"{s}_{key}": getattr(o, field) for s, o in outputs.items()
+            for key, field in OUTPUT_KEYS.items()}
+  with io_utils.atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, classes=np.asarray(classes), **arrays)
+
+
+def detect(predictor: Predictor, videos: Sequence[data.Video], classes: Sequence[str],
+           seconds_per_segment: float, keep_outputs: Sequence[str] = (),
+           outputs_dir: Optional[str] = None):
+  """Runs the model and its localization config over `videos`.
+
+  Returns ({video: [results]} with every video a key, {video: (outputs,
+  detections)} for the videos named in keep_outputs). With `outputs_dir`,
+  writes every video's outputs there (save_outputs).
+  """
+  results, kept = {}, {}
+  for v in videos:
+    outputs = predictor(v.load(predictor.streams))
+    dets = localize(outputs, predictor.localize_config)
+    results[v.name] = activitynet.video_results(dets, classes, seconds_per_segment, v.duration)
+    if v.name in keep_outputs:
+      kept[v.name] = (outputs, dets)
+    if outputs_dir:
+      save_outputs(os.path.join(outputs_dir, v.name + ".npz"), outputs, classes)
+  return results, kept
+
+
+def write_detections(cfg: Config, results: dict, output: str = "") -> str:
+  """Writes `results` as the ActivityNet JSON of cfg's model dir; returns the path."""
+  model_dir = cfg.train.model_dir
+  path = output or activitynet.default_path(model_dir, cfg.data.test_subset)
+  io_utils.write_json(path, activitynet.document(
+      results, {"model_dir": os.path.abspath(model_dir)}))
+  return path
+
+
+def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
+                     ) -> tuple[str, dict, data.Dataset]:
+  """Restores the model of cfg.train.model_dir, localizes the test subset, writes JSON.
+
+  Returns the path written, the results it holds and the (test-only) dataset read.
+  """
+  model_dir = cfg.train.model_dir
+  predictor = load_predictor(model_dir, cfg.localize)
+  dataset = data.load_dataset(cfg.data, include_train=False)
+  if list(dataset.classes) != list(predictor.classes):
+    raise UserError(f"{model_dir}: the model was trained on classes {list(predictor.classes)}, "
+                    f"but {dataset.gt_source} gives {list(dataset.classes)}")
+  if set(dataset.streams) != set(predictor.streams):
+    raise UserError(f"--streams={','.join(dataset.streams)} but the model in {model_dir} "
+                    f"has streams {','.join(predictor.streams)}")
+  if outputs_dir:
+    io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
+  results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
+                      outputs_dir=outputs_dir or None)
+  return write_detections(cfg, results, output), results, dataset

@@ -1,0 +1,52 @@
+"""Device-side forward pass over whole videos, returning numpy for the host."""
+
+import numpy as np
+import tensorflow as tf
+
+from wtal_tf.config import LocalizeConfig
+from wtal_tf.localization.outputs import StreamOutput
+from wtal_tf.modeling import checkpoints
+from wtal_tf.modeling.model import WTALModel
+
+
+class Predictor:
+  """Runs the model on one video at a time; one trace for all lengths.
+
+  This is where the localization config meets the model: `localize_config`
+  is the given one with --proposal_source=auto resolved for the model's
+  classification loss (LocalizeConfig.for_model), once, for every caller.
+  `classes` is the model's class list when it was restored from a model dir
+  (load_predictor), else None.
+  """
+
+  def __init__(self, model: WTALModel, feature_dims: dict[str, int],
+               localize: LocalizeConfig, classes=None):
+    self.model = model
+    self.streams = model.streams
+    self.feature_dims = dict(feature_dims)
+    self.classes = None if classes is None else tuple(classes)
+    self.localize_config = localize.for_model(model.loss_config.cls_loss)
+    self.sigmoid = model.loss_config.cls_loss == "sigmoid"
+    spec = {s: tf.TensorSpec([None, feature_dims[s]], tf.float32) for s in model.streams}
+    self._forward = tf.function(self._forward_fn, input_signature=[spec], jit_compile=False)
+
+  def _forward_fn(self, features):
+    outs = self.model(features, training=False)
+    result = {}
+    for s, o in outs.items():
+      if self.sigmoid:
+        probs = tf.sigmoid(o["fg_logits"][1:])
+      else:
+        probs = tf.nn.softmax(o["fg_logits"])[1:]
+      result[s] = {"attention": o["attention"], "cas": o["frame_logits"], "class_probs": probs}
+    return result
+
+  def __call__(self, features: dict[str, np.ndarray]) -> dict[str, StreamOutput]:
+    outs = self._forward({s: features[s] for s in self.model.streams})
+    return {s: StreamOutput(**{k: v.numpy() for k, v in o.items()}) for s, o in outs.items()}
+
+
+def load_predictor(model_dir: str, localize: LocalizeConfig) -> Predictor:
+  """The predictor of the latest checkpoint in `model_dir` (UserError if there is none)."""
+  model, spec = checkpoints.restore(model_dir)
+  return Predictor(model, spec["feature_dims"], localize, spec["classes"])

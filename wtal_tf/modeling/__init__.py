@@ -1,0 +1,1 @@
+"""The model (Keras, TensorFlow): network, losses, and the model directory's checkpoints."""

@@ -1,0 +1,31 @@
+"""Train, localize and evaluate in one command (what ./run.sh runs).
+
+python -m wtal_tf.train_eval --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=DIR
+
+The test set is localized and scored once, with the final model, at the end
+of training; the detections and their scores are written to MODEL_DIR.
+"""
+
+from absl import flags
+
+from wtal_tf import cli
+from wtal_tf.training import train_eval
+
+
+def define_flags(fv=flags.FLAGS):
+  cli.define_flags(fv=fv)
+  flags.DEFINE_string("output", "", "Detections JSON (default "
+                      "MODEL_DIR/detections_<test_subset>.json).", flag_values=fv)
+  flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
+
+
+def main(argv):
+  del argv
+  cfg = cli.config_from_flags()
+  cli.prepare_model_dir(cfg)
+  print(train_eval.train_and_evaluate(cfg, cli.FLAGS.output, cli.FLAGS.per_class))
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)

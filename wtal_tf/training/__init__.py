@@ -1,0 +1,1 @@
+"""Training: the tf.data input pipeline, the optimizer and the train loop."""

@@ -1,0 +1,25 @@
+"""Train, then localize and score the test set once with the final model."""
+
+from wtal_tf import io_utils
+from wtal_tf.config import Config
+from wtal_tf.errors import UserError
+from wtal_tf.evaluation import activitynet
+from wtal_tf.evaluation import metrics
+from wtal_tf.inference import batch
+from wtal_tf.training import trainer
+
+
+def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False) -> str:
+  """Trains; writes the final detections and their scores; returns the report to print.
+
+  The detections are those of training's final evaluation (the model after
+  the last step), so the test set is localized and scored once.
+  """
+  result = trainer.train(cfg)
+  if result.eval is None:
+    raise UserError(f"no test videos in subset {cfg.data.test_subset!r}: nothing to evaluate")
+  path = batch.write_detections(cfg, result.detections, output)
+  io_utils.write_json(activitynet.results_path(path), result.eval.to_dict(cfg.eval.averages),
+                      indent=1)
+  return (f"detections: {path}\n"
+          + metrics.format_table(result.eval, cfg.eval.averages, per_class))

@@ -1,0 +1,1 @@
+"""Pictures: timelines of a video's outputs and detections (matplotlib, no TensorFlow)."""
