@@ -1,7 +1,8 @@
-"""Videos as people have them, decoded as FFmpeg's command line does by default: tiny
-generated files (64x48, a few seconds) in every container list_videos takes, rotated,
-with a cover picture, changing size, variable frame rate, late start times, 10-bit and
-gray pixels, cut short or damaged."""
+"""Videos as people have them, decoded as FFmpeg's command line does by default, and
+chunked decoding: tiny generated files (64x48, a few seconds) in every container
+list_videos takes, rotated, with a cover picture, changing size, variable frame
+rate, late start times, 10-bit and gray pixels, cut short or damaged; and chunks
+of blocks that reassemble bit-exactly to a whole-video pass."""
 
 import fractions
 import logging
@@ -10,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from video_helpers import (PORTRAIT_MATRIX, concatenate, set_tkhd_matrix, smooth_frames,
-                           truncate, write_video, write_video_with_cover)
+from video_helpers import (PORTRAIT_MATRIX, concatenate, index_frames, set_tkhd_matrix,
+                           smooth_frames, truncate, write_video, write_video_with_cover)
 from wtal_tf.errors import UserError
 from wtal_tf.features import video
 
@@ -328,8 +329,12 @@ def test_a_video_starting_at_10_s_starts_at_output_frame_0(tmp_path, ext, codec,
   frames = video.frames(path)
   assert indices(frames, 8) == list(range(30))
   assert frames.warning is None  # Matroska's durations from 0 are not taken for a cut
+  info = video.probe(path)
+  assert info.start_time == pytest.approx(10.0) and info.estimated_frames == 30
+  # t_0 (the first decoded frame) and the header's start time agree
+  assert video._Decoding(path, 25.0).origin() == F(10)
   blocks = video.Blocks(path, 16)
-  assert len(list(blocks)) == 1 and blocks.num_frames == 30
+  assert len(list(blocks)) == 1 and blocks.total_frames == 30
 
 
 # ---------------------------------------------------------------- pixel formats
@@ -466,3 +471,162 @@ def test_a_video_that_mostly_fails_to_decode_is_an_error(tmp_path):
   bad = damage_packets(path, range(5, 30), tmp_path / "bad.avi")
   with pytest.raises(UserError, match=rf"^{bad}: corrupt video, \d+ of \d+ decode attempts failed"):
     list(video.frames(bad))
+
+
+# ---------------------------------------------------------------- chunks
+
+SPARSE_KEYS = {"g": "50", "keyint_min": "50", "sc_threshold": "0", "bf": "3"}
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory):
+  """240 source frames, libx264 with B-frames and a key frame every 50, per (container, fps)."""
+  root = tmp_path_factory.mktemp("chunks")
+  source = smooth_frames(240)
+  return {(ext, fps): write_video(root / f"v{fps}{ext}", source, fps, "libx264", "yuv420p",
+                                  codec_options=SPARSE_KEYS)
+          for ext in (".mp4", ".mkv", ".ts") for fps in (30, 25)}
+
+
+def test_the_chunk_test_videos_have_b_frames_and_sparse_key_frames(long_videos):
+  container = av.open(long_videos[".mp4", 30])
+  packets = [p for p in container.demux(video=0) if p.size]
+  container.close()
+  assert sum(p.is_keyframe for p in packets) == 5  # frames 0, 50, 100, 150, 200
+  assert any(p.pts > p.dts + 512 for p in packets)  # presentation after decoding: B-frames
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
+def test_t0_of_the_first_frame_agrees_with_the_header_start_time(long_videos, ext):
+  for fps in (30, 25):
+    path = long_videos[ext, fps]
+    container = av.open(path)
+    stream = container.streams.video[0]
+    header = stream.start_time * stream.time_base
+    container.close()
+    assert video._Decoding(path, 25.0).origin() == header
+    assert video.probe(path).start_time == pytest.approx(float(header))
+    assert (header > 0) == (ext == ".ts")  # MPEG-TS starts at the muxer's offset
+
+
+def blocks_of(blocks):
+  return [(b.frames, b.next_frame) for b in blocks]
+
+
+def same_blocks(a, b):
+  return len(a) == len(b) and all(
+      np.array_equal(x[0], y[0]) and (x[1] is None and y[1] is None or
+                                      x[1] is not None and y[1] is not None and
+                                      np.array_equal(x[1], y[1])) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
+@pytest.mark.parametrize("fps", [30, 25])
+def test_every_chunking_reassembles_the_whole_pass_bit_exactly(long_videos, ext, fps):
+  path = long_videos[ext, fps]
+  whole = video.Blocks(path, 16)
+  reference = blocks_of(whole)
+  total = 200 if fps == 30 else 240  # frames at 25 fps: 8 s or 9.6 s
+  assert whole.total_frames == whole.num_frames == total and len(reference) == total // 16
+  for per in (1, 2, 3, 7):
+    got, frame_count, totals = [], 0, []
+    for start in range(0, len(reference) + 2, per):  # and chunks past the end
+      chunk = video.Blocks(path, 16, start_block=start, num_blocks=per)
+      got += blocks_of(chunk)
+      frame_count += chunk.num_frames
+      totals.append(chunk.total_frames)
+      if start == 0 or ext != ".ts" or start >= 4:  # early MPEG-TS chunks may fall back
+        assert chunk.from_start == (start == 0), (ext, fps, per, start)
+    assert same_blocks(got, reference), (ext, fps, per)
+    assert frame_count == total  # chunks' num_frames add up to the video's
+    reached = [t for t in totals if t is not None]
+    assert reached and set(reached) == {total}  # known where a chunk reached the end
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
+def test_a_late_chunk_does_not_decode_from_the_beginning(long_videos, ext):
+  path = long_videos[ext, 25]
+  chunk = video.Blocks(path, 16, start_block=13, num_blocks=1)  # frames 208..224
+  got = blocks_of(chunk)
+  reference = blocks_of(video.Blocks(path, 16))[13:14]
+  assert same_blocks(got, reference)
+  assert not chunk.from_start
+  # From the key frame at 200 (and a few frames to find t_0; MPEG-TS seeks land late and
+  # are retried earlier), not 225 frames from the start.
+  assert chunk.decoded_frames < 100, chunk.decoded_frames
+
+
+def test_an_mpeg_ts_seek_that_lands_late_is_retried_earlier(long_videos):
+  path = long_videos[".ts", 30]
+  decoding = video._Decoding(path, 25.0)
+  got = list(decoding.output(5 * 16, 6 * 16))
+  assert decoding.seeks >= 2 and not decoding.from_start
+  whole = list(video.frames(path))
+  assert all(np.array_equal(a, b) for a, b in zip(got, whole[80:96])) and len(got) == 16
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".ts"])
+def test_chunks_of_an_open_gop_video(tmp_path, ext):
+  # Open GOPs (broadcast, camcorders): B-frames right after a key frame are shown before it
+  # and reference the previous GOP; after a seek the decoder drops them.
+  options = {"g": "50", "bf": "3",
+             "x264-params": "open-gop=1:keyint=50:min-keyint=50:scenecut=0"}
+  path = write_video(tmp_path / f"open{ext}", smooth_frames(200), 30, "libx264", "yuv420p",
+                     codec_options=options)
+  container = av.open(path)
+  packets = [(p.pts, p.is_keyframe) for p in container.demux(video=0) if p.size]
+  container.close()
+  keys = [i for i, (_, key) in enumerate(packets) if key]
+  assert len(keys) >= 3 and any(packets[i + 1][0] < packets[i][0] for i in keys[1:])
+  reference = blocks_of(video.Blocks(path, 16))
+  for per in (1, 3):
+    got = []
+    for start in range(0, len(reference) + 1, per):
+      got += blocks_of(video.Blocks(path, 16, start_block=start, num_blocks=per))
+    assert same_blocks(got, reference), per
+
+
+def test_chunks_of_a_variable_frame_rate_video_with_b_frames(tmp_path):
+  rng = np.random.default_rng(0)
+  gaps = rng.choice([20, 33, 40, 50, 70], size=200)
+  pts = np.concatenate([[0], np.cumsum(gaps)[:-1]]) + 5000  # starting at 5 s
+  path = write_video(tmp_path / "vfr.mp4", smooth_frames(200), 25, "libx264", "yuv420p",
+                     pts=pts, time_base=F(1, 1000), codec_options=SPARSE_KEYS)
+  reference = blocks_of(video.Blocks(path, 16))
+  assert len(reference) >= 10
+  got = []
+  for start in range(0, len(reference) + 1, 3):
+    got += blocks_of(video.Blocks(path, 16, start_block=start, num_blocks=3))
+  assert same_blocks(got, reference)
+
+
+def test_planning_chunks_from_the_header_estimate(long_videos):
+  path = long_videos[".mkv", 30]
+  info = video.probe(path)
+  assert info.duration == pytest.approx(8.0) and info.estimated_frames == 200
+  assert video.estimated_blocks(path, 16) == 12
+  assert video.plan_chunks(12, 5) == [(0, 5), (5, 5), (10, None)]
+  assert video.plan_chunks(None, 5) == [(0, None)]
+  # An estimate that is too low loses nothing: the last chunk runs to the end.
+  reference = blocks_of(video.Blocks(path, 16))
+  got = []
+  for start, count in video.plan_chunks(7, 3):
+    got += blocks_of(video.Blocks(path, 16, start_block=start, num_blocks=count))
+  assert same_blocks(got, reference)
+
+
+def test_chunk_edges(tmp_path):
+  path = write_video(tmp_path / "v.mkv", index_frames(41), 25)
+  assert list(video.Blocks(path, 16, start_block=1, num_blocks=0)) == []
+  past = video.Blocks(path, 16, start_block=5, num_blocks=2)
+  assert list(past) == [] and past.num_frames == 0 and past.total_frames == 41
+  last = video.Blocks(path, 16, start_block=1)
+  got = [b.frames[:, 0, 0, 0].tolist() + [int(b.next_frame[0, 0, 0])] for b in last]
+  assert got == [[5 * i for i in range(16, 33)]]  # block 1 and frame 32; 33..40 dropped
+  assert last.num_frames == 25 and last.total_frames == 41
+  short = write_video(tmp_path / "s.mkv", index_frames(10), 25)
+  with pytest.raises(UserError, match="too short: 10 frames"):
+    list(video.Blocks(short, 16, start_block=0, num_blocks=3))
+  assert list(video.Blocks(short, 16, start_block=1)) == []  # only block 0 reports it
+  with pytest.raises(ValueError):
+    video.Blocks(path, 0)

@@ -1,5 +1,5 @@
 """Decoding a video file into RGB frames at 25 fps, as FFmpeg's command line does by
-default, streamed in fixed-size blocks.
+default, streamed in fixed-size blocks, all of them or one chunk of blocks (by seeking).
 
 What is decoded (each as `ffmpeg -i FILE` does without options, FFmpeg 7/8):
 
@@ -56,6 +56,21 @@ from a short one.
 
 Frames are yielded as soon as they are decoded: memory does not depend on the
 video's length.
+
+Chunks: `Blocks(path, B, start_block=s, num_blocks=n)` yields blocks s .. s+n-1
+only, bit-identical to the same blocks of a whole-video pass. It reads t_0 by
+decoding the first frame, seeks (container.seek, backward, key frames only) to
+the key frame at or before the chunk's first time t_{sB}, drops decoded
+frames until the first key frame, and checks that key frame is at or before
+t_{sB}; if the seek landed later (MPEG-TS and other index-less containers),
+it seeks again 1, 2, 4, ... s earlier, and decodes from the start when that
+reaches t_0 or the container cannot seek. This assumes, as every camera and
+encoder writes, timestamps that increase in presentation order and key frames
+from which the following frames decode exactly (IDR/closed-GOP or intra-only;
+an open GOP's leading pictures, which precede their key frame, are dropped).
+`probe` estimates the number of frames from the header without decoding, for
+planning chunks (`plan_chunks`); the exact count is `Blocks.total_frames` of
+the chunk that reaches the end.
 """
 
 import fractions
@@ -309,9 +324,9 @@ class _Video:
     finally:
       demux.close()
 
-  def timed(self, frames: Iterator, period: fractions.Fraction):
-    """(time in s, duration in s, frame) of `frames`; a frame without a timestamp follows
-    the previous one by its duration (the first is at 0)."""
+  def timed(self, frames: Iterator, period: fractions.Fraction, after_seek: bool = False):
+    """(time in s, duration in s, frame) of `frames`; time None for a frame that has no
+    timestamp and follows nothing (only after a seek; from the start it is 0)."""
     default_duration = self.frame_duration or period
     previous_time = previous_duration = None
     try:
@@ -321,12 +336,22 @@ class _Video:
         elif previous_time is not None:
           time = previous_time + previous_duration
         else:
-          time = fractions.Fraction(0)
+          time = None if after_seek else fractions.Fraction(0)
         duration = (frame.duration * self.time_base) if frame.duration else default_duration
         yield time, duration, frame
-        previous_time, previous_duration = time, duration
+        if time is not None:
+          previous_time, previous_duration = time, duration
     finally:
       frames.close()
+
+
+def _prepend(first, rest: Iterator) -> Iterator:
+  """`first`, then the items of the generator `rest` (closed with this one)."""
+  try:
+    yield first
+    yield from rest
+  finally:
+    rest.close()
 
 
 class _Decoding:
@@ -335,8 +360,10 @@ class _Decoding:
   def __init__(self, path: str, fps: float):
     self.path, self.fps = path, fps
     self.period = fractions.Fraction(fps).limit_denominator(1_000_000) ** -1
-    self.decoded_frames = 0  # frames the decoder produced
-    self.total_frames = None  # frames of the video at fps, once the end was reached
+    self.decoded_frames = 0  # frames the decoder produced (includes the look-ups and skipped ones)
+    self.total_frames = None  # frames of the whole video at fps, once the end was reached
+    self.seeks = 0  # seeks made to reach the chunk
+    self.from_start = True  # whether the frames came from decoding from the start
     self.warning = None
     self._odd_angles = set()
 
@@ -352,27 +379,81 @@ class _Decoding:
       held[0] = None
     return held[1]
 
-  def output(self) -> Iterator[np.ndarray]:
-    """The output frames, uint8 [H, W, 3] RGB."""
+  def origin(self) -> Optional[fractions.Fraction]:
+    """t_0: the time of the first frame a decode from the start yields (None: no frame)."""
     video = _Video(self.path)
     try:
-      yield from self._resample(video, video.timed(video.packets_and_frames(), self.period))
+      timed = video.timed(video.packets_and_frames(), self.period)
+      first = next(timed, None)
+      timed.close()
+      return None if first is None else first[0]
     finally:
       self.decoded_frames += video.decoded
       video.close()
 
-  def _resample(self, video: _Video, timed: Iterator) -> Iterator[np.ndarray]:
-    """The nearest-previous rule over `timed`."""
+  def _seek(self, video: _Video, want: fractions.Fraction, origin: fractions.Fraction):
+    """Timed frames from a key frame at or before time `want`, by seeking; None if seeking
+    cannot get there before reaching t_0 (then the caller decodes from the start)."""
+    back = fractions.Fraction(0)
+    while want - back > origin:
+      target = math.floor((want - back) / video.time_base)
+      try:
+        video.container.seek(target, backward=True, any_frame=False, stream=video.stream)
+      except (av.FFmpegError, OSError):
+        return None  # not seekable
+      self.seeks += 1
+      timed = video.timed(video.packets_and_frames(), self.period, after_seek=True)
+      for item in timed:
+        time, _, frame = item
+        if time is None:
+          break  # cannot place frames without timestamps: try earlier
+        if frame.key_frame:
+          if time <= want:
+            return _prepend(item, timed)
+          break
+      timed.close()
+      back = max(2 * back, fractions.Fraction(1))
+    return None
+
+  def output(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Output frames start .. stop - 1 (to the end if stop is None), uint8 [H, W, 3] RGB."""
+    period = self.period
+    origin = self.origin() if start > 0 else None
+    video = _Video(self.path)
+    try:
+      timed = None
+      if start > 0 and origin is not None:
+        timed = self._seek(video, origin + start * period, origin)
+        if timed is None and self.seeks:
+          video.close()
+          video = _Video(self.path)  # a fresh decoder, exactly as a whole-video pass
+        self.from_start = timed is None
+      if timed is None:
+        timed = video.timed(video.packets_and_frames(), period)
+      yield from self._resample(video, timed, origin, start, stop)
+    finally:
+      self.decoded_frames += video.decoded
+      video.close()
+
+  def _resample(self, video: _Video, timed: Iterator, origin: Optional[fractions.Fraction],
+                k: int, stop: Optional[int]) -> Iterator[np.ndarray]:
+    """The nearest-previous rule over `timed`, from output frame k (its source frame is
+    among the first of `timed`) to stop - 1."""
     period, held = self.period, None  # held: [frame, its image] of the last decoded frame
-    origin = last_time = last_duration = None
-    k = 0  # the next output frame
-    for time, duration, frame in timed:
+    last_time = last_duration = None
+    if stop is not None and k >= stop:
+      return
+    for time, duration, frame in timed:  # every time is set: see _seek and timed
       if origin is None:
         origin = time
       if held is not None:
         while origin + k * period < time:
           yield self._image(held)
           k += 1
+          if stop is not None and k >= stop:
+            timed.close()
+            self._report(video, None)
+            return
       held, last_time, last_duration = [frame, None], time, duration
     if held is None:
       self._fail(video)
@@ -380,7 +461,11 @@ class _Decoding:
     while origin + k * period < end:
       yield self._image(held)
       k += 1
-    self.total_frames = k
+      if stop is not None and k >= stop:
+        self._report(video, None)
+        return
+    # the number of k with t_k < end (k itself unless the chunk starts after the end)
+    self.total_frames = max(0, math.ceil((end - origin) / period))
     attempts = video.decoded + video.failed
     if video.failed > MAX_ERROR_RATE * attempts:
       raise UserError(f"{self.path}: corrupt video, {video.failed} of {attempts} decode "
@@ -396,11 +481,11 @@ class _Decoding:
     raise UserError(f"{self.path}: no frames (an empty video)")
 
   def _report(self, video: _Video, decoded_duration: Optional[fractions.Fraction]) -> None:
-    """Sets and logs the warning if anything was wrong; `decoded_duration`: from the stream's
-    start to the end of its last frame."""
+    """Sets and logs the warning if anything was wrong; `decoded_duration` (from the stream's
+    start to the end of its last frame) only when the iteration reached the end."""
     problems = []
     declared = video.declared_duration()
-    if (declared is not None and decoded_duration
+    if (decoded_duration is not None and declared is not None and decoded_duration
         < declared * (1 - CUT_SHORT_SLACK_FRACTION) - CUT_SHORT_SLACK_S):
       problems.append(f"cut short or damaged: its frames end at {float(decoded_duration):.2f} "
                       f"s of the {float(declared):.2f} s its header declares")
@@ -415,8 +500,10 @@ class _Decoding:
                       f"{', '.join(f'{a:g}' for a in sorted(self._odd_angles))} degrees not "
                       "applied (not a multiple of 90)")
     if problems:
+      frames = ("" if self.total_frames is None
+                else f", {self.total_frames} at {self.fps:g} fps")
       self.warning = (f"{self.path}: {'; '.join(problems)}; decoded {video.decoded} "
-                      f"frames, {self.total_frames} at {self.fps:g} fps")
+                      f"frames{frames}")
       _LOG.warning("%s", self.warning)
 
 
@@ -460,33 +547,110 @@ def _stack(images: list) -> np.ndarray:
 class Blocks:
   """Non-overlapping blocks of `block_frames` frames at `fps`, each with the frame after it.
 
-  Iterating decodes the video once. The last frames (fewer than block_frames)
-  are dropped. A video with fewer than block_frames frames is a UserError
-  naming the file (raised at the end of the iteration). After the iteration,
-  `num_frames` is the number of frames of the video at `fps`,
-  `decoded_frames` the frames the decoder produced and `warning` None or the
-  one-line warning logged for a damaged file.
+  Block b holds output frames b*block_frames ... (b+1)*block_frames - 1. With
+  the defaults, iterating decodes the whole video once and yields every
+  complete block (the last frames, fewer than block_frames, are dropped). With
+  `start_block`/`num_blocks` it yields only blocks start_block ...
+  start_block + num_blocks - 1 (num_blocks None: to the end) that exist, by
+  seeking (module docstring), bit-identical to the same blocks of a
+  whole-video pass; the next frame of a chunk's last block is the first frame
+  of the next chunk (None at the end of the video).
+
+  A video with fewer than block_frames frames is a UserError naming the file
+  (raised at the end of an iteration that starts at block 0). After the
+  iteration:
+    num_frames      frames at `fps` from the chunk's first frame up to the next
+                    chunk's (the whole video: all its frames); the chunks of a
+                    video add up to its frame count
+    total_frames    the whole video's frame count at `fps` if this iteration
+                    reached the end of the video, else None
+    decoded_frames  frames the decoder produced (the cost of the iteration)
+    from_start      False if the chunk was reached by seeking
+    warning         None, or the one-line warning logged for a damaged file
   """
 
-  def __init__(self, path: str, block_frames: int, fps: float = TARGET_FPS):
+  def __init__(self, path: str, block_frames: int, fps: float = TARGET_FPS,
+               start_block: int = 0, num_blocks: Optional[int] = None):
+    if block_frames < 1 or start_block < 0 or (num_blocks is not None and num_blocks < 0):
+      raise ValueError(f"bad block range: block_frames={block_frames}, "
+                       f"start_block={start_block}, num_blocks={num_blocks}")
     self.path, self.block_frames, self.fps = path, block_frames, fps
+    self.start_block, self.num_blocks = start_block, num_blocks
     self.num_frames = self.decoded_frames = 0
-    self.warning = None
+    self.total_frames = self.warning = None
+    self.from_start = True
 
   def __iter__(self) -> Iterator[Block]:
+    size = self.block_frames
+    start = self.start_block * size
+    end_block = None if self.num_blocks is None else self.start_block + self.num_blocks
+    stop = None if end_block is None else end_block * size + 1  # + the next frame
     decoding = _Decoding(self.path, self.fps)
-    buffer, self.num_frames = [], 0
+    buffer, block, self.num_frames, self.total_frames = [], self.start_block, 0, None
     try:
-      for frame in decoding.output():
-        self.num_frames += 1
-        if len(buffer) == self.block_frames:
+      if end_block is not None and end_block <= self.start_block:
+        return
+      for k, frame in enumerate(decoding.output(start, stop), start):
+        if stop is None or k < stop - 1:  # not the next chunk's first frame
+          self.num_frames += 1
+        if len(buffer) == size:
           yield Block(_stack(buffer), frame)
-          buffer = []
+          buffer, block = [], block + 1
         buffer.append(frame)
-      if self.num_frames < self.block_frames:
-        raise UserError(f"{self.path}: too short: {self.num_frames} frames at {self.fps:g} fps, "
-                        f"fewer than one {self.block_frames}-frame segment")
-      if len(buffer) == self.block_frames:
-        yield Block(_stack(buffer), None)
+      self.total_frames = decoding.total_frames
+      if self.total_frames is not None:
+        if self.start_block == 0 and self.total_frames < size:
+          raise UserError(f"{self.path}: too short: {self.total_frames} frames at {self.fps:g} "
+                          f"fps, fewer than one {size}-frame segment")
+        if len(buffer) == size and (end_block is None or block < end_block):
+          yield Block(_stack(buffer), None)
     finally:
-      self.decoded_frames, self.warning = decoding.decoded_frames, decoding.warning
+      self.decoded_frames, self.from_start = decoding.decoded_frames, decoding.from_start
+      self.warning = decoding.warning
+
+
+class Probe(NamedTuple):
+  """What a video's header says about its video stream, read without decoding."""
+  start_time: Optional[float]  # seconds: the stream's first timestamp as the header gives it
+  duration: Optional[float]  # seconds the header declares for the video stream (else the file)
+  estimated_frames: Optional[int]  # frames at fps that duration implies: an ESTIMATE
+
+
+def probe(path: str, fps: float = TARGET_FPS) -> Probe:
+  """The header's view of `path`, for planning chunks without decoding it.
+
+  `estimated_frames` = ceil(duration x fps), with the duration the video
+  stream's header declares (else the file's, which FFmpeg may itself have
+  estimated from the bit rate). It is an estimate: exact for ordinary
+  constant-rate files, but a header can be wrong, a file may declare no
+  duration (then None) and a damaged one decodes fewer frames. The exact count
+  is `Blocks.total_frames` once a pass reaches the end of the video.
+  """
+  video = _Video(path)
+  try:
+    declared = video.declared_duration(whole_file=True)
+    period = fractions.Fraction(fps).limit_denominator(1_000_000) ** -1
+    start = video.stream.start_time
+    return Probe(None if start is None else float(start * video.time_base),
+                 None if declared is None else float(declared),
+                 None if declared is None else math.ceil(declared / period))
+  finally:
+    video.close()
+
+
+def estimated_blocks(path: str, block_frames: int, fps: float = TARGET_FPS) -> Optional[int]:
+  """floor(probe(path, fps).estimated_frames / block_frames): an ESTIMATE (see probe)."""
+  estimated = probe(path, fps).estimated_frames
+  return None if estimated is None else estimated // block_frames
+
+
+def plan_chunks(estimated_num_blocks: Optional[int],
+                blocks_per_chunk: int) -> list[tuple[int, Optional[int]]]:
+  """(start_block, num_blocks) of chunks covering a video of about `estimated_num_blocks`
+  blocks; the last chunk is open-ended (num_blocks None), so an estimate that is
+  too low loses nothing and one that is too high only adds chunks that yield nothing."""
+  if blocks_per_chunk < 1:
+    raise ValueError(f"blocks_per_chunk must be >= 1, not {blocks_per_chunk}")
+  count = max(1, math.ceil((estimated_num_blocks or 0) / blocks_per_chunk))
+  return [(i * blocks_per_chunk, blocks_per_chunk if i < count - 1 else None)
+          for i in range(count)]
