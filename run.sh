@@ -63,7 +63,6 @@ run_dataset() {
 cmd=${1:-synthetic}
 [ $# -gt 0 ] && shift
 ensure_env
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 case "$cmd" in
   test)
     exec "$PY" -m pytest tests "$@"

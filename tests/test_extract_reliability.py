@@ -6,6 +6,7 @@ import hashlib
 import importlib.machinery
 import io
 import os
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -13,6 +14,7 @@ import zipfile
 import pytest
 
 from conftest import REPO
+from wtal_tf import startup
 from wtal_tf.errors import UserError
 from wtal_tf.features import install_weights as IW
 from wtal_tf.features import weights as W
@@ -139,3 +141,38 @@ def test_installed_weights_are_the_checked_file():
     pytest.skip(f"{path} not installed here")
   assert W.kinetics400_rgb_path() == path
   assert IW.sha256(path) == IW.SHA256
+
+
+# ---------------------------------------------------------------- quiet start-up
+
+def quiet_env(**extra) -> dict:
+  """The environment of a user's shell: no TF_CPP_MIN_LOG_LEVEL, no quiet marker."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in (startup.TF_LOG_ENV, startup.QUIET_ENV)}
+  return {**env, **extra}
+
+
+def test_startup_reads_verbosity_as_absl_does():
+  assert startup.verbosity([]) == 0
+  assert startup.verbosity(["--video_dir=x", "--verbosity=1"]) == 1
+  assert startup.verbosity(["-v", "2", "--x"]) == 2
+  assert startup.verbosity(["--v=1"]) == 1 and startup.verbosity(["-verbosity", "3"]) == 3
+  assert startup.verbosity(["--verbosity=-1"]) == -1
+  assert startup.verbosity(["--", "--verbosity=1"]) == 0  # after --: not a flag
+  assert startup.verbosity(["--verbosity=loud"]) == 0  # absl reports it later
+  assert startup.verbosity(["--vmodule=x=1", "--verbose=1"]) == 0
+
+
+def test_quiet_only_in_entrypoints_and_the_workers_they_start():
+  show = ("import os, sys, wtal_tf; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'), "
+          "any(type(f).__name__ == '_QuietImport' for f in sys.meta_path))")
+  # Importing wtal_tf from a script, a notebook or pytest changes nothing.
+  proc = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
+                        cwd=REPO, env=quiet_env(), check=True)
+  assert proc.stdout.split() == ["None", "False"]
+  # A Beam worker of a quiet entrypoint (the marker in its environment) imports
+  # TensorFlow without a word.
+  proc = subprocess.run([sys.executable, "-c", show + "; import tensorflow"],
+                        capture_output=True, text=True, cwd=REPO,
+                        env=quiet_env(**{startup.QUIET_ENV: "1"}), check=True)
+  assert proc.stdout.split() == ["3", "True"] and proc.stderr == "", proc.stderr
