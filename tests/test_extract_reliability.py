@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO
 from wtal_tf import startup
 from wtal_tf.errors import UserError
+from wtal_tf.features import beam_options
 from wtal_tf.features import install_weights as IW
 from wtal_tf.features import weights as W
 
@@ -176,3 +177,68 @@ def test_quiet_only_in_entrypoints_and_the_workers_they_start():
                         capture_output=True, text=True, cwd=REPO,
                         env=quiet_env(**{startup.QUIET_ENV: "1"}), check=True)
   assert proc.stdout.split() == ["3", "True"] and proc.stderr == "", proc.stderr
+
+
+# ---------------------------------------------------------------- Beam options
+
+def _dask_bag_kwargs(options) -> dict:
+  """What Beam's DaskRunner.run_pipeline takes from the options for its dask.Bag."""
+  from apache_beam.runners.dask.dask_runner import DaskOptions  # pylint: disable=import-outside-toplevel
+  dask = options.view_as(DaskOptions).get_all_options(drop_default=True, current_only=True)
+  return DaskOptions._extract_bag_kwargs(dask)  # pylint: disable=protected-access
+
+
+def test_dask_runner_is_mapped_and_gets_one_partition_per_element():
+  options = beam_options.pipeline_options(
+      ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"], num_elements=7)
+  got = options.get_all_options()
+  assert got["runner"] == beam_options.DASK_RUNNER
+  assert got["address"] == "tcp://127.0.0.1:8786"  # a Dask option known by its flag name
+  assert _dask_bag_kwargs(options) == {"npartitions": 7}
+  # The case of the name does not matter, as for Beam's own names.
+  assert beam_options.pipeline_options(["--runner=daskrunner"]).get_all_options()[
+      "runner"] == beam_options.DASK_RUNNER
+
+
+def test_dask_partitioning_given_is_kept():
+  for flag, want in (("--dask_npartitions=3", {"npartitions": 3}),
+                     ("--dask_partition_size=2", {"partition_size": 2})):
+    options = beam_options.pipeline_options(["--runner=DaskRunner", flag], num_elements=50)
+    assert _dask_bag_kwargs(options) == want
+  # Unknown element count, or another runner: nothing set.
+  assert _dask_bag_kwargs(beam_options.pipeline_options(["--runner=DaskRunner"])) == {}
+  assert _dask_bag_kwargs(beam_options.pipeline_options([], num_elements=9)) == {}
+  for bad, match in ((["--dask_npartitions=0"], "--dask_npartitions=0: must be >= 1"),
+                     (["--dask_npartitions=2", "--dask_partition_size=3"], "not allowed with"),
+                     (["--dask_npartitions=many"], "invalid int value")):
+    with pytest.raises(UserError, match=match):
+      beam_options.pipeline_options(["--runner=DaskRunner", *bad])
+
+
+def test_runner_names_and_worker_counts():
+  with pytest.raises(UserError, match=r"^--runner=Nope: unknown runner; accepted: .*DaskRunner"):
+    beam_options.pipeline_options(["--runner=Nope"])
+  with pytest.raises(UserError, match=r"^--runner=no_such\.Runner: cannot import no_such"):
+    beam_options.pipeline_options(["--runner=no_such.Runner"])
+  assert beam_options.pipeline_options(["--runner=Flink"]).get_all_options()["runner"] == "Flink"
+  with pytest.raises(UserError, match=r"^--direct_num_workers=-1: must be >= 0"):
+    beam_options.pipeline_options(["--direct_num_workers=-1"])
+  # 0 is Beam's "one worker per core": accepted as given.
+  assert beam_options.pipeline_options(["--direct_num_workers=0"]).get_all_options()[
+      "direct_num_workers"] == 0
+  default = beam_options.pipeline_options([]).get_all_options()
+  assert default["runner"] == "DirectRunner" and default["direct_num_workers"] == os.cpu_count()
+  assert default["direct_running_mode"] == "multi_processing"
+  assert default["default_sdk_harness_log_level"] == beam_options.BEAM_LOG_LEVEL
+
+
+def test_unknown_options_and_bad_values_are_user_errors():
+  with pytest.raises(UserError, match="^unknown flags --batch_segment, --dask_adress: neither"):
+    beam_options.pipeline_options(["--batch_segment=4", "--dask_adress=x"])
+  with pytest.raises(UserError, match="^unexpected arguments stray"):
+    beam_options.pipeline_options(["stray"])
+  with pytest.raises(UserError, match="--direct_running_mode: invalid choice: 'bogus'"):
+    beam_options.pipeline_options(["--direct_running_mode=bogus"])
+  # The space-separated form is an option too.
+  assert beam_options.pipeline_options(["--flink_master", "h:8081"]).get_all_options()[
+      "flink_master"] == "h:8081"
