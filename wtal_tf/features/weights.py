@@ -22,6 +22,7 @@ the logits), `<unit>/batch_norm/{beta,moving_mean,moving_variance}` (shaped
 "Conv3d_0a_3x3"; it is the canonical "Conv3d_0b_3x3" here.
 """
 
+import glob
 import importlib.util
 import os
 import pickle
@@ -187,6 +188,13 @@ _DEEPMIND_FIELD = {"conv_3d/w": "kernel", "conv_3d/b": "bias", "batch_norm/beta"
                    "batch_norm/moving_variance": "moving_variance"}
 
 
+def _data_files(path: str) -> str:
+  """The data file(s) of the checkpoint at `path` (a prefix or its directory), for messages."""
+  prefix = (tf.train.latest_checkpoint(path) or path) if os.path.isdir(path) else path
+  files = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
+  return files[0] if len(files) == 1 else f"{prefix}.data-*"
+
+
 def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
   """The `stream` variables of a DeepMind kinetics-i3d TF checkpoint (prefix or directory)."""
   scope = DEEPMIND_SCOPES[stream]
@@ -214,8 +222,11 @@ def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
     unit = DEEPMIND_ALIASES.get(unit, unit)
     try:
       values.setdefault(unit, {})[_DEEPMIND_FIELD[key]] = reader.get_tensor(name)
-    except tf.errors.OpError as e:
-      raise UserError(f"{path}: cannot read variable {name} ({e.message})") from None
+    except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
+      # A truncated data file raises IndexError ("Read less bytes than requested").
+      reason = str(getattr(e, "message", e)).splitlines()[0][:200]
+      raise UserError(f"{_data_files(path)}: cannot read variable {name} of the {stream} TF "
+                      f"checkpoint, truncated or corrupt? ({reason})") from None
   if unknown:
     raise UserError(f"{path}: {len(unknown)} unexpected variable(s), e.g. "
                     f"{', '.join(unknown[:_MAX_NAMES])}")
