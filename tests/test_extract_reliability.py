@@ -343,7 +343,8 @@ def test_truncated_checkpoint_is_one_line_naming_the_data_file(cli, tmp_path):
 
 def _dask_bag_kwargs(options) -> dict:
   """What Beam's DaskRunner.run_pipeline takes from the options for its dask.Bag."""
-  from apache_beam.runners.dask.dask_runner import DaskOptions  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from apache_beam.runners.dask.dask_runner import DaskOptions
   dask = options.view_as(DaskOptions).get_all_options(drop_default=True, current_only=True)
   return DaskOptions._extract_bag_kwargs(dask)  # pylint: disable=protected-access
 

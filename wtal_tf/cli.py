@@ -46,9 +46,9 @@ def _define_field(field: dataclasses.Field, fv: flags.FlagValues) -> None:
       help_text = f"{help_text} Choices: {','.join(choices)}."
     flags.DEFINE_list(name, values, help_text, flag_values=fv)
     if choices:
-      flags.register_validator(name, lambda v: bool(v) and set(v) <= set(choices),
-                               message=f"--{name}: items must be from {','.join(choices)} (at least one)",
-                               flag_values=fv)
+      flags.register_validator(
+          name, lambda v: bool(v) and set(v) <= set(choices), flag_values=fv,
+          message=f"--{name}: items must be from {','.join(choices)} (at least one)")
   elif kind is bool:
     flags.DEFINE_boolean(name, default, help_text, flag_values=fv)
   elif kind is int:
