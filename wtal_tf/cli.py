@@ -3,8 +3,9 @@
 Each field of a config group (wtal_tf/config.py) is one flag of the same name,
 with the field's default, help text, bounds and choices. Entrypoints define
 the groups they take (`define_flags`) plus any flag only they need, under
-`if __name__ == "__main__"`, then call `config_from_flags()`; nothing here runs
-at import time.
+`if __name__ == "__main__"`, then call `config_from_flags()`, and run under
+`run()`: a user error or a bad flag is one line `error: ...`, exit status 2.
+Nothing here runs at import time (the quiet start-up is wtal_tf.startup's).
 """
 
 import dataclasses
@@ -45,9 +46,9 @@ def _define_field(field: dataclasses.Field, fv: flags.FlagValues) -> None:
       help_text = f"{help_text} Choices: {','.join(choices)}."
     flags.DEFINE_list(name, values, help_text, flag_values=fv)
     if choices:
-      flags.register_validator(name, lambda v: bool(v) and set(v) <= set(choices),
-                               message=f"--{name}: items must be from {','.join(choices)}",
-                               flag_values=fv)
+      flags.register_validator(
+          name, lambda v: bool(v) and set(v) <= set(choices), flag_values=fv,
+          message=f"--{name}: items must be from {','.join(choices)} (at least one)")
   elif kind is bool:
     flags.DEFINE_boolean(name, default, help_text, flag_values=fv)
   elif kind is int:
@@ -154,25 +155,38 @@ def save_flags(path: str, fv: flags.FlagValues = FLAGS) -> None:
   io_utils.write_text(path, "\n".join(line for line in lines if line) + "\n")
 
 
+def fail(message: str) -> typing.NoReturn:
+  """Prints `error: <message>` as one line on stderr and exits with status 2."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str], known_only: bool = False,
+                fv: flags.FlagValues = FLAGS) -> list[str]:
+  """fv(argv), with a bad flag (unknown, unparsable value, out of bounds, failed
+  validator) as one `error:` line and exit status 2 instead of absl's
+  multi-line report or a traceback."""
+  try:
+    return fv(argv, known_only=known_only)
+  except flags.Error as e:
+    fail("; ".join(line.strip() for line in str(e).splitlines() if line.strip()))
+
+
 def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
-  """absl.app.run with user errors printed on one line and exit status 2.
+  """absl.app.run with bad flags and user errors printed on one line, exit status 2.
 
   pass_unknown: arguments that are not wtal_tf flags reach main's argv[1:]
   unchanged (extract hands them to Beam) instead of being an error.
   """
   def wrapped(argv):
     if len(argv) > 1 and not pass_unknown:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      fail(f"unexpected arguments {' '.join(argv[1:])} (flags are --name=value)")
     try:
       main(argv)
     except UserError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      fail(str(e))
 
-  if pass_unknown:
-    app.run(wrapped, flags_parser=lambda argv: FLAGS(argv, known_only=True))
-  else:
-    app.run(wrapped)
+  app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, known_only=pass_unknown))
 
 
 def require(value, name: str) -> str:

@@ -6,6 +6,7 @@ flags from these fields and builds the frozen config back from them.
 """
 
 import dataclasses
+import os
 from typing import Optional
 
 import numpy as np
@@ -207,6 +208,10 @@ class ExtractConfig:
                                          flag=False)
 
   def __post_init__(self):
+    seps = {os.sep, os.altsep} - {None}
+    if self.split in ("", ".", "..") or any(sep in self.split for sep in seps):
+      raise ValueError(f"--split={self.split}: must be a folder name (features/<split>/), "
+                       "without a path separator, not '.' or '..'")
     if self.crop_size > self.resize_shorter:
       raise ValueError(f"--crop_size={self.crop_size} exceeds "
                        f"--resize_shorter={self.resize_shorter}")

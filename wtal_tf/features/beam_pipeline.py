@@ -28,8 +28,7 @@ import uuid
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from wtal_tf import io_utils
 from wtal_tf.config import ExtractConfig
@@ -39,13 +38,13 @@ from wtal_tf.data import npy
 from wtal_tf.errors import UserError
 from wtal_tf.features import extraction
 from wtal_tf.features import video
+from wtal_tf.features.beam_options import BEAM_LOG_LEVEL, pipeline_options
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
                     ".wmv", ".3gp", ".ogv")
 STATUS_DIR = "extract_status"
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
-BEAM_LOG_LEVEL = "ERROR"  # Beam's own (runner and worker) logs below this are dropped
 
 
 def list_videos(video_dir: str) -> list[str]:
@@ -138,31 +137,6 @@ class ExtractVideoFn(beam.DoFn):
                 "duration": result.duration, "seconds": result.seconds, "run": self.run_id}
     io_utils.write_json(status_path(cfg.output_dir, cfg.split, name), record)
     yield record
-
-
-def pipeline_options(args: Sequence[str]) -> PipelineOptions:
-  """Beam options from the pass-through args; multi-process DirectRunner unless told otherwise.
-
-  An argument that is no Beam option either (e.g. a misspelt wtal_tf flag) is a
-  UserError rather than silently ignored.
-  """
-  known = set(PipelineOptions([]).get_all_options(drop_default=False))
-  given = {a.split("=", 1)[0][2:].replace("-", "_") for a in args if a.startswith("--")}
-  unknown = sorted(given - known)
-  if unknown:
-    raise UserError(f"unknown flags {', '.join('--' + u for u in unknown)}: neither wtal_tf "
-                    "flags nor Beam pipeline options")
-  options = PipelineOptions(list(args))
-  if "runner" not in given:
-    options.view_as(StandardOptions).runner = "DirectRunner"
-  direct = options.view_as(DirectOptions)
-  if "direct_running_mode" not in given:
-    direct.direct_running_mode = "multi_processing"
-  if "direct_num_workers" not in given:
-    direct.direct_num_workers = os.cpu_count() or 1
-  if "default_sdk_harness_log_level" not in given:
-    options.view_as(WorkerOptions).default_sdk_harness_log_level = BEAM_LOG_LEVEL
-  return options
 
 
 class _Progress(threading.Thread):

