@@ -21,17 +21,18 @@ def resized_shape(height: int, width: int, shorter: int) -> tuple[int, int]:
           else (max(shorter, round(height * scale)), shorter))
 
 
-def resize_crop(frames: np.ndarray, shorter: int, crop: int) -> np.ndarray:
-  """uint8 [N, H, W, C] -> float32 [N, crop, crop, C], values still 0..255."""
-  n, h, w = frames.shape[:3]
-  out_h, out_w = resized_shape(h, w, shorter)
-  top, left = (out_h - crop) // 2, (out_w - crop) // 2
-  out = np.empty((n, crop, crop) + frames.shape[3:], np.float32)
-  for i in range(n):
-    resized = cv2.resize(frames[i].astype(np.float32), (out_w, out_h),
+def resize_crop(frames, shorter: int, crop: int) -> np.ndarray:
+  """uint8 [N, H, W, C] (or N frames of their own sizes) -> float32 [N, crop, crop, C],
+  values still 0..255; each frame is resized from its own size."""
+  out = np.empty((len(frames), crop, crop) + frames[0].shape[2:], np.float32)
+  for i, frame in enumerate(frames):
+    h, w = frame.shape[:2]
+    out_h, out_w = resized_shape(h, w, shorter)
+    top, left = (out_h - crop) // 2, (out_w - crop) // 2
+    resized = cv2.resize(frame.astype(np.float32), (out_w, out_h),
                          interpolation=cv2.INTER_LINEAR)
-    out[i] = resized.reshape((out_h, out_w) + frames.shape[3:])[top:top + crop,
-                                                                 left:left + crop]
+    out[i] = resized.reshape((out_h, out_w) + frame.shape[2:])[top:top + crop,
+                                                                left:left + crop]
   return out
 
 
