@@ -152,11 +152,13 @@ def check_features(source: FeatureSource, name: str, streams: Sequence[str],
   return next(iter(lengths.values()))
 
 
-def _build_videos(gt_videos, classes, source, streams, dims, skip_invalid, skipped,
+def _build_videos(gt_videos, classes, source_of, streams, dims, skip_invalid, skipped,
                   require_labels):
+  """source_of(video) -> the FeatureSource holding its features."""
   index = {c: k for k, c in enumerate(classes)}
   videos = []
   for v in gt_videos:
+    source = source_of(v)
     unknown = [l for l in v.labels if l not in index]
     try:
       if unknown:
@@ -275,11 +277,17 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
     if len(features) != len(gt):
       raise UserError(f"{feat_path}: {len(features)} videos, but the annotations list "
                       f"{len(gt)}")
-    train_source = test_source = WtalcSource(feat_path, features,
-                                             {name: k for k, name in enumerate(gt)})
+    wtalc = WtalcSource(feat_path, features, {name: k for k, name in enumerate(gt)})
+    train_source = test_source = lambda v: wtalc
   else:
-    train_source = PerVideoSource(contract.split_dir(cfg.data_dir, cfg.train_split))
-    test_source = PerVideoSource(contract.split_dir(cfg.data_dir, cfg.test_split))
+    sources = {}
+
+    def source_of(v, default_split):  # an entry may name its split (wtal_tf.extract does)
+      split = v.split or default_split
+      return sources.setdefault(split, PerVideoSource(contract.split_dir(cfg.data_dir, split)))
+
+    train_source = lambda v: source_of(v, cfg.train_split)  # noqa: E731
+    test_source = lambda v: source_of(v, cfg.test_split)  # noqa: E731
   test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source)
   unknown = sorted({l for v in gt.values() for l in v.labels} - set(classes))
   if unknown:

@@ -30,6 +30,9 @@ class GTVideo:
   subset: str
   duration: Optional[float]  # seconds; None when the ground truth does not say
   instances: tuple[Instance, ...]
+  # features/<split> holding the video's features, when the entry says (wtal_tf.extract
+  # writes it); None: the split the run's flags give for its subset
+  split: Optional[str] = None
 
   @property
   def labels(self) -> tuple[str, ...]:
@@ -62,7 +65,9 @@ def parse_database(database: dict, source: str) -> dict[str, GTVideo]:
     annotations = entry.get("annotations", [])
     if not isinstance(annotations, list):
       raise UserError(f"{where}: 'annotations' must be a list")
-    duration = entry.get("duration")
+    duration, split = entry.get("duration"), entry.get("split")
+    if split is not None and not isinstance(split, str):
+      raise UserError(f"{where}: 'split' must be a string")
     try:
       if duration is not None:
         duration = _number(duration, "'duration'")
@@ -85,7 +90,7 @@ def parse_database(database: dict, source: str) -> dict[str, GTVideo]:
           instances.append(Instance(label, start, end))
     except ValueError as e:
       raise UserError(f"{where}: {e}") from None
-    videos[name] = GTVideo(name, subset, duration, tuple(instances))
+    videos[name] = GTVideo(name, subset, duration, tuple(instances), split)
   return videos
 
 
@@ -171,5 +176,7 @@ def to_activitynet(videos: Iterable[GTVideo], version: str = "") -> dict:
                              for i in v.instances]}
     if v.duration is not None:
       entry["duration"] = v.duration
+    if v.split is not None:
+      entry["split"] = v.split
     database[v.name] = entry
   return {"version": version, "database": database}
