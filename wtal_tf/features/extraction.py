@@ -1,18 +1,20 @@
-"""I3D features of one video: decode, preprocess, TV-L1, encode, in streamed batches.
+"""I3D features of one video, or of a chunk of its segments: decode, preprocess, TV-L1, encode.
 
 A video of N frames at 25 fps gives T = floor(N / 16) segments; the last
 N mod 16 frames are dropped. Segments are encoded `batch_segments` at a time,
 so memory depends on the batch and the frame size, not on the video's length.
+A chunk (segments start ... start + count - 1) decodes from the key frame
+before it and gives exactly those rows of the whole video's features.
 """
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from wtal_tf.config import ExtractConfig
-from wtal_tf.data.contract import FPS, SEGMENT_FRAMES
+from wtal_tf.data.contract import FEATURE_DIM, FPS, SEGMENT_FRAMES
 from wtal_tf.features import encoder
 from wtal_tf.features import flow
 from wtal_tf.features import preprocess
@@ -23,8 +25,12 @@ from wtal_tf.features import weights
 @dataclasses.dataclass
 class VideoFeatures:
   features: dict[str, np.ndarray]  # {stream: float32 [T, FEATURE_DIM]}
-  num_frames: int  # frames at FPS (before dropping the last N mod SEGMENT_FRAMES)
+  num_frames: int  # frames at FPS (before dropping the last N mod SEGMENT_FRAMES); a
+  # chunk's share: its first frame up to the next chunk's
   seconds: float  # wall time of decoding and extraction
+  total_frames: Optional[int] = None  # the whole video's frames at FPS, if decoding reached
+  # its end (always for a whole video)
+  warning: Optional[str] = None  # a damaged file's one-line warning (video.Blocks)
 
   @property
   def duration(self) -> float:
@@ -77,10 +83,13 @@ class Extractor:
     for s in self.streams:
       out[s].append(self.encoders[s](np.stack([b[s] for b in batch])))
 
-  def __call__(self, path: str) -> VideoFeatures:
-    """The features of the video at `path`; UserError naming it if it is unusable."""
+  def __call__(self, path: str, start_segment: int = 0,
+               num_segments: Optional[int] = None) -> VideoFeatures:
+    """The features of the video at `path` (or of segments start_segment ... +
+    num_segments - 1; None: to the end); UserError naming it if it is unusable."""
     start = time.perf_counter()
-    blocks = video.Blocks(path, SEGMENT_FRAMES)
+    blocks = video.Blocks(path, SEGMENT_FRAMES, start_block=start_segment,
+                          num_blocks=num_segments)
     out, batch = {s: [] for s in self.streams}, []
     for block in blocks:
       batch.append(self._inputs(block))
@@ -89,5 +98,7 @@ class Extractor:
         batch = []
     if batch:
       self._encode(batch, out)
-    features = {s: np.concatenate(out[s]).astype(np.float32) for s in self.streams}
-    return VideoFeatures(features, blocks.num_frames, time.perf_counter() - start)
+    features = {s: np.concatenate(out[s]).astype(np.float32) if out[s]
+                else np.zeros((0, FEATURE_DIM), np.float32) for s in self.streams}
+    return VideoFeatures(features, blocks.num_frames, time.perf_counter() - start,
+                         blocks.total_frames, blocks.warning)

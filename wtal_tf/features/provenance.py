@@ -1,0 +1,76 @@
+"""What made a feature file, so a rerun keeps features only when nothing that shapes them changed.
+
+A video's status record stores its provenance: the code's FEATURE_VERSION,
+the geometry and flow engine of the extraction, the identity of each
+stream's weights (a SHA-256 of the weights files, or the random-init seed)
+and the identity of the video file (size and modification time). A rerun
+skips a video only when its stored provenance equals the current one for
+every stream it extracts; otherwise it says what changed and extracts again.
+"""
+
+import glob
+import hashlib
+import os
+from typing import Sequence
+
+from wtal_tf.config import ExtractConfig
+from wtal_tf.data import contract
+from wtal_tf.features import weights
+
+FEATURE_VERSION = 1  # raise when the code computes different features from the same inputs
+FLOW_ENGINE = "opencv"  # cv2.optflow DualTVL1OpticalFlow with its defaults
+HASH_BLOCK_BYTES = 1 << 20
+
+
+def file_digest(paths: Sequence[str]) -> str:
+  """SHA-256 over the named files' bytes, in the order given."""
+  digest = hashlib.sha256()
+  for path in paths:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(HASH_BLOCK_BYTES), b""):
+        digest.update(block)
+  return digest.hexdigest()
+
+
+def weights_identity(cfg: ExtractConfig, stream: str) -> str:
+  """The identity of `stream`'s weights: "random:<seed>" or "sha256:<digest of the files>"."""
+  if cfg.random_init_seed is not None:
+    return f"random:{cfg.random_init_seed}"
+  path = weights.weights_file(stream, cfg.checkpoint(stream))
+  files = [path] if os.path.isfile(path) else sorted(
+      glob.glob(glob.escape(path) + ".index") + glob.glob(glob.escape(path) + ".data-*"))
+  if not files:  # a checkpoint directory: its newest prefix, as TF reads it
+    files = sorted(glob.glob(os.path.join(glob.escape(path), "*.index"))
+                   + glob.glob(os.path.join(glob.escape(path), "*.data-*")))
+  return "sha256:" + file_digest(files) if files else f"missing:{path}"
+
+
+def video_identity(path: str) -> dict:
+  stat = os.stat(path)
+  return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def settings(cfg: ExtractConfig, weight_ids: dict[str, str]) -> dict:
+  """The extraction's provenance, without the video: {"streams": {stream: weights id}, ...}."""
+  return {"feature_version": FEATURE_VERSION, "fps": contract.FPS,
+          "segment_frames": contract.SEGMENT_FRAMES, "resize_shorter": cfg.resize_shorter,
+          "crop_size": cfg.crop_size, "flow_engine": FLOW_ENGINE,
+          "streams": {s: weight_ids[s] for s in cfg.streams}}
+
+
+def differences(stored: dict, current: dict) -> list[str]:
+  """What differs between a stored provenance and the current one (empty: the same).
+
+  Streams present in `current` must match; other stored streams are ignored.
+  """
+  if not isinstance(stored, dict):
+    return ["no provenance recorded"]
+  out = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in current.items()
+         if k != "streams" and stored.get(k) != v]
+  stored_streams = stored.get("streams") or {}
+  for s, identity in current.get("streams", {}).items():
+    if s not in stored_streams:
+      out.append(f"no {s} features")
+    elif stored_streams[s] != identity:
+      out.append(f"{s} weights {stored_streams[s][:19]}… -> {identity[:19]}…")
+  return out

@@ -1,0 +1,157 @@
+"""Files of an extraction run through Beam's filesystems, so OUT may be any of them.
+
+Paths go through `apache_beam.io.filesystems.FileSystems`: a local folder, or
+gs://, s3://, hdfs://... when the matching Beam extra is installed. Every
+write goes to a temporary name beside the target (TMP_MARK in it) and is
+renamed onto the target once complete, so no reader ever sees a half file;
+`remove_stale_temporaries` deletes the temporaries a killed writer left
+behind, once they are older than STALE_TEMPORARY_S.
+"""
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import time
+import uuid
+from typing import Iterator, Optional
+
+import numpy as np
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from wtal_tf.errors import UserError
+
+TMP_MARK = ".wtal-tmp-"  # in the name of every temporary file written here
+STALE_TEMPORARY_S = 600.0  # a temporary this old belongs to no live writer (writes take seconds)
+
+
+def is_local(path: str) -> bool:
+  return FileSystems.get_scheme(path) in (None, "file")
+
+
+def join(*parts: str) -> str:
+  return FileSystems.join(*parts)
+
+
+def exists(path: str) -> bool:
+  return FileSystems.exists(path)
+
+
+def match(pattern: str) -> list[str]:
+  """The paths matching a glob `pattern` ([] when none or the folder is missing)."""
+  try:
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+  except (BeamIOError, OSError):
+    return []
+
+
+def read_bytes(path: str) -> Optional[bytes]:
+  """The file's bytes, or None if it does not exist or cannot be read."""
+  try:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+      return f.read()
+  except (BeamIOError, OSError):
+    return None
+
+
+def read_json(path: str):
+  """The parsed JSON file, or None if it is missing, unreadable or not JSON."""
+  data = read_bytes(path)
+  if data is None:
+    return None
+  try:
+    return json.loads(data)
+  except ValueError:
+    return None
+
+
+def read_npy(path: str) -> Optional[np.ndarray]:
+  """A .npy array, or None if the file is missing or not a complete .npy array."""
+  data = read_bytes(path)
+  if data is None:
+    return None
+  try:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+  except (ValueError, OSError, EOFError):
+    return None
+
+
+def _parent(path: str) -> str:
+  return FileSystems.split(path)[0]
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` via a temporary beside it; a UserError naming `path` on failure."""
+  directory, name = FileSystems.split(path)
+  tmp = FileSystems.join(directory, f".{name}{TMP_MARK}{uuid.uuid4().hex}")
+  try:
+    if is_local(path):
+      os.makedirs(directory, exist_ok=True)
+    with FileSystems.create(tmp, compression_type="uncompressed") as f:
+      f.write(data)
+    FileSystems.rename([tmp], [path])
+  except (BeamIOError, OSError) as e:
+    with contextlib.suppress(BeamIOError, OSError):
+      FileSystems.delete([tmp])
+    raise UserError(f"{path}: cannot write ({_reason(e)})") from None
+
+
+def _reason(e: Exception) -> str:
+  if isinstance(e, BeamIOError) and getattr(e, "exception_details", None):
+    inner = next(iter(e.exception_details.values()))
+    return getattr(inner, "strerror", None) or str(inner)
+  return getattr(e, "strerror", None) or str(e)
+
+
+def write_json(path: str, obj, indent: Optional[int] = 1) -> None:
+  write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode("utf-8"))
+
+
+def write_npy(path: str, array: np.ndarray) -> None:
+  buffer = io.BytesIO()
+  np.save(buffer, array, allow_pickle=False)
+  write_bytes(path, buffer.getvalue())
+
+
+def delete(paths, prune: bool = False) -> None:
+  """Deletes the files that exist among `paths` (others are ignored); prune: also each
+  one's folder, on a local filesystem, once it is empty."""
+  for path in paths:
+    with contextlib.suppress(BeamIOError, OSError):
+      FileSystems.delete([path])
+    if prune and is_local(path):
+      with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))
+
+
+def remove_stale_temporaries(root: str, now: Optional[float] = None) -> int:
+  """Deletes temporaries under `root` older than STALE_TEMPORARY_S; returns how many."""
+  now = time.time() if now is None else now
+  try:
+    matches = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
+  except (BeamIOError, OSError):
+    return 0
+  stale = [m.path for m in matches if TMP_MARK in FileSystems.split(m.path)[1]
+           and now - m.last_updated_in_seconds > STALE_TEMPORARY_S]
+  delete(stale)
+  return len(stale)
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+  """Holds an exclusive lock for read-modify-write of `path` (local folders: an flock on
+  `path`.lock, shared by every process on the machine; other filesystems have no
+  lock, so concurrent runs into one remote OUT may lose gt.json entries)."""
+  if not is_local(path):
+    yield
+    return
+  lock_path = path + ".lock"
+  os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+  with open(lock_path, "a", encoding="utf-8") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # waits for the holder
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
