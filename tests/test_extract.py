@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -214,29 +213,15 @@ def test_pipeline_equals_direct_call_skips_on_rerun_and_loads_as_dataset(tmp_pat
     direct = rgb_extractor(str(videos / f"{name}.mkv")).features["rgb"]
     np.testing.assert_array_equal(got, direct)
   gt = json.loads((out / "gt.json").read_text())["database"]
-  assert gt == {name: {"subset": "test", "duration": n / 25, "annotations": []}
-                for name, n in lengths.items()}
+  assert gt == {name: {"subset": "test", "split": "test", "duration": n / 25,
+                       "annotations": []} for name, n in lengths.items()}
   assert not (out / "failures_test.json").exists()
   # Rerun, with --video_dir spelled differently: every video validates and is
-  # skipped, its feature file untouched.
+  # skipped, its feature file untouched (the skip rule: tests/test_beam_pipeline.py).
   mtimes = {p: p.stat().st_mtime_ns for p in (out / "features" / "test" / "rgb").iterdir()}
   records = pipeline.extract(dataclasses.replace(cfg, video_dir=str(videos) + os.sep))
   assert {r["status"] for r in records.values()} == {"skipped"}
   assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-  # Records an earlier run left behind do not count for a run whose workers wrote none.
-  with mock.patch.object(pipeline, "run_pipeline"), pytest.raises(UserError, match="3 of 3"):
-    pipeline.extract(cfg)
-  failures = json.loads((out / "failures_test.json").read_text())
-  assert all("no status record from this run" in f["reason"] for f in failures)
-  (out / "failures_test.json").unlink()
-  # A damaged output does not validate (that video would be extracted again).
-  assert pipeline.completed(cfg, "b") is not None
-  np.save(out / "features" / "test" / "rgb" / "b.npy", np.zeros((2, 3), np.float32))
-  assert pipeline.completed(cfg, "b") is None
-  np.save(out / "features" / "test" / "rgb" / "b.npy", np.zeros((1, 1024), np.float32))
-  assert pipeline.completed(cfg, "b") is None  # T = 1, but 33 frames make 2 segments
-  np.save(out / "features" / "test" / "rgb" / "b.npy", np.zeros((2, 1024), np.float64))
-  assert pipeline.completed(cfg, "b") is None
   # Without annotations, the dataset reads with the model's class list.
   (tmp_path / "classes.txt").write_text("A\nB\n")
   ds = data.load_dataset(DataConfig(data_dir=str(out), streams=("rgb",),
@@ -292,9 +277,10 @@ def test_real_video_through_the_whole_extraction_is_playing_cricket():
 def test_unloadable_weights_fail_each_video_by_name(tmp_path):
   cfg = small_cfg(random_init_seed=None, rgb_checkpoint=str(tmp_path / "missing.ckpt"),
                   output_dir=str(tmp_path / "out"))
-  fn = pipeline.ExtractVideoFn(cfg)
+  fn = pipeline.ExtractChunkFn(cfg, "run")
   fn.setup()  # a worker: the UserError is kept, not raised inside Beam
   path = str(tmp_path / "v.mkv")
-  (record,) = fn.process(path)
-  assert record["status"] == "failed"
-  assert record["reason"].startswith(f"{path}: not extracted: {tmp_path / 'missing.ckpt'}")
+  task = {"video": path, "name": "v", "index": 0, "start": 0, "count": None, "made": {}}
+  ((name, result),) = fn.process(task)
+  assert name == "v"
+  assert result["error"].startswith(f"{path}: not extracted: {tmp_path / 'missing.ckpt'}")

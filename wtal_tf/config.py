@@ -198,6 +198,8 @@ class ExtractConfig:
   flow_checkpoint: str = param("", "DeepMind I3D flow checkpoint (required for flow).")
   batch_segments: int = param(8, f"{contract.SEGMENT_FRAMES}-frame segments per I3D forward "
                               "pass.", lower=1)
+  chunk_segments: int = param(64, "extract: a long video is split into work items of at most "
+                              "this many segments, extracted by different workers.", lower=1)
   resize_shorter: int = param(256, "Shorter frame side after resizing (pixels).", lower=1)
   crop_size: int = param(224, "Centre crop side (pixels).", lower=1)
   annotations: str = param("", "extract: ActivityNet-style ground truth copied into "

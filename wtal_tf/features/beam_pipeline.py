@@ -1,257 +1,429 @@
-"""Feature extraction of a directory of videos as an Apache Beam pipeline (one element per video).
+"""Feature extraction of a folder of videos as an Apache Beam pipeline, split below the video.
 
-Writes, under OUT (ExtractConfig.output_dir):
-  features/<split>/<stream>/<video stem>.npy   float32 [T, 1024], written atomically
-  gt.json                                      the videos' durations (and annotations, if
-                                               given), merged with the entries already there
-  extract_status/<split>/<video stem>.json     per-video record: frames, seconds, outcome
-  failures_<split>.json                        the unusable videos and why (only if any)
+A video of more than ExtractConfig.chunk_segments segments becomes several
+work items (chunks), which any workers extract; each decodes from the key
+frame before its first segment (features.video.Blocks). The chunks of a video
+are grouped (GroupByKey) into one [T, 1024] file per stream, bit-identical to
+a one-pass extraction. Per-video records then flow to one last step that
+writes gt.json, the failures list and the run's summary, which the driver
+reads back: no shared disk is needed to know the outcome.
 
-A video whose outputs exist and validate (float32 [T, 1024] for every stream,
-T = floor(frames / 16) with the frame count of its status record) is skipped
-on a rerun. An unusable video (unreadable, corrupt, no frames, too short) is
-recorded as a failure; the others go on. OUT must be a filesystem every Beam
-worker can write (local disk for the DirectRunner; a shared mount otherwise).
+Writes, under OUT (ExtractConfig.output_dir; any Beam filesystem, through
+features.storage, each file complete or absent):
+  features/<split>/<stream>/<video>.npy       float32 [T, 1024]
+  gt.json                                     durations, the split of each video and the
+                                              annotations if given, merged with the entries
+                                              already there
+  extract_status/<split>/<video>.json         per video: frames, segments, outcome and the
+                                              provenance of its features (features.provenance)
+  extract_chunks/<split>/<video>/<k>.npz      a finished chunk of an unfinished video (for a
+                                              restart; removed once the video is assembled)
+  failures_<split>.json                       the unusable videos and why (only if any)
+  extract_runs/<run id>.json                  the records of one run (read by its driver)
 
-The DirectRunner runs in multi_processing mode with one worker per core
-unless the Beam arguments say otherwise; any other Beam option (--runner,
---flink_master, --project, ...) is passed through unchanged.
+A rerun skips a video whose features exist, validate (float32 [T, 1024], T =
+floor(frames / 16)) and were made by the same settings, weights and video file
+(provenance); a chunk already finished is not extracted again. An unusable
+video (unreadable, corrupt, no frames, too short) is recorded as a failure;
+the others go on. Two runs at once on the same folders both finish: a video
+may then be extracted twice, harmlessly, and gt.json is merged under a lock
+(local folders).
 """
 
+import io
 import json
 import logging
 import os
+import socket
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 import uuid
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from wtal_tf import io_utils
 from wtal_tf.config import ExtractConfig
 from wtal_tf.data import contract
 from wtal_tf.data import groundtruth
-from wtal_tf.data import npy
 from wtal_tf.errors import UserError
 from wtal_tf.features import extraction
+from wtal_tf.features import provenance
+from wtal_tf.features import storage
 from wtal_tf.features import video
 from wtal_tf.features.beam_options import BEAM_LOG_LEVEL, pipeline_options
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv",
-                    ".wmv", ".3gp", ".ogv")
-STATUS_DIR = "extract_status"
-PROGRESS_EVERY_S = 10.0  # seconds between progress lines
+STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
+    "extract_status", "extract_chunks", "extract_runs", "extract_progress")
+PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
-
-
-def list_videos(video_dir: str) -> list[str]:
-  """The video files directly in `video_dir` (by extension), sorted; UserError if none."""
-  if not video_dir or not os.path.isdir(video_dir):
-    raise UserError(f"{video_dir or '--video_dir'}: video directory not found")
-  paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)
-                 if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith("."))
-  if not paths:
-    raise UserError(f"{video_dir}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
-  stems = {}
-  for p in paths:
-    other = stems.setdefault(video.name(p), p)
-    if other != p:
-      raise UserError(f"{video_dir}: {os.path.basename(other)} and {os.path.basename(p)} "
-                      "would write the same feature file")
-  return paths
+GT_VERSION = "wtal_tf.extract"
 
 
 def status_path(out: str, split: str, name: str) -> str:
-  return os.path.join(out, STATUS_DIR, split, name + ".json")
+  return storage.join(out, STATUS_DIR, split, name + ".json")
 
 
 def failures_path(out: str, split: str) -> str:
-  return os.path.join(out, f"failures_{split}.json")
+  return storage.join(out, f"failures_{split}.json")
 
 
-def _read_json(path: str):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+def chunk_path(out: str, split: str, name: str, index: int) -> str:
+  return storage.join(out, CHUNKS_DIR, split, name, f"{index}.npz")
 
 
-def completed(cfg: ExtractConfig, name: str) -> dict | None:
-  """The status record of a video whose outputs exist and validate, else None."""
-  record = _read_json(status_path(cfg.output_dir, cfg.split, name))
-  if not isinstance(record, dict) or record.get("status") not in (OK, SKIPPED):
-    return None
-  expected = (extraction.num_segments(int(record.get("frames", 0))), contract.FEATURE_DIM)
+def _features_valid(cfg: ExtractConfig, name: str, frames: int) -> bool:
+  expected = (extraction.num_segments(frames), contract.FEATURE_DIM)
   for s in cfg.streams:
-    try:
-      x = npy.read(contract.feature_path(cfg.output_dir, cfg.split, s, name))
-    except (OSError, ValueError):
-      return None
-    if x.dtype != np.float32 or x.shape != expected:
-      return None
-  return record
+    x = storage.read_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name))
+    if x is None or x.dtype != np.float32 or x.shape != expected:
+      return False
+  return True
 
 
-class ExtractVideoFn(beam.DoFn):
-  """Video path -> its feature files and status record; yields the record.
+def completed(cfg: ExtractConfig, name: str, made: dict) -> tuple[Optional[dict], list[str]]:
+  """(the status record, []) of a video whose outputs exist, validate and were made as
+  `made` says (provenance); else (None, what differs: empty when nothing usable exists)."""
+  record = storage.read_json(status_path(cfg.output_dir, cfg.split, name))
+  if not isinstance(record, dict) or record.get("status") not in (OK, SKIPPED):
+    return None, []
+  changed = provenance.differences(record.get("provenance"), made["settings"])
+  if record.get("video_identity") != made["video_identity"]:
+    changed.append("the video file changed")
+  if not changed and not _features_valid(cfg, name, int(record.get("frames", 0))):
+    changed.append("a feature file is missing or damaged")
+  return (None, changed) if changed else (record, [])
 
-  Every record written carries `run_id`, so the submitting process tells this
-  run's records from those an earlier run left behind.
-  """
 
-  def __init__(self, cfg: ExtractConfig, run_id: str = ""):
+# ---------------------------------------------------------------- work items
+
+def _task(path: str, index: int, start: int, count: Optional[int], made: dict) -> dict:
+  return {"video": path, "name": video.name(path), "index": index, "start": start,
+          "count": count, "made": made}
+
+
+def plan(path: str, chunk_segments: int, made: dict) -> list[dict]:
+  """The work items of one video: chunks of at most chunk_segments segments (the
+  last one open-ended, so a wrong estimate of the length loses nothing)."""
+  try:
+    estimate = video.estimated_blocks(path, contract.SEGMENT_FRAMES)
+  except UserError:
+    estimate = None  # the worker reports why the file is unusable
+  chunks = video.plan_chunks(estimate, chunk_segments)
+  return [_task(path, k, start, count, made) for k, (start, count) in enumerate(chunks)]
+
+
+def _chunk_meta(task: dict) -> dict:
+  return {k: task[k] for k in ("index", "start", "count", "made")}
+
+
+def _save_chunk(path: str, task: dict, result: dict) -> None:
+  buffer = io.BytesIO()
+  meta = {**_chunk_meta(task), **{k: v for k, v in result.items() if k != "features"}}
+  np.savez(buffer, meta=np.asarray(json.dumps(meta)), **result["features"])
+  storage.write_bytes(path, buffer.getvalue())
+
+
+def _load_chunk(path: str, task: dict) -> Optional[dict]:
+  """A finished chunk saved by an earlier run with the same work item, else None."""
+  data = storage.read_bytes(path)
+  if data is None:
+    return None
+  try:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+      meta = json.loads(str(z["meta"]))
+      features = {s: z[s] for s in task["made"]["settings"]["streams"]}
+  except (ValueError, KeyError, OSError, EOFError):
+    return None
+  if {k: meta.get(k) for k in _chunk_meta(task)} != _chunk_meta(task):
+    return None
+  return {**{k: meta[k] for k in ("frames", "total_frames", "segments", "worker", "warning")},
+          "features": features}
+
+
+_EXTRACTORS: dict = {}  # one Extractor per config in each worker process (setup runs per
+# partition on some runners, e.g. Dask)
+
+
+def _extractor(cfg: ExtractConfig) -> extraction.Extractor:
+  if cfg not in _EXTRACTORS:
+    _EXTRACTORS[cfg] = extraction.Extractor(cfg)
+  return _EXTRACTORS[cfg]
+
+
+class ExtractChunkFn(beam.DoFn):
+  """Work item -> (video name, chunk result); the result holds the chunk's features, or
+  the reason the video is unusable."""
+
+  def __init__(self, cfg: ExtractConfig, run_id: str):
     super().__init__()
     self.cfg, self.run_id = cfg, run_id
     self.extractor = self.setup_error = None
 
   def setup(self):
     try:
-      self.extractor = extraction.Extractor(self.cfg)
+      self.extractor = _extractor(self.cfg)
     except UserError as e:  # e.g. a corrupt checkpoint: every video fails with this reason
       self.setup_error = e
 
-  def process(self, path: str) -> Iterable[dict]:
-    cfg, name = self.cfg, video.name(path)
-    record = completed(cfg, name)
-    if record is not None:
-      record = {**record, "video": path, "status": SKIPPED, "run": self.run_id}
-      io_utils.write_json(status_path(cfg.output_dir, cfg.split, name), record)
-      yield record
-      return
-    try:
-      if self.setup_error is not None:
-        raise UserError(f"{path}: not extracted: {self.setup_error}")
-      result = self.extractor(path)
-    except UserError as e:
-      record = {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
+  def process(self, task: dict) -> Iterable[tuple[str, dict]]:
+    cfg, name, path = self.cfg, task["name"], task["video"]
+    cache = chunk_path(cfg.output_dir, cfg.split, name, task["index"])
+    result = _load_chunk(cache, task)
+    if result is None:
+      try:
+        if self.setup_error is not None:
+          raise UserError(f"{path}: not extracted: {self.setup_error}")
+        got = self.extractor(path, task["start"], task["count"])
+      except UserError as e:
+        result = {"error": str(e), "segments": 0}
+      else:
+        result = {"features": got.features, "frames": got.num_frames,
+                  "total_frames": got.total_frames,
+                  "segments": len(got.features[cfg.streams[0]]),
+                  "worker": f"{socket.gethostname()}:{os.getpid()}", "warning": got.warning}
+        if task["count"] is not None or task["index"]:  # a video of several chunks
+          _save_chunk(cache, task, result)
+    storage.write_json(storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
+                                    f"{name}.{task['index']}.json"),
+                       {"segments": result["segments"]}, indent=None)
+    yield name, {**result, "index": task["index"], "video": path, "made": task["made"]}
+
+
+class AssembleVideoFn(beam.DoFn):
+  """(video name, its chunk results) -> the video's feature files and status record."""
+
+  def __init__(self, cfg: ExtractConfig, run_id: str):
+    super().__init__()
+    self.cfg, self.run_id = cfg, run_id
+
+  def process(self, element) -> Iterable[dict]:
+    cfg, (name, chunks) = self.cfg, element
+    chunks = sorted(chunks, key=lambda c: c["index"])
+    path = chunks[0]["video"]
+    errors = [c["error"] for c in chunks if "error" in c]
+    frames = sum(c.get("frames", 0) for c in chunks)
+    total = chunks[-1].get("total_frames")
+    if not errors and total != frames:
+      errors = [f"{path}: the chunks cover {frames} frames, the video has {total}"]
+    if errors:
+      record = {"video": path, "status": FAILED, "reason": errors[0]}
     else:
-      for s, x in result.features.items():
-        with io_utils.atomic_path(contract.feature_path(cfg.output_dir, cfg.split, s, name)) as tmp:
-          np.save(tmp, x)
-      record = {"video": path, "status": OK, "frames": result.num_frames,
-                "segments": len(next(iter(result.features.values()))),
-                "duration": result.duration, "seconds": result.seconds, "run": self.run_id}
-    io_utils.write_json(status_path(cfg.output_dir, cfg.split, name), record)
+      features = {s: np.concatenate([c["features"][s] for c in chunks]).astype(np.float32)
+                  for s in cfg.streams}
+      for s, x in features.items():
+        storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
+      made = chunks[0]["made"]
+      record = {"video": path, "status": OK, "frames": frames,
+                "segments": len(features[cfg.streams[0]]), "duration": frames / contract.FPS,
+                "chunks": len(chunks), "workers": sorted({c["worker"] for c in chunks}),
+                "warnings": [c["warning"] for c in chunks if c.get("warning")],
+                "provenance": made["settings"], "video_identity": made["video_identity"]}
+    record["run"] = self.run_id
+    storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
+    if record["status"] == OK:
+      storage.delete([chunk_path(cfg.output_dir, cfg.split, name, c["index"]) for c in chunks],
+                     prune=True)
     yield record
 
 
-class _Progress(threading.Thread):
-  """Logs videos done/total and frames per second from the status records of this run."""
+class FinishRunFn(beam.DoFn):
+  """All records of the run -> gt.json merged, the failures list, the run's summary."""
 
-  def __init__(self, cfg: ExtractConfig, names: Sequence[str]):
-    super().__init__(daemon=True)
-    self.cfg, self.names, self.start_time = cfg, names, time.time()
-    self.stopped = threading.Event()
+  def __init__(self, cfg: ExtractConfig, run_id: str, annotations: dict):
+    super().__init__()
+    self.cfg, self.run_id, self.annotations = cfg, run_id, annotations
 
-  def report(self) -> None:
-    done, frames = 0, 0
-    for name in self.names:
-      path = status_path(self.cfg.output_dir, self.cfg.split, name)
-      try:
-        if os.path.getmtime(path) < self.start_time:
-          continue
-      except OSError:
-        continue
-      record = _read_json(path) or {}
-      done += 1
-      if record.get("status") == OK:
-        frames += record.get("frames", 0)
-    elapsed = time.time() - self.start_time
-    logging.info("extract %s: %d/%d videos done, %.1f frames/s", self.cfg.split, done,
-                 len(self.names), frames / max(elapsed, 1e-9))
-
-  def run(self):
-    while not self.stopped.wait(PROGRESS_EVERY_S):
-      self.report()
+  def process(self, records: list) -> Iterable[str]:
+    cfg = self.cfg
+    write_dataset_files(cfg, {video.name(r["video"]): r for r in records}, self.annotations)
+    summary = storage.join(cfg.output_dir, RUNS_DIR, self.run_id + ".json")
+    storage.write_json(summary, records)
+    yield summary
 
 
-def run_pipeline(cfg: ExtractConfig, paths: Sequence[str], options: PipelineOptions,
-                 run_id: str = "") -> None:
-  """Runs the Beam pipeline over `paths` (outputs and status records written by the workers)."""
-  with beam.Pipeline(options=options) as p:
-    _ = (p | "videos" >> beam.Create(list(paths))
-         | "spread" >> beam.Reshuffle()
-         | "extract" >> beam.ParDo(ExtractVideoFn(cfg, run_id)))
-
+# ---------------------------------------------------------------- dataset files
 
 def _gt_entries(cfg: ExtractConfig, records: dict[str, dict], given: dict) -> dict:
-  """gt.json entries of the usable videos: duration, and subset/annotations from `given`."""
+  """gt.json entries of the usable videos: duration, split, and subset/annotations
+  from `given` ({video: GTVideo} of --annotations)."""
   entries = {}
   for name, record in records.items():
     if record.get("status") == FAILED:
       continue
     gt = given.get(name)
     entries[name] = {
-        "subset": gt.subset if gt else cfg.split,
+        "subset": gt.subset if gt else cfg.split, "split": cfg.split,
         "duration": record["duration"],
         "annotations": [] if gt is None else [
             {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
   return entries
 
 
+def read_database(cfg: ExtractConfig) -> dict:
+  """The `database` of OUT/gt.json ({} if absent); a UserError if it is not usable."""
+  path = contract.gt_path(cfg.output_dir)
+  if not storage.exists(path):
+    return {}
+  data = storage.read_json(path)
+  if not isinstance(data, dict) or not isinstance(data.get("database", {}), dict):
+    raise UserError(f"{path}: not ActivityNet ground truth (its 'database' must be an object "
+                    "of videos); move it away or fix it")
+  return data.get("database", {})
+
+
 def write_dataset_files(cfg: ExtractConfig, records: dict[str, dict],
                         annotations: dict) -> list[dict]:
-  """Merges the videos into OUT/gt.json, writes or removes the failures list; returns failures.
-
-  annotations: {video: GTVideo} of --annotations ({} without it).
-  """
+  """Merges the videos into OUT/gt.json, writes or removes the failures list; returns failures."""
   gt_path = contract.gt_path(cfg.output_dir)
-  database = {}
-  if os.path.exists(gt_path):
-    database = groundtruth.load_json(gt_path).get("database", {})
-  database.update(_gt_entries(cfg, records, annotations))
-  io_utils.write_json(gt_path, {"version": "wtal_tf.extract", "database": database}, indent=1)
+  with storage.locked(gt_path):  # concurrent runs merge one after the other
+    database = read_database(cfg)
+    database.update(_gt_entries(cfg, records, annotations))
+    storage.write_json(gt_path, {"version": GT_VERSION, "database": database})
   failures = [{"video": r["video"], "reason": r["reason"]} for r in records.values()
               if r.get("status") == FAILED]
   path = failures_path(cfg.output_dir, cfg.split)
   if failures:
-    io_utils.write_json(path, failures, indent=1)
-  elif os.path.exists(path):
-    os.remove(path)
+    storage.write_json(path, failures)
+  else:
+    storage.delete([path])
   return failures
 
 
+# ---------------------------------------------------------------- the driver
+
+class _Progress(threading.Thread):
+  """Logs videos done/total, segments/s and the time left, from this run's progress marks."""
+
+  def __init__(self, cfg: ExtractConfig, run_id: str, tasks: Sequence[dict]):
+    super().__init__(daemon=True)
+    self.root = storage.join(cfg.output_dir, PROGRESS_DIR, run_id)
+    self.split, self.start_time = cfg.split, time.time()
+    self.chunks = {}
+    for t in tasks:
+      self.chunks.setdefault(t["name"], set()).add(t["index"])
+    self.stopped = threading.Event()
+
+  def report(self) -> None:
+    marks = storage.match(storage.join(self.root, "*.json"))
+    done, segments = {}, 0
+    for path in marks:
+      name, _, index = os.path.splitext(os.path.basename(path))[0].rpartition(".")
+      done.setdefault(name, set()).add(int(index))
+      segments += (storage.read_json(path) or {}).get("segments", 0)
+    videos = sum(done.get(n, set()) >= c for n, c in self.chunks.items())
+    elapsed = time.time() - self.start_time
+    rate = segments / max(elapsed, 1e-9)
+    left_chunks = sum(len(c) for c in self.chunks.values()) - len(marks)
+    per_chunk = elapsed / len(marks) if marks else None
+    eta = "?" if per_chunk is None else f"{left_chunks * per_chunk:.0f} s"
+    logging.info("extract %s: %d/%d videos done, %.1f segments/s, about %s left", self.split,
+                 videos, len(self.chunks), rate, eta)
+
+  def run(self):
+    while not self.stopped.wait(PROGRESS_EVERY_S):
+      self.report()
+
+
+def run_pipeline(cfg: ExtractConfig, tasks: Sequence[dict], skipped: Sequence[dict],
+                 annotations: dict, run_id: str) -> None:
+  """Runs the Beam pipeline; its last step writes the run's summary."""
+  options = pipeline_options(cfg.pipeline_args, num_elements=max(len(tasks), 1))
+  with beam.Pipeline(options=options) as p:
+    extracted = (p | "work items" >> beam.Create(list(tasks))
+                 | "spread" >> beam.Reshuffle()
+                 | "extract" >> beam.ParDo(ExtractChunkFn(cfg, run_id))
+                 | "by video" >> beam.GroupByKey()
+                 | "assemble" >> beam.ParDo(AssembleVideoFn(cfg, run_id)))
+    done = p | "already done" >> beam.Create(list(skipped))
+    _ = ((extracted, done) | "records" >> beam.Flatten()
+         | "all records" >> beam.combiners.ToList()
+         | "dataset files" >> beam.ParDo(FinishRunFn(cfg, run_id, annotations)))
+
+
+def match_annotations(given: dict, names: Sequence[str], source: str) -> dict:
+  """The annotations of the videos being extracted; says how many matched, and fails when
+  annotations are given but match none of the videos."""
+  matched = {n: given[n] for n in names if n in given}
+  absent = sorted(set(given) - set(names))
+  logging.info("annotations %s: %d of %d videos annotated; %d annotated videos not in "
+               "the video folder%s", source, len(matched), len(names), len(absent),
+               f" (e.g. {', '.join(absent[:3])})" if absent else "")
+  if given and not matched:
+    raise UserError(f"{source}: its {len(given)} video keys match none of the {len(names)} "
+                    f"videos (keys are file names without the extension, e.g. "
+                    f"{names[0]!r}; the file has e.g. {next(iter(given))!r})")
+  return matched
+
+
+def _check_writable(cfg: ExtractConfig) -> None:
+  """Local OUT: every folder the run writes must be writable (one line, before any work)."""
+  if not storage.is_local(cfg.output_dir):
+    return
+  io_utils.ensure_writable_dir(cfg.output_dir, "output dir")
+  folders = [os.path.join(cfg.output_dir, contract.FEATURES_DIR, cfg.split, s)
+             for s in cfg.streams] + [os.path.join(cfg.output_dir, d, cfg.split)
+                                      for d in (STATUS_DIR, CHUNKS_DIR)]
+  for folder in folders + [os.path.join(cfg.output_dir, d) for d in (RUNS_DIR, PROGRESS_DIR)]:
+    io_utils.ensure_writable_dir(folder, "output folder")
+
+
 def extract(cfg: ExtractConfig) -> dict[str, dict]:
-  """Extracts every video of cfg.video_dir; returns {video stem: status record}.
+  """Extracts every video of cfg.video_dir; returns {video name: status record}.
 
   Raises UserError (after writing everything else) if some videos failed.
   """
-  options = pipeline_options(cfg.pipeline_args)
-  paths = list_videos(cfg.video_dir)
-  # Read before any work, so a bad file fails first.
-  annotations = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
-  extraction.check_weights(cfg, cfg.streams)
-  io_utils.ensure_writable_dir(cfg.output_dir, "output dir")
+  pipeline_options(cfg.pipeline_args)  # every Beam argument checked before any work
+  paths, ignored = video.list_videos(cfg.video_dir)
   names = [video.name(p) for p in paths]
-  logging.info("extract %s: %d videos, streams %s -> %s", cfg.split, len(paths),
-               ",".join(cfg.streams), cfg.output_dir)
-  logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
-  progress = _Progress(cfg, names)
-  progress.start()
+  given = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
+  annotations = match_annotations(given, names, cfg.annotations) if cfg.annotations else {}
+  extraction.check_weights(cfg, cfg.streams)
+  _check_writable(cfg)
+  read_database(cfg)  # a bad OUT/gt.json fails now, not after the work
+  removed = storage.remove_stale_temporaries(cfg.output_dir)
+  settings = provenance.settings(cfg, {s: provenance.weights_identity(cfg, s)
+                                       for s in cfg.streams})
+  logging.info("extract %s: %d videos (%d other files ignored), streams %s -> %s%s",
+               cfg.split, len(paths), len(ignored), ",".join(cfg.streams), cfg.output_dir,
+               f"; removed {removed} stale temporary files" if removed else "")
+  tasks, skipped = [], []
+  for name, path in zip(names, paths):
+    made = {"settings": settings, "video_identity": provenance.video_identity(path)}
+    record, changed = completed(cfg, name, made)
+    if record is not None:
+      skipped.append({**record, "video": path, "status": SKIPPED})
+      continue
+    if changed:
+      logging.info("re-extracting %s: %s", name, "; ".join(changed))
+    tasks += plan(path, cfg.chunk_segments, made)
   run_id = uuid.uuid4().hex
+  logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
+  progress = _Progress(cfg, run_id, tasks)
+  progress.start()
   try:
-    run_pipeline(cfg, paths, options, run_id)
+    run_pipeline(cfg, tasks, skipped, annotations, run_id)
   finally:
     progress.stopped.set()
   progress.report()
-  records = {}
-  for name, path in zip(names, paths):
-    record = _read_json(status_path(cfg.output_dir, cfg.split, name))
-    if not isinstance(record, dict) or record.get("run") != run_id:
-      record = {"video": path, "status": FAILED,
-                "reason": f"{path}: no status record from this run (worker lost?)"}
-    records[name] = record
-  failures = write_dataset_files(cfg, records, annotations)
-  for f in failures:
-    logging.error("%s", f["reason"])
+  summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
+  records = storage.read_json(summary)
+  storage.delete([summary] + storage.match(storage.join(cfg.output_dir, PROGRESS_DIR, run_id,
+                                                        "*")), prune=True)
+  if not isinstance(records, list):
+    raise UserError(f"{cfg.output_dir}: the pipeline finished without writing its summary "
+                    f"({RUNS_DIR}/{run_id}.json)")
+  records = {video.name(r["video"]): r for r in records}
+  for r in records.values():
+    if r["status"] == FAILED:
+      logging.error("%s", r["reason"])
+    for warning in r.get("warnings", []):
+      logging.warning("%s", warning)
   counts = {k: sum(r["status"] == k for r in records.values()) for k in (OK, SKIPPED, FAILED)}
   logging.info("extract %s: %d extracted, %d already done, %d failed -> %s", cfg.split,
                counts[OK], counts[SKIPPED], counts[FAILED], cfg.output_dir)
-  if failures:
-    raise UserError(f"{len(failures)} of {len(paths)} videos failed; list in "
+  if counts[FAILED]:
+    raise UserError(f"{counts[FAILED]} of {len(paths)} videos failed; list in "
                     f"{failures_path(cfg.output_dir, cfg.split)}")
   return records

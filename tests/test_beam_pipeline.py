@@ -1,0 +1,249 @@
+"""The Beam extraction split below the video (#20): chunks reassembled bit for bit, restart
+per chunk, the provenance skip rule, concurrent runs, gt.json and annotations, stale
+temporaries, and the records reaching the driver through the pipeline."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from video_helpers import smooth_frames, write_video
+from wtal_tf.config import DataConfig, ExtractConfig
+from wtal_tf.data import contract
+from wtal_tf.data import datasets as data
+from wtal_tf.errors import UserError
+from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import extraction
+from wtal_tf.features import storage
+
+SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
+IN_MEMORY = ("--direct_running_mode=in_memory",)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# B-frames and a key frame every 50 frames (2 s at 25 fps), as cameras write.
+H264 = {"codec": "libx264", "pix_fmt": "yuv420p",
+        "codec_options": {"g": "50", "bf": "3", "sc_threshold": "0"}}
+
+
+def small_cfg(videos, out, **kw):
+  return ExtractConfig(**{"streams": ("rgb",), "resize_shorter": SHORTER, "crop_size": CROP,
+                          "random_init_seed": 0, "batch_segments": 2, "chunk_segments": 2,
+                          "video_dir": str(videos), "output_dir": str(out),
+                          "pipeline_args": IN_MEMORY, **kw})
+
+
+@pytest.fixture
+def videos(tmp_path):
+  """Three videos: 7 segments of H.264 with B-frames at 30 fps, 2 of ffv1, 1 of ffv1."""
+  root = tmp_path / "videos"
+  root.mkdir()
+  write_video(root / "long.mp4", smooth_frames(140, 48, 64, seed=1), fps=30, **H264)
+  write_video(root / "b.mkv", smooth_frames(33, 48, 64, seed=2))
+  write_video(root / "c.mkv", smooth_frames(16, 48, 64, seed=3))
+  return root
+
+
+def features(out, name, stream="rgb"):
+  return np.load(contract.feature_path(str(out), "test", stream, name))
+
+
+@pytest.mark.parametrize("streams", [("rgb",), ("rgb", "flow")])
+def test_chunks_reassemble_to_the_one_pass_features_bit_for_bit(videos, tmp_path, streams):
+  cfg = small_cfg(videos, tmp_path / "out", streams=streams)
+  records = pipeline.extract(cfg)
+  assert records["long"]["chunks"] == 4 and records["long"]["segments"] == 7
+  one_pass = extraction.Extractor(cfg)
+  for name in ("long", "b", "c"):
+    direct = one_pass(str(next(videos.glob(name + ".*"))))
+    for s in streams:
+      np.testing.assert_array_equal(features(tmp_path / "out", name, s), direct.features[s])
+    assert records[name]["frames"] == direct.num_frames
+  gt = json.loads((tmp_path / "out" / "gt.json").read_text())["database"]
+  assert gt["long"] == {"subset": "test", "split": "test", "duration": records["long"]["frames"]
+                        / 25, "annotations": []}
+  # Finished videos leave no chunk files; the run's summary and marks are gone.
+  assert not list((tmp_path / "out").glob(f"{pipeline.CHUNKS_DIR}/**/*.npz"))
+  assert not list((tmp_path / "out").glob(f"{pipeline.RUNS_DIR}/*.json"))
+
+
+def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
+  cfg = small_cfg(videos, tmp_path / "out")
+  made = {"settings": pipeline.provenance.settings(cfg, {"rgb": "random:0"}),
+          "video_identity": pipeline.provenance.video_identity(str(videos / "long.mp4"))}
+  tasks = pipeline.plan(str(videos / "long.mp4"), cfg.chunk_segments, made)
+  fn = pipeline.ExtractChunkFn(cfg, "earlier-run")
+  fn.setup()
+  for task in tasks[:2]:  # a run killed after two of the four chunks
+    list(fn.process(task))
+  calls = []
+  real = extraction.Extractor.__call__
+
+  def counted(self, path, start_segment=0, num_segments=None):
+    calls.append((os.path.basename(path), start_segment))
+    return real(self, path, start_segment, num_segments)
+
+  with mock.patch.object(extraction.Extractor, "__call__", counted):
+    pipeline.extract(cfg)
+  assert sorted(c for c in calls if c[0] == "long.mp4") == [("long.mp4", 4), ("long.mp4", 6)]
+  direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
+  np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
+
+
+def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos, tmp_path,
+                                                                         caplog):
+  out = tmp_path / "out"
+  cfg = small_cfg(videos, out)
+  pipeline.extract(cfg)
+  first = features(out, "b")
+  assert {r["status"] for r in pipeline.extract(cfg).values()} == {"skipped"}
+  caplog.set_level("INFO")
+  # Other weights (here: another random init) are extracted again, and the log says why.
+  records = pipeline.extract(dataclasses.replace(cfg, random_init_seed=1))
+  assert {r["status"] for r in records.values()} == {"ok"}
+  assert "re-extracting b: rgb weights random:0" in caplog.text
+  assert not np.array_equal(features(out, "b"), first)
+  # Other geometry.
+  records = pipeline.extract(dataclasses.replace(cfg, random_init_seed=1, crop_size=24))
+  assert {r["status"] for r in records.values()} == {"ok"}
+  assert "crop_size 32 -> 24" in caplog.text
+  # The same name, another video.
+  cfg = dataclasses.replace(cfg, random_init_seed=1, crop_size=24)
+  write_video(videos / "b.mkv", smooth_frames(48, 48, 64, seed=9))
+  records = pipeline.extract(cfg)
+  assert records["b"]["status"] == "ok" and records["b"]["segments"] == 3
+  assert records["c"]["status"] == "skipped"
+  assert "re-extracting b: the video file changed" in caplog.text
+
+
+def test_the_skip_rule_checks_the_feature_files(videos, tmp_path):
+  cfg = small_cfg(videos, tmp_path / "out")
+  pipeline.extract(cfg)
+  path = contract.feature_path(str(tmp_path / "out"), "test", "rgb", "b")
+  for damaged in (np.zeros((2, 3), np.float32), np.zeros((1, 1024), np.float32),
+                  np.zeros((2, 1024), np.float64)):
+    np.save(path, damaged)
+    assert pipeline.extract(cfg)["b"]["status"] == "ok"
+  with open(path, "r+b") as f:  # cut short
+    f.truncate(100)
+  assert pipeline.extract(cfg)["b"]["status"] == "ok"
+  assert features(tmp_path / "out", "b").shape == (2, 1024)
+
+
+def test_records_come_through_the_pipeline_not_from_files_on_the_driver(videos, tmp_path):
+  cfg = small_cfg(videos, tmp_path / "out")
+  with mock.patch.object(pipeline.storage, "read_json", wraps=storage.read_json) as reads:
+    records = pipeline.extract(cfg)
+  status_reads = [c for c in reads.call_args_list if pipeline.STATUS_DIR in str(c)]
+  assert len(status_reads) == 3  # the skip check before the run, one per video
+  assert {r["status"] for r in records.values()} == {"ok"}
+  # A pipeline that wrote no summary is an error, not a guess from old records.
+  with mock.patch.object(pipeline, "run_pipeline"), pytest.raises(UserError,
+                                                                  match="without writing"):
+    pipeline.extract(dataclasses.replace(cfg, random_init_seed=2))
+
+
+def test_two_runs_at_once_both_succeed_and_gt_json_is_complete(videos, tmp_path):
+  for k in range(4):
+    write_video(videos / f"more{k}.mkv", smooth_frames(20, 48, 64, seed=10 + k))
+  out = tmp_path / "out"
+  args = [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
+          f"--output_dir={out}", "--streams=rgb", "--random_init_seed=0",
+          f"--resize_shorter={SHORTER}", f"--crop_size={CROP}", "--chunk_segments=2",
+          *IN_MEMORY]
+  procs = [subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  results = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, results):
+    assert p.returncode == 0, err[-3000:]
+  gt = json.loads((out / "gt.json").read_text())["database"]
+  assert set(gt) == {"long", "b", "c", "more0", "more1", "more2", "more3"}
+  one_pass = extraction.Extractor(small_cfg(videos, out))
+  for name in gt:
+    direct = one_pass(str(next(videos.glob(name + ".*")))).features["rgb"]
+    np.testing.assert_array_equal(features(out, name), direct)
+
+
+def test_concurrent_gt_merges_lose_no_entry(tmp_path):
+  cfg = small_cfg(tmp_path, tmp_path / "out")
+  script = ("import sys; from wtal_tf.config import ExtractConfig; "
+            "from wtal_tf.features import beam_pipeline as p; "
+            f"cfg = ExtractConfig(output_dir={str(cfg.output_dir)!r}); k = sys.argv[1]; "
+            "[p.write_dataset_files(cfg, {f'v{k}_{i}': {'status': 'ok', 'duration': 1.0, "
+            "'video': 'x'}}, {}) for i in range(30)]")
+  procs = [subprocess.Popen([sys.executable, "-c", script, str(k)], cwd=REPO, env=ENV)
+           for k in range(3)]
+  assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+  database = json.loads((tmp_path / "out" / "gt.json").read_text())["database"]
+  assert len(database) == 90
+
+
+def test_a_gt_json_whose_database_is_not_an_object_fails_before_any_work(videos, tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "gt.json").write_text(json.dumps({"database": [1, 2]}))
+  with mock.patch.object(pipeline, "run_pipeline") as run, pytest.raises(
+      UserError, match=f"{out / 'gt.json'}: not ActivityNet ground truth"):
+    pipeline.extract(small_cfg(videos, out))
+  run.assert_not_called()
+
+
+def write_annotations(path, database):
+  path.write_text(json.dumps({"database": database}))
+  return str(path)
+
+
+def test_annotations_that_match_no_video_fail_and_partial_matches_are_counted(videos, tmp_path,
+                                                                              caplog):
+  entry = {"subset": "validation", "annotations": [{"label": "A", "segment": [0, 1]}]}
+  keyed_by_file = write_annotations(tmp_path / "a.json", {"b.mkv": entry, "c.mkv": entry})
+  with pytest.raises(UserError, match="match none of the 3 videos"):
+    pipeline.extract(small_cfg(videos, tmp_path / "out", annotations=keyed_by_file))
+  caplog.set_level("INFO")
+  partial = write_annotations(tmp_path / "p.json", {"b": entry, "gone": entry})
+  pipeline.extract(small_cfg(videos, tmp_path / "out", annotations=partial))
+  assert "1 of 3 videos annotated; 1 annotated videos not in the video folder (e.g. gone)" in (
+      caplog.text)
+
+
+def test_videos_annotated_for_another_subset_are_found_where_they_were_written(videos,
+                                                                               tmp_path):
+  """--split=test with training annotations: gt.json records the split, so the training
+  reader (features/train by default) still finds them."""
+  out = tmp_path / "out"
+  entry = {"subset": "validation", "annotations": [{"label": "A", "segment": [0, 1]}]}
+  annotations = write_annotations(tmp_path / "a.json", {"long": entry, "b": entry,
+                                                        "c": {**entry, "subset": "test"}})
+  pipeline.extract(small_cfg(videos, out, annotations=annotations))
+  ds = data.load_dataset(DataConfig(data_dir=str(out), streams=("rgb",)))
+  assert sorted(v.name for v in ds.train) == ["b", "long"]
+  assert [v.name for v in ds.test] == ["c"]
+
+
+def test_a_rerun_removes_stale_temporary_files_only(videos, tmp_path):
+  out = tmp_path / "out"
+  pipeline.extract(small_cfg(videos, out))
+  folder = out / "features" / "test" / "rgb"
+  stale = folder / f".b.npy{storage.TMP_MARK}dead"
+  fresh = folder / f".c.npy{storage.TMP_MARK}live"
+  for f in (stale, fresh):
+    f.write_bytes(b"half a file")
+  old = time.time() - storage.STALE_TEMPORARY_S - 60
+  os.utime(stale, (old, old))
+  pipeline.extract(small_cfg(videos, out))
+  assert not stale.exists() and fresh.exists()
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_any_work(videos, tmp_path):
+  out = tmp_path / "out"
+  (out / "features" / "test").mkdir(parents=True)
+  (out / "features" / "test" / "rgb").write_text("a file where a folder must be")
+  with mock.patch.object(pipeline, "run_pipeline") as run, pytest.raises(
+      UserError, match="cannot create output folder"):
+    pipeline.extract(small_cfg(videos, out))
+  run.assert_not_called()
