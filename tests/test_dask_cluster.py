@@ -1,0 +1,89 @@
+"""Extraction on a real distributed engine: Beam's Dask runner against a Dask cluster that
+the test starts as separate processes on 127.0.0.1 (a scheduler and two workers)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from video_helpers import smooth_frames, write_video
+from wtal_tf.data import contract
+
+distributed = pytest.importorskip("distributed")
+
+WORKERS = 2
+START_TIMEOUT_S = 120.0
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# Both streams at 64 px, two segments a chunk: each work item takes a few tenths of a
+# second, as real ones take minutes, so the scheduler has work to hand to both workers.
+SMALL = ["--streams=rgb,flow", "--random_init_seed=0", "--resize_shorter=80", "--crop_size=64",
+         "--batch_segments=2", "--chunk_segments=2"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+  """The scheduler's address; the processes are stopped after the module's tests."""
+  root = tmp_path_factory.mktemp("dask")
+  scheduler_file = root / "scheduler.json"
+  log = open(root / "cluster.log", "w")  # pylint: disable=consider-using-with
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+       "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+      cwd=REPO, env=ENV, stdout=log, stderr=log)]
+  try:
+    deadline = time.time() + START_TIMEOUT_S
+    while not scheduler_file.exists() and time.time() < deadline:
+      time.sleep(0.2)
+    address = json.loads(scheduler_file.read_text())["address"]
+    procs += [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
+         "--nthreads", "1", "--no-dashboard", "--memory-limit", "4GB"],
+        cwd=REPO, env=ENV, stdout=log, stderr=log) for _ in range(WORKERS)]
+    with distributed.Client(address, timeout=START_TIMEOUT_S) as client:
+      client.wait_for_workers(WORKERS, timeout=START_TIMEOUT_S)
+    yield address
+  finally:
+    for p in procs:
+      p.terminate()
+    for p in procs:
+      p.wait(timeout=30)
+    log.close()
+
+
+def extract(videos, out, *beam_args):
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
+                         f"--output_dir={out}", *SMALL, *beam_args],
+                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_the_dask_runner_on_a_cluster_equals_the_direct_runner_and_uses_both_workers(
+    cluster, tmp_path):
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  write_video(videos / "long.mp4", smooth_frames(200, 48, 64, seed=1), fps=30,
+              codec="libx264", pix_fmt="yuv420p", codec_options={"g": "50", "bf": "3"})
+  for k in range(3):
+    write_video(videos / f"v{k}.mkv", smooth_frames(40 + 16 * k, 48, 64, seed=5 + k))
+  extract(videos, tmp_path / "dask", "--runner=DaskRunner", f"--dask_client_address={cluster}")
+  extract(videos, tmp_path / "direct", "--direct_running_mode=in_memory")
+  names = ["long", "v0", "v1", "v2"]
+  workers = set()
+  for name in names:
+    for stream in ("rgb", "flow"):
+      a, b = (np.load(contract.feature_path(str(tmp_path / d), "test", stream, name))
+              for d in ("dask", "direct"))
+      np.testing.assert_array_equal(a, b)
+    record = json.loads((tmp_path / "dask" / "extract_status" / "test" / f"{name}.json")
+                        .read_text())
+    workers |= set(record["workers"])
+  assert len(workers) == WORKERS, workers  # the chunks were spread over both workers
+  gt = [json.loads((tmp_path / d / "gt.json").read_text())["database"]
+        for d in ("dask", "direct")]
+  assert gt[0] == gt[1] and set(gt[0]) == set(names)
