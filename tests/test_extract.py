@@ -121,6 +121,19 @@ def test_rgb_preprocessing_matches_numpy(height, width, shorter, crop):
   assert gray.dtype == np.uint8 and np.abs(gray - luma).max() <= 0.51
 
 
+def test_frames_of_different_sizes_each_reach_the_same_crop():
+  """A stream whose frame size changes midway (video.Block.frames is then a list)."""
+  rng = np.random.default_rng(2)
+  frames = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in
+            ((48, 64, 3), (64, 48, 3), (30, 20, 3))]
+  got = preprocess.rgb(frames, 40, 32)
+  assert got.shape == (3, 32, 32, 3)
+  for k, frame in enumerate(frames):
+    np.testing.assert_array_equal(got[k], preprocess.rgb(frame[None], 40, 32)[0])
+  np.testing.assert_array_equal(preprocess.gray(frames, 40, 32)[1],
+                                preprocess.gray(frames[1][None], 40, 32)[0])
+
+
 # ---------------------------------------------------------------- TV-L1 flow
 
 
