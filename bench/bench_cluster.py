@@ -36,7 +36,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
               "OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}
 GEOMETRY = {"streams": ("rgb",), "random_init_seed": 0, "resize_shorter": 112, "crop_size": 112}
-POLL_S = 0.5
+POLL_S = 0.5  # seconds between RSS samples of the workers
+STOP_TIMEOUT_S = 20.0  # seconds a cluster process may take to stop before it is killed
 
 
 @contextlib.contextmanager
@@ -65,7 +66,11 @@ def dask_cluster(workers: int, root: str):
     for p in procs:
       p.terminate()
     for p in procs:
-      p.wait(timeout=60)
+      try:
+        p.wait(timeout=STOP_TIMEOUT_S)
+      except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
     log.close()
 
 
@@ -93,7 +98,9 @@ def bench_runners(args, root: str) -> dict:
   cfg = ExtractConfig(output_dir=os.path.join(root, "loop"), **GEOMETRY)
   out = {"runners_segments": args.videos * args.segments_per_video,
          "loop_s": plain_loop(cfg, paths)}
+  print(json.dumps(out), flush=True)
   out["direct_s"] = run_extract(videos, os.path.join(root, "direct"))
+  print(json.dumps(out), flush=True)
   with dask_cluster(2, root) as (address, _):
     dask = ["--runner=DaskRunner", f"--dask_client_address={address}"]
     out["dask_cold_s"] = run_extract(videos, os.path.join(root, "dask"), *dask)
@@ -123,6 +130,7 @@ def bench_split(args, root: str) -> dict:
       stop.set()
       watcher.join()
       out[f"{label}_peak_rss_mb"] = [round(v / 2**20) for v in peaks.values()]
+      print(json.dumps(out), flush=True)
   out["split_2_vs_1"] = out["split_2_workers_s"] / out["split_1_workers_s"]
   out["chunking_overhead"] = out["split_1_workers_s"] / out["split_1_workers_one_chunk_s"]
   return out
