@@ -135,14 +135,16 @@ def pyramid_sizes(height: int, width: int, params: TVL1Params = TVL1Params()):
   return sizes
 
 
-def linear_resize_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
-  """float32 [n_out, n_in]: cv::resize INTER_LINEAR along one axis.
+def linear_resize_taps(n_in: int, n_out: int, scale: float):
+  """cv::resize INTER_LINEAR along one axis: (first tap, second tap, their weights).
 
   scale: source pixels per output pixel (1 / fx). Output pixel d samples
-  source coordinate (d + 0.5) * scale - 0.5 (rounded to float32), clamped to
-  the first / last pixel.
+  source coordinate f = (d + 0.5) * scale - 0.5 (rounded to float32), i.e.
+  pixels floor(f) and floor(f) + 1 with weights 1 - frac(f) and frac(f),
+  clamped to the first / last pixel. int32 [n_out] x 2, float32 [n_out] x 2.
   """
-  m = np.zeros((n_out, n_in), np.float32)
+  first, second = np.zeros(n_out, np.int32), np.zeros(n_out, np.int32)
+  w_first, w_second = np.zeros(n_out, np.float32), np.zeros(n_out, np.float32)
   for d in range(n_out):
     f = np.float32((d + 0.5) * scale - 0.5)
     s = math.floor(f)
@@ -151,20 +153,28 @@ def linear_resize_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
       s, f = 0, np.float32(0)
     if s >= n_in - 1:
       s, f = n_in - 1, np.float32(0)
-    m[d, s] += np.float32(1) - f
-    if f != 0:
-      m[d, s + 1] += f
-  return m
+    first[d], second[d] = s, min(s + 1, n_in - 1)
+    w_first[d], w_second[d] = np.float32(1) - f, f
+  return first, second, w_first, w_second
 
 
 # ------------------------------------------------------------ pieces (keras.ops)
 
+def _linear_pass(x, axis, n_out, scale):
+  """One axis (1 = rows, 2 = columns) of cv::resize INTER_LINEAR: x[a] w_a + x[b] w_b."""
+  first, second, w_first, w_second = linear_resize_taps(x.shape[axis], n_out, scale)
+  shape = (1, n_out, 1) if axis == 1 else (1, 1, n_out)
+  return (ops.take(x, first, axis=axis) * ops.reshape(w_first, shape)
+          + ops.take(x, second, axis=axis) * ops.reshape(w_second, shape))
+
+
 def resize_bilinear(x, out_size, scale_yx):
-  """[B, h, w] -> [B, out_h, out_w]: horizontal then vertical linear pass, as cv::resize."""
-  h, w = x.shape[1], x.shape[2]
-  rx = ops.convert_to_tensor(linear_resize_matrix(w, out_size[1], scale_yx[1]).T)
-  ry = ops.convert_to_tensor(linear_resize_matrix(h, out_size[0], scale_yx[0]))
-  return ops.matmul(ry, ops.matmul(x, rx))
+  """[B, h, w] -> [B, out_h, out_w]: horizontal then vertical linear pass, as cv::resize.
+
+  Elementwise per output pixel (no matmul), so every pair of a batch gets
+  the same bits as alone.
+  """
+  return _linear_pass(_linear_pass(x, 2, out_size[1], scale_yx[1]), 1, out_size[0], scale_yx[0])
 
 
 def downscale(x, out_size, scale_step: float):
@@ -402,10 +412,11 @@ def solve_level(i0, i1, u1, u2, params: TVL1Params = TVL1Params()):
       return ops.logical_and(n < params.outer_iterations, ops.any(loop[6] > scaled_eps))
 
     def outer_body(n, u1, u2, p11, p12, p21, p22, error, iters, trips):
-      if median:
+      if median:  # one median graph for both components: [2B, H, W]
         active = error > scaled_eps
-        u1 = _select(active, median_filter(u1, median), u1)
-        u2 = _select(active, median_filter(u2, median), u2)
+        filtered = median_filter(ops.concatenate([u1, u2], axis=0), median)
+        u1 = _select(active, filtered[:b], u1)
+        u2 = _select(active, filtered[b:], u2)
       loop = ops.while_loop(inner_cond, inner_body,
                             (ops.convert_to_tensor(0, "int32"), u1, u2, p11, p12, p21, p22,
                              error, iters, trips))
