@@ -62,6 +62,7 @@ estimate (`batch_bytes`) exceeds `max_batch_bytes` into sub-batches
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -403,8 +404,11 @@ def solve_level(i0, i1, u1, u2, params: TVL1Params = TVL1Params()):
       active = error > scaled_eps
       state = (u1, u2, p11, p12, p21, p22)
       new_state, new_error = tvl1_iteration(state, data, consts)
-      state = tuple(_select(active, a, o) for a, o in zip(new_state, state))
-      error = ops.where(active, new_error, error)
+      if b == 1:  # the loop runs only while the one pair is active: no select needed
+        state, error = new_state, new_error
+      else:
+        state = tuple(_select(active, a, o) for a, o in zip(new_state, state))
+        error = ops.where(active, new_error, error)
       iters = iters + ops.cast(active, "int32")
       return (n + 1, *state, error, iters, trips + 1)
 
@@ -415,8 +419,11 @@ def solve_level(i0, i1, u1, u2, params: TVL1Params = TVL1Params()):
       if median:  # one median graph for both components: [2B, H, W]
         active = error > scaled_eps
         filtered = median_filter(ops.concatenate([u1, u2], axis=0), median)
-        u1 = _select(active, filtered[:b], u1)
-        u2 = _select(active, filtered[b:], u2)
+        if b == 1:  # runs only while the one pair is active
+          u1, u2 = filtered[:1], filtered[1:]
+        else:
+          u1 = _select(active, filtered[:b], u1)
+          u2 = _select(active, filtered[b:], u2)
       loop = ops.while_loop(inner_cond, inner_body,
                             (ops.convert_to_tensor(0, "int32"), u1, u2, p11, p12, p21, p22,
                              error, iters, trips))
@@ -501,22 +508,28 @@ def batch_bytes(batch: int, height: int, width: int) -> int:
 
 
 def split_batch(batch: int, height: int, width: int,
-                max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> list[tuple[int, int]]:
+                max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+                pairs_per_call: int | None = None) -> list[tuple[int, int]]:
   """[(start, stop)] sub-batches, as few and as even as possible, each within the budget.
 
-  Always at least one pair per sub-batch (a single pair over the budget still runs).
+  At most pairs_per_call pairs (None: no limit) and max_batch_bytes
+  (`batch_bytes`) per sub-batch, but always at least one pair (a single pair
+  over the budget still runs).
   """
   if batch <= 0:
     return []
   per_call = max(1, max_batch_bytes // max(1, batch_bytes(1, height, width)))
+  if pairs_per_call is not None:
+    per_call = max(1, min(per_call, int(pairs_per_call)))
   parts = -(-batch // per_call)
   bounds = [round(k * batch / parts) for k in range(parts + 1)]
   return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
 def tvl1_flow_with_stats(first, second, params: TVL1Params = TVL1Params(),
-                         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES):
-  """`tvl1_flow`, plus the per-sub-batch stats of `tvl1_graph` (numpy)."""
+                         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+                         pairs_per_call: int | None = None, workers: int = 1):
+  """`tvl1_flow`, plus the stats of `tvl1_graph` (numpy) of every sub-batch, in order."""
   first, second = to_working_range(first), to_working_range(second)
   if first.shape != second.shape or first.ndim != 3:
     raise ValueError(f"first and second must both be [B, H, W], got {first.shape} "
@@ -524,24 +537,40 @@ def tvl1_flow_with_stats(first, second, params: TVL1Params = TVL1Params(),
   b, h, w = first.shape
   if h < 3 or w < 3:
     raise ValueError(f"frames must be at least 3x3 pixels, got {h}x{w}")
-  flows, stats = [], []
-  for start, stop in split_batch(b, h, w, max_batch_bytes):
+  workers = max(1, int(workers))
+  parts = split_batch(b, h, w, max(1, max_batch_bytes // workers), pairs_per_call)
+
+  def run(part):
+    start, stop = part
     fn = compiled_solver((stop - start, h, w), params)
     flow, st = fn(ops.convert_to_tensor(first[start:stop]),
                   ops.convert_to_tensor(second[start:stop]))
-    flows.append(ops.convert_to_numpy(flow))
-    stats.append({k: ops.convert_to_numpy(v) for k, v in st.items()})
-  flow = np.concatenate(flows) if flows else np.zeros((0, h, w, 2), np.float32)
-  return flow.astype(np.float32), stats
+    return ops.convert_to_numpy(flow), {k: ops.convert_to_numpy(v) for k, v in st.items()}
+
+  if workers > 1 and len(parts) > 1:
+    with concurrent.futures.ThreadPoolExecutor(min(workers, len(parts))) as pool:
+      results = list(pool.map(run, parts))
+  else:
+    results = [run(part) for part in parts]
+  flow = (np.concatenate([r[0] for r in results]) if results
+          else np.zeros((0, h, w, 2), np.float32))
+  return flow.astype(np.float32), [r[1] for r in results]
 
 
 def tvl1_flow(first, second, params: TVL1Params = TVL1Params(),
-              max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> np.ndarray:
+              max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+              pairs_per_call: int | None = None, workers: int = 1) -> np.ndarray:
   """TV-L1 flow from first[i] to second[i] for every pair of the batch.
 
   first, second: uint8 (0..255) or float ([0, 1]) grayscale [B, H, W].
   Returns float32 [B, H, W, 2]: (dx, dy) in pixels, as
   cv2.optflow.DualTVL1OpticalFlow_create().calc(first[i], second[i], None).
-  A batch over max_batch_bytes (estimate: `batch_bytes`) runs in sub-batches.
+
+  By default the whole batch is one compiled call; it is split into
+  sub-batches of at most `pairs_per_call` pairs, and so that `workers`
+  concurrent calls together stay within `max_batch_bytes` (`batch_bytes`).
+  workers > 1 runs the sub-batches on that many threads (the compiled call
+  itself uses about one core on CPU; see bench/bench_tvl1.py).
   """
-  return tvl1_flow_with_stats(first, second, params, max_batch_bytes)[0]
+  return tvl1_flow_with_stats(first, second, params, max_batch_bytes, pairs_per_call,
+                              workers)[0]
