@@ -52,12 +52,21 @@ the iterations of its slowest pair at each warp.
 Memory. The live float32 arrays per pair are, at the finest level: the two
 input frames, I1's gradient (2), the stacked I1/I1x/I1y that are warped (3),
 I1wx, I1wy, grad, rho_c (4), the loop state u1, u2, p11, p12, p21, p22 (6) and
-its next value (6), plus XLA temporaries. XLA's buffer assignment for
-[8, 224, 224] (jax `memory_analysis`, arguments + output + temporaries) comes
-to about 100 bytes per pixel per pair (about 5 MB per 224x224 pair);
-`BYTES_PER_PIXEL` (128) rounds that up. `tvl1_flow` splits a batch whose
-estimate (`batch_bytes`) exceeds `max_batch_bytes` into sub-batches
-(`split_batch`), each compiled for its own shape.
+its next value (6), the coarser pyramid levels (about 1.5 frames each for I0
+and I1), plus XLA temporaries (the 16 bicubic taps of the warp, the 25 median
+inputs). XLA's buffer assignment (jax `compiled.memory_analysis()`,
+arguments + output + temporaries) for [1, 224, 224] and [8, 224, 224] is
+289 bytes per pixel per pair, 14.5 MB per 224x224 pair; `BYTES_PER_PIXEL`
+(320) rounds that up. `tvl1_flow` splits a batch whose estimate
+(`batch_bytes`) exceeds `max_batch_bytes` (default 2 GiB, about 130 pairs of
+224x224) into sub-batches (`split_batch`), each compiled for its own shape,
+so a big batch never needs more than the budget.
+
+Speed (bench/bench_tvl1.py): the iterations are memory-bound elementwise
+passes; on CPU one compiled call keeps about one core busy, and larger
+batches run slower per pair (their arrays leave the caches, and a batch
+iterates as long as its slowest pair). The fastest use of a multi-core CPU is
+`pairs_per_call=1, workers=<cores>`.
 """
 
 from __future__ import annotations
@@ -76,8 +85,8 @@ FLT_EPSILON = float(np.finfo(np.float32).eps)  # |grad I1w|^2 below this: no dat
 MIN_LEVEL_SIZE = 16  # pixels: a pyramid level narrower or lower than this is not used
 PIXEL_SCALE_FLOAT = 255.0  # float input is taken to be in [0, 1]: times this (OpenCV)
 CUBIC_A = -0.75  # the Keys bicubic kernel parameter of cv::remap INTER_CUBIC
-BYTES_PER_PIXEL = 128  # per pair and pixel of the frame: upper estimate of the live arrays
-DEFAULT_MAX_BATCH_BYTES = 2 << 30  # 2 GiB: larger batches are split into sub-batches
+BYTES_PER_PIXEL = 320  # per pair and pixel of the frame: XLA's 289 measured, rounded up
+DEFAULT_MAX_BATCH_BYTES = 2 << 30  # 2 GiB per call at once: larger batches are split
 # Floats read and written by one iteration per pixel (the memory-traffic floor):
 # read u1 u2 p11 p12 p21 p22 I1wx I1wy grad rho_c, write u1 u2 p11 p12 p21 p22.
 ITERATION_FLOATS_READ, ITERATION_FLOATS_WRITTEN = 10, 6
