@@ -8,16 +8,18 @@ The same N (default 32) consecutive grayscale 224x224 pairs go through:
           cv2.setNumThreads(1), fed B pairs at a time. Skipped when cv2 is
           not importable.
   keras   wtal_tf.features.tvl1.tvl1_flow on the active Keras backend
-          (KERAS_BACKEND), B pairs per call: (a) "one call": the B pairs are
-          one compiled computation (whatever the backend does with the cores);
-          (b) "split": the B pairs as sub-batches of `--pairs_per_call` on
-          `cores` threads. Compilation is done before timing.
+          (KERAS_BACKEND), fed B pairs at a time: (a) one compiled call of B
+          pairs in lockstep mode (every op on the whole batch, converged
+          pairs masked), (b) one call in sequential mode (a loop over the B
+          pairs inside the computation), (c) `cores` calls of B / cores pairs
+          in sequential mode on `cores` threads. Whatever the backend does
+          with the cores inside one call. Compilation is done before timing.
 
 fields/s = N / wall time. Memory-traffic floor of the Keras engine: every
 iteration must read u1 u2 p11 p12 p21 p22 I1wx I1wy grad rho_c and write u1 u2
-p11 p12 p21 p22 (16 float32 = 64 bytes per pixel); bytes = 64 x sum over calls
-and levels of (iterations the call computed at that level x pairs in the
-call x pixels of the level). floor time = bytes / the rate of a plain numpy
+p11 p12 p21 p22 (16 float32 = 64 bytes per pixel); bytes = 64 x sum over pairs
+and levels of (iterations computed for the pair at that level, i.e. in
+lockstep mode the batch's, x pixels of the level). floor time = bytes / the rate of a plain numpy
 copy of a large array (bytes read + written per second, one thread), measured
 in the same run. Reported: floor time, measured / floor.
 
@@ -112,14 +114,10 @@ def copy_rate(megabytes: int = 256, repeats: int = 5) -> float:
 
 
 def traffic_bytes(stats, height: int, width: int) -> int:
-  """64 B x pixels x iterations computed, over every call and level (see the docstring)."""
+  """64 B x pixels x iterations computed, over every call, pair and level (see the docstring)."""
   per_pixel = 4 * (tvl1.ITERATION_FLOATS_READ + tvl1.ITERATION_FLOATS_WRITTEN)
-  sizes = tvl1.pyramid_sizes(height, width)
-  total = 0
-  for st in stats:
-    pairs = st["iterations"].shape[0]
-    total += sum(int(t) * pairs * h * w for t, (h, w) in zip(st["trips"], sizes))
-  return per_pixel * total
+  area = np.array([h * w for h, w in tvl1.pyramid_sizes(height, width)], np.int64)
+  return per_pixel * int(sum((st["computed"].astype(np.int64) * area).sum() for st in stats))
 
 
 def bench_opencv(cv2, first, second, cores: int) -> list:
@@ -156,25 +154,23 @@ def bench_opencv(cv2, first, second, cores: int) -> list:
   return rows
 
 
-def bench_keras(first, second, cores: int, pairs_per_call: int, rate: float) -> list:
+def bench_keras(first, second, cores: int, rate: float) -> list:
   rows = []
   n, h, w = first.shape
   configs = []
   for batch in BATCHES:
-    configs.append((batch, "one call", dict(pairs_per_call=None, workers=1)))
-    if batch > 1:
-      configs.append((batch, f"split: {pairs_per_call} pair(s)/call on {cores} threads",
-                      dict(pairs_per_call=pairs_per_call, workers=cores)))
+    if batch == 1:
+      configs.append((batch, "one call", dict(workers=1, mode="lockstep")))
+      continue
+    configs.append((batch, "one call, lockstep", dict(workers=1, mode="lockstep")))
+    configs.append((batch, "one call, sequential", dict(workers=1, mode="sequential")))
+    configs.append((batch, f"{cores} calls on {cores} threads, sequential",
+                    dict(workers=cores, mode="sequential")))
   for batch, label, kw in configs:
-    # compile every shape this configuration uses (not timed)
-    sizes = {b - a for a, b in tvl1.split_batch(batch, h, w, pairs_per_call=kw["pairs_per_call"])}
-    sizes |= {b - a for a, b in tvl1.split_batch(n % batch or batch, h, w,
-                                                  pairs_per_call=kw["pairs_per_call"])}
-    for size in sorted(sizes):
-      start = time.perf_counter()
-      tvl1.tvl1_flow(first[:size], second[:size])
-      print(f"  compiled [{size}, {h}, {w}] ({keras.backend.backend()}) in "
-            f"{time.perf_counter() - start:.1f} s", flush=True)
+    start = time.perf_counter()  # compile (and run once) every shape of this row, not timed
+    tvl1.tvl1_flow(first[:batch], second[:batch], **kw)
+    print(f"  compile + first run of [{batch}, {h}, {w}] {label} ({keras.backend.backend()}): "
+          f"{time.perf_counter() - start:.1f} s", flush=True)
     stats = []
     start = time.perf_counter()
     for lo in range(0, n, batch):
@@ -218,7 +214,6 @@ def main():
   parser.add_argument("--frames", default="bikes", choices=["bikes", "smooth"])
   parser.add_argument("--video", default=str(DEFAULT_VIDEO))
   parser.add_argument("--pairs", type=int, default=32, help="pairs timed (a multiple of 32)")
-  parser.add_argument("--pairs_per_call", type=int, default=1, help="keras split rows")
   parser.add_argument("--engines", default="opencv,keras")
   args = parser.parse_args()
   cores = os.cpu_count() or 1
@@ -243,7 +238,7 @@ def main():
       rows += bench_opencv(cv2, first, second, cores)
       print(f"  {rows[-1]}", flush=True)
   if "keras" in args.engines:
-    rows += bench_keras(first, second, cores, args.pairs_per_call, rate)
+    rows += bench_keras(first, second, cores, rate)
   print()
   print("| engine | pairs per batch | how | fields/s | s | traffic floor s | measured / floor |")
   print("|---|---|---|---|---|---|---|")

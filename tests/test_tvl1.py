@@ -328,10 +328,21 @@ def _synthetic_pairs():
 
 @pytest.fixture(scope="module")
 def synthetic_batch():
+  """The three pairs as one call in lockstep mode (every op on the batch, masks)."""
   firsts, seconds, truth = _synthetic_pairs()
-  flow, stats = tvl1.tvl1_flow_with_stats(firsts, seconds)
+  flow, stats = tvl1.tvl1_flow_with_stats(firsts, seconds, mode="lockstep")
   assert len(stats) == 1  # one call for the whole batch
   return firsts, seconds, truth, flow, stats[0]
+
+
+@pytest.fixture(scope="module")
+def synthetic_alone():
+  """Each pair alone (a budget of one pair per call)."""
+  firsts, seconds, _ = _synthetic_pairs()
+  flow, stats = tvl1.tvl1_flow_with_stats(firsts, seconds,
+                                          max_batch_bytes=tvl1.batch_bytes(1, SIZE, SIZE))
+  assert len(stats) == 3
+  return flow, {k: np.concatenate([st[k] for st in stats]) for k in stats[0]}
 
 
 def _interior_epe(flow, truth, margin=8):
@@ -351,23 +362,32 @@ def test_solver_recovers_translation_and_rotation(synthetic_batch):
   assert epe_r.mean() < 0.15, epe_r.mean()
 
 
-def test_each_pair_stops_on_its_own(synthetic_batch):
-  firsts, seconds, _, flow, stats = synthetic_batch
+def test_each_pair_stops_on_its_own(synthetic_batch, synthetic_alone):
+  _, _, _, flow, stats = synthetic_batch
   levels = len(tvl1.pyramid_sizes(SIZE, SIZE))
   its = stats["iterations"]
   assert its.shape == (3, levels)
   # the identical pair converges at the first iteration of every warp ...
   np.testing.assert_array_equal(its[0], tvl1.TVL1Params().warps)
-  # ... while the moving pairs need many more, and the loop runs as long as the slowest
+  # ... while the moving pairs need many more, and the loops run as long as the slowest
   assert (its[1:] > 5 * its[0]).all()
-  assert (stats["trips"] >= its.max(axis=0)).all()
-  # Solving each pair alone (a budget of one pair per call) gives the same flows
-  # and the same iteration counts: a converged pair is not changed by the others.
-  alone, alone_stats = tvl1.tvl1_flow_with_stats(
-      firsts, seconds, max_batch_bytes=tvl1.batch_bytes(1, SIZE, SIZE))
-  assert len(alone_stats) == 3
-  np.testing.assert_array_equal(np.concatenate([s["iterations"] for s in alone_stats]), its)
+  np.testing.assert_array_equal(stats["computed"], np.broadcast_to(stats["computed"][0], its.shape))
+  assert (stats["computed"][0] >= its.max(axis=0)).all()
+  # Solving each pair alone gives the same flows and the same iteration counts:
+  # a converged pair is not changed by the others.
+  alone, alone_stats = synthetic_alone
+  np.testing.assert_array_equal(alone_stats["iterations"], its)
   np.testing.assert_array_equal(alone, flow)  # bitwise: no op mixes pairs
+
+
+def test_sequential_mode_is_each_pair_alone(synthetic_alone):
+  firsts, seconds, _ = _synthetic_pairs()
+  flow, stats = tvl1.tvl1_flow_with_stats(firsts, seconds, mode="sequential")
+  assert len(stats) == 1  # one call: the loop over the pairs is inside the computation
+  alone, alone_stats = synthetic_alone
+  np.testing.assert_array_equal(stats[0]["iterations"], alone_stats["iterations"])
+  np.testing.assert_array_equal(stats[0]["computed"], stats[0]["iterations"])
+  np.testing.assert_array_equal(flow, alone)
 
 
 def test_matches_other_backend(synthetic_batch):

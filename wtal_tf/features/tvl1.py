@@ -450,12 +450,14 @@ def solve_level(i0, i1, u1, u2, params: TVL1Params = TVL1Params()):
   return carry[0], carry[1], carry[6], carry[7]
 
 
-def tvl1_graph(first, second, params: TVL1Params = TVL1Params()):
-  """The whole solver, traceable: float32 [B, H, W] (0..255) pairs -> (flow, stats).
+def lockstep_graph(first, second, params: TVL1Params = TVL1Params()):
+  """The whole solver on the batch at once (every op on [B, ...]), traceable.
 
-  flow: float32 [B, H, W, 2] (dx, dy) in pixels. stats: {"iterations":
-  int32 [B, levels] per pair, "trips": int32 [levels] iterations computed by
-  the batch}, levels finest first.
+  float32 [B, H, W] (0..255) pairs -> (flow, stats). flow: float32
+  [B, H, W, 2] (dx, dy) in pixels. stats: "iterations" int32 [B, levels], the
+  iterations that updated each pair; "computed" int32 [B, levels], the
+  iterations the loops ran while the pair was in them (here the batch's,
+  i.e. its slowest pair's per warp); levels finest first.
   """
   b, h, w = first.shape
   sizes = pyramid_sizes(h, w, params)
@@ -471,26 +473,77 @@ def tvl1_graph(first, second, params: TVL1Params = TVL1Params()):
     if s > 0:
       u1 = upscale_flow(u1, sizes[s - 1], params.scale_step)
       u2 = upscale_flow(u2, sizes[s - 1], params.scale_step)
-  stats = {"iterations": ops.stack(iterations, axis=1), "trips": ops.stack(trips)}
+  computed = ops.broadcast_to(ops.stack(trips)[None], (b, len(sizes)))
+  stats = {"iterations": ops.stack(iterations, axis=1), "computed": computed}
   return ops.stack([u1, u2], axis=-1), stats
+
+
+def sequential_graph(first, second, params: TVL1Params = TVL1Params()):
+  """The whole solver, one pair after the other in a loop inside the graph; as lockstep_graph.
+
+  Each pair runs `lockstep_graph` on [1, H, W]: its own iterations only, and
+  a working set 1 / B the size of the batch's.
+  """
+  b, h, w = first.shape
+  levels = len(pyramid_sizes(h, w, params))
+
+  def body(i, carry):
+    flow, iterations, computed = carry
+    pair_flow, st = lockstep_graph(ops.slice(first, (i, 0, 0), (1, h, w)),
+                                   ops.slice(second, (i, 0, 0), (1, h, w)), params)
+    return (ops.slice_update(flow, (i, 0, 0, 0), pair_flow),
+            ops.slice_update(iterations, (i, 0), st["iterations"]),
+            ops.slice_update(computed, (i, 0), st["computed"]))
+
+  init = (ops.zeros((b, h, w, 2), "float32"), ops.zeros((b, levels), "int32"),
+          ops.zeros((b, levels), "int32"))
+  flow, iterations, computed = ops.fori_loop(0, b, body, init)
+  return flow, {"iterations": iterations, "computed": computed}
+
+
+BATCH_MODES = ("sequential", "lockstep")
+
+
+def default_mode() -> str:
+  """"sequential" when the backend computes on the CPU, else "lockstep" (bench/bench_tvl1.py)."""
+  backend = keras.backend.backend()
+  if backend == "jax":
+    import jax  # pylint: disable=import-outside-toplevel
+    return "sequential" if jax.default_backend() == "cpu" else "lockstep"
+  if backend == "tensorflow":
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return "lockstep" if tf.config.list_logical_devices("GPU") else "sequential"
+  return "sequential"
+
+
+def tvl1_graph(first, second, params: TVL1Params = TVL1Params(), mode: str = "lockstep"):
+  """The whole solver, traceable: `lockstep_graph` or `sequential_graph` (mode)."""
+  if mode not in BATCH_MODES:
+    raise ValueError(f"mode must be one of {BATCH_MODES}, got {mode!r}")
+  if mode == "sequential" and first.shape[0] > 1:
+    return sequential_graph(first, second, params)
+  return lockstep_graph(first, second, params)  # one pair: the two are the same
 
 
 # ------------------------------------------------------------ compiled entry points
 
-_COMPILED: dict = {}  # (backend, (B, H, W), params) -> compiled tvl1_graph
+_COMPILED: dict = {}  # (backend, (B, H, W), params, mode) -> compiled tvl1_graph
 
 
-def compiled_solver(shape, params: TVL1Params = TVL1Params()):
+def compiled_solver(shape, params: TVL1Params = TVL1Params(), mode: str = "lockstep"):
   """The compiled `tvl1_graph` for float32 inputs of `shape` [B, H, W] (cached)."""
   backend = keras.backend.backend()
-  key = (backend, tuple(int(d) for d in shape), params)
+  shape = tuple(int(d) for d in shape)
+  if shape[0] == 1:
+    mode = "lockstep"  # the same computation either way: compile it once
+  key = (backend, shape, params, mode)
   fn = _COMPILED.get(key)
   if fn is not None:
     return fn
-  graph = functools.partial(tvl1_graph, params=params)
+  graph = functools.partial(tvl1_graph, params=params, mode=mode)
   if backend == "tensorflow":
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    spec = tf.TensorSpec(key[1], tf.float32)
+    spec = tf.TensorSpec(shape, tf.float32)
     fn = tf.function(graph, input_signature=[spec, spec], jit_compile=True)
   elif backend == "jax":
     import jax  # pylint: disable=import-outside-toplevel
@@ -537,8 +590,9 @@ def split_batch(batch: int, height: int, width: int,
 
 def tvl1_flow_with_stats(first, second, params: TVL1Params = TVL1Params(),
                          max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-                         pairs_per_call: int | None = None, workers: int = 1):
-  """`tvl1_flow`, plus the stats of `tvl1_graph` (numpy) of every sub-batch, in order."""
+                         pairs_per_call: int | None = None, workers: int = 1,
+                         mode: str | None = None):
+  """`tvl1_flow`, plus the stats of `tvl1_graph` (numpy) of every call, in order."""
   first, second = to_working_range(first), to_working_range(second)
   if first.shape != second.shape or first.ndim != 3:
     raise ValueError(f"first and second must both be [B, H, W], got {first.shape} "
@@ -546,12 +600,17 @@ def tvl1_flow_with_stats(first, second, params: TVL1Params = TVL1Params(),
   b, h, w = first.shape
   if h < 3 or w < 3:
     raise ValueError(f"frames must be at least 3x3 pixels, got {h}x{w}")
+  mode = default_mode() if mode is None else mode
+  if mode not in BATCH_MODES:
+    raise ValueError(f"mode must be one of {BATCH_MODES}, got {mode!r}")
   workers = max(1, int(workers))
+  if workers > 1 and pairs_per_call is None:
+    pairs_per_call = -(-b // workers)  # one call per worker
   parts = split_batch(b, h, w, max(1, max_batch_bytes // workers), pairs_per_call)
 
   def run(part):
     start, stop = part
-    fn = compiled_solver((stop - start, h, w), params)
+    fn = compiled_solver((stop - start, h, w), params, mode)
     flow, st = fn(ops.convert_to_tensor(first[start:stop]),
                   ops.convert_to_tensor(second[start:stop]))
     return ops.convert_to_numpy(flow), {k: ops.convert_to_numpy(v) for k, v in st.items()}
@@ -568,18 +627,21 @@ def tvl1_flow_with_stats(first, second, params: TVL1Params = TVL1Params(),
 
 def tvl1_flow(first, second, params: TVL1Params = TVL1Params(),
               max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-              pairs_per_call: int | None = None, workers: int = 1) -> np.ndarray:
+              pairs_per_call: int | None = None, workers: int = 1,
+              mode: str | None = None) -> np.ndarray:
   """TV-L1 flow from first[i] to second[i] for every pair of the batch.
 
   first, second: uint8 (0..255) or float ([0, 1]) grayscale [B, H, W].
   Returns float32 [B, H, W, 2]: (dx, dy) in pixels, as
   cv2.optflow.DualTVL1OpticalFlow_create().calc(first[i], second[i], None).
 
-  By default the whole batch is one compiled call; it is split into
-  sub-batches of at most `pairs_per_call` pairs, and so that `workers`
-  concurrent calls together stay within `max_batch_bytes` (`batch_bytes`).
-  workers > 1 runs the sub-batches on that many threads (the compiled call
-  itself uses about one core on CPU; see bench/bench_tvl1.py).
+  The batch is one compiled call unless split: into `workers` calls run on
+  as many threads (one compiled call keeps about one CPU core busy), into
+  calls of at most `pairs_per_call` pairs, and so that the concurrent calls
+  stay within `max_batch_bytes` together (`batch_bytes`). mode: "lockstep"
+  (every op on the whole batch, converged pairs masked: for GPUs),
+  "sequential" (a loop over the pairs inside the computation: for CPUs), None:
+  `default_mode()`.
   """
   return tvl1_flow_with_stats(first, second, params, max_batch_bytes, pairs_per_call,
-                              workers)[0]
+                              workers, mode)[0]
