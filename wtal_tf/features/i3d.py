@@ -7,6 +7,10 @@ of the original. The feature of one 16-frame segment is the Mixed_5c output
 averaged over time and space (1024-d). The Kinetics-400 logits
 `Logits/Conv3d_0c_1x1` (a 1x1x1 conv with bias) act on that pooled feature.
 
+The layer classes (Unit3D, MixedModule, InceptionI3d) use keras layers and
+keras.ops only, so they run under any Keras backend (TensorFlow, JAX);
+SegmentEncoder and build_encoder below still use TensorFlow.
+
 Every unit has a canonical path (`InceptionI3d.units()`), e.g.
 "Mixed_3b/Branch_1/Conv3d_0b_3x3", which `wtal_tf.features.weights` maps
 checkpoint variables onto.
@@ -87,7 +91,7 @@ class Unit3D(keras.layers.Layer):
     if self.bn is not None:
       x = self.bn(x, training=False)  # inference statistics always
     if self.activation:
-      x = tf.nn.relu(x)
+      x = keras.ops.relu(x)
     return x
 
   def get_config(self):
@@ -144,7 +148,7 @@ class MixedModule(keras.layers.Layer):
     b1 = u["Branch_1/Conv3d_0b_3x3"](u["Branch_1/Conv3d_0a_1x1"](x))
     b2 = u["Branch_2/Conv3d_0b_3x3"](u["Branch_2/Conv3d_0a_1x1"](x))
     b3 = u["Branch_3/Conv3d_0b_1x1"](self.pool(x))
-    return tf.concat([b0, b1, b2, b3], axis=-1)
+    return keras.ops.concatenate([b0, b1, b2, b3], axis=-1)
 
   def get_config(self):
     return {**super().get_config(), "channels": list(self.channels), "seed": self.seed}
@@ -207,7 +211,7 @@ class InceptionI3d(keras.Model):
       if name in POOL_BEFORE:
         x = self.pools[POOL_BEFORE[name]](x)
       x = module(x)
-    return tf.reduce_mean(x, axis=(1, 2, 3))
+    return keras.ops.mean(x, axis=(1, 2, 3))
 
   def logits(self, features):
     """features: [N, 1024] -> [N, num_classes] (the 1x1x1 logits conv on the pooled feature).
