@@ -40,10 +40,9 @@ CROP = 224  # pixels, kinetics-i3d's input side
 def bench_tvl1(num_fields: int) -> dict:
   frames = smooth_frames(num_fields + 1, CROP, CROP, shift=2)
   gray = preprocess.gray(frames, CROP, CROP)
-  solver = flow.tvl1()
-  solver.calc(gray[0], gray[1], None)  # warm-up
+  flow.compute_flow(gray[:1], gray[1:2])  # warm-up
   start = time.perf_counter()
-  flow.segment_flow(solver, gray[:-1], gray[-1])
+  flow.segment_flow(gray[:-1], gray[-1])
   seconds = time.perf_counter() - start
   return {"tvl1_fields": num_fields, "tvl1_seconds": seconds,
           "tvl1_fields_per_s": num_fields / seconds}

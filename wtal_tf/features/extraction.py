@@ -64,7 +64,6 @@ class Extractor:
     self.cfg = cfg
     self.streams = tuple(streams or cfg.streams)
     self.encoders = encoders or build_encoders(cfg, self.streams)
-    self._tvl1 = flow.tvl1() if "flow" in self.streams else None
 
   def _inputs(self, block: video.Block) -> dict[str, np.ndarray]:
     """One segment's network inputs {stream: float32 [16, crop, crop, C]}."""
@@ -76,7 +75,7 @@ class Extractor:
       gray = preprocess.gray(block.frames, shorter, crop)
       next_gray = (None if block.next_frame is None
                    else preprocess.gray(block.next_frame[None], shorter, crop)[0])
-      inputs["flow"] = flow.segment_flow(self._tvl1, gray, next_gray)
+      inputs["flow"] = flow.segment_flow(gray, next_gray, self.cfg.flow_engine)
     return inputs
 
   def _encode(self, batch: list[dict], out: dict[str, list]) -> None:

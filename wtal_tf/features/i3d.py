@@ -19,7 +19,6 @@ checkpoint variables onto.
 from typing import Sequence
 
 import keras
-import tensorflow as tf
 
 from wtal_tf.data.contract import SEGMENT_FRAMES
 

@@ -18,7 +18,6 @@ from wtal_tf.data import contract
 from wtal_tf.features import weights
 
 FEATURE_VERSION = 1  # raise when the code computes different features from the same inputs
-FLOW_ENGINE = "opencv"  # cv2.optflow DualTVL1OpticalFlow with its defaults
 HASH_BLOCK_BYTES = 1 << 20
 
 
@@ -52,10 +51,12 @@ def video_identity(path: str) -> dict:
 
 def settings(cfg: ExtractConfig, weight_ids: dict[str, str]) -> dict:
   """The extraction's provenance, without the video: {"streams": {stream: weights id}, ...}."""
-  return {"feature_version": FEATURE_VERSION, "fps": contract.FPS,
+  made = {"feature_version": FEATURE_VERSION, "fps": contract.FPS,
           "segment_frames": contract.SEGMENT_FRAMES, "resize_shorter": cfg.resize_shorter,
-          "crop_size": cfg.crop_size, "flow_engine": FLOW_ENGINE,
-          "streams": {s: weight_ids[s] for s in cfg.streams}}
+          "crop_size": cfg.crop_size, "streams": {s: weight_ids[s] for s in cfg.streams}}
+  if "flow" in cfg.streams:
+    made["flow_engine"] = cfg.flow_engine
+  return made
 
 
 def differences(stored: dict, current: dict) -> list[str]:
