@@ -5,8 +5,9 @@ import pathlib
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
+TEST_ONLY = ("pytest", "jax")  # the test suite's: pytest, and JAX for the second Keras backend
 REQUIREMENTS = [line.split("==")[0] for line in (HERE / "requirements.txt").read_text().splitlines()
-                if line and not line.startswith("#") and not line.startswith("pytest")]
+                if line and not line.startswith("#") and not line.startswith(TEST_ONLY)]
 
 setup(
     name="wtal_tf",

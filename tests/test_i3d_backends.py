@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+from wtal_tf.data import contract
 from wtal_tf.features import i3d
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_inception_i3d_same_under_jax_and_tensorflow(tmp_path):
   clip = rng.uniform(-1, 1, CLIP).astype(np.float32)
   features = keras.ops.convert_to_numpy(model(clip, training=False))
   logits = keras.ops.convert_to_numpy(model.logits(features))
-  assert features.shape == (1, i3d.FEATURE_DIM) and logits.shape == (1, i3d.NUM_KINETICS_CLASSES)
+  assert features.shape == (1, contract.FEATURE_DIM) and logits.shape == (1, i3d.NUM_KINETICS_CLASSES)
   assert np.abs(features).max() > 1e-3 and (features > 0).mean() > 0.1  # not a dead network
 
   weights = tmp_path / "weights.npz"

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import shared_path
+from conftest import shared_path
 from wtal_tf.features import tvl1
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
