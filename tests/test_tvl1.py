@@ -284,10 +284,15 @@ def test_input_range_and_batch_split():
   assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
   assert max(sizes) <= 3 and max(sizes) - min(sizes) <= 1
   assert tvl1.split_batch(2, 224, 224, 1) == [(0, 1), (1, 2)]  # one pair still runs
-  huge = tvl1.split_batch(100_000, 224, 224)  # a huge batch: bounded calls, nothing lost
-  assert huge[0][0] == 0 and huge[-1][1] == 100_000
-  assert all(tvl1.batch_bytes(b - a, 224, 224) <= tvl1.DEFAULT_MAX_BATCH_BYTES
-             for a, b in huge)
+  for mode in tvl1.BATCH_MODES:  # a huge batch: bounded calls, nothing lost
+    huge = tvl1.split_batch(100_000, 224, 224, mode=mode)
+    assert huge[0][0] == 0 and huge[-1][1] == 100_000 and len(huge) > 1
+    assert all(a[1] == b[0] for a, b in zip(huge, huge[1:]))
+    assert all(tvl1.batch_bytes(b - a, 224, 224, mode) <= tvl1.DEFAULT_MAX_BATCH_BYTES
+               for a, b in huge)
+  # sequential mode holds one pair's working set at a time: many more pairs per call
+  assert (tvl1.split_batch(1000, 224, 224, 20 * one, mode="sequential")[0][1]
+          > 10 * tvl1.split_batch(1000, 224, 224, 20 * one)[0][1])
 
 
 # ---------------------------------------------------------------- the solver
@@ -388,6 +393,21 @@ def test_sequential_mode_is_each_pair_alone(synthetic_alone):
   np.testing.assert_array_equal(stats[0]["iterations"], alone_stats["iterations"])
   np.testing.assert_array_equal(stats[0]["computed"], stats[0]["iterations"])
   np.testing.assert_array_equal(flow, alone)
+
+
+def test_memory_estimate_bounds_xla_buffers(synthetic_batch, synthetic_alone):
+  """batch_bytes against XLA's buffer assignment (arguments + output + temporaries)."""
+  if BACKEND != "jax":
+    pytest.skip("jax's compiled.memory_analysis() (runs in the JAX subprocess)")
+  x = np.zeros((3, SIZE, SIZE), np.float32)
+  for shape, mode in (((3, SIZE, SIZE), "lockstep"), ((3, SIZE, SIZE), "sequential"),
+                      ((1, SIZE, SIZE), "lockstep")):
+    fn = tvl1.compiled_solver(shape, mode=mode)  # already compiled by the tests above
+    m = fn.lower(x[:shape[0]], x[:shape[0]]).compile().memory_analysis()
+    used = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+    estimate = tvl1.batch_bytes(shape[0], SIZE, SIZE, mode)
+    print(shape, mode, "XLA bytes", used, "estimate", estimate)
+    assert 0.5 * estimate <= used <= estimate, (shape, mode, used, estimate)
 
 
 def test_matches_other_backend(synthetic_batch):

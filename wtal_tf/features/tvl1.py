@@ -33,21 +33,31 @@ does, and so what this module does:
   iteration, as OpenCV's CPU path does) or after 10 * 30 iterations.
 
 Compiled computation. `tvl1_flow` calls one compiled function per input shape
-[B, H, W] (and parameters), cached in `_COMPILED`: under TensorFlow a
+[B, H, W], parameters and mode, cached in `_COMPILED`: under TensorFlow a
 `tf.function(jit_compile=True)` with that fixed input signature, under JAX a
 `jax.jit`; both hand the whole graph to XLA. Inside it the pyramid levels are
 unrolled (their shapes differ), the warps are a `keras.ops.fori_loop`, the
 rounds and the iterations two nested `keras.ops.while_loop`s: nothing returns
 to Python or the host per iteration, warp or level. (Other Keras backends run
-the same code uncompiled.)
+the same code uncompiled.) Compiling takes about 11 s (TensorFlow) / 7.5 s
+(JAX) per shape on the 2-core machine of bench/bench_tvl1.py.
 
-Per-pair stopping. Every pair of the batch keeps its own `error` [B] in the
-while-loop state (reset to FLT_MAX at each warp). An iteration or a median
-filter is computed for the whole batch, but a pair whose error is already
-<= epsilon^2 H W keeps its old u and p (`where(active, new, old)`), so each
-pair follows exactly the sequence of steps it would follow alone. The loops
-end when every pair has converged or at the iteration cap; so a batch costs
-the iterations of its slowest pair at each warp.
+Two batch modes, both one computation per call:
+* "lockstep" (`lockstep_graph`): every op acts on the whole [B, ...] batch.
+  Per-pair stopping: every pair keeps its own `error` [B] in the while-loop
+  state (reset to FLT_MAX at each warp); an iteration or a median filter is
+  computed for the whole batch, but a pair whose error is already
+  <= epsilon^2 H W keeps its old u and p (`where(active, new, old)`), so each
+  pair follows exactly the steps it would follow alone (tests check the
+  flows are bitwise those of each pair alone). The loops end when every pair
+  has converged or at the iteration cap, so the batch computes the
+  iterations of its slowest pair at each warp. For devices that gain from
+  wide ops (GPUs).
+* "sequential" (`sequential_graph`): a `keras.ops.fori_loop` over the pairs
+  inside the computation runs the one-pair lockstep graph on each; each pair
+  stops on its own by construction and the working set is one pair's. The
+  default on CPU (`default_mode`): on the 2-core machine it is 4x (TF) /
+  1.7x (JAX) faster per pair than lockstep at B = 8.
 
 Memory. The live float32 arrays per pair are, at the finest level: the two
 input frames, I1's gradient (2), the stacked I1/I1x/I1y that are warped (3),
@@ -55,18 +65,23 @@ I1wx, I1wy, grad, rho_c (4), the loop state u1, u2, p11, p12, p21, p22 (6) and
 its next value (6), the coarser pyramid levels (about 1.5 frames each for I0
 and I1), plus XLA temporaries (the 16 bicubic taps of the warp, the 25 median
 inputs). XLA's buffer assignment (jax `compiled.memory_analysis()`,
-arguments + output + temporaries) for [1, 224, 224] and [8, 224, 224] is
-289 bytes per pixel per pair, 14.5 MB per 224x224 pair; `BYTES_PER_PIXEL`
-(320) rounds that up. `tvl1_flow` splits a batch whose estimate
-(`batch_bytes`) exceeds `max_batch_bytes` (default 2 GiB, about 130 pairs of
-224x224) into sub-batches (`split_batch`), each compiled for its own shape,
-so a big batch never needs more than the budget.
+arguments + output + temporaries) in lockstep mode is 289 bytes per pixel per
+pair ([1, 224, 224] and [8, 224, 224]: 14.5 MB per 224x224 pair);
+`BYTES_PER_PIXEL` (320) rounds that up. In sequential mode it is one pair's
+14.1 MB plus 16 bytes per pixel per pair (frames in, flow out): 20.5 MB for
+[8, 224, 224]. `batch_bytes` estimates a call; `tvl1_flow` splits a batch
+whose estimate exceeds `max_batch_bytes` (default 2 GiB) into sub-batches
+(`split_batch`), each compiled for its own shape, so a big batch never
+needs more than the budget.
 
-Speed (bench/bench_tvl1.py): the iterations are memory-bound elementwise
-passes; on CPU one compiled call keeps about one core busy, and larger
-batches run slower per pair (their arrays leave the caches, and a batch
-iterates as long as its slowest pair). The fastest use of a multi-core CPU is
-`pairs_per_call=1, workers=<cores>`.
+Speed (bench/bench_tvl1.py, 32 consecutive 224x224 pairs of bikes.mp4, 2
+cores): OpenCV 1.2-1.4 fields/s; this engine 3.5 (TF) / 2.3 (JAX) fields/s
+in one call (sequential mode, any B; one call keeps about one core busy) and
+5.4-5.6 (TF) / 3.5 (JAX) fields/s with `workers=2` (two calls on two
+threads); lockstep 0.46-0.87 (TF) / 0.76-1.34 (JAX) fields/s at B = 32-8.
+The iterations are memory-bound elementwise passes (about 2.7x (TF) / 4x
+(JAX) the time of their 64 bytes per pixel and iteration at numpy's copy
+rate).
 """
 
 from __future__ import annotations
@@ -86,6 +101,7 @@ MIN_LEVEL_SIZE = 16  # pixels: a pyramid level narrower or lower than this is no
 PIXEL_SCALE_FLOAT = 255.0  # float input is taken to be in [0, 1]: times this (OpenCV)
 CUBIC_A = -0.75  # the Keys bicubic kernel parameter of cv::remap INTER_CUBIC
 BYTES_PER_PIXEL = 320  # per pair and pixel of the frame: XLA's 289 measured, rounded up
+IO_BYTES_PER_PIXEL = 16  # per pair and pixel: two float32 frames in, two flow channels out
 DEFAULT_MAX_BATCH_BYTES = 2 << 30  # 2 GiB per call at once: larger batches are split
 # Floats read and written by one iteration per pixel (the memory-traffic floor):
 # read u1 u2 p11 p12 p21 p22 I1wx I1wy grad rho_c, write u1 u2 p11 p12 p21 p22.
@@ -564,23 +580,32 @@ def to_working_range(frames) -> np.ndarray:
   return (frames.astype(np.float32) * np.float32(PIXEL_SCALE_FLOAT)).astype(np.float32)
 
 
-def batch_bytes(batch: int, height: int, width: int) -> int:
-  """Estimated peak memory of one compiled call on [batch, height, width]."""
+def batch_bytes(batch: int, height: int, width: int, mode: str = "lockstep") -> int:
+  """Estimated peak memory of one compiled call on [batch, height, width].
+
+  lockstep: BYTES_PER_PIXEL per pixel of every pair; sequential: that for one
+  pair, plus IO_BYTES_PER_PIXEL (the two frames and the flow) per pair.
+  """
+  if mode == "sequential":
+    return (BYTES_PER_PIXEL + IO_BYTES_PER_PIXEL * batch) * height * width
   return BYTES_PER_PIXEL * batch * height * width
 
 
 def split_batch(batch: int, height: int, width: int,
                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-                pairs_per_call: int | None = None) -> list[tuple[int, int]]:
+                pairs_per_call: int | None = None,
+                mode: str = "lockstep") -> list[tuple[int, int]]:
   """[(start, stop)] sub-batches, as few and as even as possible, each within the budget.
 
   At most pairs_per_call pairs (None: no limit) and max_batch_bytes
-  (`batch_bytes`) per sub-batch, but always at least one pair (a single pair
-  over the budget still runs).
+  (`batch_bytes` in `mode`) per sub-batch, but always at least one pair (a
+  single pair over the budget still runs).
   """
   if batch <= 0:
     return []
-  per_call = max(1, max_batch_bytes // max(1, batch_bytes(1, height, width)))
+  per_pair = batch_bytes(2, height, width, mode) - batch_bytes(1, height, width, mode)
+  fixed = batch_bytes(1, height, width, mode) - per_pair  # batch_bytes is affine in batch
+  per_call = max(1, (max_batch_bytes - fixed) // per_pair)
   if pairs_per_call is not None:
     per_call = max(1, min(per_call, int(pairs_per_call)))
   parts = -(-batch // per_call)
@@ -606,7 +631,7 @@ def tvl1_flow_with_stats(first, second, params: TVL1Params = TVL1Params(),
   workers = max(1, int(workers))
   if workers > 1 and pairs_per_call is None:
     pairs_per_call = -(-b // workers)  # one call per worker
-  parts = split_batch(b, h, w, max(1, max_batch_bytes // workers), pairs_per_call)
+  parts = split_batch(b, h, w, max(1, max_batch_bytes // workers), pairs_per_call, mode)
 
   def run(part):
     start, stop = part
