@@ -57,6 +57,7 @@ from wtal_tf.features.beam_options import BEAM_LOG_LEVEL, pipeline_options
 STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
     "extract_status", "extract_chunks", "extract_runs", "extract_progress")
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
+MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done, empty
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 GT_VERSION = "wtal_tf.extract"
 
@@ -185,9 +186,8 @@ class ExtractChunkFn(beam.DoFn):
                   "worker": f"{socket.gethostname()}:{os.getpid()}", "warning": got.warning}
         if task["count"] is not None or task["index"]:  # a video of several chunks
           _save_chunk(cache, task, result)
-    storage.write_json(storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
-                                    f"{name}.{task['index']}.json"),
-                       {"segments": result["segments"]}, indent=None)
+    storage.write_bytes(storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
+                                     f"{name}.{task['index']}.{result['segments']}{MARK_EXT}"), b"")
     yield name, {**result, "index": task["index"], "video": path, "made": task["made"]}
 
 
@@ -306,12 +306,12 @@ class _Progress(threading.Thread):
     self.stopped = threading.Event()
 
   def report(self) -> None:
-    marks = storage.match(storage.join(self.root, "*.json"))
+    marks = storage.match(storage.join(self.root, "*" + MARK_EXT))  # one listing, no reads
     done, segments = {}, 0
     for path in marks:
-      name, _, index = os.path.splitext(os.path.basename(path))[0].rpartition(".")
+      name, index, count = os.path.basename(path)[:-len(MARK_EXT)].rsplit(".", 2)
       done.setdefault(name, set()).add(int(index))
-      segments += (storage.read_json(path) or {}).get("segments", 0)
+      segments += int(count)
     videos = sum(done.get(n, set()) >= c for n, c in self.chunks.items())
     elapsed = time.time() - self.start_time
     rate = segments / max(elapsed, 1e-9)
