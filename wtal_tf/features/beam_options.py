@@ -13,6 +13,11 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
   * defaults to the DirectRunner in multi_processing mode with one worker
     per core (`--direct_num_workers=0` is Beam's "one per core" too; negative
     is an error), and Beam's own logs at ERROR;
+  * runs the DirectRunner as its FnApiRunner (`direct_runner`), built here:
+    Beam 2.77's DirectRunner first tries its Prism runner, downloading a Go
+    binary from GitHub at run time (and, offline, falls back after a failed
+    fetch); and its multi_processing workers start through
+    `wtal_tf.features.beam_worker`, without Beam's start-up lines;
   * under the Dask runner without --dask_npartitions or --dask_partition_size,
     makes one Dask partition (task) per element when the number of elements
     is known: Beam's default puts hundreds of elements in one task, so a few
@@ -22,12 +27,18 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
 import argparse
 import importlib
 import os
+import shlex
 from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from apache_beam.transforms import environments
 
 from wtal_tf.errors import UserError
+from wtal_tf.features import beam_worker
 
 BEAM_LOG_LEVEL = "ERROR"  # Beam's own (runner and worker) logs below this are dropped
 DEFAULT_RUNNER = "DirectRunner"
@@ -138,3 +149,28 @@ def pipeline_options(args: Sequence[str], num_elements: Optional[int] = None) ->
         and num_elements):
       dask.npartitions = int(num_elements)
   return options
+
+
+def direct_runner(options: PipelineOptions) -> Optional[fn_runner.FnApiRunner]:
+  """The runner to give beam.Pipeline: under the DirectRunner, its FnApiRunner built
+  as the DirectRunner builds it (the pipeline options provisioned to the workers),
+  with multi_processing workers started by `beam_worker.command()`; None for any
+  other runner (Beam resolves --runner).
+
+  Sets the options' direct_running_mode from multi_processing to in_memory: the
+  FnApiRunner reads the mode only to replace the worker environment given here.
+  """
+  standard = options.view_as(StandardOptions)
+  names = runner_names()
+  path = names.get(standard.runner.lower()) or names.get(standard.runner.lower() + "runner")
+  if (path or standard.runner) != names[DEFAULT_RUNNER.lower()] or standard.streaming:
+    return None  # (streaming: the DirectRunner runs it on its bundle-based runner)
+  direct = options.view_as(DirectOptions)
+  environment = None
+  if direct.direct_running_mode == "multi_processing":
+    environment = environments.SubprocessSDKEnvironment.from_command_string(
+        shlex.join(beam_worker.command()))
+    direct.direct_running_mode = "in_memory"
+  provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+      pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
+  return fn_runner.FnApiRunner(default_environment=environment, provision_info=provision)

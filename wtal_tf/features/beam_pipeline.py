@@ -52,7 +52,7 @@ from wtal_tf.features import extraction
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
-from wtal_tf.features.beam_options import BEAM_LOG_LEVEL, pipeline_options
+from wtal_tf.features.beam_options import BEAM_LOG_LEVEL, direct_runner, pipeline_options
 
 STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
     "extract_status", "extract_chunks", "extract_runs", "extract_progress")
@@ -330,7 +330,7 @@ def run_pipeline(cfg: ExtractConfig, tasks: Sequence[dict], skipped: Sequence[di
                  annotations: dict, run_id: str) -> None:
   """Runs the Beam pipeline; its last step writes the run's summary."""
   options = pipeline_options(cfg.pipeline_args, num_elements=max(len(tasks), 1))
-  with beam.Pipeline(options=options) as p:
+  with beam.Pipeline(runner=direct_runner(options), options=options) as p:
     extracted = (p | "work items" >> beam.Create(list(tasks))
                  | "spread" >> beam.Reshuffle()
                  | "extract" >> beam.ParDo(ExtractChunkFn(cfg, run_id))

