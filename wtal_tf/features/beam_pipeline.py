@@ -330,16 +330,22 @@ def run_pipeline(cfg: ExtractConfig, tasks: Sequence[dict], skipped: Sequence[di
                  annotations: dict, run_id: str) -> None:
   """Runs the Beam pipeline; its last step writes the run's summary."""
   options = pipeline_options(cfg.pipeline_args, num_elements=max(len(tasks), 1))
-  with beam.Pipeline(runner=direct_runner(options), options=options) as p:
-    extracted = (p | "work items" >> beam.Create(list(tasks))
-                 | "spread" >> beam.Reshuffle()
-                 | "extract" >> beam.ParDo(ExtractChunkFn(cfg, run_id))
-                 | "by video" >> beam.GroupByKey()
-                 | "assemble" >> beam.ParDo(AssembleVideoFn(cfg, run_id)))
-    done = p | "already done" >> beam.Create(list(skipped))
-    _ = ((extracted, done) | "records" >> beam.Flatten()
-         | "all records" >> beam.combiners.ToList()
-         | "dataset files" >> beam.ParDo(FinishRunFn(cfg, run_id, annotations)))
+  p = beam.Pipeline(runner=direct_runner(options), options=options)
+  try:
+    with p:
+      extracted = (p | "work items" >> beam.Create(list(tasks))
+                   | "spread" >> beam.Reshuffle()
+                   | "extract" >> beam.ParDo(ExtractChunkFn(cfg, run_id))
+                   | "by video" >> beam.GroupByKey()
+                   | "assemble" >> beam.ParDo(AssembleVideoFn(cfg, run_id)))
+      done = p | "already done" >> beam.Create(list(skipped))
+      _ = ((extracted, done) | "records" >> beam.Flatten()
+           | "all records" >> beam.combiners.ToList()
+           | "dataset files" >> beam.ParDo(FinishRunFn(cfg, run_id, annotations)))
+  finally:
+    client = getattr(getattr(p, "result", None), "client", None)
+    if client is not None:  # Beam's Dask runner leaves its cluster client open
+      client.close()
 
 
 def match_annotations(given: dict, names: Sequence[str], source: str) -> dict:
