@@ -1,5 +1,6 @@
 """Extraction on a real distributed engine: Beam's Dask runner against a Dask cluster that
-the test starts as separate processes on 127.0.0.1 (a scheduler and two workers)."""
+the test starts as separate processes on 127.0.0.1 (a scheduler and two workers, preloaded
+as docs/raw_video.md starts them)."""
 
 import json
 import os
@@ -42,7 +43,8 @@ def cluster(tmp_path_factory):
     address = json.loads(scheduler_file.read_text())["address"]
     procs += [subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
-         "--nthreads", "1", "--no-dashboard", "--memory-limit", "4GB"],
+         "--nthreads", "1", "--no-dashboard", "--memory-limit", "4GB",
+         "--preload", "wtal_tf.features.dask_preload"],  # as docs/raw_video.md starts them
         cwd=REPO, env=ENV, stdout=log, stderr=log) for _ in range(WORKERS)]
     with distributed.Client(address, timeout=START_TIMEOUT_S) as client:
       client.wait_for_workers(WORKERS, timeout=START_TIMEOUT_S)
