@@ -1,0 +1,405 @@
+"""OUT on a non-local Beam filesystem: an in-memory object store defined here (scheme
+memtest://; no folders; rename is a copy then a delete; a writer's bytes appear only when
+it closes). The Beam extraction into it equals one into a local folder byte for byte and
+skips on a rerun; features.storage keeps its contract on it (whole files or none, failed
+writes leave nothing behind)."""
+
+import errno
+import hashlib
+import io
+import json
+import pathlib
+import threading
+import time
+from unittest import mock
+
+import numpy as np
+import pytest
+from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionTypes,
+                                       FileMetadata, FileSystem)
+from apache_beam.io.filesystems import FileSystems
+
+from video_helpers import smooth_frames, write_video
+from wtal_tf.config import ExtractConfig
+from wtal_tf.data import contract
+from wtal_tf.errors import UserError
+from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import extraction
+from wtal_tf.features import provenance
+from wtal_tf.features import storage
+
+SCHEME = "memtest"
+PREFIX = SCHEME + "://"
+OUT = PREFIX + "out"
+SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
+CHUNK_SEGMENTS = 2
+IN_MEMORY = ("--direct_running_mode=in_memory",)  # the pipeline runs here, on STORE
+FRAMES = {"long": 80, "short": 40}  # 5 segments (3 chunks of at most 2) and 2 (1 chunk)
+
+STORE: dict[str, tuple[bytes, float]] = {}  # path -> (bytes, last updated in seconds)
+CREATED: list[str] = []  # every path create() was called with, in order
+FAIL_ON_CLOSE: set[str] = set()  # a writer whose path contains one of these fails on close
+_LOCK = threading.Lock()  # the pipeline's worker threads share STORE
+
+
+def _missing(path: str) -> FileNotFoundError:
+  return FileNotFoundError(errno.ENOENT, "no such object", path)
+
+
+class _Writer(io.BytesIO):
+  """Buffers what is written; the bytes appear at `path` only once close() succeeds, as an
+  object store's upload does (a reader never sees part of a file)."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self.path, self.finished = path, False
+
+  def close(self):
+    if self.finished:  # closed already (or failed): never commit twice, e.g. from __del__
+      super().close()
+      return
+    self.finished = True
+    try:
+      data = self.getvalue()
+      if any(part in self.path for part in FAIL_ON_CLOSE):
+        raise OSError(errno.EIO, "injected upload failure", self.path)
+      with _LOCK:
+        STORE[self.path] = (data, time.time())
+    finally:
+      super().close()
+
+
+class MemFileSystem(FileSystem):
+  """An in-memory object store on STORE, shaped like Beam's GCSFileSystem: flat keys,
+  prefix listing, no folders, rename = copy + delete."""
+
+  @classmethod
+  def scheme(cls):
+    return SCHEME
+
+  @staticmethod
+  def _check(path: str) -> str:
+    if not path.startswith(PREFIX):
+      raise ValueError(f"{path!r} is not a {PREFIX} path")
+    return path
+
+  def join(self, basepath, *paths):
+    path = self._check(basepath)
+    for p in paths:
+      path = path.rstrip("/") + "/" + p.lstrip("/")
+    return path
+
+  def split(self, path):
+    path = self._check(path.strip())
+    head, sep, tail = path[len(PREFIX):].rpartition("/")
+    return (PREFIX + head, tail) if sep else (path, "")
+
+  def mkdirs(self, path):
+    pass  # no folders
+
+  def has_dirs(self):
+    return False
+
+  def _list(self, dir_or_prefix):
+    with _LOCK:
+      found = [(p, len(d), t) for p, (d, t) in sorted(STORE.items())
+               if p.startswith(dir_or_prefix)]
+    for path, size, updated in found:
+      yield FileMetadata(path, size, updated)
+
+  @staticmethod
+  def _wrap(raw, path, compression_type):
+    compression_type = FileSystem._get_compression_type(path, compression_type)
+    if compression_type == CompressionTypes.UNCOMPRESSED:
+      return raw
+    return CompressedFile(raw, compression_type=compression_type)
+
+  def create(self, path, mime_type="application/octet-stream",
+             compression_type=CompressionTypes.AUTO):
+    with _LOCK:
+      CREATED.append(self._check(path))
+    return self._wrap(_Writer(path), path, compression_type)
+
+  def open(self, path, mime_type="application/octet-stream",
+           compression_type=CompressionTypes.AUTO):
+    with _LOCK:
+      entry = STORE.get(path)
+    if entry is None:
+      raise BeamIOError("Open operation failed", {path: _missing(path)})
+    return self._wrap(io.BytesIO(entry[0]), path, compression_type)
+
+  def copy(self, source_file_names, destination_file_names):
+    assert len(source_file_names) == len(destination_file_names)
+    exceptions = {}
+    with _LOCK:
+      for source, destination in zip(source_file_names, destination_file_names):
+        self._check(destination)
+        if source not in STORE:
+          exceptions[(source, destination)] = _missing(source)
+        else:
+          STORE[destination] = (STORE[source][0], time.time())
+    if exceptions:
+      raise BeamIOError("Copy operation failed", exceptions)
+
+  def rename(self, source_file_names, destination_file_names):
+    assert len(source_file_names) == len(destination_file_names)
+    exceptions = {}
+    for source, destination in zip(source_file_names, destination_file_names):
+      try:
+        self.copy([source], [destination])
+        self.delete([source])
+      except BeamIOError as e:
+        exceptions[(source, destination)] = next(iter(e.exception_details.values()))
+    if exceptions:
+      raise BeamIOError("Rename operation failed", exceptions)
+
+  def exists(self, path):
+    with _LOCK:
+      return path in STORE
+
+  def _entry(self, path, operation):
+    with _LOCK:
+      entry = STORE.get(path)
+    if entry is None:
+      raise BeamIOError(f"{operation} operation failed", {path: _missing(path)})
+    return entry
+
+  def size(self, path):
+    return len(self._entry(path, "Size")[0])
+
+  def last_updated(self, path):
+    return self._entry(path, "Last updated")[1]
+
+  def checksum(self, path):
+    return hashlib.sha256(self._entry(path, "Checksum")[0]).hexdigest()
+
+  def metadata(self, path):
+    data, updated = self._entry(path, "Metadata")
+    return FileMetadata(path, len(data), updated)
+
+  def delete(self, paths):
+    """Deletes objects; a path ending in "/" deletes every object below it."""
+    exceptions = {}
+    with _LOCK:
+      for path in paths:
+        below = [p for p in STORE if p.startswith(path)] if path.endswith("/") else [path]
+        for p in below:
+          if STORE.pop(p, None) is None:
+            exceptions[p] = _missing(p)
+    if exceptions:
+      raise BeamIOError("Delete operation failed", exceptions)
+
+
+@pytest.fixture(autouse=True)
+def empty_store():
+  for state in (STORE, CREATED, FAIL_ON_CLOSE):
+    state.clear()
+  yield
+  for state in (STORE, CREATED, FAIL_ON_CLOSE):
+    state.clear()
+
+
+def relative(path: str) -> str:
+  assert path.startswith(OUT + "/"), path
+  return path[len(OUT) + 1:]
+
+
+def test_the_memtest_scheme_resolves_to_the_fake_filesystem():
+  assert FileSystems.get_scheme(OUT + "/x") == SCHEME
+  assert isinstance(FileSystems.get_filesystem(OUT + "/x"), MemFileSystem)
+  assert not storage.is_local(OUT) and storage.is_local("/tmp/x")
+  assert storage.join(OUT, "a", "b.npy") == OUT + "/a/b.npy"
+  assert contract.feature_path(OUT, "test", "rgb", "v") == storage.join(
+      OUT, contract.FEATURES_DIR, "test", "rgb", "v" + contract.FEATURE_EXT)
+
+
+# ---------------------------------------------------------------- features.storage
+
+
+def test_storage_round_trips_lists_and_deletes_on_an_object_store():
+  storage.write_bytes(OUT + "/a/raw.bin", b"\x00\x01")
+  assert storage.read_bytes(OUT + "/a/raw.bin") == b"\x00\x01"
+  storage.write_json(OUT + "/a/obj.json", {"k": [1, 2]})
+  assert storage.read_json(OUT + "/a/obj.json") == {"k": [1, 2]}
+  x = np.arange(12, dtype=np.float32).reshape(3, 4)
+  storage.write_npy(OUT + "/a/b/x.npy", x)
+  got = storage.read_npy(OUT + "/a/b/x.npy")
+  assert got.dtype == np.float32 and np.array_equal(got, x)
+  assert storage.exists(OUT + "/a/obj.json") and not storage.exists(OUT + "/a/none.json")
+  assert storage.read_bytes(OUT + "/a/none") is None and storage.read_json(OUT + "/a/none") is None
+  assert storage.read_npy(OUT + "/a/obj.json") is None  # not an array
+  # Every write went through a temporary beside its target, renamed away.
+  assert len(CREATED) == 3 and all(storage.TMP_MARK in p for p in CREATED)
+  assert [FileSystems.split(p)[0] for p in CREATED] == [OUT + "/a"] * 2 + [OUT + "/a/b"]
+  assert sorted(map(relative, STORE)) == ["a/b/x.npy", "a/obj.json", "a/raw.bin"]
+  # '*' stays within a folder, '**' goes below; a missing folder matches nothing.
+  assert sorted(map(relative, storage.match(OUT + "/a/*"))) == ["a/obj.json", "a/raw.bin"]
+  assert len(storage.match(OUT + "/**")) == 3
+  assert storage.match(OUT + "/missing/*") == [] and storage.match(OUT + "/a/none") == []
+  # The lock is local-only: nothing is written for a remote path.
+  with storage.locked(OUT + "/a/obj.json"):
+    pass
+  assert len(STORE) == 3
+  # Deleting ignores missing paths; prune has no folders to remove here.
+  storage.delete([OUT + "/a/raw.bin", OUT + "/a/none"], prune=True)
+  assert sorted(map(relative, STORE)) == ["a/b/x.npy", "a/obj.json"]
+  storage.delete([OUT + "/a/b/x.npy"], prune=True)
+  assert sorted(map(relative, STORE)) == ["a/obj.json"]
+
+
+def test_a_reader_never_sees_a_file_being_written():
+  with FileSystems.create(OUT + "/f", compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    f.write(b"part")
+    assert not storage.exists(OUT + "/f") and storage.read_bytes(OUT + "/f") is None
+  assert storage.read_bytes(OUT + "/f") == b"part"
+
+
+def test_stale_temporaries_are_removed_and_live_ones_kept():
+  now = time.time()
+  old = now - storage.STALE_TEMPORARY_S - 1
+  stale = OUT + f"/features/test/rgb/.v.npy{storage.TMP_MARK}dead"
+  live = OUT + f"/gt.json{storage.TMP_MARK}writing"
+  STORE.update({stale: (b"half", old), live: (b"half", now),
+                OUT + "/features/test/rgb/old.npy": (b"kept", old)})
+  assert storage.remove_stale_temporaries(OUT) == 1
+  assert sorted(map(relative, STORE)) == ["features/test/rgb/old.npy",
+                                          f"gt.json{storage.TMP_MARK}writing"]
+  assert storage.remove_stale_temporaries(OUT, now=now + storage.STALE_TEMPORARY_S + 1) == 1
+  assert storage.remove_stale_temporaries(PREFIX + "nothing-here") == 0
+
+
+def test_a_failed_write_leaves_neither_the_target_nor_a_temporary():
+  target = OUT + "/features/test/rgb/v.npy"
+  storage.write_npy(target, np.zeros((1, 2), np.float32))
+  before = STORE[target]
+  FAIL_ON_CLOSE.add("v.npy")
+  with pytest.raises(UserError, match=r"features/test/rgb/v.npy: cannot write \(injected "
+                                      r"upload failure\)"):
+    storage.write_npy(target, np.ones((1, 2), np.float32))
+  assert STORE == {target: before}  # the old file intact, no temporary
+  with pytest.raises(UserError, match="cannot write"):
+    storage.write_json(OUT + "/new/v.npy.json", {})  # a new file: nothing at all
+  assert STORE == {target: before}
+  assert not [p for p in STORE if storage.TMP_MARK in p]
+
+
+# ---------------------------------------------------------------- the Beam extraction
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+  root = tmp_path_factory.mktemp("videos")
+  for k, (name, n) in enumerate(FRAMES.items()):
+    write_video(root / f"{name}.mkv", smooth_frames(n, 48, 64, seed=k + 1))
+  return root
+
+
+def cfg_for(videos, out) -> ExtractConfig:
+  return ExtractConfig(video_dir=str(videos), output_dir=str(out), streams=("rgb",),
+                       random_init_seed=0, resize_shorter=SHORTER, crop_size=CROP,
+                       chunk_segments=CHUNK_SEGMENTS, pipeline_args=IN_MEMORY)
+
+
+def local_files(root: pathlib.Path) -> dict[str, bytes]:
+  """{path relative to root: bytes} of the files below root, without flock files."""
+  return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+          if p.is_file() and p.suffix != ".lock"}
+
+
+def without_run(record: dict) -> dict:
+  return {k: v for k, v in record.items() if k != "run"}
+
+
+def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun(videos,
+                                                                                 tmp_path):
+  local_out = tmp_path / "out"
+  local = pipeline.extract(cfg_for(videos, local_out))
+  cfg = cfg_for(videos, OUT)
+  records = pipeline.extract(cfg)
+  assert {n: r["status"] for n, r in records.items()} == {n: pipeline.OK for n in FRAMES}
+  assert records["long"]["chunks"] == 3 and records["short"]["chunks"] == 1
+  assert {n: without_run(r) for n, r in records.items()} == {
+      n: without_run(r) for n, r in local.items()}
+  # The long video's chunks went through the store, and were removed once assembled.
+  chunks_root = storage.join(OUT, pipeline.CHUNKS_DIR) + "/"
+  assert len([p for p in CREATED if p.startswith(chunks_root)]) == 3
+  # The same files as the local run, byte for byte where nothing names the run.
+  stored = {relative(p): data for p, (data, _) in STORE.items()}
+  assert not [p for p in stored if storage.TMP_MARK in p]
+  on_disk = local_files(local_out)
+  assert sorted(stored) == sorted(on_disk)
+  assert not [p for p in stored if p.startswith((pipeline.CHUNKS_DIR, pipeline.RUNS_DIR,
+                                                 pipeline.PROGRESS_DIR))]
+  for name, n in FRAMES.items():
+    path = contract.feature_path(OUT, "test", "rgb", name)
+    x = np.load(io.BytesIO(STORE[path][0]), allow_pickle=False)
+    want = np.load(contract.feature_path(str(local_out), "test", "rgb", name))
+    assert x.dtype == np.float32 and x.shape == (n // contract.SEGMENT_FRAMES,
+                                                 contract.FEATURE_DIM)
+    assert x.tobytes() == want.tobytes()
+    assert STORE[path][0] == on_disk[relative(path)]  # the whole .npy file
+    status = relative(pipeline.status_path(OUT, "test", name))
+    assert without_run(json.loads(stored[status])) == without_run(json.loads(on_disk[status]))
+  gt = json.loads(stored[contract.GT_FILE])
+  assert gt["version"] == pipeline.GT_VERSION
+  assert gt["database"] == json.loads(on_disk[contract.GT_FILE])["database"]
+  assert set(gt["database"]) == set(FRAMES)
+  # A rerun finds every video done: no feature, status or chunk file is written again.
+  features_before = {p: v for p, v in STORE.items() if p.startswith(
+      storage.join(OUT, contract.FEATURES_DIR) + "/")}
+  CREATED.clear()
+  again = pipeline.extract(cfg)
+  assert {n: r["status"] for n, r in again.items()} == {n: pipeline.SKIPPED for n in FRAMES}
+  rewritten = [p for p in CREATED if relative(p).startswith(
+      (contract.FEATURES_DIR + "/", pipeline.STATUS_DIR + "/", pipeline.CHUNKS_DIR + "/"))]
+  assert rewritten == []
+  assert {p: STORE[p] for p in features_before} == features_before  # same bytes, same time
+  assert sorted(map(relative, STORE)) == sorted(stored)
+  assert not [p for p in STORE if storage.TMP_MARK in p]
+  assert json.loads(STORE[storage.join(OUT, contract.GT_FILE)][0])["database"] == gt["database"]
+
+
+def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(videos):
+  cfg = cfg_for(videos, OUT)
+  path = str(videos / "long.mkv")
+  made = {"settings": provenance.settings(cfg, {"rgb": provenance.weights_identity(cfg, "rgb")}),
+          "video_identity": provenance.video_identity(path)}
+  tasks = pipeline.plan(path, cfg.chunk_segments, made)
+  fn = pipeline.ExtractChunkFn(cfg, "killed-run")
+  fn.setup()
+  for task in tasks[:2]:  # a run killed after two of the three chunks
+    list(fn.process(task))
+  assert sorted(relative(p) for p in STORE if relative(p).startswith(pipeline.CHUNKS_DIR)) == [
+      f"{pipeline.CHUNKS_DIR}/test/long/{k}.npz" for k in range(2)]
+  calls = []
+  real = extraction.Extractor.__call__
+
+  def counted(self, video_path, start_segment=0, num_segments=None):
+    calls.append((pathlib.Path(video_path).stem, start_segment))
+    return real(self, video_path, start_segment, num_segments)
+
+  with mock.patch.object(extraction.Extractor, "__call__", counted):
+    records = pipeline.extract(cfg)
+  assert records["long"]["status"] == pipeline.OK
+  assert sorted(c for c in calls if c[0] == "long") == [("long", 2 * CHUNK_SEGMENTS)]
+  whole = fn.extractor(path).features["rgb"]
+  got = storage.read_npy(contract.feature_path(OUT, "test", "rgb", "long"))
+  assert got.tobytes() == whole.tobytes()
+  assert not [p for p in STORE if relative(p).startswith(pipeline.CHUNKS_DIR)]
+
+
+def test_an_unusable_video_is_listed_in_the_object_store_until_it_is_fixed(tmp_path):
+  bad = tmp_path / "bad.mkv"
+  bad.write_bytes(b"not a video")
+  cfg = cfg_for(tmp_path, OUT)
+  failures = pipeline.failures_path(OUT, "test")
+  with pytest.raises(UserError, match=f"1 of 1 videos failed; list in {failures}"):
+    pipeline.extract(cfg)
+  assert [f["video"] for f in storage.read_json(failures)] == [str(bad)]
+  assert storage.read_json(pipeline.status_path(OUT, "test", "bad"))["status"] == pipeline.FAILED
+  assert storage.read_json(contract.gt_path(OUT))["database"] == {}
+  write_video(bad, smooth_frames(contract.SEGMENT_FRAMES, 48, 64))
+  assert pipeline.extract(cfg)["bad"]["status"] == pipeline.OK
+  assert not storage.exists(failures)
+  assert set(storage.read_json(contract.gt_path(OUT))["database"]) == {"bad"}
+  assert not [p for p in STORE if storage.TMP_MARK in p]
