@@ -3,13 +3,23 @@
   runners  the same videos (default 5 x 80 segments = 400) through (a) a plain loop (one
            Extractor, then .npy writes), (b) beam_pipeline.extract's default DirectRunner
            (multi_processing, one worker per core) and (c) the Dask runner on a local
-           cluster of 2 single-thread workers started here (warm: the cluster has run the
-           pipeline once before, as a long-lived cluster has); wall time each.
-  split    one long video (default 10 min at 25 fps = 15,000 frames) on the Dask cluster
-           with 1 worker against 2 workers; every worker (and the TensorFlow in it) uses one
-           thread, so 2 workers use the machine's 2 cores. Peak RSS of each worker.
-
-Small frames (120x160, crop 112, RGB, random weights) keep it to minutes on 2 cores.
+           cluster of 2 single-thread workers started here: cold (plain `dask scheduler`
+           and `dask worker`, first run), preloaded (both started with
+           `--preload wtal_tf.features.dask_preload`, first run)
+           and warm (the preloaded cluster's second run); wall time each.
+           --geometry=small: 120x160 videos, crop 112, random weights; default: 240x320
+           videos, wtal_tf's default geometry (256 -> 224) and the Kinetics-400 weights.
+  split    one long video (default 10 min at 25 fps = 15,000 frames, H.264 with a key
+           frame every 250 frames, B-frames) on Dask clusters of 1 and of 2 preloaded
+           workers for each chunk size in --chunk_sizes, as one work item on 1 worker (what
+           chunking costs), and on cold clusters at the default chunk size; every worker
+           (and the TensorFlow in it) uses one thread, so 2 workers use the machine's 2
+           cores. Peak RSS of each worker. Small frames (120x160, crop 112, RGB, random
+           weights) keep it to minutes on 2 cores.
+  pairs    the long video on 1 then 2 preloaded workers at --chunk_segments, --pairs times
+           in turn; the 2/1 ratio pair by pair.
+  scaling  the same extraction (a 3-minute video) in one single-thread process alone, then
+           in two at once: the floor of the split's 2-worker/1-worker ratio on this machine.
 
 flock -x /tmp/wtal_heavy.lock .venv/bin/python -m bench.bench_cluster [--part=all]
 """
@@ -27,28 +37,40 @@ import time
 
 import psutil
 
-from bench.bench_extract import long_video, plain_loop, write_videos
+from bench.bench_extract import plain_loop, smooth_frames, write_videos
 from wtal_tf.config import ExtractConfig
 from wtal_tf.data import contract
 from wtal_tf.features import beam_pipeline
+from wtal_tf.features import extraction
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
               "OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}
 GEOMETRY = {"streams": ("rgb",), "random_init_seed": 0, "resize_shorter": 112, "crop_size": 112}
+GEOMETRIES = {  # --geometry: (video height, width), ExtractConfig fields
+    "small": ((120, 160), GEOMETRY),
+    "default": ((240, 320), {"streams": ("rgb",), "random_init_seed": None}),
+}
+PRELOAD = "wtal_tf.features.dask_preload"
+LONG_GOP = 250  # frames between key frames of the long video (x264's default maximum)
+LONG_B_FRAMES = 3
+ONE_CHUNK = 10**6  # segments per chunk: the whole video as one work item
 POLL_S = 0.5  # seconds between RSS samples of the workers
 STOP_TIMEOUT_S = 20.0  # seconds a cluster process may take to stop before it is killed
 
 
 @contextlib.contextmanager
-def dask_cluster(workers: int, root: str):
-  """A scheduler and `workers` single-thread workers on 127.0.0.1; yields (address, pids)."""
+def dask_cluster(workers: int, root: str, preload: bool = True):
+  """A scheduler and `workers` single-thread workers on 127.0.0.1, all started with
+  --preload PRELOAD unless preload is False; yields (address, worker pids)."""
   env = {**os.environ, **ONE_THREAD}
   scheduler_file = os.path.join(root, f"scheduler{workers}.json")
   log = open(os.path.join(root, "cluster.log"), "a")  # pylint: disable=consider-using-with
+  preloads = ["--preload", PRELOAD] if preload else []
   procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
                              "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
-                             scheduler_file], cwd=REPO, env=env, stdout=log, stderr=log)]
+                             scheduler_file, *preloads], cwd=REPO, env=env, stdout=log,
+                            stderr=log)]
   try:
     while not os.path.exists(scheduler_file):
       time.sleep(0.2)
@@ -56,7 +78,8 @@ def dask_cluster(workers: int, root: str):
       address = json.load(f)["address"]
     procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
                                 "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
-                                "--no-nanny"], cwd=REPO, env=env, stdout=log, stderr=log)
+                                "--no-nanny", *preloads],
+                               cwd=REPO, env=env, stdout=log, stderr=log)
               for _ in range(workers)]
     import distributed  # pylint: disable=import-outside-toplevel
     with distributed.Client(address, timeout=120) as client:
@@ -74,10 +97,10 @@ def dask_cluster(workers: int, root: str):
     log.close()
 
 
-def run_extract(videos: str, out: str, *beam_args, **fields) -> float:
+def run_extract(videos: str, out: str, *beam_args, geometry=GEOMETRY, **fields) -> float:
   """Wall seconds of beam_pipeline.extract in this process (as bench_extract times it)."""
   shutil.rmtree(out, ignore_errors=True)
-  cfg = ExtractConfig(video_dir=videos, output_dir=out, pipeline_args=beam_args, **GEOMETRY,
+  cfg = ExtractConfig(video_dir=videos, output_dir=out, pipeline_args=beam_args, **geometry,
                       **fields)
   start = time.perf_counter()
   beam_pipeline.extract(cfg)
@@ -91,60 +114,162 @@ def peak_rss(pids, stop: threading.Event, peaks: dict) -> None:
         peaks[pid] = max(peaks.get(pid, 0), psutil.Process(pid).memory_info().rss)
 
 
+def long_h264(path: str, frames: int, height: int, width: int) -> str:
+  """A video of `frames` frames streamed to disk (a 4 s texture loop), H.264 with a key
+  frame every LONG_GOP frames and B-frames, as cameras write (chunks decode from the
+  key frame before them, so the GOP is what chunking costs in decoding)."""
+  import av  # pylint: disable=import-outside-toplevel
+  loop = smooth_frames(100, height, width, shift=1)
+  container = av.open(path, "w")
+  stream = container.add_stream("libx264", rate=int(contract.FPS), options={
+      "g": str(LONG_GOP), "keyint_min": str(LONG_GOP), "sc_threshold": "0",
+      "bf": str(LONG_B_FRAMES)})
+  stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+  for k in range(frames):
+    for packet in stream.encode(av.VideoFrame.from_ndarray(loop[k % len(loop)],
+                                                           format="rgb24")):
+      container.mux(packet)
+  for packet in stream.encode():
+    container.mux(packet)
+  container.close()
+  return path
+
+
+def dask_args(address: str) -> list[str]:
+  return ["--runner=DaskRunner", f"--dask_client_address={address}"]
+
+
 def bench_runners(args, root: str) -> dict:
+  (height, width), geometry = GEOMETRIES[args.geometry]
   frames = args.segments_per_video * contract.SEGMENT_FRAMES
   videos = os.path.join(root, "videos")
-  paths = write_videos(videos, args.videos, frames, 120, 160)
-  cfg = ExtractConfig(output_dir=os.path.join(root, "loop"), **GEOMETRY)
+  paths = write_videos(videos, args.videos, frames, height, width)
+  cfg = ExtractConfig(output_dir=os.path.join(root, "loop"), **geometry)
   out = {"runners_segments": args.videos * args.segments_per_video,
-         "loop_s": plain_loop(cfg, paths)}
+         "runners_geometry": args.geometry, "loop_s": plain_loop(cfg, paths)}
   print(json.dumps(out), flush=True)
-  out["direct_s"] = run_extract(videos, os.path.join(root, "direct"))
+  out["direct_s"] = run_extract(videos, os.path.join(root, "direct"), geometry=geometry)
   print(json.dumps(out), flush=True)
+  with dask_cluster(2, root, preload=False) as (address, _):
+    out["dask_cold_s"] = run_extract(videos, os.path.join(root, "dask"), *dask_args(address),
+                                     geometry=geometry)
   with dask_cluster(2, root) as (address, _):
-    dask = ["--runner=DaskRunner", f"--dask_client_address={address}"]
-    out["dask_cold_s"] = run_extract(videos, os.path.join(root, "dask"), *dask)
-    out["dask_warm_s"] = run_extract(videos, os.path.join(root, "dask"), *dask)
-  for k in ("direct_s", "dask_cold_s", "dask_warm_s"):
+    for label in ("dask_preloaded_s", "dask_warm_s"):
+      out[label] = run_extract(videos, os.path.join(root, "dask"), *dask_args(address),
+                               geometry=geometry)
+  for k in ("direct_s", "dask_cold_s", "dask_preloaded_s", "dask_warm_s"):
     out[k.replace("_s", "_vs_loop")] = out[k] / out["loop_s"]
   return out
+
+
+def timed_split(video_dir: str, root: str, label: str, workers: int, chunk: int,
+                preload: bool = True) -> dict:
+  """{label_s, label_peak_rss_mb}: the long video on a fresh cluster of `workers`."""
+  with dask_cluster(workers, root, preload) as (address, pids):
+    stop, peaks = threading.Event(), {}
+    watcher = threading.Thread(target=peak_rss, args=(pids, stop, peaks), daemon=True)
+    watcher.start()
+    seconds = run_extract(video_dir, os.path.join(root, label), *dask_args(address),
+                          chunk_segments=chunk)
+    stop.set()
+    watcher.join()
+  return {f"{label}_s": seconds, f"{label}_peak_rss_mb": [round(v / 2**20)
+                                                          for v in peaks.values()]}
 
 
 def bench_split(args, root: str) -> dict:
   video_dir = os.path.join(root, "long")
   os.makedirs(video_dir, exist_ok=True)
-  long_video(os.path.join(video_dir, "long.mkv"), int(args.minutes * 60 * contract.FPS),
-             120, 160)
-  out = {"split_minutes": args.minutes, "chunk_segments": args.chunk_segments}
-  # (workers, segments per chunk): the default chunking on 1 and 2 workers, and the whole
-  # video as one work item on 1 worker (what chunking costs).
-  for workers, chunk in ((1, args.chunk_segments), (2, args.chunk_segments), (1, 10**6)):
-    label = f"split_{workers}_workers" + ("_one_chunk" if chunk == 10**6 else "")
-    with dask_cluster(workers, root) as (address, pids):
-      stop, peaks = threading.Event(), {}
-      watcher = threading.Thread(target=peak_rss, args=(pids, stop, peaks), daemon=True)
-      watcher.start()
-      out[f"{label}_s"] = run_extract(
-          video_dir, os.path.join(root, label), "--runner=DaskRunner",
-          f"--dask_client_address={address}", chunk_segments=chunk)
-      stop.set()
-      watcher.join()
-      out[f"{label}_peak_rss_mb"] = [round(v / 2**20) for v in peaks.values()]
-      print(json.dumps(out), flush=True)
-  out["split_2_vs_1"] = out["split_2_workers_s"] / out["split_1_workers_s"]
-  out["chunking_overhead"] = out["split_1_workers_s"] / out["split_1_workers_one_chunk_s"]
+  long_h264(os.path.join(video_dir, "long.mp4"), int(args.minutes * 60 * contract.FPS),
+            120, 160)
+  out = {"split_minutes": args.minutes, "long_video": f"H.264, key frame every {LONG_GOP}"}
+  runs = [(f"split_{w}_workers_chunk_{c}", w, c, True)
+          for c in args.chunk_sizes for w in (1, 2)]
+  runs += [("split_1_workers_one_chunk", 1, ONE_CHUNK, True)]
+  runs += [(f"split_{w}_workers_chunk_{args.chunk_segments}_cold", w, args.chunk_segments,
+            False) for w in (1, 2)]
+  for label, workers, chunk, preload in runs:
+    out.update(timed_split(video_dir, root, label, workers, chunk, preload))
+    print(json.dumps(out), flush=True)
+  one = out["split_1_workers_one_chunk_s"]
+  for c in args.chunk_sizes:
+    out[f"chunk_{c}_2_vs_1"] = (out[f"split_2_workers_chunk_{c}_s"]
+                                / out[f"split_1_workers_chunk_{c}_s"])
+    out[f"chunk_{c}_2_vs_one_chunk"] = out[f"split_2_workers_chunk_{c}_s"] / one
+    out[f"chunk_{c}_overhead"] = out[f"split_1_workers_chunk_{c}_s"] / one
+  cold = f"split_%d_workers_chunk_{args.chunk_segments}_cold_s"
+  out["cold_2_vs_1"] = out[cold % 2] / out[cold % 1]
   return out
+
+
+def bench_pairs(args, root: str) -> dict:
+  """The long video on 1 then 2 preloaded workers at --chunk_segments, --pairs times in
+  turn; the 2/1 ratio pair by pair (pairing keeps it meaningful if the machine drifts)."""
+  video_dir = os.path.join(root, "long")
+  os.makedirs(video_dir, exist_ok=True)
+  long_h264(os.path.join(video_dir, "long.mp4"), int(args.minutes * 60 * contract.FPS),
+            120, 160)
+  times = {1: [], 2: []}
+  for _ in range(args.pairs):
+    for workers in (1, 2):
+      label = f"pair_{workers}"
+      times[workers].append(timed_split(video_dir, root, label, workers,
+                                        args.chunk_segments)[f"{label}_s"])
+    print(json.dumps(times), flush=True)
+  ratios = sorted(b / a for a, b in zip(times[1], times[2]))
+  return {"pairs_chunk_segments": args.chunk_segments, "pairs_1_worker_s": times[1],
+          "pairs_2_workers_s": times[2], "pairs_2_vs_1": ratios,
+          "pairs_2_vs_1_median": ratios[len(ratios) // 2]}
+
+
+def loop_seconds(video_path: str) -> float:
+  """Seconds of one Extractor over the video in this process (after its build)."""
+  extractor = extraction.Extractor(ExtractConfig(**GEOMETRY))
+  start = time.perf_counter()
+  extractor(video_path)
+  return time.perf_counter() - start
+
+
+def bench_scaling(args, root: str) -> dict:
+  """What two single-thread processes get from the machine's 2 cores: the same extraction
+  in one process alone, then in two at once (timed inside each, after its imports and I3D
+  build). The floor of the split's 2-worker/1-worker ratio is together / (2 x alone)."""
+  path = long_h264(os.path.join(root, "scaling.mp4"), int(args.scaling_minutes * 60
+                                                          * contract.FPS), 120, 160)
+  command = [sys.executable, "-m", "bench.bench_cluster", "--part=loop", f"--video={path}"]
+  env = {**os.environ, **ONE_THREAD}
+
+  def run(copies: int) -> list[float]:
+    procs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for _ in range(copies)]
+    return [float(p.communicate()[0].split()[-1]) for p in procs]
+
+  alone, together = run(1), run(2)
+  return {"scaling_minutes": args.scaling_minutes, "scaling_alone_s": alone,
+          "scaling_together_s": together,
+          "scaling_floor_2_vs_1": max(together) / (2 * alone[0])}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--part", default="all", choices=["all", "runners", "split"])
+  parser.add_argument("--part", default="all", choices=["all", "runners", "split", "scaling",
+                                                       "pairs", "loop"])
+  parser.add_argument("--pairs", type=int, default=3, help="--part=pairs: 1/2-worker pairs")
+  parser.add_argument("--video", help="--part=loop: the video one process extracts")
+  parser.add_argument("--scaling_minutes", type=float, default=3.0)
   parser.add_argument("--videos", type=int, default=5)
   parser.add_argument("--segments_per_video", type=int, default=80)
   parser.add_argument("--minutes", type=float, default=10.0)
+  parser.add_argument("--geometry", default="small", choices=sorted(GEOMETRIES))
   parser.add_argument("--chunk_segments", type=int,
-                      default=ExtractConfig.__dataclass_fields__["chunk_segments"].default)
+                      default=ExtractConfig.__dataclass_fields__["chunk_segments"].default,
+                      help="the chunk size of the cold split runs")
+  parser.add_argument("--chunk_sizes", type=lambda v: [int(x) for x in v.split(",")],
+                      default=[16, 32, 64, 128], help="chunk sizes of the preloaded split runs")
   args = parser.parse_args()
+  if args.part == "loop":  # one process of --part=scaling
+    print(loop_seconds(args.video))
+    return
   root = tempfile.mkdtemp(prefix="bench_cluster_")
   results = {"machine": f"{os.cpu_count()} cores"}
   try:
@@ -153,6 +278,10 @@ def main():
       print(json.dumps(results), flush=True)
     if args.part in ("all", "split"):
       results.update(bench_split(args, root))
+    if args.part in ("all", "pairs"):
+      results.update(bench_pairs(args, root))
+    if args.part in ("all", "scaling"):
+      results.update(bench_scaling(args, root))
   finally:
     shutil.rmtree(root, ignore_errors=True)
   print(json.dumps(results, indent=1))

@@ -1,6 +1,6 @@
 """Extraction on a real distributed engine: Beam's Dask runner against a Dask cluster that
-the test starts as separate processes on 127.0.0.1 (a scheduler and two workers, preloaded
-as docs/raw_video.md starts them)."""
+the test starts as separate processes on 127.0.0.1 (a scheduler and two workers, both
+preloaded as docs/raw_video.md starts them)."""
 
 import json
 import os
@@ -34,7 +34,8 @@ def cluster(tmp_path_factory):
   log = open(root / "cluster.log", "w")  # pylint: disable=consider-using-with
   procs = [subprocess.Popen(
       [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-       "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+       "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file),
+       "--preload", "wtal_tf.features.dask_preload"],
       cwd=REPO, env=ENV, stdout=log, stderr=log)]
   try:
     deadline = time.time() + START_TIMEOUT_S
