@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from wtal_tf.config import ExtractConfig
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import extraction, flow, preprocess, video
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.bench_train import matmul_flops_per_second
-from wtal_tf.data.contract import SEGMENT_FRAMES
+from wtal_tf.contract import SEGMENT_FRAMES
 from wtal_tf.features import encoder as encoder_lib
 
 CROP = 224  # pixels, kinetics-i3d's input size

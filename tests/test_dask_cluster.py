@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 from video_helpers import smooth_frames, write_video
-from wtal_tf.data import contract
+from wtal_tf import contract
 
 distributed = pytest.importorskip("distributed")
 

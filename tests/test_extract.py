@@ -15,7 +15,7 @@ from video_helpers import INDEX_STEP, index_frames, smooth_frames, write_video
 from wtal_tf.data import datasets as data
 from wtal_tf.config import DataConfig, ExtractConfig
 from wtal_tf.errors import UserError
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import extraction, flow, preprocess, video
 

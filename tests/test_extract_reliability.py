@@ -21,7 +21,7 @@ from video_helpers import smooth_frames, write_video
 from wtal_tf import startup
 from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.features import beam_options
 from wtal_tf.features import beam_worker
 from wtal_tf.features import install_weights as IW

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tests.conftest import shared_path
 from wtal_tf.errors import UserError
 from wtal_tf.features import encoder
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.features import i3d
 from wtal_tf.features import preprocess
 from wtal_tf.features import video

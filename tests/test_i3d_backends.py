@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.features import i3d
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from wtal_tf.inference.predictor import Predictor
 HOST_PACKAGES = ("data", "localization", "evaluation", "viz")
 HOST_MODULES = tuple(
     f"wtal_tf.{package}.{path.stem}" if path.stem != "__init__" else f"wtal_tf.{package}"
-    for package in HOST_PACKAGES for path in sorted((REPO / "wtal_tf" / package).glob("*.py")))
+    for package in HOST_PACKAGES for path in sorted((REPO / "wtal_tf" / package).glob("*.py"))
+) + ("wtal_tf.contract", "wtal_tf.config", "wtal_tf.errors", "wtal_tf.io_utils")  # the ground floor
 
 
 def frameworks_loaded_by(modules) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from wtal_tf.data import contract
+from wtal_tf import contract
 
 LOSS_NAMES = ("fg", "bg", "guide", "cluster", "sparse")
 CLS_LOSSES = ("softmax", "sigmoid")

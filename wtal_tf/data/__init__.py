@@ -1,4 +1,5 @@
-"""Datasets on the host: the data contract, ground truth, feature readers, generators.
+"""Datasets on the host: ground truth, feature readers, generators (the data contract they
+follow is wtal_tf/contract.py).
 
 Numpy only: nothing here imports TensorFlow.
 """

@@ -17,10 +17,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from wtal_tf.config import DataConfig
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.data import groundtruth
 from wtal_tf.data import npy
-from wtal_tf.data.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
+from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
 from wtal_tf.errors import UserError
 
 LAYOUT_HELP = """expected one of these layouts (see README, "Datasets"):

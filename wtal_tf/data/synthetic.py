@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from wtal_tf import io_utils
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.data import groundtruth
 
 # THUMOS14's 20 classes and their validation-set instance counts (official annotations).

@@ -45,7 +45,7 @@ import numpy as np
 
 from wtal_tf import io_utils
 from wtal_tf.config import ExtractConfig
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
 from wtal_tf.features import extraction

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from wtal_tf.data.contract import FEATURE_DIM, SEGMENT_FRAMES
+from wtal_tf.contract import FEATURE_DIM, SEGMENT_FRAMES
 from wtal_tf.features import weights
 from wtal_tf.features.i3d import LOGITS_PATH, STREAM_CHANNELS, InceptionI3d
 

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from wtal_tf.config import ExtractConfig
-from wtal_tf.data.contract import FEATURE_DIM, FPS, SEGMENT_FRAMES
+from wtal_tf.contract import FEATURE_DIM, FPS, SEGMENT_FRAMES
 from wtal_tf.features import encoder
 from wtal_tf.features import flow
 from wtal_tf.features import preprocess

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import keras
 
-from wtal_tf.data.contract import SEGMENT_FRAMES
+from wtal_tf.contract import SEGMENT_FRAMES
 
 NUM_KINETICS_CLASSES = 400     # outputs of the Kinetics-400 logits
 STREAM_CHANNELS = {"rgb": 3, "flow": 2}

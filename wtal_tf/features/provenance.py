@@ -14,7 +14,7 @@ import os
 from typing import Sequence
 
 from wtal_tf.config import ExtractConfig
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.features import weights
 
 FEATURE_VERSION = 1  # raise when the code computes different features from the same inputs

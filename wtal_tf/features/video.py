@@ -82,7 +82,7 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 import av
 import numpy as np
 
-from wtal_tf.data.contract import FPS as TARGET_FPS  # frames/s of the decoded output
+from wtal_tf.contract import FPS as TARGET_FPS  # frames/s of the decoded output
 from wtal_tf.errors import UserError
 
 # File names list_videos takes (compared in lower case): what cameras, phones and

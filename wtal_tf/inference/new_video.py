@@ -9,7 +9,7 @@ import os
 
 from wtal_tf import io_utils
 from wtal_tf.config import Config
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
 from wtal_tf.features import extraction
