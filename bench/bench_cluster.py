@@ -39,7 +39,7 @@ import psutil
 
 from bench.bench_extract import plain_loop, smooth_frames, write_videos
 from wtal_tf.config import ExtractConfig
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.features import beam_pipeline
 from wtal_tf.features import extraction
 

@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from video_helpers import smooth_frames, write_video
 from wtal_tf.config import ExtractConfig
-from wtal_tf.data import contract
+from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import extraction
