@@ -37,7 +37,7 @@ import time
 
 import psutil
 
-from bench.bench_extract import plain_loop, smooth_frames, write_videos
+from bench.bench_extract import long_video, plain_loop, write_videos
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline
@@ -115,24 +115,12 @@ def peak_rss(pids, stop: threading.Event, peaks: dict) -> None:
 
 
 def long_h264(path: str, frames: int, height: int, width: int) -> str:
-  """A video of `frames` frames streamed to disk (a 4 s texture loop), H.264 with a key
-  frame every LONG_GOP frames and B-frames, as cameras write (chunks decode from the
-  key frame before them, so the GOP is what chunking costs in decoding)."""
-  import av  # pylint: disable=import-outside-toplevel
-  loop = smooth_frames(100, height, width, shift=1)
-  container = av.open(path, "w")
-  stream = container.add_stream("libx264", rate=int(contract.FPS), options={
-      "g": str(LONG_GOP), "keyint_min": str(LONG_GOP), "sc_threshold": "0",
-      "bf": str(LONG_B_FRAMES)})
-  stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
-  for k in range(frames):
-    for packet in stream.encode(av.VideoFrame.from_ndarray(loop[k % len(loop)],
-                                                           format="rgb24")):
-      container.mux(packet)
-  for packet in stream.encode():
-    container.mux(packet)
-  container.close()
-  return path
+  """bench_extract.long_video as H.264 with a key frame every LONG_GOP frames and
+  B-frames, as cameras write (chunks decode from the key frame before them, so the GOP
+  is what chunking costs in decoding)."""
+  return long_video(path, frames, height, width, codec="libx264", pix_fmt="yuv420p",
+                    options={"g": str(LONG_GOP), "keyint_min": str(LONG_GOP),
+                             "sc_threshold": "0", "bf": str(LONG_B_FRAMES)})
 
 
 def dask_args(address: str) -> list[str]:
