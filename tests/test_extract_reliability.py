@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from tf1_checkpoint import write_tf1_checkpoint
 from video_helpers import smooth_frames, write_video
 from wtal_tf import startup
 from wtal_tf.config import ExtractConfig
@@ -166,21 +167,13 @@ def run_module(*args, env=None):
 
 
 def write_truncated_checkpoint(directory) -> tuple[str, str]:
-  """A small TF1 checkpoint with DeepMind's flow variable names (as tests/test_i3d.py
-  writes them) whose data file is then cut in half: (prefix, data file)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  directory.mkdir(parents=True, exist_ok=True)
+  """A small TF1 checkpoint with DeepMind's flow variable names whose data file is then
+  cut in half: (prefix, data file)."""
   scope = W.DEEPMIND_SCOPES["flow"] + "Conv3d_1a_7x7/"
   rng = np.random.default_rng(0)
   values = {scope + "conv_3d/w": rng.standard_normal((7, 7, 7, 2, 64)).astype(np.float32),
             scope + "batch_norm/beta": rng.standard_normal((1, 1, 1, 1, 64)).astype(np.float32)}
-  with tf.Graph().as_default():
-    var_list = {name: tf.compat.v1.Variable(value, name=name.replace("/", "_"))
-                for name, value in values.items()}
-    saver = tf.compat.v1.train.Saver(var_list=var_list)
-    with tf.compat.v1.Session() as sess:
-      sess.run(tf.compat.v1.global_variables_initializer())
-      prefix = saver.save(sess, str(directory / "model.ckpt"), write_meta_graph=False)
+  prefix = write_tf1_checkpoint(directory, values)
   data = prefix + ".data-00000-of-00001"
   size = os.path.getsize(data)
   with open(data, "r+b") as f:

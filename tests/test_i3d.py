@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import shared_path
+from tf1_checkpoint import write_tf1_checkpoint
 from wtal_tf.errors import UserError
 from wtal_tf.features import encoder
 from wtal_tf import contract
@@ -281,24 +282,12 @@ def _deepmind_variables(model, stream, seed=0, drop=()):
   return {k: v for k, v in out.items() if k not in drop}
 
 
-def _write_tf1_checkpoint(directory, variables):
-  """A TF1 name -> tensor checkpoint written by tf.compat.v1.train.Saver, as DeepMind's."""
-  directory.mkdir(parents=True, exist_ok=True)
-  with tf.Graph().as_default():
-    var_list = {name: tf.compat.v1.Variable(value, name=name.replace("/", "_"))
-                for name, value in variables.items()}
-    saver = tf.compat.v1.train.Saver(var_list=var_list)
-    with tf.compat.v1.Session() as sess:
-      sess.run(tf.compat.v1.global_variables_initializer())
-      return saver.save(sess, str(directory / "model.ckpt"), write_meta_graph=False)
-
-
 @pytest.fixture(scope="module")
 def flow_checkpoint(tmp_path_factory, random_encoders):
   variables = _deepmind_variables(random_encoders["flow"].model, "flow")
   assert "Flow/inception_i3d/Mixed_5b/Branch_2/Conv3d_0a_3x3/conv_3d/w" in variables
   root = tmp_path_factory.mktemp("flow_imagenet")
-  return _write_tf1_checkpoint(root, variables), variables
+  return write_tf1_checkpoint(root, variables), variables
 
 
 def test_deepmind_checkpoint_loads_every_variable(flow_checkpoint):
@@ -334,7 +323,7 @@ def test_deepmind_checkpoint_errors_are_one_line_naming_the_file(tmp_path, flow_
   with pytest.raises(UserError, match=r"no variables under RGB/inception_i3d/.*Flow/inception_i3d"):
     encoder.build_encoder("rgb", prefix)
   gone = "Flow/inception_i3d/Mixed_4d/Branch_2/Conv3d_0b_3x3/batch_norm/moving_variance"
-  partial = _write_tf1_checkpoint(
+  partial = write_tf1_checkpoint(
       tmp_path / "partial", _deepmind_variables(random_encoders["flow"].model, "flow", seed=1,
                                                 drop={gone}))
   with pytest.raises(UserError, match=rf"^{re.escape(partial)}: weights do not fit I3D \(missing 1 "
