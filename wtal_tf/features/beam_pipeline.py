@@ -171,7 +171,8 @@ class ExtractChunkFn(beam.DoFn):
   def process(self, task: dict) -> Iterable[tuple[str, dict]]:
     cfg, name, path = self.cfg, task["name"], task["video"]
     cache = chunk_path(cfg.output_dir, cfg.split, name, task["index"])
-    result = _load_chunk(cache, task)
+    cached = task["count"] is not None or task["index"]  # a video of several chunks
+    result = _load_chunk(cache, task) if cached else None
     if result is None:
       try:
         if self.setup_error is not None:
@@ -184,7 +185,7 @@ class ExtractChunkFn(beam.DoFn):
                   "total_frames": got.total_frames,
                   "segments": len(got.features[cfg.streams[0]]),
                   "worker": f"{socket.gethostname()}:{os.getpid()}", "warning": got.warning}
-        if task["count"] is not None or task["index"]:  # a video of several chunks
+        if cached:
           _save_chunk(cache, task, result)
     storage.write_bytes(storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
                                      f"{name}.{task['index']}.{result['segments']}{MARK_EXT}"), b"")
