@@ -20,23 +20,18 @@ from wtal_tf.viz import plotting
 from wtal_tf.viz import timeline
 
 
-def default_output(model_dir: str, video: str) -> str:
-  return os.path.join(model_dir, f"detections_{video_lib.name(video)}.json")
-
-
 def detect_video(cfg: Config) -> tuple[str, str | None]:
   """Writes the ActivityNet JSON (and the timeline PNG if asked); returns their paths."""
   model_dir, path = cfg.train.model_dir, cfg.detect.video
   if not os.path.isfile(path):
     raise UserError(f"{path}: video not found")
-  output = cfg.detect.output or default_output(model_dir, path)
+  output = cfg.detect.output or activitynet.default_path(model_dir, video_lib.name(path))
   picture = cfg.detect.timeline or None
   # Before any model loading or extraction, which can take minutes.
   io_utils.check_writable(output, "detections file")
   if picture:
     io_utils.check_writable(picture, "timeline picture")
   predictor = load_predictor(model_dir, cfg.localize)
-  extraction.check_weights(cfg.extract, predictor.streams)
   wrong = {s: d for s, d in predictor.feature_dims.items() if d != contract.FEATURE_DIM}
   if wrong:
     raise UserError(f"{model_dir}: the model was trained on {wrong}-dimensional features, "
