@@ -1,6 +1,5 @@
 """Train, then localize and score the test set once with the final model."""
 
-from wtal_tf import io_utils
 from wtal_tf.config import Config
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
@@ -19,7 +18,6 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False) -
   if result.eval is None:
     raise UserError(f"no test videos in subset {cfg.data.test_subset!r}: nothing to evaluate")
   path = batch.write_detections(cfg, result.detections, output)
-  io_utils.write_json(activitynet.results_path(path), result.eval.to_dict(cfg.eval.averages),
-                      indent=1)
+  metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path))
   return (f"detections: {path}\n"
           + metrics.format_table(result.eval, cfg.eval.averages, per_class))
