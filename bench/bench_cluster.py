@@ -123,6 +123,16 @@ def long_h264(path: str, frames: int, height: int, width: int) -> str:
                              "sc_threshold": "0", "bf": str(LONG_B_FRAMES)})
 
 
+def long_video_dir(args, root: str) -> str:
+  """root/long holding the --minutes long H.264 video (encoded once per bench run)."""
+  video_dir = os.path.join(root, "long")
+  path = os.path.join(video_dir, "long.mp4")
+  if not os.path.exists(path):
+    os.makedirs(video_dir, exist_ok=True)
+    long_h264(path, int(args.minutes * 60 * contract.FPS), 120, 160)
+  return video_dir
+
+
 def dask_args(address: str) -> list[str]:
   return ["--runner=DaskRunner", f"--dask_client_address={address}"]
 
@@ -166,10 +176,7 @@ def timed_split(video_dir: str, root: str, label: str, workers: int, chunk: int,
 
 
 def bench_split(args, root: str) -> dict:
-  video_dir = os.path.join(root, "long")
-  os.makedirs(video_dir, exist_ok=True)
-  long_h264(os.path.join(video_dir, "long.mp4"), int(args.minutes * 60 * contract.FPS),
-            120, 160)
+  video_dir = long_video_dir(args, root)
   out = {"split_minutes": args.minutes, "long_video": f"H.264, key frame every {LONG_GOP}"}
   runs = [(f"split_{w}_workers_chunk_{c}", w, c, True)
           for c in args.chunk_sizes for w in (1, 2)]
@@ -193,10 +200,7 @@ def bench_split(args, root: str) -> dict:
 def bench_pairs(args, root: str) -> dict:
   """The long video on 1 then 2 preloaded workers at --chunk_segments, --pairs times in
   turn; the 2/1 ratio pair by pair (pairing keeps it meaningful if the machine drifts)."""
-  video_dir = os.path.join(root, "long")
-  os.makedirs(video_dir, exist_ok=True)
-  long_h264(os.path.join(video_dir, "long.mp4"), int(args.minutes * 60 * contract.FPS),
-            120, 160)
+  video_dir = long_video_dir(args, root)
   times = {1: [], 2: []}
   for _ in range(args.pairs):
     for workers in (1, 2):
