@@ -47,12 +47,18 @@ def default_path(prefix: str | None = None) -> str:
   return os.path.join(prefix or sys.prefix, "share", "wtal_tf", FILE_NAME)
 
 
-def sha256(path: str) -> str:
+def file_digest(paths) -> str:
+  """SHA-256 over the named files' bytes, in the order given."""
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(_CHUNK), b""):
-      digest.update(block)
+  for path in paths:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(_CHUNK), b""):
+        digest.update(block)
   return digest.hexdigest()
+
+
+def sha256(path: str) -> str:
+  return file_digest([path])
 
 
 def _is_member(name: str) -> bool:

@@ -9,26 +9,14 @@ every stream it extracts; otherwise it says what changed and extracts again.
 """
 
 import glob
-import hashlib
 import os
-from typing import Sequence
 
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.features import weights
+from wtal_tf.features.install_weights import file_digest
 
 FEATURE_VERSION = 1  # raise when the code computes different features from the same inputs
-HASH_BLOCK_BYTES = 1 << 20
-
-
-def file_digest(paths: Sequence[str]) -> str:
-  """SHA-256 over the named files' bytes, in the order given."""
-  digest = hashlib.sha256()
-  for path in paths:
-    with open(path, "rb") as f:
-      for block in iter(lambda: f.read(HASH_BLOCK_BYTES), b""):
-        digest.update(block)
-  return digest.hexdigest()
 
 
 def weights_identity(cfg: ExtractConfig, stream: str) -> str:
@@ -38,7 +26,7 @@ def weights_identity(cfg: ExtractConfig, stream: str) -> str:
   path = weights.weights_file(stream, cfg.checkpoint(stream))
   files = [path] if os.path.isfile(path) else sorted(
       glob.glob(glob.escape(path) + ".index") + glob.glob(glob.escape(path) + ".data-*"))
-  if not files:  # a checkpoint directory: its newest prefix, as TF reads it
+  if not files:  # a checkpoint directory: every checkpoint's files in it
     files = sorted(glob.glob(os.path.join(glob.escape(path), "*.index"))
                    + glob.glob(os.path.join(glob.escape(path), "*.data-*")))
   return "sha256:" + file_digest(files) if files else f"missing:{path}"
