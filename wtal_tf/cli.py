@@ -105,8 +105,8 @@ def config_from_flags(pipeline_args: tuple[str, ...] = (),
   groups = {}
   try:
     for group, cls in GROUPS.items():
-      kwargs = {f.name: _value(f, fv[f.name].value)
-                for f in dataclasses.fields(cls) if f.metadata.get("flag", True) and f.name in fv}
+      kwargs = {name: _value(f, fv[name].value)
+                for name, f in flag_fields((group,)).items() if name in fv}
       if group == "extract":
         kwargs["pipeline_args"] = tuple(pipeline_args)
       groups[group] = cls(**kwargs)
