@@ -72,6 +72,15 @@ def test_chunks_reassemble_to_the_one_pass_features_bit_for_bit(videos, tmp_path
   assert not list((tmp_path / "out").glob(f"{pipeline.RUNS_DIR}/*.json"))
 
 
+def test_chunks_planned_for_more_workers_reassemble_bit_for_bit(videos, tmp_path):
+  # 7 segments at most 4 a chunk: 2 chunks for one worker, 3 equal ones for three.
+  cfg = small_cfg(videos, tmp_path / "out", chunk_segments=4, chunk_workers=3)
+  records = pipeline.extract(cfg)
+  assert records["long"]["chunks"] == 3 and records["b"]["chunks"] == 1
+  direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
+  np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
+
+
 def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
   made = {"settings": pipeline.provenance.settings(cfg, {"rgb": "random:0"}),
@@ -124,6 +133,10 @@ def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos,
 def test_the_skip_rule_checks_the_feature_files(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
   pipeline.extract(cfg)
+  # A rerun checks each feature file from its header and size, without reading its data.
+  with mock.patch.object(pipeline.storage, "read_bytes", wraps=storage.read_bytes) as reads:
+    assert {r["status"] for r in pipeline.extract(cfg).values()} == {"skipped"}
+  assert not [c for c in reads.call_args_list if c.args[0].endswith(".npy")]
   path = contract.feature_path(str(tmp_path / "out"), "test", "rgb", "b")
   for damaged in (np.zeros((2, 3), np.float32), np.zeros((1, 1024), np.float32),
                   np.zeros((2, 1024), np.float64)):
@@ -237,6 +250,30 @@ def test_a_rerun_removes_stale_temporary_files_only(videos, tmp_path):
   os.utime(stale, (old, old))
   pipeline.extract(small_cfg(videos, out))
   assert not stale.exists() and fresh.exists()
+
+
+def test_a_rerun_removes_the_progress_marks_of_abandoned_runs_only(videos, tmp_path, caplog):
+  out = tmp_path / "out"
+  progress = out / pipeline.PROGRESS_DIR
+  killed, live = progress / "killed-run", progress / "live-run"
+  for run, marks in ((killed, [pipeline.STARTED_MARK, "long.0.2.done", "long.1.2.done"]),
+                     (live, [pipeline.STARTED_MARK])):
+    run.mkdir(parents=True)
+    for mark in marks:
+      (run / mark).write_bytes(b"")
+  old = time.time() - pipeline.ABANDONED_PROGRESS_S - 60
+  for mark in killed.iterdir():
+    os.utime(mark, (old, old))
+  os.utime(killed / "long.1.2.done")  # the killed run's newest mark is recent: kept
+  caplog.set_level("INFO")
+  pipeline.extract(small_cfg(videos, out))
+  assert killed.exists() and live.exists()
+  os.utime(killed / "long.1.2.done", (old, old))
+  pipeline.extract(small_cfg(videos, out))
+  assert not killed.exists() and live.exists()
+  assert "removed the progress marks of 1 abandoned runs" in caplog.text
+  # This run's own folder is gone at its end.
+  assert sorted(p.name for p in progress.iterdir()) == ["live-run"]
 
 
 def test_an_output_folder_that_cannot_be_written_fails_before_any_work(videos, tmp_path):

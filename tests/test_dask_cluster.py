@@ -74,7 +74,10 @@ def test_the_dask_runner_on_a_cluster_equals_the_direct_runner_and_uses_both_wor
               codec="libx264", pix_fmt="yuv420p", codec_options={"g": "50", "bf": "3"})
   for k in range(3):
     write_video(videos / f"v{k}.mkv", smooth_frames(40 + 16 * k, 48, 64, seed=5 + k))
-  extract(videos, tmp_path / "dask", "--runner=DaskRunner", f"--dask_client_address={cluster}")
+  dask = extract(videos, tmp_path / "dask", "--runner=DaskRunner",
+                 f"--dask_client_address={cluster}")
+  # The chunks were planned for the cluster's threads, asked of its scheduler.
+  assert f"chunks planned for {WORKERS} workers" in dask.stderr
   extract(videos, tmp_path / "direct", "--direct_running_mode=in_memory")
   names = ["long", "v0", "v1", "v2"]
   workers = set()

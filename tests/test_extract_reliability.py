@@ -8,6 +8,7 @@ import importlib.machinery
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 import tarfile
@@ -425,6 +426,31 @@ def test_runner_names_and_worker_counts():
   assert default["runner"] == "DirectRunner" and default["direct_num_workers"] == os.cpu_count()
   assert default["direct_running_mode"] == "multi_processing"
   assert default["default_sdk_harness_log_level"] == beam_options.BEAM_LOG_LEVEL
+
+
+def test_worker_slots_are_the_runners_parallelism():
+  def slots(*args):
+    return beam_options.worker_slots(beam_options.pipeline_options(list(args)))
+
+  assert slots() == os.cpu_count()
+  assert slots("--direct_num_workers=3") == 3
+  assert slots("--direct_num_workers=0") == os.cpu_count()  # Beam's "one per core"
+  assert slots("--direct_running_mode=in_memory", "--direct_num_workers=4") == 1
+  assert slots("--runner=Flink") is None  # not known here: chunks planned for 1
+  assert slots("--runner=DaskRunner") == os.cpu_count()  # the LocalCluster Beam would start
+  # (a real cluster's threads: tests/test_dask_cluster.py)
+
+
+def test_an_unreachable_dask_scheduler_is_one_line_before_any_work():
+  with socket.socket() as s:  # a port nobody listens on
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  options = beam_options.pipeline_options(
+      ["--runner=DaskRunner", f"--dask_client_address=tcp://127.0.0.1:{port}",
+       "--dask_connection_timeout=1"])
+  with pytest.raises(UserError, match=rf"^Dask scheduler tcp://127.0.0.1:{port}: cannot "
+                     r"connect \("):
+    beam_options.worker_slots(options)
 
 
 def test_unknown_options_and_bad_values_are_user_errors():

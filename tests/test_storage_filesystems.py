@@ -223,14 +223,19 @@ def test_storage_round_trips_lists_and_deletes_on_an_object_store():
   assert storage.read_json(OUT + "/a/obj.json") == {"k": [1, 2]}
   x = np.arange(12, dtype=np.float32).reshape(3, 4)
   storage.write_npy(OUT + "/a/b/x.npy", x)
-  got = storage.read_npy(OUT + "/a/b/x.npy")
+  assert storage.npy_layout(OUT + "/a/b/x.npy") == (np.float32, (3, 4))
+  got = np.load(io.BytesIO(storage.read_bytes(OUT + "/a/b/x.npy")), allow_pickle=False)
   assert got.dtype == np.float32 and np.array_equal(got, x)
+  storage.write_bytes(OUT + "/a/b/cut.npy", storage.read_bytes(OUT + "/a/b/x.npy")[:-4])
+  assert storage.npy_layout(OUT + "/a/b/cut.npy") is None  # the header alone says (3, 4)
+  storage.delete([OUT + "/a/b/cut.npy"])
   assert storage.exists(OUT + "/a/obj.json") and not storage.exists(OUT + "/a/none.json")
   assert storage.read_bytes(OUT + "/a/none") is None and storage.read_json(OUT + "/a/none") is None
-  assert storage.read_npy(OUT + "/a/obj.json") is None  # not an array
+  assert storage.npy_layout(OUT + "/a/obj.json") is None  # not an array
+  assert storage.npy_layout(OUT + "/a/none.npy") is None
   # Every write went through a temporary beside its target, renamed away.
-  assert len(CREATED) == 3 and all(storage.TMP_MARK in p for p in CREATED)
-  assert [FileSystems.split(p)[0] for p in CREATED] == [OUT + "/a"] * 2 + [OUT + "/a/b"]
+  assert len(CREATED) == 4 and all(storage.TMP_MARK in p for p in CREATED)
+  assert [FileSystems.split(p)[0] for p in CREATED] == [OUT + "/a"] * 2 + [OUT + "/a/b"] * 2
   assert sorted(map(relative, STORE)) == ["a/b/x.npy", "a/obj.json", "a/raw.bin"]
   # '*' stays within a folder, '**' goes below; a missing folder matches nothing.
   assert sorted(map(relative, storage.match(OUT + "/a/*"))) == ["a/obj.json", "a/raw.bin"]
@@ -383,8 +388,8 @@ def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(videos):
   assert records["long"]["status"] == pipeline.OK
   assert sorted(c for c in calls if c[0] == "long") == [("long", 2 * CHUNK_SEGMENTS)]
   whole = fn.extractor(path).features["rgb"]
-  got = storage.read_npy(contract.feature_path(OUT, "test", "rgb", "long"))
-  assert got.tobytes() == whole.tobytes()
+  got = storage.read_bytes(contract.feature_path(OUT, "test", "rgb", "long"))
+  assert np.load(io.BytesIO(got), allow_pickle=False).tobytes() == whole.tobytes()
   assert not [p for p in STORE if relative(p).startswith(pipeline.CHUNKS_DIR)]
 
 

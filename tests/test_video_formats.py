@@ -5,6 +5,7 @@ rate, late start times, 10-bit and gray pixels, cut short or damaged; and chunks
 of blocks that reassemble bit-exactly to a whole-video pass."""
 
 import fractions
+import math
 import logging
 
 import av
@@ -605,7 +606,7 @@ def test_planning_chunks_from_the_header_estimate(long_videos):
   info = video.probe(path)
   assert info.duration == pytest.approx(8.0) and info.estimated_frames == 200
   assert video.estimated_blocks(path, 16) == 12
-  assert video.plan_chunks(12, 5) == [(0, 5), (5, 5), (10, None)]
+  assert video.plan_chunks(12, 5) == [(0, 4), (4, 4), (8, None)]  # equal, at most 5
   assert video.plan_chunks(None, 5) == [(0, None)]
   # An estimate that is too low loses nothing: the last chunk runs to the end.
   reference = blocks_of(video.Blocks(path, 16))
@@ -613,6 +614,37 @@ def test_planning_chunks_from_the_header_estimate(long_videos):
   for start, count in video.plan_chunks(7, 3):
     got += blocks_of(video.Blocks(path, 16, start_block=start, num_blocks=count))
   assert same_blocks(got, reference)
+
+
+def test_chunks_are_planned_for_the_workers():
+  # The bench's long video: 937 segments at most 64 a chunk. One worker: 15 chunks of 63;
+  # two workers: 16 of 59 (8 each) instead of 15 (8 and 7).
+  assert video.plan_chunks(937, 64) == [(63 * i, 63) for i in range(14)] + [(882, None)]
+  assert video.plan_chunks(937, 64, 2) == [(59 * i, 59) for i in range(15)] + [(885, None)]
+  assert video.plan_chunks(100, 64, 8) == [(13 * i, 13) for i in range(7)] + [(91, None)]
+  assert video.plan_chunks(64, 64, 8) == [(0, None)]  # one chunk: not split for workers
+  assert video.plan_chunks(None, 64, 8) == [(0, None)]
+  for estimate in range(1, 80):
+    for size in (1, 2, 5, 16):
+      for workers in (1, 2, 3, 8):
+        chunks = video.plan_chunks(estimate, size, workers)
+        starts = [s for s, _ in chunks]
+        counts = [c for _, c in chunks[:-1]]
+        assert chunks[-1][1] is None and starts[0] == 0
+        assert all(b - a == c for a, b, c in zip(starts, starts[1:], counts))  # contiguous
+        assert len(set(counts)) <= 1 and all(c <= size for c in counts)
+        assert starts[-1] < estimate  # the open-ended last chunk has work
+        assert estimate - starts[-1] <= (counts[0] if counts else size)
+        fewest = math.ceil(estimate / size)
+        if fewest > 1:  # split: between the fewest chunks and the next multiple of workers
+          target = next(n for n in range(fewest, fewest + workers) if n % workers == 0)
+          assert fewest <= len(chunks) <= target
+          if estimate % target == 0:  # whole blocks allow equal chunks: exactly that many
+            assert len(chunks) == target
+        else:
+          assert chunks == [(0, None)]
+  with pytest.raises(ValueError, match="workers"):
+    video.plan_chunks(10, 2, 0)
 
 
 def test_chunk_edges(tmp_path):

@@ -204,6 +204,10 @@ class ExtractConfig:
                               "pass.", lower=1)
   chunk_segments: int = param(64, "extract: a long video is split into work items of at most "
                               "this many segments, extracted by different workers.", lower=1)
+  chunk_workers: int = param(0, "extract: a long video's chunks are made equal and as many "
+                             "as a multiple of this, so that this many workers finish it "
+                             "together (0: the DirectRunner's workers or the Dask cluster's "
+                             "threads; 1 on other runners).", lower=0)
   resize_shorter: int = param(256, "Shorter frame side after resizing (pixels).", lower=1)
   crop_size: int = param(224, "Centre crop side (pixels).", lower=1)
   annotations: str = param("", "extract: ActivityNet-style ground truth copied into "

@@ -21,7 +21,11 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
   * under the Dask runner without --dask_npartitions or --dask_partition_size,
     makes one Dask partition (task) per element when the number of elements
     is known: Beam's default puts hundreds of elements in one task, so a few
-    videos would run on one worker.
+    videos would run on one worker;
+  * tells how many work items the runner extracts at once (`worker_slots`):
+    the DirectRunner's workers, or the threads of the Dask cluster, asked of
+    its scheduler (an unreachable scheduler is one UserError line, before any
+    work).
 """
 
 import argparse
@@ -151,6 +155,47 @@ def pipeline_options(args: Sequence[str], num_elements: Optional[int] = None) ->
   return options
 
 
+def _is_direct(standard: StandardOptions) -> bool:
+  names = runner_names()
+  path = names.get(standard.runner.lower()) or names.get(standard.runner.lower() + "runner")
+  return (path or standard.runner) == names[DEFAULT_RUNNER.lower()] and not standard.streaming
+
+
+def _dask_threads(options: PipelineOptions) -> int:
+  """The threads of the Dask cluster the Dask runner will connect to, asked of its
+  scheduler; without an address or scheduler file, those of the LocalCluster the
+  runner starts (one per core)."""
+  kwargs = options.view_as(_load_dask_options()).get_all_options(drop_default=True,
+                                                                current_only=True)
+  for partitioning in ("npartitions", "partition_size"):
+    kwargs.pop(partitioning, None)
+  if not kwargs.get("address") and not kwargs.get("scheduler_file"):
+    return os.cpu_count() or 1
+  where = kwargs.get("address") or kwargs.get("scheduler_file")
+  try:
+    client = importlib.import_module("dask.distributed").Client(**kwargs)
+  except (OSError, ValueError, TimeoutError) as e:
+    raise UserError(f"Dask scheduler {where}: cannot connect ({e})") from None
+  try:
+    return sum(client.nthreads().values())
+  finally:
+    client.close()
+
+
+def worker_slots(options: PipelineOptions) -> Optional[int]:
+  """How many work items the runner extracts at once: the DirectRunner's workers
+  (1 in_memory), the Dask cluster's threads; None for other runners (not known here)."""
+  standard = options.view_as(StandardOptions)
+  if _is_direct(standard):
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "in_memory":
+      return 1
+    return direct.direct_num_workers or os.cpu_count() or 1
+  if standard.runner == DASK_RUNNER:
+    return _dask_threads(options)
+  return None
+
+
 def direct_runner(options: PipelineOptions) -> Optional[fn_runner.FnApiRunner]:
   """The runner to give beam.Pipeline: under the DirectRunner, its FnApiRunner built
   as the DirectRunner builds it (the pipeline options provisioned to the workers),
@@ -160,10 +205,7 @@ def direct_runner(options: PipelineOptions) -> Optional[fn_runner.FnApiRunner]:
   Sets the options' direct_running_mode from multi_processing to in_memory: the
   FnApiRunner reads the mode only to replace the worker environment given here.
   """
-  standard = options.view_as(StandardOptions)
-  names = runner_names()
-  path = names.get(standard.runner.lower()) or names.get(standard.runner.lower() + "runner")
-  if (path or standard.runner) != names[DEFAULT_RUNNER.lower()] or standard.streaming:
+  if not _is_direct(options.view_as(StandardOptions)):
     return None  # (streaming: the DirectRunner runs it on its bundle-based runner)
   direct = options.view_as(DirectOptions)
   environment = None

@@ -20,6 +20,9 @@ features.storage, each file complete or absent):
                                               restart; removed once the video is assembled)
   failures_<split>.json                       the unusable videos and why (only if any)
   extract_runs/<run id>.json                  the records of one run (read by its driver)
+  extract_progress/<run id>/                  a mark per finished chunk, for the driver's
+                                              progress line (removed at the run's end, or
+                                              by a later run once ABANDONED_PROGRESS_S old)
 
 A rerun skips a video whose features exist, validate (float32 [T, 1024], T =
 floor(frames / 16)) and were made by the same settings, weights and video file
@@ -52,12 +55,16 @@ from wtal_tf.features import extraction
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
-from wtal_tf.features.beam_options import BEAM_LOG_LEVEL, direct_runner, pipeline_options
+from wtal_tf.features.beam_options import (BEAM_LOG_LEVEL, direct_runner, pipeline_options,
+                                           worker_slots)
 
 STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
     "extract_status", "extract_chunks", "extract_runs", "extract_progress")
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done, empty
+STARTED_MARK = "started"  # written in a run's progress folder when its driver starts
+ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with nothing newer belongs
+# to no live run (its driver wrote `started`, each chunk a mark; a chunk takes minutes)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 GT_VERSION = "wtal_tf.extract"
 
@@ -77,8 +84,8 @@ def chunk_path(out: str, split: str, name: str, index: int) -> str:
 def _features_valid(cfg: ExtractConfig, name: str, frames: int) -> bool:
   expected = (extraction.num_segments(frames), contract.FEATURE_DIM)
   for s in cfg.streams:
-    x = storage.read_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name))
-    if x is None or x.dtype != np.float32 or x.shape != expected:
+    layout = storage.npy_layout(contract.feature_path(cfg.output_dir, cfg.split, s, name))
+    if layout != (np.dtype(np.float32), expected):
       return False
   return True
 
@@ -104,14 +111,15 @@ def _task(path: str, index: int, start: int, count: Optional[int], made: dict) -
           "count": count, "made": made}
 
 
-def plan(path: str, chunk_segments: int, made: dict) -> list[dict]:
-  """The work items of one video: chunks of at most chunk_segments segments (the
-  last one open-ended, so a wrong estimate of the length loses nothing)."""
+def plan(path: str, chunk_segments: int, made: dict, workers: int = 1) -> list[dict]:
+  """The work items of one video: chunks of at most chunk_segments segments, as many
+  as a multiple of `workers` where possible (video.plan_chunks; the last one
+  open-ended, so a wrong estimate of the length loses nothing)."""
   try:
     estimate = video.estimated_blocks(path, contract.SEGMENT_FRAMES)
   except UserError:
     estimate = None  # the worker reports why the file is unusable
-  chunks = video.plan_chunks(estimate, chunk_segments)
+  chunks = video.plan_chunks(estimate, chunk_segments, workers)
   return [_task(path, k, start, count, made) for k, (start, count) in enumerate(chunks)]
 
 
@@ -294,6 +302,20 @@ def write_dataset_files(cfg: ExtractConfig, records: dict[str, dict],
 
 # ---------------------------------------------------------------- the driver
 
+def remove_abandoned_progress(out: str, now: Optional[float] = None) -> int:
+  """Deletes the progress folders of runs that wrote nothing there for
+  ABANDONED_PROGRESS_S (killed drivers leave theirs); returns how many."""
+  now = time.time() if now is None else now
+  newest = {}
+  marks = storage.modified(storage.join(out, PROGRESS_DIR, "*", "*"))
+  for path, written in marks.items():
+    run = storage.parent(path)
+    newest[run] = max(newest.get(run, written), written)
+  abandoned = {run for run, written in newest.items() if now - written > ABANDONED_PROGRESS_S}
+  storage.delete([p for p in marks if storage.parent(p) in abandoned], prune=True)
+  return len(abandoned)
+
+
 class _Progress(threading.Thread):
   """Logs videos done/total, segments/s and the time left, from this run's progress marks."""
 
@@ -381,7 +403,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
 
   Raises UserError (after writing everything else) if some videos failed.
   """
-  pipeline_options(cfg.pipeline_args)  # every Beam argument checked before any work
+  options = pipeline_options(cfg.pipeline_args)  # every Beam argument checked before any work
   paths, ignored = video.list_videos(cfg.video_dir)
   names = [video.name(p) for p in paths]
   given = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
@@ -389,12 +411,17 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   extraction.check_weights(cfg, cfg.streams)
   _check_writable(cfg)
   read_database(cfg)  # a bad OUT/gt.json fails now, not after the work
+  workers = cfg.chunk_workers or worker_slots(options) or 1
   removed = storage.remove_stale_temporaries(cfg.output_dir)
+  abandoned = remove_abandoned_progress(cfg.output_dir)
   settings = provenance.settings(cfg, {s: provenance.weights_identity(cfg, s)
                                        for s in cfg.streams})
-  logging.info("extract %s: %d videos (%d other files ignored), streams %s -> %s%s",
-               cfg.split, len(paths), len(ignored), ",".join(cfg.streams), cfg.output_dir,
-               f"; removed {removed} stale temporary files" if removed else "")
+  logging.info("extract %s: %d videos (%d other files ignored), streams %s, chunks planned "
+               "for %d workers -> %s%s%s", cfg.split, len(paths), len(ignored),
+               ",".join(cfg.streams), workers, cfg.output_dir,
+               f"; removed {removed} stale temporary files" if removed else "",
+               f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
+               else "")
   tasks, skipped = [], []
   for name, path in zip(names, paths):
     made = {"settings": settings, "video_identity": provenance.video_identity(path)}
@@ -404,8 +431,9 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
       continue
     if changed:
       logging.info("re-extracting %s: %s", name, "; ".join(changed))
-    tasks += plan(path, cfg.chunk_segments, made)
+    tasks += plan(path, cfg.chunk_segments, made, workers)
   run_id = uuid.uuid4().hex
+  storage.write_bytes(storage.join(cfg.output_dir, PROGRESS_DIR, run_id, STARTED_MARK), b"")
   logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
   progress = _Progress(cfg, run_id, tasks)
   progress.start()

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import io
 import json
+import math
 import os
 import time
 import uuid
@@ -67,18 +68,29 @@ def read_json(path: str):
     return None
 
 
-def read_npy(path: str) -> Optional[np.ndarray]:
-  """A .npy array, or None if the file is missing or not a complete .npy array."""
-  data = read_bytes(path)
-  if data is None:
-    return None
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def npy_layout(path: str) -> Optional[tuple[np.dtype, tuple[int, ...]]]:
+  """(dtype, shape) of a complete .npy array file, read from its header and its size
+  alone (the data is not read); None if it is missing, not .npy or cut short."""
   try:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-  except (ValueError, OSError, EOFError):
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+      reader = _NPY_HEADER_READERS.get(np.lib.format.read_magic(f))
+      if reader is None:
+        return None
+      shape, _, dtype = reader(f)
+      data_offset = f.tell()
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+  except (BeamIOError, OSError, ValueError, IndexError):
     return None
+  if dtype.hasobject or size != data_offset + math.prod(shape) * dtype.itemsize:
+    return None
+  return dtype, tuple(shape)
 
 
-def _parent(path: str) -> str:
+def parent(path: str) -> str:
   return FileSystems.split(path)[0]
 
 
@@ -126,15 +138,21 @@ def delete(paths, prune: bool = False) -> None:
         os.rmdir(os.path.dirname(path))
 
 
+def modified(pattern: str) -> dict[str, float]:
+  """{path: when it was last written (seconds since the epoch)} of the files matching a
+  glob `pattern` ({} when none or the folder is missing)."""
+  try:
+    matches = FileSystems.match([pattern])[0].metadata_list
+  except (BeamIOError, OSError):
+    return {}
+  return {m.path: m.last_updated_in_seconds for m in matches}
+
+
 def remove_stale_temporaries(root: str, now: Optional[float] = None) -> int:
   """Deletes temporaries under `root` older than STALE_TEMPORARY_S; returns how many."""
   now = time.time() if now is None else now
-  try:
-    matches = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
-  except (BeamIOError, OSError):
-    return 0
-  stale = [m.path for m in matches if TMP_MARK in FileSystems.split(m.path)[1]
-           and now - m.last_updated_in_seconds > STALE_TEMPORARY_S]
+  stale = [path for path, written in modified(FileSystems.join(root, "**")).items()
+           if TMP_MARK in FileSystems.split(path)[1] and now - written > STALE_TEMPORARY_S]
   delete(stale)
   return len(stale)
 

@@ -643,13 +643,25 @@ def estimated_blocks(path: str, block_frames: int, fps: float = TARGET_FPS) -> O
   return None if estimated is None else estimated // block_frames
 
 
-def plan_chunks(estimated_num_blocks: Optional[int],
-                blocks_per_chunk: int) -> list[tuple[int, Optional[int]]]:
+def plan_chunks(estimated_num_blocks: Optional[int], blocks_per_chunk: int,
+                workers: int = 1) -> list[tuple[int, Optional[int]]]:
   """(start_block, num_blocks) of chunks covering a video of about `estimated_num_blocks`
   blocks; the last chunk is open-ended (num_blocks None), so an estimate that is
-  too low loses nothing and one that is too high only adds chunks that yield nothing."""
-  if blocks_per_chunk < 1:
-    raise ValueError(f"blocks_per_chunk must be >= 1, not {blocks_per_chunk}")
-  count = max(1, math.ceil((estimated_num_blocks or 0) / blocks_per_chunk))
-  return [(i * blocks_per_chunk, blocks_per_chunk if i < count - 1 else None)
-          for i in range(count)]
+  too low loses nothing and one that is too high only adds chunks that yield nothing.
+
+  A video of more than one chunk is cut into chunks of one size, at most
+  `blocks_per_chunk` blocks (the last one shorter by the rounding), their number
+  rounded up to a multiple of `workers` where the blocks allow: `workers`
+  workers then finish the video together, instead of one of them extracting
+  an odd chunk last while the others wait.
+  """
+  if blocks_per_chunk < 1 or workers < 1:
+    raise ValueError(f"blocks_per_chunk ({blocks_per_chunk}) and workers ({workers}) "
+                     "must be >= 1")
+  estimate = estimated_num_blocks or 0
+  count = max(1, math.ceil(estimate / blocks_per_chunk))
+  size = blocks_per_chunk
+  if count > 1:
+    size = math.ceil(estimate / (math.ceil(count / workers) * workers))
+    count = math.ceil(estimate / size)
+  return [(i * size, size if i < count - 1 else None) for i in range(count)]
