@@ -7,17 +7,17 @@
            and `dask worker`, first run), preloaded (both started with
            `--preload wtal_tf.features.dask_preload`, first run)
            and warm (the preloaded cluster's second run); wall time each.
-           --geometry=small: 120x160 videos, crop 112, random weights; default: 240x320
-           videos, wtal_tf's default geometry (256 -> 224) and the Kinetics-400 weights.
   split    one long video (default 10 min at 25 fps = 15,000 frames, H.264 with a key
            frame every 250 frames, B-frames) on Dask clusters of 1 and of 2 preloaded
            workers for each chunk size in --chunk_sizes, as one work item on 1 worker (what
            chunking costs), and on cold clusters at the default chunk size; every worker
            (and the TensorFlow in it) uses one thread, so 2 workers use the machine's 2
-           cores. Peak RSS of each worker. Small frames (120x160, crop 112, RGB, random
-           weights) keep it to minutes on 2 cores.
+           cores. Peak RSS of each worker.
   pairs    the long video on 1 then 2 preloaded workers at --chunk_segments, --pairs times
            in turn; the 2/1 ratio pair by pair.
+  --geometry (runners, split, pairs, scaling): small = 120x160 videos, crop 112, RGB, random
+           weights (minutes on 2 cores); default = 240x320 videos, wtal_tf's default
+           geometry (256 -> 224) and the Kinetics-400 RGB weights.
   scaling  the same extraction (a 3-minute video) in one single-thread process alone, then
            in two at once: the floor of the split's 2-worker/1-worker ratio on this machine.
 
@@ -72,10 +72,12 @@ def dask_cluster(workers: int, root: str, preload: bool = True):
                              scheduler_file, *preloads], cwd=REPO, env=env, stdout=log,
                             stderr=log)]
   try:
-    while not os.path.exists(scheduler_file):
+    address = None
+    while address is None:  # the file may exist before the scheduler has written it
       time.sleep(0.2)
-    with open(scheduler_file, encoding="utf-8") as f:
-      address = json.load(f)["address"]
+      with contextlib.suppress(OSError, ValueError, KeyError):
+        with open(scheduler_file, encoding="utf-8") as f:
+          address = json.load(f)["address"]
     procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
                                 "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
                                 "--no-nanny", *preloads],
@@ -129,7 +131,8 @@ def long_video_dir(args, root: str) -> str:
   path = os.path.join(video_dir, "long.mp4")
   if not os.path.exists(path):
     os.makedirs(video_dir, exist_ok=True)
-    long_h264(path, int(args.minutes * 60 * contract.FPS), 120, 160)
+    (height, width), _ = GEOMETRIES[args.geometry]
+    long_h264(path, int(args.minutes * 60 * contract.FPS), height, width)
   return video_dir
 
 
@@ -161,14 +164,14 @@ def bench_runners(args, root: str) -> dict:
 
 
 def timed_split(video_dir: str, root: str, label: str, workers: int, chunk: int,
-                preload: bool = True) -> dict:
+                preload: bool = True, geometry=GEOMETRY) -> dict:
   """{label_s, label_peak_rss_mb}: the long video on a fresh cluster of `workers`."""
   with dask_cluster(workers, root, preload) as (address, pids):
     stop, peaks = threading.Event(), {}
     watcher = threading.Thread(target=peak_rss, args=(pids, stop, peaks), daemon=True)
     watcher.start()
     seconds = run_extract(video_dir, os.path.join(root, label), *dask_args(address),
-                          chunk_segments=chunk)
+                          geometry=geometry, chunk_segments=chunk)
     stop.set()
     watcher.join()
   return {f"{label}_s": seconds, f"{label}_peak_rss_mb": [round(v / 2**20)
@@ -177,14 +180,16 @@ def timed_split(video_dir: str, root: str, label: str, workers: int, chunk: int,
 
 def bench_split(args, root: str) -> dict:
   video_dir = long_video_dir(args, root)
-  out = {"split_minutes": args.minutes, "long_video": f"H.264, key frame every {LONG_GOP}"}
+  out = {"split_minutes": args.minutes, "split_geometry": args.geometry,
+         "long_video": f"H.264, key frame every {LONG_GOP}"}
   runs = [(f"split_{w}_workers_chunk_{c}", w, c, True)
           for c in args.chunk_sizes for w in (1, 2)]
   runs += [("split_1_workers_one_chunk", 1, ONE_CHUNK, True)]
   runs += [(f"split_{w}_workers_chunk_{args.chunk_segments}_cold", w, args.chunk_segments,
             False) for w in (1, 2)]
   for label, workers, chunk, preload in runs:
-    out.update(timed_split(video_dir, root, label, workers, chunk, preload))
+    out.update(timed_split(video_dir, root, label, workers, chunk, preload,
+                           GEOMETRIES[args.geometry][1]))
     print(json.dumps(out), flush=True)
   one = out["split_1_workers_one_chunk_s"]
   for c in args.chunk_sizes:
@@ -205,18 +210,19 @@ def bench_pairs(args, root: str) -> dict:
   for _ in range(args.pairs):
     for workers in (1, 2):
       label = f"pair_{workers}"
-      times[workers].append(timed_split(video_dir, root, label, workers,
-                                        args.chunk_segments)[f"{label}_s"])
+      times[workers].append(timed_split(video_dir, root, label, workers, args.chunk_segments,
+                                        geometry=GEOMETRIES[args.geometry][1])[f"{label}_s"])
     print(json.dumps(times), flush=True)
   ratios = sorted(b / a for a, b in zip(times[1], times[2]))
-  return {"pairs_chunk_segments": args.chunk_segments, "pairs_1_worker_s": times[1],
+  return {"pairs_chunk_segments": args.chunk_segments, "pairs_geometry": args.geometry,
+          "pairs_1_worker_s": times[1],
           "pairs_2_workers_s": times[2], "pairs_2_vs_1": ratios,
           "pairs_2_vs_1_median": ratios[len(ratios) // 2]}
 
 
-def loop_seconds(video_path: str) -> float:
+def loop_seconds(video_path: str, geometry: str) -> float:
   """Seconds of one Extractor over the video in this process (after its build)."""
-  extractor = extraction.Extractor(ExtractConfig(**GEOMETRY))
+  extractor = extraction.Extractor(ExtractConfig(**GEOMETRIES[geometry][1]))
   start = time.perf_counter()
   extractor(video_path)
   return time.perf_counter() - start
@@ -226,9 +232,11 @@ def bench_scaling(args, root: str) -> dict:
   """What two single-thread processes get from the machine's 2 cores: the same extraction
   in one process alone, then in two at once (timed inside each, after its imports and I3D
   build). The floor of the split's 2-worker/1-worker ratio is together / (2 x alone)."""
+  (height, width), _ = GEOMETRIES[args.geometry]
   path = long_h264(os.path.join(root, "scaling.mp4"), int(args.scaling_minutes * 60
-                                                          * contract.FPS), 120, 160)
-  command = [sys.executable, "-m", "bench.bench_cluster", "--part=loop", f"--video={path}"]
+                                                          * contract.FPS), height, width)
+  command = [sys.executable, "-m", "bench.bench_cluster", "--part=loop", f"--video={path}",
+             f"--geometry={args.geometry}"]
   env = {**os.environ, **ONE_THREAD}
 
   def run(copies: int) -> list[float]:
@@ -237,7 +245,8 @@ def bench_scaling(args, root: str) -> dict:
     return [float(p.communicate()[0].split()[-1]) for p in procs]
 
   alone, together = run(1), run(2)
-  return {"scaling_minutes": args.scaling_minutes, "scaling_alone_s": alone,
+  return {"scaling_minutes": args.scaling_minutes, "scaling_geometry": args.geometry,
+          "scaling_alone_s": alone,
           "scaling_together_s": together,
           "scaling_floor_2_vs_1": max(together) / (2 * alone[0])}
 
@@ -260,7 +269,7 @@ def main():
                       default=[16, 32, 64, 128], help="chunk sizes of the preloaded split runs")
   args = parser.parse_args()
   if args.part == "loop":  # one process of --part=scaling
-    print(loop_seconds(args.video))
+    print(loop_seconds(args.video, args.geometry))
     return
   root = tempfile.mkdtemp(prefix="bench_cluster_")
   results = {"machine": f"{os.cpu_count()} cores"}
