@@ -39,7 +39,13 @@ FRAMES = {"long": 80, "short": 40}  # 5 segments (3 chunks of at most 2) and 2 (
 STORE: dict[str, tuple[bytes, float]] = {}  # path -> (bytes, last updated in seconds)
 CREATED: list[str] = []  # every path create() was called with, in order
 FAIL_ON_CLOSE: set[str] = set()  # a writer whose path contains one of these fails on close
+DENY_ON_CLOSE: set[str] = set()  # ... fails as a cloud client does: not with an OSError
 _LOCK = threading.Lock()  # the pipeline's worker threads share STORE
+
+
+class ClientError(Exception):
+  """A cloud client's own error type (as google.api_core.exceptions.Forbidden or botocore's
+  ClientError): an Exception, not an OSError or a BeamIOError."""
 
 
 def _missing(path: str) -> FileNotFoundError:
@@ -63,6 +69,8 @@ class _Writer(io.BytesIO):
       data = self.getvalue()
       if any(part in self.path for part in FAIL_ON_CLOSE):
         raise OSError(errno.EIO, "injected upload failure", self.path)
+      if any(part in self.path for part in DENY_ON_CLOSE):
+        raise ClientError("403 POST upload: permission denied")
       with _LOCK:
         STORE[self.path] = (data, time.time())
     finally:
@@ -192,10 +200,10 @@ class MemFileSystem(FileSystem):
 
 @pytest.fixture(autouse=True)
 def empty_store():
-  for state in (STORE, CREATED, FAIL_ON_CLOSE):
+  for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE):
     state.clear()
   yield
-  for state in (STORE, CREATED, FAIL_ON_CLOSE):
+  for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE):
     state.clear()
 
 
@@ -286,6 +294,12 @@ def test_a_failed_write_leaves_neither_the_target_nor_a_temporary():
     storage.write_json(OUT + "/new/v.npy.json", {})  # a new file: nothing at all
   assert STORE == {target: before}
   assert not [p for p in STORE if storage.TMP_MARK in p]
+  FAIL_ON_CLOSE.clear()
+  DENY_ON_CLOSE.add("v.npy")  # a cloud client's error is one line too
+  with pytest.raises(UserError, match=r"v.npy: cannot write \(403 POST upload: permission "
+                                      r"denied\)$"):
+    storage.write_npy(target, np.ones((1, 2), np.float32))
+  assert STORE == {target: before}
 
 
 # ---------------------------------------------------------------- the Beam extraction

@@ -14,7 +14,7 @@ from wtal_tf.experiments import ablation
 
 def define_flags(fv=flags.FLAGS):
   cli.define_flags(fv=fv)
-  flags.DEFINE_integer("seeds", 1, "Seeds per row.", lower_bound=1, flag_values=fv)
+  cli.define_seeds_flag(fv)
   flags.DEFINE_list("ablation_rows", [], "Rows to run, by slug (e.g. "
                     "stpn,lfg_lbg_lguide_lcluster; stpn = lfg_lsparse_stpn); default all.",
                     flag_values=fv)

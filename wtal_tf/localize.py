@@ -16,8 +16,7 @@ from wtal_tf.inference import batch
 
 def define_flags(fv=flags.FLAGS):
   cli.define_flags(fv=fv)
-  flags.DEFINE_string("output", "", "Detections JSON (default "
-                      "MODEL_DIR/detections_<test_subset>.json).", flag_values=fv)
+  cli.define_detections_output_flag(fv)
   flags.DEFINE_string("save_outputs", "", "Also write each test video's attention, T-CAM and "
                       "class probabilities to DIR/<video>.npz.", flag_values=fv)
 

@@ -16,7 +16,7 @@ from wtal_tf.experiments import microvideos
 
 def define_flags(fv=flags.FLAGS):
   cli.define_flags(fv=fv)
-  flags.DEFINE_integer("seeds", 1, "Seeds per row.", lower_bound=1, flag_values=fv)
+  cli.define_seeds_flag(fv)
 
 
 def main(argv):

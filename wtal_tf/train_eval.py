@@ -14,8 +14,7 @@ from wtal_tf.training import train_eval
 
 def define_flags(fv=flags.FLAGS):
   cli.define_flags(fv=fv)
-  flags.DEFINE_string("output", "", "Detections JSON (default "
-                      "MODEL_DIR/detections_<test_subset>.json).", flag_values=fv)
+  cli.define_detections_output_flag(fv)
   flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
 
 

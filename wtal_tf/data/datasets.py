@@ -284,7 +284,9 @@ def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
 
     def source_of(v, default_split):  # an entry may name its split (wtal_tf.extract does)
       split = v.split or default_split
-      return sources.setdefault(split, PerVideoSource(contract.split_dir(cfg.data_dir, split)))
+      if split not in sources:
+        sources[split] = PerVideoSource(contract.split_dir(cfg.data_dir, split))
+      return sources[split]
 
     train_source = lambda v: source_of(v, cfg.train_split)  # noqa: E731
     test_source = lambda v: source_of(v, cfg.test_split)  # noqa: E731

@@ -104,8 +104,10 @@ def write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(tmp, compression_type="uncompressed") as f:
       f.write(data)
     FileSystems.rename([tmp], [path])
-  except (BeamIOError, OSError) as e:
-    with contextlib.suppress(BeamIOError, OSError):
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # (a cloud filesystem's client raises its own types, e.g. google.api_core's Forbidden,
+    # which are neither BeamIOError nor OSError: each is still one line naming the file)
+    with contextlib.suppress(Exception):
       FileSystems.delete([tmp])
     raise UserError(f"{path}: cannot write ({_reason(e)})") from None
 

@@ -37,6 +37,21 @@ def save_outputs(path: str, outputs: dict[str, StreamOutput], classes: Sequence[
       np.savez(f, classes=np.asarray(classes), **arrays)
 
 
+def detect_one(predictor: Predictor, features: dict, classes: Sequence[str],
+               seconds_per_segment: float, duration: float):
+  """One video's (ActivityNet results, outputs, detections) from its {stream: [T, D]}."""
+  outputs = predictor(features)
+  dets = localize(outputs, predictor.localize_config)
+  return (activitynet.video_results(dets, classes, seconds_per_segment, duration), outputs,
+          dets)
+
+
+def write_document(path: str, results: dict, **meta) -> str:
+  """Writes `results` ({video: [results]}) as an ActivityNet JSON with `meta`."""
+  io_utils.write_json(path, activitynet.document(results, meta))
+  return path
+
+
 def detect(predictor: Predictor, videos: Sequence[data.Video], classes: Sequence[str],
            seconds_per_segment: float, keep_outputs: Sequence[str] = (),
            outputs_dir: Optional[str] = None):
@@ -48,9 +63,8 @@ def detect(predictor: Predictor, videos: Sequence[data.Video], classes: Sequence
   """
   results, kept = {}, {}
   for v in videos:
-    outputs = predictor(v.load(predictor.streams))
-    dets = localize(outputs, predictor.localize_config)
-    results[v.name] = activitynet.video_results(dets, classes, seconds_per_segment, v.duration)
+    results[v.name], outputs, dets = detect_one(predictor, v.load(predictor.streams), classes,
+                                                seconds_per_segment, v.duration)
     if v.name in keep_outputs:
       kept[v.name] = (outputs, dets)
     if outputs_dir:
@@ -61,10 +75,8 @@ def detect(predictor: Predictor, videos: Sequence[data.Video], classes: Sequence
 def write_detections(cfg: Config, results: dict, output: str = "") -> str:
   """Writes `results` as the ActivityNet JSON of cfg's model dir; returns the path."""
   model_dir = cfg.train.model_dir
-  path = output or activitynet.default_path(model_dir, cfg.data.test_subset)
-  io_utils.write_json(path, activitynet.document(
-      results, {"model_dir": os.path.abspath(model_dir)}))
-  return path
+  return write_document(output or activitynet.default_path(model_dir, cfg.data.test_subset),
+                        results, model_dir=os.path.abspath(model_dir))
 
 
 def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""

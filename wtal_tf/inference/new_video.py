@@ -14,8 +14,8 @@ from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
 from wtal_tf.features import extraction
 from wtal_tf.features import video as video_lib
+from wtal_tf.inference import batch
 from wtal_tf.inference.predictor import load_predictor
-from wtal_tf.localization.localize import localize
 from wtal_tf.viz import plotting
 from wtal_tf.viz import timeline
 
@@ -37,14 +37,11 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
     raise UserError(f"{model_dir}: the model was trained on {wrong}-dimensional features, "
                     f"not the {contract.FEATURE_DIM}-d I3D features extracted from a video")
   result = extraction.Extractor(cfg.extract, predictor.streams)(path)
-  outputs = predictor(result.features)
-  dets = localize(outputs, predictor.localize_config)
-  name = video_lib.name(path)
-  classes = predictor.classes
-  results = {name: activitynet.video_results(dets, classes, contract.SECONDS_PER_SEGMENT,
-                                             result.duration)}
-  io_utils.write_json(output, activitynet.document(
-      results, {"model_dir": os.path.abspath(model_dir), "video": os.path.abspath(path)}))
+  name, classes = video_lib.name(path), predictor.classes
+  results, outputs, dets = batch.detect_one(predictor, result.features, classes,
+                                            contract.SECONDS_PER_SEGMENT, result.duration)
+  batch.write_document(output, {name: results}, model_dir=os.path.abspath(model_dir),
+                       video=os.path.abspath(path))
   if picture:
     panel = timeline.Panel(f"{os.path.normpath(model_dir)}: {name}", outputs, dets,
                            predictor.localize_config)
