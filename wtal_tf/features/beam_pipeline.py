@@ -62,9 +62,8 @@ STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
     "extract_status", "extract_chunks", "extract_runs", "extract_progress")
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done, empty
-STARTED_MARK = "started"  # written in a run's progress folder when its driver starts
-ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with nothing newer belongs
-# to no live run (its driver wrote `started`, each chunk a mark; a chunk takes minutes)
+ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
+# to no live run (each finished chunk writes a mark; a chunk takes minutes)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 GT_VERSION = "wtal_tf.extract"
 
@@ -433,7 +432,6 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
       logging.info("re-extracting %s: %s", name, "; ".join(changed))
     tasks += plan(path, cfg.chunk_segments, made, workers)
   run_id = uuid.uuid4().hex
-  storage.write_bytes(storage.join(cfg.output_dir, PROGRESS_DIR, run_id, STARTED_MARK), b"")
   logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
   progress = _Progress(cfg, run_id, tasks)
   progress.start()
