@@ -82,8 +82,8 @@ def npy_layout(path: str) -> Optional[tuple[np.dtype, tuple[int, ...]]]:
         return None
       shape, _, dtype = reader(f)
       data_offset = f.tell()
-    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-  except (BeamIOError, OSError, ValueError, IndexError):
+      size = f.seek(0, io.SEEK_END)  # the file's size, from the stream already open
+  except (BeamIOError, OSError, ValueError):
     return None
   if dtype.hasobject or size != data_offset + math.prod(shape) * dtype.itemsize:
     return None
