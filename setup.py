@@ -5,7 +5,8 @@ import pathlib
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-TEST_ONLY = ("pytest", "jax")  # the test suite's: pytest, and JAX for the second Keras backend
+TEST_ONLY = ("pytest", "jax", "moto", "flask")  # the test suite's: pytest, JAX for the second
+# Keras backend, and moto's S3 server (with flask, flask-cors) for OUT on s3://
 REQUIREMENTS = [line.split("==")[0] for line in (HERE / "requirements.txt").read_text().splitlines()
                 if line and not line.startswith("#") and not line.startswith(TEST_ONLY)]
 

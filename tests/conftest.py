@@ -63,3 +63,26 @@ SMALL_SYNTHETIC = synthetic.SyntheticConfig(num_train=40, num_test=10, feature_d
 def small_synthetic(tmp_path_factory):
   """A small THUMOS14-shaped synthetic dataset (shared, read-only)."""
   return synthetic.generate(SMALL_SYNTHETIC, str(tmp_path_factory.mktemp("syn") / "data"))
+
+
+S3_KEYS = ("--s3_access_key_id=test", "--s3_secret_access_key=test",
+           "--s3_region_name=us-east-1")  # any keys: the test server checks none
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+  """(endpoint URL, boto3 client) of an S3 server over HTTP on 127.0.0.1 (moto's), with
+  an empty bucket "wtal"; Beam reaches it with --s3_endpoint_url and S3_KEYS."""
+  moto_server = pytest.importorskip("moto.server")
+  boto3 = pytest.importorskip("boto3")
+  server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+  server.start()
+  try:
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+    client.create_bucket(Bucket="wtal")
+    yield endpoint, client
+  finally:
+    server.stop()

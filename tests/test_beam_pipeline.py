@@ -5,6 +5,7 @@ temporaries, and the records reaching the driver through the pipeline."""
 import dataclasses
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from conftest import REPO
 from video_helpers import smooth_frames, write_video
 from wtal_tf.config import DataConfig, ExtractConfig
 from wtal_tf import contract
+from wtal_tf import startup
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
@@ -284,3 +286,68 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(videos, t
       UserError, match="cannot create output folder"):
     pipeline.extract(small_cfg(videos, out))
   run.assert_not_called()
+
+
+def test_a_feature_file_that_cannot_be_written_fails_that_video_only(videos, tmp_path):
+  out = tmp_path / "out"
+  blocked = pathlib.Path(contract.feature_path(str(out), "test", "rgb", "long"))
+  blocked.mkdir(parents=True)  # a folder where long's feature file must go
+  with pytest.raises(UserError, match="1 of 3 videos failed"):
+    pipeline.extract(small_cfg(videos, out))
+  failures = json.loads(pathlib.Path(pipeline.failures_path(str(out), "test")).read_text())
+  assert [f["video"] for f in failures] == [str(videos / "long.mp4")]
+  assert failures[0]["reason"].startswith(f"{blocked}: cannot write (")
+  assert "\n" not in failures[0]["reason"]
+  assert set(json.loads((out / "gt.json").read_text())["database"]) == {"b", "c"}
+  for name in ("b", "c"):  # the other videos are complete
+    assert features(out, name).shape == (extraction.num_segments(
+        {"b": 33, "c": 16}[name]), contract.FEATURE_DIM)
+  # long's finished chunks are kept for a rerun; it has no status, so it is not skipped.
+  assert sorted(p.name for p in (out / pipeline.CHUNKS_DIR / "test" / "long").iterdir()) == [
+      "0.npz", "1.npz", "2.npz", "3.npz"]
+  assert not (out / pipeline.STATUS_DIR / "test" / "long.json").exists()
+  blocked.rmdir()
+  records = pipeline.extract(small_cfg(videos, out))
+  assert {n: r["status"] for n, r in records.items()} == {
+      "long": pipeline.OK, "b": pipeline.SKIPPED, "c": pipeline.SKIPPED}
+
+
+def test_a_run_failed_by_a_user_error_in_a_worker_is_one_line(videos, tmp_path):
+  """The summary step cannot write (its folder replaced by a file after the checks): under
+  the multi-process DirectRunner the driver gets the worker's traceback as text."""
+  out = tmp_path / "out"
+  runs = out / pipeline.RUNS_DIR
+  code = (f"import pathlib, shutil; from wtal_tf import cli, extract; "
+          f"from wtal_tf.features import beam_pipeline as p; real = p._check_writable\n"
+          f"def checked(cfg):\n  real(cfg); runs = pathlib.Path({str(runs)!r}); "
+          f"shutil.rmtree(runs); runs.write_text('a file where a folder must be')\n"
+          f"p._check_writable = checked; extract.define_flags()\n"
+          f"cli.run(extract.main, pass_unknown=True)")
+  args = [f"--video_dir={videos}", f"--output_dir={out}", "--streams=rgb",
+          "--random_init_seed=0", f"--resize_shorter={SHORTER}", f"--crop_size={CROP}",
+          "--chunk_segments=2", "--direct_num_workers=2"]
+  proc = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO,
+                        env={**ENV, startup.QUIET_ENV: "1"},  # as `python -m` starts
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: {runs}/") and last.endswith(
+      ": cannot write (File exists)"), last  # (Beam's " [while running '...']" is cut)
+  assert [line for line in proc.stderr.splitlines() if not line.startswith("I")] == [last]
+  # The videos' own outputs are complete before the summary step.
+  assert set(json.loads((out / "gt.json").read_text())["database"]) == {"long", "b", "c"}
+
+
+def test_the_line_of_a_user_error_is_found_in_a_runners_exception():
+  worker_traceback = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                      "wtal_tf.errors.UserError: OUT/a.json: cannot write (denied)\n\n"
+                      "During handling of the above exception, another exception occurred:\n"
+                      "wtal_tf.errors.UserError: OUT/a.json: cannot write (denied) "
+                      "[while running 'dataset files']\n")
+  assert pipeline.user_error_line(RuntimeError(worker_traceback)) == (
+      "OUT/a.json: cannot write (denied)")
+  assert pipeline.user_error_line(UserError("v.mp4: bad [while running 'extract']")) == (
+      "v.mp4: bad")
+  assert pipeline.user_error_line(RuntimeError("ValueError: a bug")) is None
+  assert pipeline.user_error_line(ValueError("UserError: not ours")) is None

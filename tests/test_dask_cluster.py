@@ -4,6 +4,7 @@ preloaded as docs/raw_video.md starts them)."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, S3_KEYS
 from video_helpers import smooth_frames, write_video
 from wtal_tf import contract
 
@@ -93,3 +94,18 @@ def test_the_dask_runner_on_a_cluster_equals_the_direct_runner_and_uses_both_wor
   gt = [json.loads((tmp_path / d / "gt.json").read_text())["database"]
         for d in ("dask", "direct")]
   assert gt[0] == gt[1] and set(gt[0]) == set(names)
+
+
+def test_the_dask_runner_writes_into_s3(cluster, tmp_path, s3_server):
+  """Dask workers are not given Beam's options by the runner: each step sets its
+  filesystems' from the run's arguments (an S3 server over HTTP, see conftest)."""
+  endpoint, client = s3_server
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  write_video(videos / "v.mkv", smooth_frames(64, 48, 64, seed=3))
+  extract(videos, "s3://wtal/dask-run", "--streams=rgb", "--runner=DaskRunner",
+          f"--dask_client_address={cluster}", f"--s3_endpoint_url={endpoint}", *S3_KEYS)
+  extract(videos, tmp_path / "direct", "--streams=rgb", "--direct_running_mode=in_memory")
+  got = client.get_object(Bucket="wtal", Key=f"dask-run/{contract.FEATURES_DIR}/test/rgb/v.npy")
+  assert got["Body"].read() == pathlib.Path(contract.feature_path(
+      str(tmp_path / "direct"), "test", "rgb", "v")).read_bytes()

@@ -422,3 +422,21 @@ def test_an_unusable_video_is_listed_in_the_object_store_until_it_is_fixed(tmp_p
   assert not storage.exists(failures)
   assert set(storage.read_json(contract.gt_path(OUT))["database"]) == {"bad"}
   assert not [p for p in STORE if storage.TMP_MARK in p]
+
+
+def test_an_unwritable_folder_is_one_line_naming_it_and_leaves_nothing():
+  storage.check_writable(OUT)  # writable: the probe is written, then removed
+  assert STORE == {}
+  FAIL_ON_CLOSE.add("write-check")
+  with pytest.raises(UserError, match=rf"^{OUT}: cannot write \(injected upload failure\)$"):
+    storage.check_writable(OUT)
+  assert STORE == {}
+  FAIL_ON_CLOSE.clear()
+
+
+def test_no_empty_file_is_written():
+  """Beam's S3 filesystem cannot store an empty object (a multipart upload of no parts):
+  every file the run writes has content, and an empty one is refused everywhere."""
+  with pytest.raises(UserError, match="empty file"):
+    storage.write_bytes(OUT + "/mark.done", b"")
+  assert STORE == {}

@@ -12,7 +12,8 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
     the accepted names;
   * defaults to the DirectRunner in multi_processing mode with one worker
     per core (`--direct_num_workers=0` is Beam's "one per core" too; negative
-    is an error), and Beam's own logs at ERROR;
+    is an error), and Beam's own logs at CRITICAL (`quiet_driver_logs` in the
+    driver): a failed step reaches the driver as the run's exception;
   * runs the DirectRunner as its FnApiRunner (`direct_runner`), built here:
     Beam 2.77's DirectRunner first tries its Prism runner, downloading a Go
     binary from GitHub at run time (and, offline, falls back after a failed
@@ -30,10 +31,12 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
 
 import argparse
 import importlib
+import logging
 import os
 import shlex
 from typing import Optional, Sequence
 
+import apache_beam
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
 from apache_beam.portability.api import beam_provision_api_pb2
@@ -44,8 +47,11 @@ from apache_beam.transforms import environments
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_worker
 
-BEAM_LOG_LEVEL = "ERROR"  # Beam's own (runner and worker) logs below this are dropped
+BEAM_LOG_LEVEL = "CRITICAL"  # Beam's own logs (driver and workers) below this are dropped:
+# its ERRORs re-tell a failed step as tracebacks, while the failure itself reaches the
+# driver as the run's exception (one line for a user error, the traceback for a bug)
 DEFAULT_RUNNER = "DirectRunner"
+_BEAM_DIR = os.path.dirname(apache_beam.__file__) + os.sep
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_MODULE = DASK_RUNNER.rsplit(".", 1)[0]
 DASK_PARTITION_FLAGS = ("--dask_npartitions", "--dask_partition_size")
@@ -153,6 +159,23 @@ def pipeline_options(args: Sequence[str], num_elements: Optional[int] = None) ->
         and num_elements):
       dask.npartitions = int(num_elements)
   return options
+
+
+def _shown(record: logging.LogRecord) -> bool:
+  """False for a record Beam's own code logged below BEAM_LOG_LEVEL."""
+  return not (record.pathname.startswith(_BEAM_DIR)
+              and record.levelno < logging.getLevelName(BEAM_LOG_LEVEL))
+
+
+def quiet_driver_logs() -> None:
+  """Beam's logs in the driver below BEAM_LOG_LEVEL are dropped: its loggers', and those
+  Beam's modules send to the root logger (e.g. s3io's traceback of a failed upload,
+  which the run reports as one line). The workers get the level as
+  --default_sdk_harness_log_level."""
+  logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
+  root = logging.getLogger()
+  if _shown not in root.filters:
+    root.addFilter(_shown)
 
 
 def _is_direct(standard: StandardOptions) -> bool:

@@ -37,6 +37,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -44,6 +45,7 @@ from typing import Iterable, Optional, Sequence
 import uuid
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 import numpy as np
 
 from wtal_tf import io_utils
@@ -55,13 +57,14 @@ from wtal_tf.features import extraction
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
-from wtal_tf.features.beam_options import (BEAM_LOG_LEVEL, direct_runner, pipeline_options,
-                                           worker_slots)
+from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
+                                           quiet_driver_logs, worker_slots)
 
 STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
     "extract_status", "extract_chunks", "extract_runs", "extract_progress")
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
-MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done, empty
+MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done,
+# holding the worker's name (not empty: Beam's S3 upload cannot store an empty object)
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
 # to no live run (each finished chunk writes a mark; a chunk takes minutes)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
@@ -160,7 +163,19 @@ def _extractor(cfg: ExtractConfig) -> extraction.Extractor:
   return _EXTRACTORS[cfg]
 
 
-class ExtractChunkFn(beam.DoFn):
+def _worker() -> str:
+  return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _WritesOutFn(beam.DoFn):
+  """A step that reads and writes OUT: its filesystems get the run's Beam options in each
+  worker (the DirectRunner's workers are given them by Beam, a Dask worker is not)."""
+
+  def setup(self):
+    storage.configure(PipelineOptions(self.cfg.pipeline_args))
+
+
+class ExtractChunkFn(_WritesOutFn):
   """Work item -> (video name, chunk result); the result holds the chunk's features, or
   the reason the video is unusable."""
 
@@ -170,6 +185,7 @@ class ExtractChunkFn(beam.DoFn):
     self.extractor = self.setup_error = None
 
   def setup(self):
+    super().setup()
     try:
       self.extractor = _extractor(self.cfg)
     except UserError as e:  # e.g. a corrupt checkpoint: every video fails with this reason
@@ -180,26 +196,29 @@ class ExtractChunkFn(beam.DoFn):
     cache = chunk_path(cfg.output_dir, cfg.split, name, task["index"])
     cached = task["count"] is not None or task["index"]  # a video of several chunks
     result = _load_chunk(cache, task) if cached else None
-    if result is None:
-      try:
+    try:  # an unusable video, or OUT refusing a write: the video fails with the reason
+      if result is None:
         if self.setup_error is not None:
           raise UserError(f"{path}: not extracted: {self.setup_error}")
         got = self.extractor(path, task["start"], task["count"])
-      except UserError as e:
-        result = {"error": str(e), "segments": 0}
-      else:
         result = {"features": got.features, "frames": got.num_frames,
                   "total_frames": got.total_frames,
                   "segments": len(got.features[cfg.streams[0]]),
-                  "worker": f"{socket.gethostname()}:{os.getpid()}", "warning": got.warning}
+                  "worker": _worker(), "warning": got.warning}
         if cached:
           _save_chunk(cache, task, result)
-    storage.write_bytes(storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
-                                     f"{name}.{task['index']}.{result['segments']}{MARK_EXT}"), b"")
+    except UserError as e:
+      result = {"error": str(e), "segments": 0}
+    mark = storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
+                        f"{name}.{task['index']}.{result['segments']}{MARK_EXT}")
+    try:
+      storage.write_bytes(mark, f"{_worker()}\n".encode())
+    except UserError as e:
+      result = {"error": str(e), "segments": 0}
     yield name, {**result, "index": task["index"], "video": path, "made": task["made"]}
 
 
-class AssembleVideoFn(beam.DoFn):
+class AssembleVideoFn(_WritesOutFn):
   """(video name, its chunk results) -> the video's feature files and status record."""
 
   def __init__(self, cfg: ExtractConfig, run_id: str):
@@ -215,28 +234,35 @@ class AssembleVideoFn(beam.DoFn):
     total = chunks[-1].get("total_frames")
     if not errors and total != frames:
       errors = [f"{path}: the chunks cover {frames} frames, the video has {total}"]
-    if errors:
-      record = {"video": path, "status": FAILED, "reason": errors[0]}
-    else:
+    record = {"video": path, "status": FAILED, "reason": errors[0]} if errors else None
+    if record is None:
       features = {s: np.concatenate([c["features"][s] for c in chunks]).astype(np.float32)
                   for s in cfg.streams}
-      for s, x in features.items():
-        storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
       made = chunks[0]["made"]
       record = {"video": path, "status": OK, "frames": frames,
                 "segments": len(features[cfg.streams[0]]), "duration": frames / contract.FPS,
                 "chunks": len(chunks), "workers": sorted({c["worker"] for c in chunks}),
                 "warnings": [c["warning"] for c in chunks if c.get("warning")],
                 "provenance": made["settings"], "video_identity": made["video_identity"]}
+      try:
+        for s, x in features.items():
+          storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
+      except UserError as e:  # OUT refused the write: the video fails (no status: no skip)
+        yield {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
+        return
     record["run"] = self.run_id
-    storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
+    try:
+      storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
+    except UserError as e:
+      yield {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
+      return
     if record["status"] == OK:
       storage.delete([chunk_path(cfg.output_dir, cfg.split, name, c["index"]) for c in chunks],
                      prune=True)
     yield record
 
 
-class FinishRunFn(beam.DoFn):
+class FinishRunFn(_WritesOutFn):
   """All records of the run -> gt.json merged, the failures list, the run's summary."""
 
   def __init__(self, cfg: ExtractConfig, run_id: str, annotations: dict):
@@ -370,6 +396,17 @@ def run_pipeline(cfg: ExtractConfig, tasks: Sequence[dict], skipped: Sequence[di
       client.close()
 
 
+_UNDER_BEAM = re.compile(r"^wtal_tf\.errors\.UserError: (.*)$", re.MULTILINE)
+_BEAM_STEP = re.compile(r" \[while running '[^']*'\]$")
+
+
+def user_error_line(e: Exception) -> Optional[str]:
+  """The one line of a UserError that failed the pipeline: raised as such (in-process
+  runners) or inside a runner's exception (a worker's traceback as text); else None."""
+  found = [str(e)] if isinstance(e, UserError) else _UNDER_BEAM.findall(str(e))
+  return _BEAM_STEP.sub("", found[-1]) if found else None
+
+
 def match_annotations(given: dict, names: Sequence[str], source: str) -> dict:
   """The annotations of the videos being extracted; says how many matched, and fails when
   annotations are given but match none of the videos."""
@@ -386,8 +423,11 @@ def match_annotations(given: dict, names: Sequence[str], source: str) -> dict:
 
 
 def _check_writable(cfg: ExtractConfig) -> None:
-  """Local OUT: every folder the run writes must be writable (one line, before any work)."""
+  """OUT must take the run's files (one line, before any work): on a local filesystem
+  every folder the run writes; elsewhere a file written and deleted (a missing bucket
+  or refused credentials fail here)."""
   if not storage.is_local(cfg.output_dir):
+    storage.check_writable(cfg.output_dir)
     return
   io_utils.ensure_writable_dir(cfg.output_dir, "output dir")
   folders = [os.path.join(cfg.output_dir, contract.FEATURES_DIR, cfg.split, s)
@@ -403,6 +443,8 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   Raises UserError (after writing everything else) if some videos failed.
   """
   options = pipeline_options(cfg.pipeline_args)  # every Beam argument checked before any work
+  storage.configure(options)
+  quiet_driver_logs()
   paths, ignored = video.list_videos(cfg.video_dir)
   names = [video.name(p) for p in paths]
   given = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
@@ -432,11 +474,15 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
       logging.info("re-extracting %s: %s", name, "; ".join(changed))
     tasks += plan(path, cfg.chunk_segments, made, workers)
   run_id = uuid.uuid4().hex
-  logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
   progress = _Progress(cfg, run_id, tasks)
   progress.start()
   try:
     run_pipeline(cfg, tasks, skipped, annotations, run_id)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    line = user_error_line(e)
+    if line is None:
+      raise  # not a user error: a bug, with its traceback
+    raise UserError(line) from None
   finally:
     progress.stopped.set()
   progress.report()

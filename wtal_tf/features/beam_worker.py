@@ -9,8 +9,12 @@ created.": two lines per worker before any wtal_tf code runs. Started as
 does this), the package's quiet start-up runs first (see wtal_tf/startup.py:
 its root-logger filter drops Beam's import warnings), and a stderr handler at
 WARNING is in place, so those two lines are gone while the worker's warnings and
-errors still reach stderr. With --verbosity >= 1 (the driver then adds it to
-this command) nothing is changed and Beam's worker runs as Beam starts it.
+errors still reach stderr. Beam's worker also prints the traceback of every
+failed bundle to sys.stderr, and the driver receives that same traceback as the
+run's failure (one line for a user error): the quiet worker's sys.stderr is a
+sink, while its log handler keeps writing to the real stderr. With
+--verbosity >= 1 (the driver then adds it to this command) nothing is changed
+and Beam's worker runs as Beam starts it.
 """
 
 import logging
@@ -33,9 +37,10 @@ def command(executable: str = sys.executable) -> list[str]:
 
 def main() -> None:
   if os.environ.get(startup.QUIET_ENV) == "1":
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(SHOWN_LEVEL)
     logging.getLogger().addHandler(handler)
+    sys.stderr = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
   sys.argv = sys.argv[:1]  # the verbosity flag was for wtal_tf's start-up only
   runpy.run_module(SDK_WORKER_MODULE, run_name="__main__", alter_sys=True)
 

@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 import numpy as np
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from wtal_tf.errors import UserError
 
@@ -36,8 +37,20 @@ def join(*parts: str) -> str:
   return FileSystems.join(*parts)
 
 
+def configure(options: PipelineOptions) -> None:
+  """Gives the filesystems the run's Beam options (e.g. --s3_endpoint_url, S3 keys, GCS
+  credentials): the driver reads and writes OUT outside the pipeline too (the
+  pipeline's workers get them from Beam)."""
+  FileSystems.set_options(options)
+
+
 def exists(path: str) -> bool:
-  return FileSystems.exists(path)
+  """Whether `path` exists; a UserError naming it when the filesystem cannot tell
+  (e.g. refused credentials)."""
+  try:
+    return FileSystems.exists(path)
+  except Exception as e:  # pylint: disable=broad-exception-caught (cloud clients' own types)
+    raise UserError(f"{path}: cannot read ({_reason(e)})") from None
 
 
 def match(pattern: str) -> list[str]:
@@ -95,7 +108,33 @@ def parent(path: str) -> str:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to `path` via a temporary beside it; a UserError naming `path` on failure."""
+  """Writes `data` to `path` via a temporary beside it; a UserError naming `path` on failure.
+
+  `data` must not be empty: Beam's S3 filesystem uploads in parts and cannot store an
+  empty object (S3 rejects a multipart upload of no parts).
+  """
+  try:
+    _write(path, data)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # (a cloud filesystem's client raises its own types, e.g. google.api_core's Forbidden,
+    # which are neither BeamIOError nor OSError: each is still one line naming the file)
+    raise UserError(f"{path}: cannot write ({_reason(e)})") from None
+
+
+def check_writable(folder: str) -> None:
+  """A UserError naming `folder` unless a file can be written into it (written, then
+  deleted): a missing bucket or refused credentials fail here, before any work."""
+  probe = join(folder, f"write-check{TMP_MARK}{uuid.uuid4().hex}")  # (stale if left)
+  try:
+    _write(probe, b"ok\n")
+    FileSystems.delete([probe])
+  except Exception as e:  # pylint: disable=broad-exception-caught (as in write_bytes)
+    raise UserError(f"{folder}: cannot write ({_reason(e)})") from None
+
+
+def _write(path: str, data: bytes) -> None:
+  if not data:
+    raise ValueError("an empty file cannot be stored on every Beam filesystem (S3)")
   directory, name = FileSystems.split(path)
   tmp = FileSystems.join(directory, f".{name}{TMP_MARK}{uuid.uuid4().hex}")
   try:
@@ -104,19 +143,19 @@ def write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(tmp, compression_type="uncompressed") as f:
       f.write(data)
     FileSystems.rename([tmp], [path])
-  except Exception as e:  # pylint: disable=broad-exception-caught
-    # (a cloud filesystem's client raises its own types, e.g. google.api_core's Forbidden,
-    # which are neither BeamIOError nor OSError: each is still one line naming the file)
+  except Exception:
     with contextlib.suppress(Exception):
       FileSystems.delete([tmp])
-    raise UserError(f"{path}: cannot write ({_reason(e)})") from None
+    raise
 
 
 def _reason(e: Exception) -> str:
   if isinstance(e, BeamIOError) and getattr(e, "exception_details", None):
-    inner = next(iter(e.exception_details.values()))
-    return getattr(inner, "strerror", None) or str(inner)
-  return getattr(e, "strerror", None) or str(e)
+    e = next(iter(e.exception_details.values()))
+  if getattr(e, "strerror", None):
+    return e.strerror
+  first = e.args[0] if len(e.args) > 1 else None  # e.g. Beam's S3ClientError(message, code)
+  return first if isinstance(first, str) else str(e)
 
 
 def write_json(path: str, obj, indent: Optional[int] = 1) -> None:
