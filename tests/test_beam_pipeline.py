@@ -154,8 +154,12 @@ def test_records_come_through_the_pipeline_not_from_files_on_the_driver(videos, 
   cfg = small_cfg(videos, tmp_path / "out")
   with mock.patch.object(pipeline.storage, "read_json", wraps=storage.read_json) as reads:
     records = pipeline.extract(cfg)
+  with mock.patch.object(pipeline.storage, "read_json", wraps=storage.read_json) as merge_reads:
+    pipeline.merge_gt(cfg.output_dir)  # as the pipeline's last step does, once
   status_reads = [c for c in reads.call_args_list if pipeline.STATUS_DIR in str(c)]
-  assert len(status_reads) == 3  # the skip check before the run, one per video
+  merged = [c for c in merge_reads.call_args_list if pipeline.STATUS_DIR in str(c)]
+  # the skip check before the run, one per video, and the gt.json merge of the last step
+  assert len(merged) == 3 and len(status_reads) == 3 + len(merged)
   assert {r["status"] for r in records.values()} == {"ok"}
   # A pipeline that wrote no summary is an error, not a guess from old records.
   with mock.patch.object(pipeline, "run_pipeline"), pytest.raises(UserError,
@@ -185,17 +189,63 @@ def test_two_runs_at_once_both_succeed_and_gt_json_is_complete(videos, tmp_path)
 
 
 def test_concurrent_gt_merges_lose_no_entry(tmp_path):
-  cfg = small_cfg(tmp_path, tmp_path / "out")
-  script = ("import sys; from wtal_tf.config import ExtractConfig; "
-            "from wtal_tf.features import beam_pipeline as p; "
-            f"cfg = ExtractConfig(output_dir={str(cfg.output_dir)!r}); k = sys.argv[1]; "
-            "[p.write_dataset_files(cfg, {f'v{k}_{i}': {'status': 'ok', 'duration': 1.0, "
-            "'video': 'x'}}, {}) for i in range(30)]")
+  """Three processes, each 30 runs of one video (its status record, then merge_gt) into
+  one OUT at once, without a lock: gt.json ends with all 90 entries."""
+  out = tmp_path / "out"
+  script = ("import sys; from wtal_tf.features import beam_pipeline as p, storage\n"
+            f"out, k = {str(out)!r}, sys.argv[1]\n"
+            "for i in range(30):\n"
+            "  storage.write_json(p.status_path(out, 'test', f'v{k}_{i}'), "
+            "{'status': 'ok', p.GT_KEY: {'duration': 1.0}})\n"
+            "  p.merge_gt(out)")
   procs = [subprocess.Popen([sys.executable, "-c", script, str(k)], cwd=REPO, env=ENV)
            for k in range(3)]
   assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-  database = json.loads((tmp_path / "out" / "gt.json").read_text())["database"]
-  assert len(database) == 90
+  database = json.loads((out / "gt.json").read_text())["database"]
+  assert sorted(database) == sorted(f"v{k}_{i}" for k in range(3) for i in range(30))
+
+
+def test_a_merge_overtaken_by_another_run_makes_gt_json_again(tmp_path):
+  """Run B writes its record and merges between run A's listing and A's write (A's
+  gt.json then lacks B's video): A lists again after writing and writes it again."""
+  out = str(tmp_path / "out")
+  gt = contract.gt_path(out)
+  real = storage.write_json
+  overtaken = []
+
+  def write_json(path, obj, indent=1):
+    if path == gt and not overtaken:
+      overtaken.append(True)
+      real(pipeline.status_path(out, "test", "b"), {"status": "ok", pipeline.GT_KEY: {"d": 2}})
+      pipeline.merge_gt(out)  # run B, whole, before A's write
+      assert set(json.loads(pathlib.Path(gt).read_text())["database"]) == {"a", "b"}
+      assert set(obj["database"]) == {"a"}  # what A is about to write
+    real(path, obj, indent)
+
+  real(pipeline.status_path(out, "test", "a"), {"status": "ok", pipeline.GT_KEY: {"d": 1}})
+  with mock.patch.object(storage, "write_json", write_json):
+    pipeline.merge_gt(out)  # run A
+  assert overtaken
+  assert json.loads(pathlib.Path(gt).read_text())["database"] == {"a": {"d": 1}, "b": {"d": 2}}
+
+
+def test_gt_json_takes_each_video_from_its_record_and_keeps_other_entries(tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "gt.json").write_text(json.dumps({"database": {
+      "foreign": {"subset": "x"}, "old": {"subset": "old"}, "failed": {"subset": "f"},
+      "changed": {"subset": "before"}}}))
+  for split, name, record in (
+      ("test", "old", {"status": "ok"}),  # a record from before GT_KEY: its entry is kept
+      ("test", "failed", {"status": "failed", pipeline.GT_KEY: None}),  # its entry removed
+      ("test", "changed", {"status": "ok", pipeline.GT_KEY: {"subset": "after"}}),
+      ("train", "new", {"status": "ok", pipeline.GT_KEY: {"subset": "train"}})):
+    storage.write_json(pipeline.status_path(str(out), split, name), record)
+  pipeline.merge_gt(str(out))
+  assert json.loads((out / "gt.json").read_text())["database"] == {
+      "foreign": {"subset": "x"}, "old": {"subset": "old"}, "changed": {"subset": "after"},
+      "new": {"subset": "train"}}
+  assert not list(out.glob("*.lock"))
 
 
 def test_a_gt_json_whose_database_is_not_an_object_fails_before_any_work(videos, tmp_path):

@@ -249,10 +249,10 @@ def test_storage_round_trips_lists_and_deletes_on_an_object_store():
   assert sorted(map(relative, storage.match(OUT + "/a/*"))) == ["a/obj.json", "a/raw.bin"]
   assert len(storage.match(OUT + "/**")) == 3
   assert storage.match(OUT + "/missing/*") == [] and storage.match(OUT + "/a/none") == []
-  # The lock is local-only: nothing is written for a remote path.
-  with storage.locked(OUT + "/a/obj.json"):
-    pass
-  assert len(STORE) == 3
+  stamps = storage.stamps(OUT + "/a/*")  # (when written, size) of each file
+  assert {relative(p): size for p, (_, size) in stamps.items()} == {
+      "a/obj.json": len(STORE[OUT + "/a/obj.json"][0]), "a/raw.bin": len(STORE[OUT + "/a/raw.bin"][0])}
+  assert storage.modified(OUT + "/a/*") == {p: t for p, (t, _) in stamps.items()}
   # Deleting ignores missing paths; prune has no folders to remove here.
   storage.delete([OUT + "/a/raw.bin", OUT + "/a/none"], prune=True)
   assert sorted(map(relative, STORE)) == ["a/b/x.npy", "a/obj.json"]
@@ -320,9 +320,9 @@ def cfg_for(videos, out) -> ExtractConfig:
 
 
 def local_files(root: pathlib.Path) -> dict[str, bytes]:
-  """{path relative to root: bytes} of the files below root, without flock files."""
+  """{path relative to root: bytes} of the files below root."""
   return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
-          if p.is_file() and p.suffix != ".lock"}
+          if p.is_file()}
 
 
 def without_run(record: dict) -> dict:

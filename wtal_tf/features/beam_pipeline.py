@@ -12,10 +12,11 @@ Writes, under OUT (ExtractConfig.output_dir; any Beam filesystem, through
 features.storage, each file complete or absent):
   features/<split>/<stream>/<video>.npy       float32 [T, 1024]
   gt.json                                     durations, the split of each video and the
-                                              annotations if given, merged with the entries
-                                              already there
-  extract_status/<split>/<video>.json         per video: frames, segments, outcome and the
+                                              annotations if given: made from the status
+                                              records, with other entries already there kept
+  extract_status/<split>/<video>.json         per video: frames, segments, outcome, the
                                               provenance of its features (features.provenance)
+                                              and its gt.json entry
   extract_chunks/<split>/<video>/<k>.npz      a finished chunk of an unfinished video (for a
                                               restart; removed once the video is assembled)
   failures_<split>.json                       the unusable videos and why (only if any)
@@ -29,8 +30,8 @@ floor(frames / 16)) and were made by the same settings, weights and video file
 (provenance); a chunk already finished is not extracted again. An unusable
 video (unreadable, corrupt, no frames, too short) is recorded as a failure;
 the others go on. Two runs at once on the same folders both finish: a video
-may then be extracted twice, harmlessly, and gt.json is merged under a lock
-(local folders).
+may then be extracted twice, harmlessly, and gt.json is complete without a
+lock, on any filesystem (merge_gt).
 """
 
 import io
@@ -69,6 +70,8 @@ ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer
 # to no live run (each finished chunk writes a mark; a chunk takes minutes)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 GT_VERSION = "wtal_tf.extract"
+GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
+MERGE_ROUNDS = 20  # most gt.json merges one run makes while others keep writing records
 
 
 def status_path(out: str, split: str, name: str) -> str:
@@ -219,11 +222,12 @@ class ExtractChunkFn(_WritesOutFn):
 
 
 class AssembleVideoFn(_WritesOutFn):
-  """(video name, its chunk results) -> the video's feature files and status record."""
+  """(video name, its chunk results) -> the video's feature files and status record (with
+  its gt.json entry, from `annotations`: {video: GTVideo} of --annotations)."""
 
-  def __init__(self, cfg: ExtractConfig, run_id: str):
+  def __init__(self, cfg: ExtractConfig, run_id: str, annotations: dict):
     super().__init__()
-    self.cfg, self.run_id = cfg, run_id
+    self.cfg, self.run_id, self.annotations = cfg, run_id, annotations
 
   def process(self, element) -> Iterable[dict]:
     cfg, (name, chunks) = self.cfg, element
@@ -251,6 +255,7 @@ class AssembleVideoFn(_WritesOutFn):
         yield {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
         return
     record["run"] = self.run_id
+    record[GT_KEY] = gt_entry(cfg, record, self.annotations.get(name))
     try:
       storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
     except UserError as e:
@@ -265,13 +270,13 @@ class AssembleVideoFn(_WritesOutFn):
 class FinishRunFn(_WritesOutFn):
   """All records of the run -> gt.json merged, the failures list, the run's summary."""
 
-  def __init__(self, cfg: ExtractConfig, run_id: str, annotations: dict):
+  def __init__(self, cfg: ExtractConfig, run_id: str):
     super().__init__()
-    self.cfg, self.run_id, self.annotations = cfg, run_id, annotations
+    self.cfg, self.run_id = cfg, run_id
 
   def process(self, records: list) -> Iterable[str]:
     cfg = self.cfg
-    write_dataset_files(cfg, {video.name(r["video"]): r for r in records}, self.annotations)
+    write_dataset_files(cfg, records)
     summary = storage.join(cfg.output_dir, RUNS_DIR, self.run_id + ".json")
     storage.write_json(summary, records)
     yield summary
@@ -279,25 +284,20 @@ class FinishRunFn(_WritesOutFn):
 
 # ---------------------------------------------------------------- dataset files
 
-def _gt_entries(cfg: ExtractConfig, records: dict[str, dict], given: dict) -> dict:
-  """gt.json entries of the usable videos: duration, split, and subset/annotations
-  from `given` ({video: GTVideo} of --annotations)."""
-  entries = {}
-  for name, record in records.items():
-    if record.get("status") == FAILED:
-      continue
-    gt = given.get(name)
-    entries[name] = {
-        "subset": gt.subset if gt else cfg.split, "split": cfg.split,
-        "duration": record["duration"],
-        "annotations": [] if gt is None else [
-            {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
-  return entries
+def gt_entry(cfg: ExtractConfig, record: dict, gt) -> Optional[dict]:
+  """The gt.json entry of a video's status record (None for a failed video): duration,
+  split, and subset and annotations from `gt` (its GTVideo of --annotations, or None)."""
+  if record.get("status") == FAILED:
+    return None
+  return {"subset": gt.subset if gt else cfg.split, "split": cfg.split,
+          "duration": record["duration"],
+          "annotations": [] if gt is None else [
+              {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
 
 
-def read_database(cfg: ExtractConfig) -> dict:
+def read_database(out: str) -> dict:
   """The `database` of OUT/gt.json ({} if absent); a UserError if it is not usable."""
-  path = contract.gt_path(cfg.output_dir)
+  path = contract.gt_path(out)
   if not storage.exists(path):
     return {}
   data = storage.read_json(path)
@@ -307,15 +307,43 @@ def read_database(cfg: ExtractConfig) -> dict:
   return data.get("database", {})
 
 
-def write_dataset_files(cfg: ExtractConfig, records: dict[str, dict],
-                        annotations: dict) -> list[dict]:
-  """Merges the videos into OUT/gt.json, writes or removes the failures list; returns failures."""
-  gt_path = contract.gt_path(cfg.output_dir)
-  with storage.locked(gt_path):  # concurrent runs merge one after the other
-    database = read_database(cfg)
-    database.update(_gt_entries(cfg, records, annotations))
-    storage.write_json(gt_path, {"version": GT_VERSION, "database": database})
-  failures = [{"video": r["video"], "reason": r["reason"]} for r in records.values()
+def merge_gt(out: str) -> None:
+  """Writes OUT/gt.json from the status records of every split, without a lock.
+
+  A status record holding GT_KEY owns its video's entry (None: the video failed, no
+  entry); the entries of other videos already in gt.json (written by other means, or
+  by a record from before GT_KEY) are kept. After each write the records are listed
+  again, and while the listing (paths, times, sizes) differs from the one the write
+  was made from, gt.json is made again. So the last writer of any set of concurrent
+  runs wrote from a listing no record changed after, and every record written before
+  it is in gt.json: no entry is lost on an object store either (with strongly
+  consistent listings, as S3's and GCS's are), and no lock file is needed.
+  """
+  path = contract.gt_path(out)
+  owned: dict[str, tuple] = {}  # status path -> (its stamp when read, (video, entry) or None)
+  written = None
+  for _ in range(MERGE_ROUNDS):
+    listing = storage.stamps(storage.join(out, STATUS_DIR, "*", "*.json"))
+    if listing == written:
+      return
+    for status, stamp in listing.items():
+      if status not in owned or owned[status][0] != stamp:
+        record = storage.read_json(status)
+        owns = isinstance(record, dict) and GT_KEY in record
+        owned[status] = (stamp, (video.name(status), record[GT_KEY]) if owns else None)
+    entries = dict(owned[status][1] for status in sorted(listing) if owned[status][1])
+    database = {n: e for n, e in read_database(out).items() if n not in entries}
+    database.update({n: e for n, e in entries.items() if e is not None})
+    storage.write_json(path, {"version": GT_VERSION, "database": database})
+    written = listing
+  logging.warning("%s: the status records kept changing over %d merges (other runs "
+                  "writing); a later run completes gt.json", path, MERGE_ROUNDS)
+
+
+def write_dataset_files(cfg: ExtractConfig, records: Sequence[dict]) -> list[dict]:
+  """Merges OUT/gt.json (merge_gt), writes or removes the failures list; returns failures."""
+  merge_gt(cfg.output_dir)
+  failures = [{"video": r["video"], "reason": r["reason"]} for r in records
               if r.get("status") == FAILED]
   path = failures_path(cfg.output_dir, cfg.split)
   if failures:
@@ -385,11 +413,11 @@ def run_pipeline(cfg: ExtractConfig, tasks: Sequence[dict], skipped: Sequence[di
                    | "spread" >> beam.Reshuffle()
                    | "extract" >> beam.ParDo(ExtractChunkFn(cfg, run_id))
                    | "by video" >> beam.GroupByKey()
-                   | "assemble" >> beam.ParDo(AssembleVideoFn(cfg, run_id)))
+                   | "assemble" >> beam.ParDo(AssembleVideoFn(cfg, run_id, annotations)))
       done = p | "already done" >> beam.Create(list(skipped))
       _ = ((extracted, done) | "records" >> beam.Flatten()
            | "all records" >> beam.combiners.ToList()
-           | "dataset files" >> beam.ParDo(FinishRunFn(cfg, run_id, annotations)))
+           | "dataset files" >> beam.ParDo(FinishRunFn(cfg, run_id)))
   finally:
     client = getattr(getattr(p, "result", None), "client", None)
     if client is not None:  # Beam's Dask runner leaves its cluster client open
@@ -451,7 +479,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   annotations = match_annotations(given, names, cfg.annotations) if cfg.annotations else {}
   extraction.check_weights(cfg, cfg.streams)
   _check_writable(cfg)
-  read_database(cfg)  # a bad OUT/gt.json fails now, not after the work
+  read_database(cfg.output_dir)  # a bad OUT/gt.json fails now, not after the work
   workers = cfg.chunk_workers or worker_slots(options) or 1
   removed = storage.remove_stale_temporaries(cfg.output_dir)
   abandoned = remove_abandoned_progress(cfg.output_dir)
@@ -468,6 +496,10 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
     made = {"settings": settings, "video_identity": provenance.video_identity(path)}
     record, changed = completed(cfg, name, made)
     if record is not None:
+      entry = gt_entry(cfg, record, annotations.get(name))
+      if record.get(GT_KEY) != entry:  # other annotations, or a record from before GT_KEY
+        record = {**record, GT_KEY: entry}
+        storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
       skipped.append({**record, "video": path, "status": SKIPPED})
       continue
     if changed:

@@ -9,14 +9,13 @@ behind, once they are older than STALE_TEMPORARY_S.
 """
 
 import contextlib
-import fcntl
 import io
 import json
 import math
 import os
 import time
 import uuid
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 from apache_beam.io.filesystem import BeamIOError
@@ -179,14 +178,19 @@ def delete(paths, prune: bool = False) -> None:
         os.rmdir(os.path.dirname(path))
 
 
-def modified(pattern: str) -> dict[str, float]:
-  """{path: when it was last written (seconds since the epoch)} of the files matching a
-  glob `pattern` ({} when none or the folder is missing)."""
+def stamps(pattern: str) -> dict[str, tuple[float, int]]:
+  """{path: (when it was last written, in seconds since the epoch; its size in bytes)} of
+  the files matching a glob `pattern` ({} when none or the folder is missing)."""
   try:
     matches = FileSystems.match([pattern])[0].metadata_list
   except (BeamIOError, OSError):
     return {}
-  return {m.path: m.last_updated_in_seconds for m in matches}
+  return {m.path: (m.last_updated_in_seconds, m.size_in_bytes) for m in matches}
+
+
+def modified(pattern: str) -> dict[str, float]:
+  """{path: when it was last written} of the files matching `pattern` (see stamps)."""
+  return {path: written for path, (written, _) in stamps(pattern).items()}
 
 
 def remove_stale_temporaries(root: str, now: Optional[float] = None) -> int:
@@ -196,21 +200,3 @@ def remove_stale_temporaries(root: str, now: Optional[float] = None) -> int:
            if TMP_MARK in FileSystems.split(path)[1] and now - written > STALE_TEMPORARY_S]
   delete(stale)
   return len(stale)
-
-
-@contextlib.contextmanager
-def locked(path: str) -> Iterator[None]:
-  """Holds an exclusive lock for read-modify-write of `path` (local folders: an flock on
-  `path`.lock, shared by every process on the machine; other filesystems have no
-  lock, so concurrent runs into one remote OUT may lose gt.json entries)."""
-  if not is_local(path):
-    yield
-    return
-  lock_path = path + ".lock"
-  os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
-  with open(lock_path, "a", encoding="utf-8") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)  # waits for the holder
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
