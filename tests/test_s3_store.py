@@ -99,3 +99,17 @@ def test_a_missing_bucket_is_one_line_before_any_work(videos, s3_server):
   assert proc.stderr.strip().splitlines() == [
       "error: s3://no-such-bucket/out: cannot write (An error occurred (NoSuchBucket) when "
       "calling the CreateMultipartUpload operation: The specified bucket does not exist)"]
+
+
+def test_two_runs_at_once_into_s3_both_succeed_and_gt_json_is_complete(videos, s3_server):
+  endpoint, client = s3_server
+  args = [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
+          "--output_dir=s3://wtal/concurrent", *SMALL, *IN_MEMORY,
+          f"--s3_endpoint_url={endpoint}", *S3_KEYS]
+  procs = [subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  gt = client.get_object(Bucket="wtal", Key=f"concurrent/{contract.GT_FILE}")["Body"].read()
+  assert set(json.loads(gt)["database"]) == set(FRAMES)
