@@ -238,8 +238,10 @@ class AssembleVideoFn(_WritesOutFn):
     total = chunks[-1].get("total_frames")
     if not errors and total != frames:
       errors = [f"{path}: the chunks cover {frames} frames, the video has {total}"]
-    record = {"video": path, "status": FAILED, "reason": errors[0]} if errors else None
-    if record is None:
+    features = {}
+    if errors:
+      record = {"video": path, "status": FAILED, "reason": errors[0]}
+    else:
       features = {s: np.concatenate([c["features"][s] for c in chunks]).astype(np.float32)
                   for s in cfg.streams}
       made = chunks[0]["made"]
@@ -248,17 +250,14 @@ class AssembleVideoFn(_WritesOutFn):
                 "chunks": len(chunks), "workers": sorted({c["worker"] for c in chunks}),
                 "warnings": [c["warning"] for c in chunks if c.get("warning")],
                 "provenance": made["settings"], "video_identity": made["video_identity"]}
-      try:
-        for s, x in features.items():
-          storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
-      except UserError as e:  # OUT refused the write: the video fails (no status: no skip)
-        yield {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
-        return
     record["run"] = self.run_id
     record[GT_KEY] = gt_entry(cfg, record, self.annotations.get(name))
     try:
+      for s, x in features.items():
+        storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
       storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
-    except UserError as e:
+    except UserError as e:  # OUT refused a write: the video fails (its status unwritten:
+      # not skipped by a rerun, which reuses its chunks)
       yield {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
       return
     if record["status"] == OK:
