@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,7 +218,7 @@ def bench_pairs(args, root: str) -> dict:
   return {"pairs_chunk_segments": args.chunk_segments, "pairs_geometry": args.geometry,
           "pairs_1_worker_s": times[1],
           "pairs_2_workers_s": times[2], "pairs_2_vs_1": ratios,
-          "pairs_2_vs_1_median": ratios[len(ratios) // 2]}
+          "pairs_2_vs_1_median": statistics.median(ratios)}
 
 
 def loop_seconds(video_path: str, geometry: str) -> float:
