@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 from unittest import mock
 
@@ -189,19 +190,22 @@ def test_two_runs_at_once_both_succeed_and_gt_json_is_complete(videos, tmp_path)
 
 
 def test_concurrent_gt_merges_lose_no_entry(tmp_path):
-  """Three processes, each 30 runs of one video (its status record, then merge_gt) into
+  """Three threads, each 30 runs of one video (its status record, then merge_gt) into
   one OUT at once, without a lock: gt.json ends with all 90 entries."""
-  out = tmp_path / "out"
-  script = ("import sys; from wtal_tf.features import beam_pipeline as p, storage\n"
-            f"out, k = {str(out)!r}, sys.argv[1]\n"
-            "for i in range(30):\n"
-            "  storage.write_json(p.status_path(out, 'test', f'v{k}_{i}'), "
-            "{'status': 'ok', p.GT_KEY: {'duration': 1.0}})\n"
-            "  p.merge_gt(out)")
-  procs = [subprocess.Popen([sys.executable, "-c", script, str(k)], cwd=REPO, env=ENV)
-           for k in range(3)]
-  assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-  database = json.loads((out / "gt.json").read_text())["database"]
+  out = str(tmp_path / "out")
+
+  def runs(k):
+    for i in range(30):
+      storage.write_json(pipeline.status_path(out, "test", f"v{k}_{i}"),
+                         {"status": "ok", pipeline.GT_KEY: {"duration": 1.0}})
+      pipeline.merge_gt(out)
+
+  threads = [threading.Thread(target=runs, args=(k,)) for k in range(3)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=120)
+  database = json.loads(pathlib.Path(contract.gt_path(out)).read_text())["database"]
   assert sorted(database) == sorted(f"v{k}_{i}" for k in range(3) for i in range(30))
 
 

@@ -1,8 +1,8 @@
 """OUT on S3, as a user points --output_dir at s3://bucket/... with --s3_endpoint_url:
 Beam's own s3filesystem and boto3 client against an S3 server over HTTP on 127.0.0.1
-(moto's), the DirectRunner's worker processes and the driver's own reads included. The extraction equals one
-into a local folder byte for byte and skips on a rerun; a missing bucket is one
-line before any work."""
+(moto's), the DirectRunner's worker processes and the driver's own reads included.
+The extraction equals one into a local folder byte for byte and skips on a rerun; a
+missing bucket is one line before any work; two runs at once both succeed."""
 
 import dataclasses
 import io
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, S3_KEYS
-from video_helpers import smooth_frames, write_video
+from video_helpers import CHUNKED_FRAMES, write_chunked_videos
 from wtal_tf import contract
 from wtal_tf.config import ExtractConfig
 from wtal_tf.features import beam_pipeline as pipeline
@@ -24,15 +24,12 @@ SMALL = ["--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop
          "--chunk_segments=2", "--direct_num_workers=2"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 IN_MEMORY = ("--direct_running_mode=in_memory",)
-FRAMES = {"long": 80, "short": 40}  # 5 segments (3 chunks of at most 2) and 2 (1 chunk)
+FRAMES = CHUNKED_FRAMES
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-  root = tmp_path_factory.mktemp("videos")
-  for k, (name, n) in enumerate(FRAMES.items()):
-    write_video(root / f"{name}.mkv", smooth_frames(n, 48, 64, seed=k + 1))
-  return root
+  return write_chunked_videos(tmp_path_factory.mktemp("videos"))
 
 
 def local_cfg(videos, out) -> ExtractConfig:
@@ -42,13 +39,9 @@ def local_cfg(videos, out) -> ExtractConfig:
                        pipeline_args=IN_MEMORY)
 
 
-def extract(videos, out, *args, check=True):
-  proc = subprocess.run([sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
-                         f"--output_dir={out}", *SMALL, *args],
-                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
-  if check:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
+def extract_command(videos, out, *args) -> list[str]:
+  return [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
+          f"--output_dir={out}", *SMALL, *args]
 
 
 def objects(client, prefix):
@@ -64,7 +57,13 @@ def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(videos, tmp_
   endpoint, client = s3_server
   s3 = [f"--s3_endpoint_url={endpoint}", *S3_KEYS]
   out = "s3://wtal/features-run"
-  extract(videos, out, *s3)
+  # Two runs at once (one with the DirectRunner's worker processes, one in-process):
+  # both succeed, and gt.json lists every video (checked below against a local run's).
+  runs = [subprocess.Popen([*extract_command(videos, out, *s3), *mode], cwd=REPO, env=ENV,
+                           stderr=subprocess.PIPE, text=True) for mode in ((), IN_MEMORY)]
+  for run in runs:
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-3000:]
   local = tmp_path / "local"
   pipeline.extract(local_cfg(videos, local))
   stored = objects(client, "features-run")
@@ -92,24 +91,11 @@ def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(videos, tmp_
 
 def test_a_missing_bucket_is_one_line_before_any_work(videos, s3_server):
   endpoint, _ = s3_server
-  proc = extract(videos, "s3://no-such-bucket/out", f"--s3_endpoint_url={endpoint}",
-                 *S3_KEYS, check=False)
+  proc = subprocess.run(extract_command(videos, "s3://no-such-bucket/out",
+                                        f"--s3_endpoint_url={endpoint}", *S3_KEYS),
+                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert proc.stderr.strip().splitlines() == [
       "error: s3://no-such-bucket/out: cannot write (An error occurred (NoSuchBucket) when "
       "calling the CreateMultipartUpload operation: The specified bucket does not exist)"]
-
-
-def test_two_runs_at_once_into_s3_both_succeed_and_gt_json_is_complete(videos, s3_server):
-  endpoint, client = s3_server
-  args = [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
-          "--output_dir=s3://wtal/concurrent", *SMALL, *IN_MEMORY,
-          f"--s3_endpoint_url={endpoint}", *S3_KEYS]
-  procs = [subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-3000:]
-  gt = client.get_object(Bucket="wtal", Key=f"concurrent/{contract.GT_FILE}")["Body"].read()
-  assert set(json.loads(gt)["database"]) == set(FRAMES)

@@ -19,7 +19,7 @@ from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionT
                                        FileMetadata, FileSystem)
 from apache_beam.io.filesystems import FileSystems
 
-from video_helpers import smooth_frames, write_video
+from video_helpers import CHUNKED_FRAMES, smooth_frames, write_chunked_videos, write_video
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.errors import UserError
@@ -34,7 +34,7 @@ OUT = PREFIX + "out"
 SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
 CHUNK_SEGMENTS = 2
 IN_MEMORY = ("--direct_running_mode=in_memory",)  # the pipeline runs here, on STORE
-FRAMES = {"long": 80, "short": 40}  # 5 segments (3 chunks of at most 2) and 2 (1 chunk)
+FRAMES = CHUNKED_FRAMES
 
 STORE: dict[str, tuple[bytes, float]] = {}  # path -> (bytes, last updated in seconds)
 CREATED: list[str] = []  # every path create() was called with, in order
@@ -251,7 +251,7 @@ def test_storage_round_trips_lists_and_deletes_on_an_object_store():
   assert storage.match(OUT + "/missing/*") == [] and storage.match(OUT + "/a/none") == []
   stamps = storage.stamps(OUT + "/a/*")  # (when written, size) of each file
   assert {relative(p): size for p, (_, size) in stamps.items()} == {
-      "a/obj.json": len(STORE[OUT + "/a/obj.json"][0]), "a/raw.bin": len(STORE[OUT + "/a/raw.bin"][0])}
+      f"a/{name}": len(STORE[f"{OUT}/a/{name}"][0]) for name in ("obj.json", "raw.bin")}
   assert storage.modified(OUT + "/a/*") == {p: t for p, (t, _) in stamps.items()}
   # Deleting ignores missing paths; prune has no folders to remove here.
   storage.delete([OUT + "/a/raw.bin", OUT + "/a/none"], prune=True)
@@ -307,10 +307,7 @@ def test_a_failed_write_leaves_neither_the_target_nor_a_temporary():
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-  root = tmp_path_factory.mktemp("videos")
-  for k, (name, n) in enumerate(FRAMES.items()):
-    write_video(root / f"{name}.mkv", smooth_frames(n, 48, 64, seed=k + 1))
-  return root
+  return write_chunked_videos(tmp_path_factory.mktemp("videos"))
 
 
 def cfg_for(videos, out) -> ExtractConfig:

@@ -163,3 +163,14 @@ def smooth_frames(n, height=48, width=64, shift=1, seed=0):
   start = shift * n
   return np.stack([texture[4:4 + height, start - shift * k:start - shift * k + width]
                    for k in range(n)]).round().astype(np.uint8)
+
+
+CHUNKED_FRAMES = {"long": 80, "short": 40}  # at chunks of 2 segments: 5 segments in 3
+# chunks, and 2 segments in 1
+
+
+def write_chunked_videos(root):
+  """CHUNKED_FRAMES as ffv1 videos <name>.mkv in root; returns root."""
+  for k, (name, n) in enumerate(CHUNKED_FRAMES.items()):
+    write_video(root / f"{name}.mkv", smooth_frames(n, 48, 64, seed=k + 1))
+  return root
