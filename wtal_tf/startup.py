@@ -54,12 +54,28 @@ def verbosity(argv: Iterable[str]) -> int:
   return level
 
 
-class _BeamImportWarnings(logging.Filter):
-  """Drops warnings that Beam's modules log on the root logger (at import)."""
+class _BeamRootLogs(logging.Filter):
+  """Drops the records Beam's modules log on the root logger below a level."""
+
+  def __init__(self, below: int):
+    super().__init__()
+    self.below = below
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.name == "root" and record.levelno <= logging.WARNING
+    return not (record.name == "root" and record.levelno < self.below
                 and f"{os.sep}apache_beam{os.sep}" in record.pathname)
+
+
+def drop_beam_root_logs(below: int) -> None:
+  """Records Beam's modules log on the root logger below `below` are dropped (one
+  filter; a later call only raises its level): their warnings at import, and in
+  extract's driver the tracebacks it reports as one line (features.beam_options)."""
+  root = logging.getLogger()
+  found = next((f for f in root.filters if isinstance(f, _BeamRootLogs)), None)
+  if found is None:
+    root.addFilter(_BeamRootLogs(below))
+  else:
+    found.below = max(found.below, below)
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):
@@ -109,9 +125,7 @@ def quiet() -> None:
   """Silences the start-up messages of this process and of the processes it starts."""
   os.environ[QUIET_ENV] = "1"
   os.environ.setdefault(TF_LOG_ENV, "3")
-  root = logging.getLogger()
-  if not any(isinstance(f, _BeamImportWarnings) for f in root.filters):
-    root.addFilter(_BeamImportWarnings())
+  drop_beam_root_logs(logging.ERROR)  # Beam's warnings at import
   if "tensorflow" not in sys.modules and not any(
       isinstance(f, _QuietImport) for f in sys.meta_path):
     sys.meta_path.insert(0, _QuietImport("tensorflow"))

@@ -36,7 +36,6 @@ import os
 import shlex
 from typing import Optional, Sequence
 
-import apache_beam
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
 from apache_beam.portability.api import beam_provision_api_pb2
@@ -44,6 +43,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.transforms import environments
 
+from wtal_tf import startup
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_worker
 
@@ -51,7 +51,6 @@ BEAM_LOG_LEVEL = "CRITICAL"  # Beam's own logs (driver and workers) below this a
 # its ERRORs re-tell a failed step as tracebacks, while the failure itself reaches the
 # driver as the run's exception (one line for a user error, the traceback for a bug)
 DEFAULT_RUNNER = "DirectRunner"
-_BEAM_DIR = os.path.dirname(apache_beam.__file__) + os.sep
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_MODULE = DASK_RUNNER.rsplit(".", 1)[0]
 DASK_PARTITION_FLAGS = ("--dask_npartitions", "--dask_partition_size")
@@ -161,21 +160,13 @@ def pipeline_options(args: Sequence[str], num_elements: Optional[int] = None) ->
   return options
 
 
-def _shown(record: logging.LogRecord) -> bool:
-  """False for a record Beam's own code logged below BEAM_LOG_LEVEL."""
-  return not (record.pathname.startswith(_BEAM_DIR)
-              and record.levelno < logging.getLevelName(BEAM_LOG_LEVEL))
-
-
 def quiet_driver_logs() -> None:
   """Beam's logs in the driver below BEAM_LOG_LEVEL are dropped: its loggers', and those
   Beam's modules send to the root logger (e.g. s3io's traceback of a failed upload,
   which the run reports as one line). The workers get the level as
   --default_sdk_harness_log_level."""
   logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
-  root = logging.getLogger()
-  if _shown not in root.filters:
-    root.addFilter(_shown)
+  startup.drop_beam_root_logs(logging.getLevelName(BEAM_LOG_LEVEL))
 
 
 def _is_direct(standard: StandardOptions) -> bool:
