@@ -339,8 +339,8 @@ def merge_gt(out: str) -> None:
                   "writing); a later run completes gt.json", path, MERGE_ROUNDS)
 
 
-def write_dataset_files(cfg: ExtractConfig, records: Sequence[dict]) -> list[dict]:
-  """Merges OUT/gt.json (merge_gt), writes or removes the failures list; returns failures."""
+def write_dataset_files(cfg: ExtractConfig, records: Sequence[dict]) -> None:
+  """Merges OUT/gt.json (merge_gt), writes or removes the failures list."""
   merge_gt(cfg.output_dir)
   failures = [{"video": r["video"], "reason": r["reason"]} for r in records
               if r.get("status") == FAILED]
@@ -349,7 +349,6 @@ def write_dataset_files(cfg: ExtractConfig, records: Sequence[dict]) -> list[dic
     storage.write_json(path, failures)
   else:
     storage.delete([path])
-  return failures
 
 
 # ---------------------------------------------------------------- the driver
