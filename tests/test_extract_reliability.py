@@ -150,7 +150,7 @@ def test_installed_weights_are_the_checked_file():
   if not os.path.isfile(path) or os.environ.get(W.WEIGHTS_ENV):
     pytest.skip(f"{path} not installed here")
   assert W.kinetics400_rgb_path() == path
-  assert IW.sha256(path) == IW.SHA256
+  assert IW.file_digest([path]) == IW.SHA256
 
 
 # ---------------------------------------------------------------- the real command line

