@@ -484,8 +484,8 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   settings = provenance.settings(cfg, {s: provenance.weights_identity(cfg, s)
                                        for s in cfg.streams})
   logging.info("extract %s: %d videos (%d other files ignored), streams %s, chunks planned "
-               "for %d workers -> %s%s%s", cfg.split, len(paths), len(ignored),
-               ",".join(cfg.streams), workers, cfg.output_dir,
+               "for %d worker%s -> %s%s%s", cfg.split, len(paths), len(ignored),
+               ",".join(cfg.streams), workers, "s" * (workers != 1), cfg.output_dir,
                f"; removed {removed} stale temporary files" if removed else "",
                f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
                else "")

@@ -25,6 +25,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from wtal_tf.errors import UserError
 
 TMP_MARK = ".wtal-tmp-"  # in the name of every temporary file written here
+ANY_CLIENT_ERROR = Exception  # what a filesystem call may raise: besides BeamIOError and
+# OSError, a cloud client's own types (google.api_core's NotFound for a missing gs://
+# object, Forbidden, botocore's ClientError), which Beam does not wrap
 STALE_TEMPORARY_S = 600.0  # a temporary this old belongs to no live writer (writes take seconds)
 
 
@@ -48,7 +51,7 @@ def exists(path: str) -> bool:
   (e.g. refused credentials)."""
   try:
     return FileSystems.exists(path)
-  except Exception as e:  # pylint: disable=broad-exception-caught (cloud clients' own types)
+  except ANY_CLIENT_ERROR as e:
     raise UserError(f"{path}: cannot read ({_reason(e)})") from None
 
 
@@ -56,7 +59,7 @@ def match(pattern: str) -> list[str]:
   """The paths matching a glob `pattern` ([] when none or the folder is missing)."""
   try:
     return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-  except (BeamIOError, OSError):
+  except ANY_CLIENT_ERROR:
     return []
 
 
@@ -65,7 +68,7 @@ def read_bytes(path: str) -> Optional[bytes]:
   try:
     with FileSystems.open(path, compression_type="uncompressed") as f:
       return f.read()
-  except (BeamIOError, OSError):
+  except ANY_CLIENT_ERROR:
     return None
 
 
@@ -95,7 +98,7 @@ def npy_layout(path: str) -> Optional[tuple[np.dtype, tuple[int, ...]]]:
       shape, _, dtype = reader(f)
       data_offset = f.tell()
       size = f.seek(0, io.SEEK_END)  # the file's size, from the stream already open
-  except (BeamIOError, OSError, ValueError):
+  except ANY_CLIENT_ERROR:  # (ValueError: not .npy)
     return None
   if dtype.hasobject or size != data_offset + math.prod(shape) * dtype.itemsize:
     return None
@@ -114,9 +117,7 @@ def write_bytes(path: str, data: bytes) -> None:
   """
   try:
     _write(path, data)
-  except Exception as e:  # pylint: disable=broad-exception-caught
-    # (a cloud filesystem's client raises its own types, e.g. google.api_core's Forbidden,
-    # which are neither BeamIOError nor OSError: each is still one line naming the file)
+  except ANY_CLIENT_ERROR as e:
     raise UserError(f"{path}: cannot write ({_reason(e)})") from None
 
 
@@ -127,7 +128,7 @@ def check_writable(folder: str) -> None:
   try:
     _write(probe, b"ok\n")
     FileSystems.delete([probe])
-  except Exception as e:  # pylint: disable=broad-exception-caught (as in write_bytes)
+  except ANY_CLIENT_ERROR as e:
     raise UserError(f"{folder}: cannot write ({_reason(e)})") from None
 
 
@@ -142,8 +143,8 @@ def _write(path: str, data: bytes) -> None:
     with FileSystems.create(tmp, compression_type="uncompressed") as f:
       f.write(data)
     FileSystems.rename([tmp], [path])
-  except Exception:
-    with contextlib.suppress(Exception):
+  except ANY_CLIENT_ERROR:
+    with contextlib.suppress(ANY_CLIENT_ERROR):
       FileSystems.delete([tmp])
     raise
 
@@ -154,7 +155,11 @@ def _reason(e: Exception) -> str:
   if getattr(e, "strerror", None):
     return e.strerror
   first = e.args[0] if len(e.args) > 1 else None  # e.g. Beam's S3ClientError(message, code)
-  return first if isinstance(first, str) else str(e)
+  if not isinstance(first, str):
+    return str(e)
+  # google-resumable-media's InvalidResponse("Request failed with status code", 404, ...)
+  status = getattr(getattr(e, "response", None), "status_code", None)
+  return f"{first} {status}" if isinstance(status, int) else first
 
 
 def write_json(path: str, obj, indent: Optional[int] = 1) -> None:
@@ -171,7 +176,7 @@ def delete(paths, prune: bool = False) -> None:
   """Deletes the files that exist among `paths` (others are ignored); prune: also each
   one's folder, on a local filesystem, once it is empty."""
   for path in paths:
-    with contextlib.suppress(BeamIOError, OSError):
+    with contextlib.suppress(ANY_CLIENT_ERROR):
       FileSystems.delete([path])
     if prune and is_local(path):
       with contextlib.suppress(OSError):
@@ -183,7 +188,7 @@ def stamps(pattern: str) -> dict[str, tuple[float, int]]:
   the files matching a glob `pattern` ({} when none or the folder is missing)."""
   try:
     matches = FileSystems.match([pattern])[0].metadata_list
-  except (BeamIOError, OSError):
+  except ANY_CLIENT_ERROR:
     return {}
   return {m.path: (m.last_updated_in_seconds, m.size_in_bytes) for m in matches}
 
