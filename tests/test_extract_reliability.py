@@ -202,7 +202,6 @@ def cli_cases(root) -> dict[str, list[str]]:
       "extract_runner": [*extract, "--runner=Nope"],
       "extract_negative_workers": [*extract, "--direct_num_workers=-1"],
       "extract_split_separator": [*extract, "--split=a/b"],
-      "extract_split_dotdot": [*extract, "--split=.."],
       "detect_output": [*detect, f"--output={below_a_file / 'dets.json'}"],
       "detect_timeline": [*detect, f"--output={root / 'dets.json'}",
                           f"--timeline={below_a_file / 'timeline.png'}"],
@@ -338,9 +337,8 @@ def test_beam_option_errors_are_one_line_before_any_work(cli):
 
 def test_split_with_a_path_separator_is_one_line(cli):
   procs, _ = cli
-  for case, split in (("extract_split_separator", "a/b"), ("extract_split_dotdot", "..")):
-    assert one_error_line(procs[case]).startswith(
-        f"error: --split={split}: must be a folder name")
+  assert one_error_line(procs["extract_split_separator"]).startswith(
+      "error: --split=a/b: must be a folder name")
   for split in ("a/b", "..", ".", "", "/abs"):
     with pytest.raises(ValueError, match="must be a folder name"):
       ExtractConfig(split=split)

@@ -33,7 +33,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
   data_dir = write_dataset(tmp_path / "d", train, {"x": (["A"], 30), "y": (["B"], 20)},
                            classes=("A", "B"), d=8)
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-  steps = 3000
+  steps = 1000  # killed once step 100 is saved: 900 steps (seconds) left to kill it in
   subprocess.run(pipeline_cmd(data_dir, tmp_path / "once", steps), check=True, cwd=REPO, env=env,
                  capture_output=True)
   killed = tmp_path / "killed"
