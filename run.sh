@@ -65,7 +65,9 @@ cmd=${1:-synthetic}
 ensure_env
 case "$cmd" in
   test)
-    exec "$PY" -m pytest tests "$@"
+    # Two test processes, each taking whole files (module fixtures are set up once);
+    # later arguments win: -n 0 runs in this process (for -s or --pdb).
+    exec "$PY" -m pytest tests -n 2 --dist loadfile "$@"
     ;;
   synthetic|thumos14|activitynet13)
     run_dataset "$cmd" "$@"
