@@ -41,6 +41,8 @@ CREATED: list[str] = []  # every path create() was called with, in order
 FAIL_ON_CLOSE: set[str] = set()  # a writer whose path contains one of these fails on close
 DENY_ON_CLOSE: set[str] = set()  # ... fails as a cloud client does: not with an OSError
 _LOCK = threading.Lock()  # the pipeline's worker threads share STORE
+OPEN_DELAY_S = [0.0]  # how long each open() waits, as an object store's round trip does
+OPENS = {"now": 0, "most": 0}  # open() calls in flight, and the most at once
 
 
 class ClientError(Exception):
@@ -131,7 +133,15 @@ class MemFileSystem(FileSystem):
   def open(self, path, mime_type="application/octet-stream",
            compression_type=CompressionTypes.AUTO):
     with _LOCK:
-      entry = STORE.get(path)
+      OPENS["now"] += 1
+      OPENS["most"] = max(OPENS["most"], OPENS["now"])
+    try:
+      time.sleep(OPEN_DELAY_S[0])
+      with _LOCK:
+        entry = STORE.get(path)
+    finally:
+      with _LOCK:
+        OPENS["now"] -= 1
     if entry is None:
       raise BeamIOError("Open operation failed", {path: _missing(path)})
     return self._wrap(io.BytesIO(entry[0]), path, compression_type)
@@ -202,9 +212,11 @@ class MemFileSystem(FileSystem):
 def empty_store():
   for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE):
     state.clear()
+  OPENS.update(now=0, most=0)
   yield
   for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE):
     state.clear()
+  OPEN_DELAY_S[0] = 0.0
 
 
 def relative(path: str) -> str:
@@ -364,7 +376,9 @@ def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun
   features_before = {p: v for p, v in STORE.items() if p.startswith(
       storage.join(OUT, contract.FEATURES_DIR) + "/")}
   CREATED.clear()
+  OPEN_DELAY_S[0], OPENS["most"] = 0.2, 0  # (the store now answers as a remote one)
   again = pipeline.extract(cfg)
+  assert OPENS["most"] > 1  # the videos' records were read at once, not one by one
   assert {n: r["status"] for n, r in again.items()} == {n: pipeline.SKIPPED for n in FRAMES}
   rewritten = [p for p in CREATED if relative(p).startswith(
       (contract.FEATURES_DIR + "/", pipeline.STATUS_DIR + "/", pipeline.CHUNKS_DIR + "/"))]
@@ -373,6 +387,20 @@ def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun
   assert sorted(map(relative, STORE)) == sorted(stored)
   assert not [p for p in STORE if storage.TMP_MARK in p]
   assert json.loads(STORE[storage.join(OUT, contract.GT_FILE)][0])["database"] == gt["database"]
+
+
+def test_gt_json_is_merged_from_records_read_at_once():
+  entries = {f"v{k}": {"subset": "test", "split": "test", "duration": 1.0 + k,
+                       "annotations": []} for k in range(2 * storage.CONCURRENT_CALLS)}
+  for name, entry in entries.items():
+    storage.write_json(pipeline.status_path(OUT, "test", name),
+                       {"status": pipeline.OK, pipeline.GT_KEY: entry})
+  storage.write_json(pipeline.status_path(OUT, "test", "failed"),
+                     {"status": pipeline.FAILED, pipeline.GT_KEY: None})
+  OPEN_DELAY_S[0] = 0.05
+  pipeline.merge_gt(OUT)
+  assert storage.read_json(contract.gt_path(OUT))["database"] == entries
+  assert 1 < OPENS["most"] <= storage.CONCURRENT_CALLS
 
 
 def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(videos):

@@ -34,6 +34,7 @@ may then be extracted twice, harmlessly, and gt.json is complete without a
 lock, on any filesystem (merge_gt).
 """
 
+import functools
 import io
 import json
 import logging
@@ -325,11 +326,11 @@ def merge_gt(out: str) -> None:
     listing = storage.stamps(storage.join(out, STATUS_DIR, "*", "*.json"))
     if listing == written:
       return
-    for status, stamp in listing.items():
-      if status not in owned or owned[status][0] != stamp:
-        record = storage.read_json(status)
-        owns = isinstance(record, dict) and GT_KEY in record
-        owned[status] = (stamp, (video.name(status), record[GT_KEY]) if owns else None)
+    changed = [status for status, stamp in listing.items()
+               if status not in owned or owned[status][0] != stamp]
+    for status, record in zip(changed, storage.concurrently(storage.read_json, changed)):
+      owns = isinstance(record, dict) and GT_KEY in record
+      owned[status] = (listing[status], (video.name(status), record[GT_KEY]) if owns else None)
     entries = dict(owned[status][1] for status in sorted(listing) if owned[status][1])
     database = {n: e for n, e in read_database(out).items() if n not in entries}
     database.update({n: e for n, e in entries.items() if e is not None})
@@ -463,6 +464,23 @@ def _check_writable(cfg: ExtractConfig) -> None:
     io_utils.ensure_writable_dir(folder, "output folder")
 
 
+def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: str,
+                        path: str, gt) -> tuple[Optional[dict], list[dict]]:
+  """(its skipped record, []) for a video complete as `settings` make it, else (None, its
+  work items). gt: its GTVideo of --annotations, or None."""
+  made = {"settings": settings, "video_identity": provenance.video_identity(path)}
+  record, changed = completed(cfg, name, made)
+  if record is None:
+    if changed:
+      logging.info("re-extracting %s: %s", name, "; ".join(changed))
+    return None, plan(path, cfg.chunk_segments, made, workers)
+  entry = gt_entry(cfg, record, gt)
+  if record.get(GT_KEY) != entry:  # other annotations, or a record from before GT_KEY
+    record = {**record, GT_KEY: entry}
+    storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
+  return {**record, "video": path, "status": SKIPPED}, []
+
+
 def extract(cfg: ExtractConfig) -> dict[str, dict]:
   """Extracts every video of cfg.video_dir; returns {video name: status record}.
 
@@ -489,20 +507,11 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
                f"; removed {removed} stale temporary files" if removed else "",
                f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
                else "")
-  tasks, skipped = [], []
-  for name, path in zip(names, paths):
-    made = {"settings": settings, "video_identity": provenance.video_identity(path)}
-    record, changed = completed(cfg, name, made)
-    if record is not None:
-      entry = gt_entry(cfg, record, annotations.get(name))
-      if record.get(GT_KEY) != entry:  # other annotations, or a record from before GT_KEY
-        record = {**record, GT_KEY: entry}
-        storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
-      skipped.append({**record, "video": path, "status": SKIPPED})
-      continue
-    if changed:
-      logging.info("re-extracting %s: %s", name, "; ".join(changed))
-    tasks += plan(path, cfg.chunk_segments, made, workers)
+  prepared = storage.concurrently(  # (reads of OUT, a few per video)
+      functools.partial(_skipped_or_planned, cfg, settings, workers), names, paths,
+      [annotations.get(name) for name in names])
+  skipped = [record for record, _ in prepared if record is not None]
+  tasks = [task for _, planned in prepared for task in planned]
   run_id = uuid.uuid4().hex
   progress = _Progress(cfg, run_id, tasks)
   progress.start()

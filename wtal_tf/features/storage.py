@@ -8,6 +8,7 @@ renamed onto the target once complete, so no reader ever sees a half file;
 behind, once they are older than STALE_TEMPORARY_S.
 """
 
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -15,7 +16,7 @@ import math
 import os
 import time
 import uuid
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
 from apache_beam.io.filesystem import BeamIOError
@@ -24,11 +25,22 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from wtal_tf.errors import UserError
 
+T = TypeVar("T")
 TMP_MARK = ".wtal-tmp-"  # in the name of every temporary file written here
 ANY_CLIENT_ERROR = Exception  # what a filesystem call may raise: besides BeamIOError and
 # OSError, a cloud client's own types (google.api_core's NotFound for a missing gs://
 # object, Forbidden, botocore's ClientError), which Beam does not wrap
+CONCURRENT_CALLS = 16  # filesystem calls the driver has in flight at once (`concurrently`):
+# an object store answers each read in tens of milliseconds, so a rerun over many videos
+# would otherwise wait for one read after another
 STALE_TEMPORARY_S = 600.0  # a temporary this old belongs to no live writer (writes take seconds)
+
+
+def concurrently(fn: Callable[..., T], *iterables) -> list[T]:
+  """[fn(*args) for args in zip(*iterables)], with up to CONCURRENT_CALLS calls at once
+  (threads: the calls wait on a filesystem); the first exception raised is raised."""
+  with concurrent.futures.ThreadPoolExecutor(CONCURRENT_CALLS) as pool:
+    return list(pool.map(fn, *iterables))
 
 
 def is_local(path: str) -> bool:
