@@ -66,8 +66,13 @@ ensure_env
 case "$cmd" in
   test)
     # Two test processes, each taking whole files (module fixtures are set up once);
-    # later arguments win: -n 0 runs in this process (for -s or --pdb).
-    exec "$PY" -m pytest tests -n 2 --dist loadfile "$@"
+    # later arguments win: -n 0 runs in this process (for -s or --pdb). The whole of
+    # tests/ unless a test file or folder is named (tests/test_x.py[::test_y]).
+    paths=(tests)
+    for arg in "$@"; do
+      case "$arg" in -*) ;; *) [ -e "${arg%%::*}" ] && paths=() ;; esac
+    done
+    exec "$PY" -m pytest "${paths[@]}" -n 2 --dist loadfile "$@"
     ;;
   synthetic|thumos14|activitynet13)
     run_dataset "$cmd" "$@"
