@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from wtal_tf import config as C
+from wtal_tf import contract
 from wtal_tf.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -86,3 +87,22 @@ def s3_server():
     yield endpoint, client
   finally:
     server.stop()
+
+
+def assert_equals_local_run(stored: dict[str, bytes], local: pathlib.Path,
+                            frames: dict[str, int]) -> None:
+  """An extraction into an object store ({key below OUT: bytes}) equals the local one in
+  `local` (rgb, chunks of 2 segments) of videos {name: frames}: the same files, no
+  temporaries, chunks, marks or summaries left, the features byte for byte."""
+  on_disk = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*")
+             if p.is_file()}
+  assert sorted(stored) == sorted(on_disk)
+  for name, n in frames.items():
+    key = f"{contract.FEATURES_DIR}/test/rgb/{name}.npy"
+    assert stored[key] == on_disk[key]  # the whole .npy file, byte for byte
+    status = json.loads(stored[f"extract_status/test/{name}.json"])
+    segments = n // contract.SEGMENT_FRAMES
+    assert status["status"] == "ok" and status["segments"] == segments
+    assert status["chunks"] == -(-segments // 2)
+  assert (json.loads(stored[contract.GT_FILE])["database"]
+          == json.loads(on_disk[contract.GT_FILE])["database"])

@@ -7,7 +7,6 @@ so the credential lookup is the one part not exercised. The extraction equals on
 local folder byte for byte and skips on a rerun; a missing bucket is one line before any
 work."""
 
-import json
 import logging
 import os
 import socket
@@ -16,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, assert_equals_local_run
 from video_helpers import CHUNKED_FRAMES, write_chunked_videos
 from wtal_tf import contract
 from wtal_tf.config import ExtractConfig
@@ -87,16 +86,7 @@ def test_extraction_into_gcs_equals_a_local_one_and_skips_on_a_rerun(gcs, videos
   local = tmp_path / "local"
   pipeline.extract(cfg(videos, local))
   stored = blobs(gcs, "features-run")
-  on_disk = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*")
-             if p.is_file()}
-  assert sorted(stored) == sorted(on_disk)  # no temporaries, chunks, marks or summaries left
-  for name, n in CHUNKED_FRAMES.items():
-    key = f"{contract.FEATURES_DIR}/test/rgb/{name}.npy"
-    assert stored[key][0] == on_disk[key]  # the whole .npy file, byte for byte
-    status = json.loads(stored[f"extract_status/test/{name}.json"][0])
-    assert status["status"] == "ok" and status["segments"] == n // contract.SEGMENT_FRAMES
-  assert (json.loads(stored[contract.GT_FILE][0])["database"]
-          == json.loads(on_disk[contract.GT_FILE])["database"])
+  assert_equals_local_run({k: data for k, (data, _) in stored.items()}, local, CHUNKED_FRAMES)
   again = pipeline.extract(cfg(videos, out))  # here, in-process: the driver's reads
   assert {n: r["status"] for n, r in again.items()} == {
       n: pipeline.SKIPPED for n in CHUNKED_FRAMES}

@@ -6,7 +6,6 @@ missing bucket is one line before any work; two runs at once both succeed."""
 
 import dataclasses
 import io
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, S3_KEYS
+from conftest import REPO, S3_KEYS, assert_equals_local_run
 from video_helpers import CHUNKED_FRAMES, write_chunked_videos
 from wtal_tf import contract
 from wtal_tf.config import ExtractConfig
@@ -67,17 +66,7 @@ def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(videos, tmp_
   local = tmp_path / "local"
   pipeline.extract(local_cfg(videos, local))
   stored = objects(client, "features-run")
-  on_disk = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*")
-             if p.is_file()}
-  assert sorted(stored) == sorted(on_disk)  # no temporaries, chunks, marks or summaries left
-  for name, n in FRAMES.items():
-    key = f"{contract.FEATURES_DIR}/test/rgb/{name}.npy"
-    assert stored[key][0] == on_disk[key]  # the whole .npy file, byte for byte
-    status = json.loads(stored[f"extract_status/test/{name}.json"][0])
-    assert status["status"] == "ok" and status["segments"] == n // contract.SEGMENT_FRAMES
-    assert status["chunks"] == {"long": 3, "short": 1}[name]
-  assert (json.loads(stored[contract.GT_FILE][0])["database"]
-          == json.loads(on_disk[contract.GT_FILE])["database"])
+  assert_equals_local_run({k: data for k, (data, _, _) in stored.items()}, local, FRAMES)
   again = pipeline.extract(dataclasses.replace(  # here, in-process: the driver's reads
       local_cfg(videos, out), pipeline_args=(*IN_MEMORY, *s3)))
   assert {n: r["status"] for n, r in again.items()} == {n: pipeline.SKIPPED for n in FRAMES}
