@@ -10,6 +10,7 @@ import pytest
 from wtal_tf import config as C
 from wtal_tf import contract
 from wtal_tf.data import synthetic
+from video_helpers import CHUNKED_CHUNKS, CHUNKED_FRAMES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("WTAL_SHARED", REPO.parent / "shared"))
@@ -89,20 +90,30 @@ def s3_server():
     server.stop()
 
 
-def assert_equals_local_run(stored: dict[str, bytes], local: pathlib.Path,
-                            frames: dict[str, int]) -> None:
-  """An extraction into an object store ({key below OUT: bytes}) equals the local one in
-  `local` (rgb, chunks of 2 segments) of videos {name: frames}: the same files, no
+SMALL_RGB = ("--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
+             "--chunk_segments=2")  # the extraction flags of the object-store tests
+IN_MEMORY = ("--direct_running_mode=in_memory",)
+
+
+def small_rgb_config(videos, out, *pipeline_args) -> C.ExtractConfig:
+  """SMALL_RGB as a config, run in this process (in_memory), with more Beam arguments."""
+  return C.ExtractConfig(video_dir=str(videos), output_dir=str(out), streams=("rgb",),
+                         random_init_seed=0, resize_shorter=40, crop_size=32,
+                         chunk_segments=2, pipeline_args=(*IN_MEMORY, *pipeline_args))
+
+
+def assert_equals_local_run(stored: dict[str, bytes], local: pathlib.Path) -> None:
+  """An extraction of the CHUNKED_FRAMES videos into an object store ({key below OUT:
+  bytes}) equals the local one in `local` (small_rgb_config): the same files, no
   temporaries, chunks, marks or summaries left, the features byte for byte."""
   on_disk = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*")
              if p.is_file()}
   assert sorted(stored) == sorted(on_disk)
-  for name, n in frames.items():
+  for name, n in CHUNKED_FRAMES.items():
     key = f"{contract.FEATURES_DIR}/test/rgb/{name}.npy"
     assert stored[key] == on_disk[key]  # the whole .npy file, byte for byte
     status = json.loads(stored[f"extract_status/test/{name}.json"])
-    segments = n // contract.SEGMENT_FRAMES
-    assert status["status"] == "ok" and status["segments"] == segments
-    assert status["chunks"] == -(-segments // 2)
+    assert status["status"] == "ok" and status["segments"] == n // contract.SEGMENT_FRAMES
+    assert status["chunks"] == CHUNKED_CHUNKS[name]
   assert (json.loads(stored[contract.GT_FILE])["database"]
           == json.loads(on_disk[contract.GT_FILE])["database"])

@@ -15,10 +15,9 @@ import sys
 
 import pytest
 
-from conftest import REPO, assert_equals_local_run
+from conftest import IN_MEMORY, REPO, SMALL_RGB, assert_equals_local_run, small_rgb_config
 from video_helpers import CHUNKED_FRAMES, write_chunked_videos
 from wtal_tf import contract
-from wtal_tf.config import ExtractConfig
 from wtal_tf.features import beam_pipeline as pipeline
 
 emulator = pytest.importorskip("gcp_storage_emulator.server")
@@ -26,9 +25,6 @@ storage = pytest.importorskip("google.cloud.storage")
 
 BUCKET = "wtal"
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"  # google-cloud-storage's own variable
-SMALL = ["--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
-         "--chunk_segments=2"]
-IN_MEMORY = ("--direct_running_mode=in_memory",)
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +55,9 @@ def videos(tmp_path_factory):
   return write_chunked_videos(tmp_path_factory.mktemp("videos"))
 
 
-def cfg(videos, out, *args) -> ExtractConfig:
-  """SMALL as a config, run here (in_memory)."""
-  return ExtractConfig(video_dir=str(videos), output_dir=str(out), streams=("rgb",),
-                       random_init_seed=0, resize_shorter=40, crop_size=32, chunk_segments=2,
-                       pipeline_args=(*IN_MEMORY, *args))
-
-
 def extract(videos, out, *args) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
-                         f"--output_dir={out}", *SMALL, *args], cwd=REPO,
+                         f"--output_dir={out}", *SMALL_RGB, *args], cwd=REPO,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
                         text=True, timeout=600)
 
@@ -84,10 +73,10 @@ def test_extraction_into_gcs_equals_a_local_one_and_skips_on_a_rerun(gcs, videos
   proc = extract(videos, out, "--direct_num_workers=2")  # Beam's worker processes
   assert proc.returncode == 0, proc.stderr[-3000:]
   local = tmp_path / "local"
-  pipeline.extract(cfg(videos, local))
+  pipeline.extract(small_rgb_config(videos, local))
   stored = blobs(gcs, "features-run")
-  assert_equals_local_run({k: data for k, (data, _) in stored.items()}, local, CHUNKED_FRAMES)
-  again = pipeline.extract(cfg(videos, out))  # here, in-process: the driver's reads
+  assert_equals_local_run({k: data for k, (data, _) in stored.items()}, local)
+  again = pipeline.extract(small_rgb_config(videos, out))  # here, in-process: the driver's reads
   assert {n: r["status"] for n, r in again.items()} == {
       n: pipeline.SKIPPED for n in CHUNKED_FRAMES}
   after = blobs(gcs, "features-run")

@@ -4,7 +4,6 @@ Beam's own s3filesystem and boto3 client against an S3 server over HTTP on 127.0
 The extraction equals one into a local folder byte for byte and skips on a rerun; a
 missing bucket is one line before any work; two runs at once both succeed."""
 
-import dataclasses
 import io
 import os
 import subprocess
@@ -13,16 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, S3_KEYS, assert_equals_local_run
+from conftest import (IN_MEMORY, REPO, S3_KEYS, SMALL_RGB, assert_equals_local_run,
+                      small_rgb_config)
 from video_helpers import CHUNKED_FRAMES, write_chunked_videos
 from wtal_tf import contract
-from wtal_tf.config import ExtractConfig
 from wtal_tf.features import beam_pipeline as pipeline
 
-SMALL = ["--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
-         "--chunk_segments=2", "--direct_num_workers=2"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-IN_MEMORY = ("--direct_running_mode=in_memory",)
 FRAMES = CHUNKED_FRAMES
 
 
@@ -31,16 +27,9 @@ def videos(tmp_path_factory):
   return write_chunked_videos(tmp_path_factory.mktemp("videos"))
 
 
-def local_cfg(videos, out) -> ExtractConfig:
-  """SMALL as a config, run here (in_memory)."""
-  return ExtractConfig(video_dir=str(videos), output_dir=str(out), streams=("rgb",),
-                       random_init_seed=0, resize_shorter=40, crop_size=32, chunk_segments=2,
-                       pipeline_args=IN_MEMORY)
-
-
 def extract_command(videos, out, *args) -> list[str]:
   return [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
-          f"--output_dir={out}", *SMALL, *args]
+          f"--output_dir={out}", *SMALL_RGB, "--direct_num_workers=2", *args]
 
 
 def objects(client, prefix):
@@ -64,11 +53,10 @@ def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(videos, tmp_
     _, err = run.communicate(timeout=600)
     assert run.returncode == 0, err[-3000:]
   local = tmp_path / "local"
-  pipeline.extract(local_cfg(videos, local))
+  pipeline.extract(small_rgb_config(videos, local))
   stored = objects(client, "features-run")
-  assert_equals_local_run({k: data for k, (data, _, _) in stored.items()}, local, FRAMES)
-  again = pipeline.extract(dataclasses.replace(  # here, in-process: the driver's reads
-      local_cfg(videos, out), pipeline_args=(*IN_MEMORY, *s3)))
+  assert_equals_local_run({k: data for k, (data, _, _) in stored.items()}, local)
+  again = pipeline.extract(small_rgb_config(videos, out, *s3))  # here: the driver's reads
   assert {n: r["status"] for n, r in again.items()} == {n: pipeline.SKIPPED for n in FRAMES}
   after = objects(client, "features-run")
   for key, (data, etag, written) in stored.items():

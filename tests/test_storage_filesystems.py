@@ -19,8 +19,8 @@ from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionT
                                        FileMetadata, FileSystem)
 from apache_beam.io.filesystems import FileSystems
 
+from conftest import small_rgb_config
 from video_helpers import CHUNKED_FRAMES, smooth_frames, write_chunked_videos, write_video
-from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
@@ -31,9 +31,6 @@ from wtal_tf.features import storage
 SCHEME = "memtest"
 PREFIX = SCHEME + "://"
 OUT = PREFIX + "out"
-SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
-CHUNK_SEGMENTS = 2
-IN_MEMORY = ("--direct_running_mode=in_memory",)  # the pipeline runs here, on STORE
 FRAMES = CHUNKED_FRAMES
 
 STORE: dict[str, tuple[bytes, float]] = {}  # path -> (bytes, last updated in seconds)
@@ -322,12 +319,6 @@ def videos(tmp_path_factory):
   return write_chunked_videos(tmp_path_factory.mktemp("videos"))
 
 
-def cfg_for(videos, out) -> ExtractConfig:
-  return ExtractConfig(video_dir=str(videos), output_dir=str(out), streams=("rgb",),
-                       random_init_seed=0, resize_shorter=SHORTER, crop_size=CROP,
-                       chunk_segments=CHUNK_SEGMENTS, pipeline_args=IN_MEMORY)
-
-
 def local_files(root: pathlib.Path) -> dict[str, bytes]:
   """{path relative to root: bytes} of the files below root."""
   return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
@@ -341,8 +332,8 @@ def without_run(record: dict) -> dict:
 def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun(videos,
                                                                                  tmp_path):
   local_out = tmp_path / "out"
-  local = pipeline.extract(cfg_for(videos, local_out))
-  cfg = cfg_for(videos, OUT)
+  local = pipeline.extract(small_rgb_config(videos, local_out))
+  cfg = small_rgb_config(videos, OUT)
   records = pipeline.extract(cfg)
   assert {n: r["status"] for n, r in records.items()} == {n: pipeline.OK for n in FRAMES}
   assert records["long"]["chunks"] == 3 and records["short"]["chunks"] == 1
@@ -404,7 +395,7 @@ def test_gt_json_is_merged_from_records_read_at_once():
 
 
 def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(videos):
-  cfg = cfg_for(videos, OUT)
+  cfg = small_rgb_config(videos, OUT)
   path = str(videos / "long.mkv")
   made = {"settings": provenance.settings(cfg, {"rgb": provenance.weights_identity(cfg, "rgb")}),
           "video_identity": provenance.video_identity(path)}
@@ -425,7 +416,7 @@ def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(videos):
   with mock.patch.object(extraction.Extractor, "__call__", counted):
     records = pipeline.extract(cfg)
   assert records["long"]["status"] == pipeline.OK
-  assert sorted(c for c in calls if c[0] == "long") == [("long", 2 * CHUNK_SEGMENTS)]
+  assert sorted(c for c in calls if c[0] == "long") == [("long", 2 * cfg.chunk_segments)]
   whole = fn.extractor(path).features["rgb"]
   got = storage.read_bytes(contract.feature_path(OUT, "test", "rgb", "long"))
   assert np.load(io.BytesIO(got), allow_pickle=False).tobytes() == whole.tobytes()
@@ -435,7 +426,7 @@ def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(videos):
 def test_an_unusable_video_is_listed_in_the_object_store_until_it_is_fixed(tmp_path):
   bad = tmp_path / "bad.mkv"
   bad.write_bytes(b"not a video")
-  cfg = cfg_for(tmp_path, OUT)
+  cfg = small_rgb_config(tmp_path, OUT)
   failures = pipeline.failures_path(OUT, "test")
   with pytest.raises(UserError, match=f"1 of 1 videos failed; list in {failures}"):
     pipeline.extract(cfg)

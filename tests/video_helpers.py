@@ -165,8 +165,9 @@ def smooth_frames(n, height=48, width=64, shift=1, seed=0):
                    for k in range(n)]).round().astype(np.uint8)
 
 
-CHUNKED_FRAMES = {"long": 80, "short": 40}  # at chunks of 2 segments: 5 segments in 3
-# chunks, and 2 segments in 1
+CHUNKED_FRAMES = {"long": 80, "short": 40}
+CHUNKED_CHUNKS = {"long": 3, "short": 1}  # at chunks of 2 segments: 5 segments in 3 chunks,
+# and 2 segments in 1
 
 
 def write_chunked_videos(root):
