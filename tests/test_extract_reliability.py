@@ -17,9 +17,14 @@ import zipfile
 import numpy as np
 import pytest
 
+from absl import flags
+
 from conftest import REPO
 from tf1_checkpoint import write_tf1_checkpoint
 from video_helpers import smooth_frames, write_video
+from wtal_tf.cli import parse_flags
+from wtal_tf import detect as detect_tool
+from wtal_tf import extract as extract_tool
 from wtal_tf import startup
 from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
@@ -215,14 +220,15 @@ def cli_cases(root) -> dict[str, list[str]]:
       "--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
       "--direct_num_workers=2"]  # multi_processing (the default), two worker processes
   for tool, base in (("extract", extract), ("detect", detect)):
-    for flag in BAD_FLAGS:
-      cases[f"{tool} {flag}"] = [*base, flag]
+    cases[f"{tool} {COMMAND_LINE_FLAG}"] = [*base, COMMAND_LINE_FLAG]
   return cases
 
 
 BAD_FLAGS = {"--batch_segments=0": "0 is not a positive integer",
              "--crop_size=abc": "invalid literal for int()",
              "--streams=": "items must be from rgb,flow (at least one)"}
+COMMAND_LINE_FLAG = "--batch_segments=0"  # the bad flag also given to the real commands
+TOOLS = {"extract": extract_tool, "detect": detect_tool}
 
 
 @pytest.fixture(scope="module")
@@ -316,13 +322,25 @@ def test_quiet_only_in_entrypoints_and_the_workers_they_start():
   assert proc.stdout.split() == ["3", "True"] and proc.stderr == "", proc.stderr
 
 
-@pytest.mark.parametrize("tool", ["extract", "detect"])
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_a_bad_flag_value_is_one_line_from_the_command(cli, tool):
+  line = one_error_line(cli[0][f"{tool} {COMMAND_LINE_FLAG}"])
+  assert line.startswith("error: flag --batch_segments="), line
+  assert BAD_FLAGS[COMMAND_LINE_FLAG] in line
+
+
+@pytest.mark.parametrize("tool", list(TOOLS))
 @pytest.mark.parametrize("flag", list(BAD_FLAGS))
-def test_bad_flag_values_are_one_line(cli, tool, flag):
-  line = one_error_line(cli[0][f"{tool} {flag}"])
-  name = flag.split("=")[0]
-  assert line.startswith(f"error: flag {name}="), line
-  assert BAD_FLAGS[flag] in line
+def test_bad_flag_values_are_one_line(tool, flag, capsys):
+  """The tool's own flags, parsed as its command line parses them (cli.run's parser)."""
+  fv = flags.FlagValues()
+  TOOLS[tool].define_flags(fv)
+  with pytest.raises(SystemExit) as e:
+    parse_flags([tool, flag], known_only=tool == "extract", fv=fv)
+  lines = capsys.readouterr().err.splitlines()
+  assert e.value.code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith(f"error: flag {flag.split('=')[0]}="), lines
+  assert BAD_FLAGS[flag] in lines[0]
 
 
 def test_beam_option_errors_are_one_line_before_any_work(cli):
