@@ -19,7 +19,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import storage
 
-pytest.importorskip("hdfs")  # the WebHDFS client Beam's hadoopfilesystem uses
+hdfs_package = pytest.importorskip("hdfs")  # the WebHDFS client of Beam's hadoopfilesystem
 
 OUT = "hdfs://features-run"  # (without --hdfs_full_urls: the path ROOT)
 ROOT = "/features-run"
@@ -93,22 +93,21 @@ def test_no_namenode_is_one_error_before_any_work(videos):
 def test_the_test_server_keeps_what_makes_hdfs_differ_from_a_disk():
   """Through the `hdfs` package's client, as Beam uses it: a rename onto a file is refused,
   onto a folder moves into it; a listing is one folder's; a file lists as an error."""
-  hdfs = pytest.importorskip("hdfs")
   with WebHDFS() as server:
-    client = hdfs.InsecureClient(f"http://127.0.0.1:{server.port}", user="test")
+    client = hdfs_package.InsecureClient(f"http://127.0.0.1:{server.port}", user="test")
     with client.write("/a/b/c.txt") as w:  # CREATE's 307 redirect, then the data
       w.write(b"one")
     client.write("/a/d.txt", data=b"two")
     assert client.list("/a") == ["b", "d.txt"]  # b's file is not listed
     assert client.status("/a/b")["type"] == "DIRECTORY"
-    with pytest.raises(hdfs.HdfsError, match="not a directory"):
+    with pytest.raises(hdfs_package.HdfsError, match="not a directory"):
       client.list("/a/d.txt")
-    with pytest.raises(hdfs.HdfsError, match="Unable to rename"):
+    with pytest.raises(hdfs_package.HdfsError, match="Unable to rename"):
       client.rename("/a/d.txt", "/a/b/c.txt")
     client.rename("/a/d.txt", "/a/b")  # into the folder
     with client.read("/a/b/d.txt", offset=1) as r:
       assert r.read() == b"wo"
-    with pytest.raises(hdfs.HdfsError, match="already exists"):
+    with pytest.raises(hdfs_package.HdfsError, match="already exists"):
       client.write("/a/b/c.txt", data=b"x")
     assert client.delete("/a", recursive=True) and not client.delete("/a")
     assert server.files() == {} and server.created() == ["/a/b/c.txt", "/a/d.txt"]
