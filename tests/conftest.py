@@ -10,7 +10,7 @@ import pytest
 from wtal_tf import config as C
 from wtal_tf import contract
 from wtal_tf.data import synthetic
-from video_helpers import CHUNKED_CHUNKS, CHUNKED_FRAMES
+from video_helpers import CHUNKED_CHUNKS, CHUNKED_FRAMES, write_chunked_videos
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("WTAL_SHARED", REPO.parent / "shared"))
@@ -100,6 +100,13 @@ def small_rgb_config(videos, out, *pipeline_args) -> C.ExtractConfig:
   return C.ExtractConfig(video_dir=str(videos), output_dir=str(out), streams=("rgb",),
                          random_init_seed=0, resize_shorter=40, crop_size=32,
                          chunk_segments=2, pipeline_args=(*IN_MEMORY, *pipeline_args))
+
+
+@pytest.fixture(scope="session")
+def chunked_videos(tmp_path_factory):
+  """The CHUNKED_FRAMES videos (video_helpers.write_chunked_videos) of the object-store
+  tests: a folder shared, read-only."""
+  return write_chunked_videos(tmp_path_factory.mktemp("chunked_videos"))
 
 
 def assert_equals_local_run(stored: dict[str, bytes], local: pathlib.Path) -> None:

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import IN_MEMORY, REPO, SMALL_RGB, assert_equals_local_run, small_rgb_config
-from video_helpers import CHUNKED_FRAMES, write_chunked_videos
+from video_helpers import CHUNKED_FRAMES
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
 
@@ -50,11 +50,6 @@ def monkeypatch_module():
     yield m
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-  return write_chunked_videos(tmp_path_factory.mktemp("videos"))
-
-
 def extract(videos, out, *args) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
                          f"--output_dir={out}", *SMALL_RGB, *args], cwd=REPO,
@@ -68,15 +63,16 @@ def blobs(client, prefix) -> dict[str, tuple[bytes, int]]:
           for b in client.list_blobs(BUCKET, prefix=prefix + "/")}
 
 
-def test_extraction_into_gcs_equals_a_local_one_and_skips_on_a_rerun(gcs, videos, tmp_path):
+def test_extraction_into_gcs_equals_a_local_one_and_skips_on_a_rerun(gcs, chunked_videos, tmp_path):
   out = f"gs://{BUCKET}/features-run"
-  proc = extract(videos, out, "--direct_num_workers=2")  # Beam's worker processes
+  proc = extract(chunked_videos, out, "--direct_num_workers=2")  # Beam's worker processes
   assert proc.returncode == 0, proc.stderr[-3000:]
   local = tmp_path / "local"
-  pipeline.extract(small_rgb_config(videos, local))
+  pipeline.extract(small_rgb_config(chunked_videos, local))
   stored = blobs(gcs, "features-run")
   assert_equals_local_run({k: data for k, (data, _) in stored.items()}, local)
-  again = pipeline.extract(small_rgb_config(videos, out))  # here, in-process: the driver's reads
+  again = pipeline.extract(small_rgb_config(chunked_videos, out))  # here, in-process: the
+  # driver's reads
   assert {n: r["status"] for n, r in again.items()} == {
       n: pipeline.SKIPPED for n in CHUNKED_FRAMES}
   after = blobs(gcs, "features-run")
@@ -85,8 +81,8 @@ def test_extraction_into_gcs_equals_a_local_one_and_skips_on_a_rerun(gcs, videos
       assert after[key] == (data, generation), key  # not written again
 
 
-def test_a_missing_bucket_is_one_line_before_any_work(gcs, videos):
-  proc = extract(videos, "gs://no-such-bucket/out", *IN_MEMORY)
+def test_a_missing_bucket_is_one_line_before_any_work(gcs, chunked_videos):
+  proc = extract(chunked_videos, "gs://no-such-bucket/out", *IN_MEMORY)
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_equals_local_run, small_rgb_config
-from video_helpers import CHUNKED_FRAMES, write_chunked_videos
+from video_helpers import CHUNKED_FRAMES
 from webhdfs_server import WebHDFS
 from wtal_tf import contract
 from wtal_tf.errors import UserError
@@ -33,17 +33,12 @@ def hdfs():
     yield server, ("--hdfs_host=127.0.0.1", f"--hdfs_port={server.port}", USER)
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-  return write_chunked_videos(tmp_path_factory.mktemp("videos"))
-
-
-def test_extraction_into_hdfs_equals_a_local_one_and_reruns_as_on_a_disk(hdfs, videos,
+def test_extraction_into_hdfs_equals_a_local_one_and_reruns_as_on_a_disk(hdfs, chunked_videos,
                                                                          tmp_path):
   server, args = hdfs
-  pipeline.extract(small_rgb_config(videos, OUT, *args))
+  pipeline.extract(small_rgb_config(chunked_videos, OUT, *args))
   local = tmp_path / "local"
-  pipeline.extract(small_rgb_config(videos, local))
+  pipeline.extract(small_rgb_config(chunked_videos, local))
   assert_equals_local_run(server.files(ROOT), local)
 
   # A rerun: every video skipped, no feature file or status record written again; the
@@ -56,7 +51,7 @@ def test_extraction_into_hdfs_equals_a_local_one_and_reruns_as_on_a_disk(hdfs, v
   server.put(f"{ROOT}/{stale[1]}", b"{", age_s=old)
   live = f".{contract.GT_FILE}{storage.TMP_MARK}live"
   server.put(f"{ROOT}/{live}", b"{")
-  again = pipeline.extract(small_rgb_config(videos, OUT, *args))
+  again = pipeline.extract(small_rgb_config(chunked_videos, OUT, *args))
   assert {n: r["status"] for n, r in again.items()} == {
       n: pipeline.SKIPPED for n in CHUNKED_FRAMES}
   assert [p for p in server.created()[created:]
@@ -68,8 +63,10 @@ def test_extraction_into_hdfs_equals_a_local_one_and_reruns_as_on_a_disk(hdfs, v
   # Other settings: the features are made again and replace the old files (HDFS's rename
   # refuses to overwrite), equal to a local run with the same settings.
   smaller = {"crop_size": 24}
-  pipeline.extract(dataclasses.replace(small_rgb_config(videos, OUT, *args), **smaller))
-  pipeline.extract(dataclasses.replace(small_rgb_config(videos, tmp_path / "l24"), **smaller))
+  hdfs_run = small_rgb_config(chunked_videos, OUT, *args)
+  pipeline.extract(dataclasses.replace(hdfs_run, **smaller))
+  pipeline.extract(dataclasses.replace(small_rgb_config(chunked_videos, tmp_path / "l24"),
+                                       **smaller))
   files = server.files(ROOT)
   del files[live]
   assert_equals_local_run(files, tmp_path / "l24")
@@ -77,17 +74,17 @@ def test_extraction_into_hdfs_equals_a_local_one_and_reruns_as_on_a_disk(hdfs, v
   assert x.dtype == np.float32 and x.shape == (5, contract.FEATURE_DIM)
 
 
-def test_no_namenode_is_one_error_before_any_work(videos):
+def test_no_namenode_is_one_error_before_any_work(chunked_videos):
   with WebHDFS() as server:
     port = server.port  # then closed: nothing listens there
-  unreachable = small_rgb_config(videos, OUT, "--hdfs_host=127.0.0.1", f"--hdfs_port={port}",
-                                 USER)
+  unreachable = small_rgb_config(chunked_videos, OUT, "--hdfs_host=127.0.0.1",
+                                 f"--hdfs_port={port}", USER)
   with pytest.raises(UserError, match=r"^hdfs://features-run: cannot write \(.*Connection "
                      r"refused.*\)$"):
     pipeline.extract(unreachable)
   with pytest.raises(UserError, match=r"^hdfs://features-run: cannot write \(hdfs_host is not "
                      r"set\)$"):
-    pipeline.extract(small_rgb_config(videos, OUT))  # no --hdfs_host
+    pipeline.extract(small_rgb_config(chunked_videos, OUT))  # no --hdfs_host
 
 
 def test_the_test_server_keeps_what_makes_hdfs_differ_from_a_disk():

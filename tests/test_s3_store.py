@@ -14,17 +14,12 @@ import pytest
 
 from conftest import (IN_MEMORY, REPO, S3_KEYS, SMALL_RGB, assert_equals_local_run,
                       small_rgb_config)
-from video_helpers import CHUNKED_FRAMES, write_chunked_videos
+from video_helpers import CHUNKED_FRAMES
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 FRAMES = CHUNKED_FRAMES
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-  return write_chunked_videos(tmp_path_factory.mktemp("videos"))
 
 
 def extract_command(videos, out, *args) -> list[str]:
@@ -40,23 +35,23 @@ def objects(client, prefix):
       o["LastModified"]) for o in listing}
 
 
-def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(videos, tmp_path,
+def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(chunked_videos, tmp_path,
                                                                     s3_server):
   endpoint, client = s3_server
   s3 = [f"--s3_endpoint_url={endpoint}", *S3_KEYS]
   out = "s3://wtal/features-run"
   # Two runs at once (one with the DirectRunner's worker processes, one in-process):
   # both succeed, and gt.json lists every video (checked below against a local run's).
-  runs = [subprocess.Popen([*extract_command(videos, out, *s3), *mode], cwd=REPO, env=ENV,
+  runs = [subprocess.Popen([*extract_command(chunked_videos, out, *s3), *mode], cwd=REPO, env=ENV,
                            stderr=subprocess.PIPE, text=True) for mode in ((), IN_MEMORY)]
   for run in runs:
     _, err = run.communicate(timeout=600)
     assert run.returncode == 0, err[-3000:]
   local = tmp_path / "local"
-  pipeline.extract(small_rgb_config(videos, local))
+  pipeline.extract(small_rgb_config(chunked_videos, local))
   stored = objects(client, "features-run")
   assert_equals_local_run({k: data for k, (data, _, _) in stored.items()}, local)
-  again = pipeline.extract(small_rgb_config(videos, out, *s3))  # here: the driver's reads
+  again = pipeline.extract(small_rgb_config(chunked_videos, out, *s3))  # here: the driver's reads
   assert {n: r["status"] for n, r in again.items()} == {n: pipeline.SKIPPED for n in FRAMES}
   after = objects(client, "features-run")
   for key, (data, etag, written) in stored.items():
@@ -66,9 +61,9 @@ def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(videos, tmp_
   assert x.dtype == np.float32 and x.shape == (5, contract.FEATURE_DIM)
 
 
-def test_a_missing_bucket_is_one_line_before_any_work(videos, s3_server):
+def test_a_missing_bucket_is_one_line_before_any_work(chunked_videos, s3_server):
   endpoint, _ = s3_server
-  proc = subprocess.run(extract_command(videos, "s3://no-such-bucket/out",
+  proc = subprocess.run(extract_command(chunked_videos, "s3://no-such-bucket/out",
                                         f"--s3_endpoint_url={endpoint}", *S3_KEYS),
                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2

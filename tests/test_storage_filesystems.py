@@ -20,8 +20,7 @@ from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionT
 from apache_beam.io.filesystems import FileSystems
 
 from conftest import assert_equals_local_run, small_rgb_config
-from video_helpers import (CHUNKED_CHUNKS, CHUNKED_FRAMES, smooth_frames, write_chunked_videos,
-                           write_video)
+from video_helpers import CHUNKED_CHUNKS, CHUNKED_FRAMES, smooth_frames, write_video
 from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
@@ -315,20 +314,15 @@ def test_a_failed_write_leaves_neither_the_target_nor_a_temporary():
 # ---------------------------------------------------------------- the Beam extraction
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-  return write_chunked_videos(tmp_path_factory.mktemp("videos"))
-
-
 def without_run(record: dict) -> dict:
   return {k: v for k, v in record.items() if k != "run"}
 
 
-def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun(videos,
+def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun(chunked_videos,
                                                                                  tmp_path):
   local_out = tmp_path / "out"
-  local = pipeline.extract(small_rgb_config(videos, local_out))
-  cfg = small_rgb_config(videos, OUT)
+  local = pipeline.extract(small_rgb_config(chunked_videos, local_out))
+  cfg = small_rgb_config(chunked_videos, OUT)
   records = pipeline.extract(cfg)
   assert {n: r["status"] for n, r in records.items()} == {n: pipeline.OK for n in FRAMES}
   assert {n: r["chunks"] for n, r in records.items()} == CHUNKED_CHUNKS
@@ -387,9 +381,9 @@ def test_gt_json_is_merged_from_records_read_at_once():
   assert 1 < OPENS["most"] <= storage.CONCURRENT_CALLS
 
 
-def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(videos):
-  cfg = small_rgb_config(videos, OUT)
-  path = str(videos / "long.mkv")
+def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(chunked_videos):
+  cfg = small_rgb_config(chunked_videos, OUT)
+  path = str(chunked_videos / "long.mkv")
   made = {"settings": provenance.settings(cfg, {"rgb": provenance.weights_identity(cfg, "rgb")}),
           "video_identity": provenance.video_identity(path)}
   tasks = pipeline.plan(path, cfg.chunk_segments, made)
