@@ -402,8 +402,8 @@ def _dask_bag_kwargs(options) -> dict:
 
 
 def test_dask_runner_is_mapped_and_gets_one_partition_per_element():
-  options = beam_options.pipeline_options(
-      ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"], num_elements=7)
+  options = beam_options.spread_over(beam_options.pipeline_options(
+      ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"]), 7)
   got = options.get_all_options()
   assert got["runner"] == beam_options.DASK_RUNNER
   assert got["address"] == "tcp://127.0.0.1:8786"  # a Dask option known by its flag name
@@ -416,11 +416,12 @@ def test_dask_runner_is_mapped_and_gets_one_partition_per_element():
 def test_dask_partitioning_given_is_kept():
   for flag, want in (("--dask_npartitions=3", {"npartitions": 3}),
                      ("--dask_partition_size=2", {"partition_size": 2})):
-    options = beam_options.pipeline_options(["--runner=DaskRunner", flag], num_elements=50)
+    options = beam_options.spread_over(
+        beam_options.pipeline_options(["--runner=DaskRunner", flag]), 50)
     assert _dask_bag_kwargs(options) == want
-  # Unknown element count, or another runner: nothing set.
+  # Not spread over elements, or another runner: nothing set.
   assert _dask_bag_kwargs(beam_options.pipeline_options(["--runner=DaskRunner"])) == {}
-  assert _dask_bag_kwargs(beam_options.pipeline_options([], num_elements=9)) == {}
+  assert _dask_bag_kwargs(beam_options.spread_over(beam_options.pipeline_options([]), 9)) == {}
   for bad, match in ((["--dask_npartitions=0"], "--dask_npartitions=0: must be >= 1"),
                      (["--dask_npartitions=2", "--dask_partition_size=3"], "not allowed with"),
                      (["--dask_npartitions=many"], "invalid int value")):

@@ -53,7 +53,6 @@ BEAM_LOG_LEVEL = "CRITICAL"  # Beam's own logs (driver and workers) below this a
 DEFAULT_RUNNER = "DirectRunner"
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_MODULE = DASK_RUNNER.rsplit(".", 1)[0]
-DASK_PARTITION_FLAGS = ("--dask_npartitions", "--dask_partition_size")
 
 
 def _load_dask_options() -> Optional[type]:
@@ -116,12 +115,8 @@ def _given(args: Sequence[str]) -> set[str]:
   return {a.split("=", 1)[0] for a in args if a.startswith("-")}
 
 
-def pipeline_options(args: Sequence[str], num_elements: Optional[int] = None) -> PipelineOptions:
-  """Beam options from the pass-through args (see the module docstring).
-
-  num_elements: how many elements the pipeline starts from, for the Dask runner's
-  default partitioning (one task each); None when unknown.
-  """
+def pipeline_options(args: Sequence[str]) -> PipelineOptions:
+  """Beam options from the pass-through args (see the module docstring)."""
   args = list(args)
   dask_options = _load_dask_options()
   parser = _parser()
@@ -154,9 +149,20 @@ def pipeline_options(args: Sequence[str], num_elements: Optional[int] = None) ->
                         ("--dask_partition_size", dask.partition_size)):
       if flag in given and (value is None or value < 1):
         raise UserError(f"{flag}={value}: must be >= 1")
-    if (standard.runner == DASK_RUNNER and not given & set(DASK_PARTITION_FLAGS)
-        and num_elements):
-      dask.npartitions = int(num_elements)
+  return options
+
+
+def spread_over(options: PipelineOptions, num_elements: int) -> PipelineOptions:
+  """`options`, for a pipeline that starts from `num_elements` elements: under the Dask
+  runner, one partition (one task) per element unless --dask_npartitions or
+  --dask_partition_size is given (its default packs many elements into one task)."""
+  dask_options = _load_dask_options()
+  if (dask_options is None or num_elements < 1
+      or options.view_as(StandardOptions).runner != DASK_RUNNER):
+    return options
+  dask = options.view_as(dask_options)
+  if dask.npartitions is None and dask.partition_size is None:
+    dask.npartitions = int(num_elements)
   return options
 
 

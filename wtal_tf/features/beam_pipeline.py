@@ -60,7 +60,7 @@ from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
 from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
-                                           quiet_driver_logs, worker_slots)
+                                           quiet_driver_logs, spread_over, worker_slots)
 
 STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
     "extract_status", "extract_chunks", "extract_runs", "extract_progress")
@@ -401,10 +401,10 @@ class _Progress(threading.Thread):
       self.report()
 
 
-def run_pipeline(cfg: ExtractConfig, tasks: Sequence[dict], skipped: Sequence[dict],
-                 annotations: dict, run_id: str) -> None:
+def run_pipeline(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
+                 skipped: Sequence[dict], annotations: dict, run_id: str) -> None:
   """Runs the Beam pipeline; its last step writes the run's summary."""
-  options = pipeline_options(cfg.pipeline_args, num_elements=max(len(tasks), 1))
+  options = spread_over(options, max(len(tasks), 1))
   p = beam.Pipeline(runner=direct_runner(options), options=options)
   try:
     with p:
@@ -516,7 +516,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   progress = _Progress(cfg, run_id, tasks)
   progress.start()
   try:
-    run_pipeline(cfg, tasks, skipped, annotations, run_id)
+    run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
   except Exception as e:  # pylint: disable=broad-exception-caught
     line = user_error_line(e)
     if line is None:
