@@ -332,6 +332,35 @@ def test_a_rerun_removes_the_progress_marks_of_abandoned_runs_only(videos, tmp_p
   assert sorted(p.name for p in progress.iterdir()) == ["live-run"]
 
 
+def test_progress_counts_videos_segments_per_second_and_time_left(tmp_path, caplog):
+  cfg = small_cfg(tmp_path, tmp_path / "out")
+  tasks = [{"name": "long", "index": k} for k in range(4)] + [{"name": "b", "index": 0},
+                                                              {"name": "c", "index": 0}]
+  progress = pipeline._Progress(cfg, "this-run", tasks)  # pylint: disable=protected-access
+  caplog.set_level("INFO")
+  with mock.patch.object(pipeline.time, "time", return_value=progress.start_time + 10.0):
+    progress.report()  # nothing finished yet
+    marks = tmp_path / "out" / pipeline.PROGRESS_DIR / "this-run"
+    marks.mkdir(parents=True)
+    for mark in ("long.0.2", "long.3.1", "b.0.2"):  # <video>.<chunk>.<segments>
+      (marks / (mark + pipeline.MARK_EXT)).write_text("worker")
+    progress.report()
+  # 5 segments in 10 s; 3 of 6 chunks left at 10 s / 3 chunks each.
+  assert [r.getMessage() for r in caplog.records] == [
+      "extract test: 0/3 videos done, 0.0 segments/s, about ? left",
+      "extract test: 1/3 videos done, 0.5 segments/s, about 10 s left"]
+
+
+def test_progress_is_logged_while_the_pipeline_runs(videos, tmp_path, caplog):
+  caplog.set_level("INFO")
+  with mock.patch.object(pipeline, "PROGRESS_EVERY_S", 0.05):
+    pipeline.extract(small_cfg(videos, tmp_path / "out"))
+  lines = [r for r in caplog.records if "videos done" in r.getMessage()]
+  during = [r for r in lines if r.threadName != threading.current_thread().name]
+  assert during, [r.getMessage() for r in lines]  # from the progress thread, not the end
+  assert lines[-1].getMessage().startswith("extract test: 3/3 videos done")
+
+
 def test_an_output_folder_that_cannot_be_written_fails_before_any_work(videos, tmp_path):
   out = tmp_path / "out"
   (out / "features" / "test").mkdir(parents=True)

@@ -97,6 +97,8 @@ def test_the_dask_runner_on_a_cluster_equals_the_direct_runner_and_uses_both_wor
                  f"--dask_client_address={cluster}")
   # The chunks were planned for the cluster's threads, asked of its scheduler.
   assert f"chunks planned for {WORKERS} workers" in dask.stderr
+  # The driver counted the progress marks the workers wrote.
+  assert "extract test: 4/4 videos done" in dask.stderr
   pipeline.extract(direct_cfg(videos, tmp_path / "direct"))
   names = ["long", "v0", "v1", "v2"]
   workers = set()

@@ -250,6 +250,8 @@ def test_extract_cli_bad_videos_fail_alone_with_one_line(tmp_path):
   (videos / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
   write_video(videos / "empty.avi", np.zeros((0, 48, 64, 3), np.uint8))
   write_video(videos / "short.mkv", smooth_frames(10, 48, 64))
+  (videos / ".hidden.mp4").write_bytes(b"")  # ignored, and counted: a hidden file,
+  (videos / "notes.txt").write_text("x")  # a file of another extension
   out = tmp_path / "out"
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   proc = subprocess.run(
@@ -272,6 +274,7 @@ def test_extract_cli_bad_videos_fail_alone_with_one_line(tmp_path):
   assert np.load(out / "features" / "test" / "rgb" / "good.npy").shape == (1, contract.FEATURE_DIM)
   assert set(json.loads((out / "gt.json").read_text())["database"]) == {"good"}
   assert "4/4 videos done" in proc.stderr
+  assert "extract test: 4 videos (2 other files ignored)" in proc.stderr
 
 
 def test_real_video_through_the_whole_extraction_is_playing_cricket():
