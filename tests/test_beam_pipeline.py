@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from video_helpers import smooth_frames, write_video
+from video_helpers import smooth_frames, truncate, write_video
 from wtal_tf.config import DataConfig, ExtractConfig
 from wtal_tf import contract
 from wtal_tf import startup
@@ -107,6 +107,45 @@ def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 
 
+def test_chunks_saved_under_other_settings_are_extracted_again(videos, tmp_path):
+  cfg = small_cfg(videos, tmp_path / "out")
+  earlier = dataclasses.replace(cfg, random_init_seed=1)  # a killed run with other weights
+  made = {"settings": pipeline.provenance.settings(earlier, {"rgb": "random:1"}),
+          "video_identity": pipeline.provenance.video_identity(str(videos / "long.mp4"))}
+  fn = pipeline.ExtractChunkFn(earlier, "earlier-run")
+  fn.setup()
+  for task in pipeline.plan(str(videos / "long.mp4"), cfg.chunk_segments, made)[:2]:
+    list(fn.process(task))
+  assert len(list((tmp_path / "out").glob(f"{pipeline.CHUNKS_DIR}/**/*.npz"))) == 2
+  calls = []
+  real = extraction.Extractor.__call__
+
+  def counted(self, path, start_segment=0, num_segments=None):
+    calls.append((os.path.basename(path), start_segment))
+    return real(self, path, start_segment, num_segments)
+
+  with mock.patch.object(extraction.Extractor, "__call__", counted):
+    pipeline.extract(cfg)
+  assert sorted(c for c in calls if c[0] == "long.mp4") == [("long.mp4", k) for k in (0, 2, 4, 6)]
+  direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
+  np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
+
+
+def test_a_cut_short_video_is_extracted_as_far_as_it_goes_and_the_run_says_so(videos, tmp_path,
+                                                                             caplog):
+  cut = truncate(write_video(tmp_path / "whole.mkv", smooth_frames(100, 48, 64, seed=4)), 0.6,
+                 videos / "cut.mkv")
+  caplog.set_level("INFO")
+  records = pipeline.extract(small_cfg(videos, tmp_path / "out"))
+  record = records["cut"]
+  assert record["status"] == "ok" and 50 <= record["frames"] < 62
+  assert record["segments"] == record["frames"] // 16
+  assert record["warnings"] and record["warnings"][0].startswith(f"{cut}: cut short or damaged")
+  assert [r.levelname for r in caplog.records if r.getMessage() == record["warnings"][0]
+          and r.name != "wtal_tf.features.video"] == ["WARNING"]  # the driver's line
+  assert features(tmp_path / "out", "cut").shape == (record["segments"], contract.FEATURE_DIM)
+
+
 def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos, tmp_path,
                                                                          caplog):
   out = tmp_path / "out"
@@ -131,6 +170,32 @@ def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos,
   assert records["b"]["status"] == "ok" and records["b"]["segments"] == 3
   assert records["c"]["status"] == "skipped"
   assert "re-extracting b: the video file changed" in caplog.text
+
+
+def test_weights_are_identified_by_the_bytes_of_their_files(tmp_path, monkeypatch):
+  provenance = pipeline.provenance
+  pickle_file, prefix = tmp_path / "rgb.ckpt", tmp_path / "ckpt" / "model.ckpt"
+  pickle_file.write_bytes(b"weights A")
+  prefix.parent.mkdir()
+  for suffix, data in ((".index", b"index"), (".data-00000-of-00001", b"data")):
+    (tmp_path / "ckpt" / ("model.ckpt" + suffix)).write_bytes(data)
+  cfg = ExtractConfig(rgb_checkpoint=str(pickle_file), streams=("rgb",))
+  one = provenance.weights_identity(cfg, "rgb")
+  assert one == "sha256:" + pipeline.provenance.file_digest([str(pickle_file)])
+  pickle_file.write_bytes(b"weights B")  # the same path, other weights
+  assert provenance.weights_identity(cfg, "rgb") not in (one, None)
+  # A TF checkpoint prefix and its folder: both files, the same identity either way.
+  by_prefix = provenance.weights_identity(ExtractConfig(rgb_checkpoint=str(prefix)), "rgb")
+  by_folder = provenance.weights_identity(ExtractConfig(rgb_checkpoint=str(prefix.parent)), "rgb")
+  assert by_prefix == by_folder == "sha256:" + provenance.file_digest(
+      [str(prefix) + ".data-00000-of-00001", str(prefix) + ".index"])
+  (tmp_path / "ckpt" / "model.ckpt.data-00000-of-00001").write_bytes(b"other data")
+  assert provenance.weights_identity(ExtractConfig(rgb_checkpoint=str(prefix)), "rgb") != by_prefix
+  # The code's feature version is part of what made a file.
+  stored = provenance.settings(cfg, {"rgb": one})
+  monkeypatch.setattr(provenance, "FEATURE_VERSION", provenance.FEATURE_VERSION + 1)
+  assert provenance.differences(stored, provenance.settings(cfg, {"rgb": one})) == [
+      f"feature_version {provenance.FEATURE_VERSION - 1} -> {provenance.FEATURE_VERSION}"]
 
 
 def test_the_skip_rule_checks_the_feature_files(videos, tmp_path):
