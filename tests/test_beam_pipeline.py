@@ -84,49 +84,44 @@ def test_chunks_planned_for_more_workers_reassemble_bit_for_bit(videos, tmp_path
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 
 
-def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
-  cfg = small_cfg(videos, tmp_path / "out")
-  made = {"settings": pipeline.provenance.settings(cfg, {"rgb": "random:0"}),
+def run_killed_after_two_chunks(cfg, videos):
+  """What a run with `cfg` killed after two of long.mp4's four chunks leaves in OUT."""
+  made = {"settings": pipeline.provenance.settings(cfg, {"rgb": f"random:{cfg.random_init_seed}"}),
           "video_identity": pipeline.provenance.video_identity(str(videos / "long.mp4"))}
-  tasks = pipeline.plan(str(videos / "long.mp4"), cfg.chunk_segments, made)
   fn = pipeline.ExtractChunkFn(cfg, "earlier-run")
   fn.setup()
-  for task in tasks[:2]:  # a run killed after two of the four chunks
+  for task in pipeline.plan(str(videos / "long.mp4"), cfg.chunk_segments, made)[:2]:
     list(fn.process(task))
-  calls = []
+
+
+def long_chunks_extracted(cfg) -> list[int]:
+  """Runs pipeline.extract(cfg); the first segments of the long.mp4 chunks it extracted."""
+  starts = []
   real = extraction.Extractor.__call__
 
   def counted(self, path, start_segment=0, num_segments=None):
-    calls.append((os.path.basename(path), start_segment))
+    if os.path.basename(path) == "long.mp4":
+      starts.append(start_segment)
     return real(self, path, start_segment, num_segments)
 
   with mock.patch.object(extraction.Extractor, "__call__", counted):
     pipeline.extract(cfg)
-  assert sorted(c for c in calls if c[0] == "long.mp4") == [("long.mp4", 4), ("long.mp4", 6)]
+  return sorted(starts)
+
+
+def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
+  cfg = small_cfg(videos, tmp_path / "out")
+  run_killed_after_two_chunks(cfg, videos)
+  assert long_chunks_extracted(cfg) == [4, 6]
   direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 
 
 def test_chunks_saved_under_other_settings_are_extracted_again(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
-  earlier = dataclasses.replace(cfg, random_init_seed=1)  # a killed run with other weights
-  made = {"settings": pipeline.provenance.settings(earlier, {"rgb": "random:1"}),
-          "video_identity": pipeline.provenance.video_identity(str(videos / "long.mp4"))}
-  fn = pipeline.ExtractChunkFn(earlier, "earlier-run")
-  fn.setup()
-  for task in pipeline.plan(str(videos / "long.mp4"), cfg.chunk_segments, made)[:2]:
-    list(fn.process(task))
+  run_killed_after_two_chunks(dataclasses.replace(cfg, random_init_seed=1), videos)
   assert len(list((tmp_path / "out").glob(f"{pipeline.CHUNKS_DIR}/**/*.npz"))) == 2
-  calls = []
-  real = extraction.Extractor.__call__
-
-  def counted(self, path, start_segment=0, num_segments=None):
-    calls.append((os.path.basename(path), start_segment))
-    return real(self, path, start_segment, num_segments)
-
-  with mock.patch.object(extraction.Extractor, "__call__", counted):
-    pipeline.extract(cfg)
-  assert sorted(c for c in calls if c[0] == "long.mp4") == [("long.mp4", k) for k in (0, 2, 4, 6)]
+  assert long_chunks_extracted(cfg) == [0, 2, 4, 6]
   direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 

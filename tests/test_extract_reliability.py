@@ -255,6 +255,10 @@ def one_error_line(proc) -> str:
   return lines[0]
 
 
+ABSL_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \w+\.py:\d+\] ")
+TF_CPP_LINE = re.compile(r"^[IWEF]\d{4} .* \w+\.cc:\d+\] ")  # TensorFlow's C++ log lines
+
+
 def test_start_up_is_quiet_and_verbosity_shows_it(cli):
   procs, root = cli
   assert one_error_line(procs["missing_video_dir"]) == (
@@ -265,12 +269,6 @@ def test_start_up_is_quiet_and_verbosity_shows_it(cli):
   assert lines[-1] == f"error: {root / 'missing'}: video directory not found"
   # What --verbosity shows is TensorFlow's own start-up (its C++ log lines).
   assert any(TF_CPP_LINE.search(line) for line in lines[:-1]), verbose.stderr
-
-
-TF_CPP_LINE = re.compile(r"^[IWEF]\d{4} .* \w+\.cc:\d+\] ")
-
-
-ABSL_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \w+\.py:\d+\] ")
 
 
 def test_default_runner_workers_start_quietly(cli):
