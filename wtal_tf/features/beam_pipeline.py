@@ -524,6 +524,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
     raise UserError(line) from None
   finally:
     progress.stopped.set()
+    progress.join()  # a report under way ends before the last one: no stale line after it
   progress.report()
   summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
   records = storage.read_json(summary)
