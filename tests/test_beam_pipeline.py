@@ -15,6 +15,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
+from chunk_runs import extract_counting_chunks, run_killed_after
 from conftest import REPO
 from video_helpers import smooth_frames, truncate, write_video
 from wtal_tf.config import DataConfig, ExtractConfig
@@ -84,45 +85,19 @@ def test_chunks_planned_for_more_workers_reassemble_bit_for_bit(videos, tmp_path
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 
 
-def run_killed_after_two_chunks(cfg, videos):
-  """What a run with `cfg` killed after two of long.mp4's four chunks leaves in OUT."""
-  made = {"settings": pipeline.provenance.settings(
-              cfg, {"rgb": pipeline.provenance.weights_identity(cfg, "rgb")}),
-          "video_identity": pipeline.provenance.video_identity(str(videos / "long.mp4"))}
-  fn = pipeline.ExtractChunkFn(cfg, "earlier-run")
-  fn.setup()
-  for task in pipeline.plan(str(videos / "long.mp4"), cfg.chunk_segments, made)[:2]:
-    list(fn.process(task))
-
-
-def long_chunks_extracted(cfg) -> list[int]:
-  """Runs pipeline.extract(cfg); the first segments of the long.mp4 chunks it extracted."""
-  starts = []
-  real = extraction.Extractor.__call__
-
-  def counted(self, path, start_segment=0, num_segments=None):
-    if os.path.basename(path) == "long.mp4":
-      starts.append(start_segment)
-    return real(self, path, start_segment, num_segments)
-
-  with mock.patch.object(extraction.Extractor, "__call__", counted):
-    pipeline.extract(cfg)
-  return sorted(starts)
-
-
 def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
-  run_killed_after_two_chunks(cfg, videos)
-  assert long_chunks_extracted(cfg) == [4, 6]
+  run_killed_after(cfg, str(videos / "long.mp4"), 2)  # two of its four chunks
+  assert extract_counting_chunks(cfg, str(videos / "long.mp4"))[1] == [4, 6]
   direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 
 
 def test_chunks_saved_under_other_settings_are_extracted_again(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
-  run_killed_after_two_chunks(dataclasses.replace(cfg, random_init_seed=1), videos)
+  run_killed_after(dataclasses.replace(cfg, random_init_seed=1), str(videos / "long.mp4"), 2)
   assert len(list((tmp_path / "out").glob(f"{pipeline.CHUNKS_DIR}/**/*.npz"))) == 2
-  assert long_chunks_extracted(cfg) == [0, 2, 4, 6]
+  assert extract_counting_chunks(cfg, str(videos / "long.mp4"))[1] == [0, 2, 4, 6]
   direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 
@@ -171,10 +146,12 @@ def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos,
 def test_weights_are_identified_by_the_bytes_of_their_files(tmp_path, monkeypatch):
   provenance = pipeline.provenance
   pickle_file, prefix = tmp_path / "rgb.ckpt", tmp_path / "ckpt" / "model.ckpt"
+  data_file, index_file = (pathlib.Path(f"{prefix}{suffix}")
+                           for suffix in (".data-00000-of-00001", ".index"))
   pickle_file.write_bytes(b"weights A")
   prefix.parent.mkdir()
-  for suffix, data in ((".index", b"index"), (".data-00000-of-00001", b"data")):
-    (tmp_path / "ckpt" / ("model.ckpt" + suffix)).write_bytes(data)
+  data_file.write_bytes(b"data")
+  index_file.write_bytes(b"index")
   cfg = ExtractConfig(rgb_checkpoint=str(pickle_file), streams=("rgb",))
   one = provenance.weights_identity(cfg, "rgb")
   assert one == "sha256:" + provenance.file_digest([str(pickle_file)])
@@ -184,8 +161,8 @@ def test_weights_are_identified_by_the_bytes_of_their_files(tmp_path, monkeypatc
   by_prefix = provenance.weights_identity(ExtractConfig(rgb_checkpoint=str(prefix)), "rgb")
   by_folder = provenance.weights_identity(ExtractConfig(rgb_checkpoint=str(prefix.parent)), "rgb")
   assert by_prefix == by_folder == "sha256:" + provenance.file_digest(
-      [str(prefix) + ".data-00000-of-00001", str(prefix) + ".index"])
-  (tmp_path / "ckpt" / "model.ckpt.data-00000-of-00001").write_bytes(b"other data")
+      [str(data_file), str(index_file)])
+  data_file.write_bytes(b"other data")
   assert provenance.weights_identity(ExtractConfig(rgb_checkpoint=str(prefix)), "rgb") != by_prefix
   # The code's feature version is part of what made a file.
   stored = provenance.settings(cfg, {"rgb": one})

@@ -8,10 +8,8 @@ import errno
 import hashlib
 import io
 import json
-import pathlib
 import threading
 import time
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,13 +17,13 @@ from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionT
                                        FileMetadata, FileSystem)
 from apache_beam.io.filesystems import FileSystems
 
+from chunk_runs import extract_counting_chunks, run_killed_after
 from conftest import assert_equals_local_run, small_rgb_config
 from video_helpers import CHUNKED_CHUNKS, CHUNKED_FRAMES, smooth_frames, write_video
 from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import extraction
-from wtal_tf.features import provenance
 from wtal_tf.features import storage
 
 SCHEME = "memtest"
@@ -384,27 +382,13 @@ def test_gt_json_is_merged_from_records_read_at_once():
 def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(chunked_videos):
   cfg = small_rgb_config(chunked_videos, OUT)
   path = str(chunked_videos / "long.mkv")
-  made = {"settings": provenance.settings(cfg, {"rgb": provenance.weights_identity(cfg, "rgb")}),
-          "video_identity": provenance.video_identity(path)}
-  tasks = pipeline.plan(path, cfg.chunk_segments, made)
-  fn = pipeline.ExtractChunkFn(cfg, "killed-run")
-  fn.setup()
-  for task in tasks[:2]:  # a run killed after two of the three chunks
-    list(fn.process(task))
+  run_killed_after(cfg, path, 2)  # two of its three chunks
   assert sorted(relative(p) for p in STORE if relative(p).startswith(pipeline.CHUNKS_DIR)) == [
       f"{pipeline.CHUNKS_DIR}/test/long/{k}.npz" for k in range(2)]
-  calls = []
-  real = extraction.Extractor.__call__
-
-  def counted(self, video_path, start_segment=0, num_segments=None):
-    calls.append((pathlib.Path(video_path).stem, start_segment))
-    return real(self, video_path, start_segment, num_segments)
-
-  with mock.patch.object(extraction.Extractor, "__call__", counted):
-    records = pipeline.extract(cfg)
+  records, starts = extract_counting_chunks(cfg, path)
   assert records["long"]["status"] == pipeline.OK
-  assert sorted(c for c in calls if c[0] == "long") == [("long", 2 * cfg.chunk_segments)]
-  whole = fn.extractor(path).features["rgb"]
+  assert starts == [2 * cfg.chunk_segments]
+  whole = extraction.Extractor(cfg)(path).features["rgb"]
   got = storage.read_bytes(contract.feature_path(OUT, "test", "rgb", "long"))
   assert np.load(io.BytesIO(got), allow_pickle=False).tobytes() == whole.tobytes()
   assert not [p for p in STORE if relative(p).startswith(pipeline.CHUNKS_DIR)]
