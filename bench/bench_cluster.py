@@ -38,7 +38,8 @@ import time
 
 import psutil
 
-from bench.bench_extract import long_video, plain_loop, write_videos
+from bench.bench_extract import plain_loop, write_videos
+from bench.videos import LONG_GOP, long_h264
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline
@@ -53,8 +54,6 @@ GEOMETRIES = {  # --geometry: (video height, width), ExtractConfig fields
     "default": ((240, 320), {"streams": ("rgb",), "random_init_seed": None}),
 }
 PRELOAD = "wtal_tf.features.dask_preload"
-LONG_GOP = 250  # frames between key frames of the long video (x264's default maximum)
-LONG_B_FRAMES = 3
 ONE_CHUNK = 10**6  # segments per chunk: the whole video as one work item
 POLL_S = 0.5  # seconds between RSS samples of the workers
 STOP_TIMEOUT_S = 20.0  # seconds a cluster process may take to stop before it is killed
@@ -115,15 +114,6 @@ def peak_rss(pids, stop: threading.Event, peaks: dict) -> None:
     for pid in pids:
       with contextlib.suppress(psutil.Error):
         peaks[pid] = max(peaks.get(pid, 0), psutil.Process(pid).memory_info().rss)
-
-
-def long_h264(path: str, frames: int, height: int, width: int) -> str:
-  """bench_extract.long_video as H.264 with a key frame every LONG_GOP frames and
-  B-frames, as cameras write (chunks decode from the key frame before them, so the GOP
-  is what chunking costs in decoding)."""
-  return long_video(path, frames, height, width, codec="libx264", pix_fmt="yuv420p",
-                    options={"g": str(LONG_GOP), "keyint_min": str(LONG_GOP),
-                             "sc_threshold": "0", "bf": str(LONG_B_FRAMES)})
 
 
 def long_video_dir(args, root: str) -> str:

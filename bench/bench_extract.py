@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from bench.videos import long_video
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
@@ -111,25 +112,6 @@ def memory_child(path: str, shorter: int, crop: int) -> None:
   print(json.dumps({"frames": result.num_frames, "segments": len(result.features["rgb"]),
                     "seconds": time.perf_counter() - start, "peak_rss_ready_mb": rss_ready,
                     "peak_rss_mb": peak_rss_mb()}))
-
-
-def long_video(path: str, frames: int, height: int, width: int, codec: str = "ffv1",
-               pix_fmt: str = "bgr0", options: dict | None = None) -> str:
-  """A video of `frames` frames streamed to disk in chunks (a 4 s texture loop), lossless
-  by default; codec, pix_fmt and encoder options as PyAV takes them."""
-  import av  # pylint: disable=import-outside-toplevel
-  chunk = smooth_frames(100, height, width, shift=1)
-  container = av.open(path, "w")
-  stream = container.add_stream(codec, rate=int(contract.FPS), options=options or {})
-  stream.height, stream.width, stream.pix_fmt = height, width, pix_fmt
-  for k in range(frames):
-    for packet in stream.encode(av.VideoFrame.from_ndarray(chunk[k % len(chunk)],
-                                                           format="rgb24")):
-      container.mux(packet)
-  for packet in stream.encode():
-    container.mux(packet)
-  container.close()
-  return path
 
 
 def bench_memory(args) -> dict:

