@@ -4,9 +4,10 @@
            Extractor, then .npy writes), (b) beam_pipeline.extract's default DirectRunner
            (multi_processing, one worker per core) and (c) the Dask runner on a local
            cluster of 2 single-thread workers started here: cold (plain `dask scheduler`
-           and `dask worker`, first run), preloaded (both started with
-           `--preload wtal_tf.features.dask_preload`, first run)
-           and warm (the preloaded cluster's second run); wall time each.
+           and `dask worker`, first run), preloaded (the workers started with
+           `--preload wtal_tf.features.dask_preload` as docs/raw_video.md starts them, the
+           scheduler needing none; first run) and warm (the preloaded cluster's second
+           run); wall time each.
   split    one long video (default 10 min at 25 fps = 15,000 frames, H.264 with a key
            frame every 250 frames, B-frames) on Dask clusters of 1 and of 2 preloaded
            workers for each chunk size in --chunk_sizes, as one work item on 1 worker (what
@@ -61,7 +62,7 @@ STOP_TIMEOUT_S = 20.0  # seconds a cluster process may take to stop before it is
 
 @contextlib.contextmanager
 def dask_cluster(workers: int, root: str, preload: bool = True):
-  """A scheduler and `workers` single-thread workers on 127.0.0.1, all started with
+  """A scheduler and `workers` single-thread workers on 127.0.0.1, the workers started with
   --preload PRELOAD unless preload is False; yields (address, worker pids)."""
   env = {**os.environ, **ONE_THREAD}
   scheduler_file = os.path.join(root, f"scheduler{workers}.json")
@@ -69,7 +70,7 @@ def dask_cluster(workers: int, root: str, preload: bool = True):
   preloads = ["--preload", PRELOAD] if preload else []
   procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
                              "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
-                             scheduler_file, *preloads], cwd=REPO, env=env, stdout=log,
+                             scheduler_file], cwd=REPO, env=env, stdout=log,
                             stderr=log)]
   try:
     address = None

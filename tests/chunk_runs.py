@@ -6,6 +6,7 @@ from unittest import mock
 
 from wtal_tf.config import ExtractConfig
 from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import beam_steps as steps
 from wtal_tf.features import extraction
 from wtal_tf.features import provenance
 
@@ -14,7 +15,7 @@ def run_killed_after(cfg: ExtractConfig, path: str, chunks: int) -> None:
   """What a run with `cfg` killed after the first `chunks` chunks of `path` leaves in OUT."""
   made = {"settings": provenance.settings(cfg, {"rgb": provenance.weights_identity(cfg, "rgb")}),
           "video_identity": provenance.video_identity(path)}
-  fn = pipeline.ExtractChunkFn(cfg, "killed-run")
+  fn = steps.ExtractChunkFn(cfg, "killed-run")
   fn.setup()
   for task in pipeline.plan(path, cfg.chunk_segments, made)[:chunks]:
     list(fn.process(task))

@@ -24,6 +24,7 @@ from wtal_tf import startup
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import beam_steps as steps
 from wtal_tf.features import extraction
 from wtal_tf.features import storage
 
@@ -72,8 +73,8 @@ def test_chunks_reassemble_to_the_one_pass_features_bit_for_bit(videos, tmp_path
   assert gt["long"] == {"subset": "test", "split": "test", "duration": records["long"]["frames"]
                         / 25, "annotations": []}
   # Finished videos leave no chunk files; the run's summary and marks are gone.
-  assert not list((tmp_path / "out").glob(f"{pipeline.CHUNKS_DIR}/**/*.npz"))
-  assert not list((tmp_path / "out").glob(f"{pipeline.RUNS_DIR}/*.json"))
+  assert not list((tmp_path / "out").glob(f"{steps.CHUNKS_DIR}/**/*.npz"))
+  assert not list((tmp_path / "out").glob(f"{steps.RUNS_DIR}/*.json"))
 
 
 def test_chunks_planned_for_more_workers_reassemble_bit_for_bit(videos, tmp_path):
@@ -96,7 +97,7 @@ def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
 def test_chunks_saved_under_other_settings_are_extracted_again(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
   run_killed_after(dataclasses.replace(cfg, random_init_seed=1), str(videos / "long.mp4"), 2)
-  assert len(list((tmp_path / "out").glob(f"{pipeline.CHUNKS_DIR}/**/*.npz"))) == 2
+  assert len(list((tmp_path / "out").glob(f"{steps.CHUNKS_DIR}/**/*.npz"))) == 2
   assert extract_counting_chunks(cfg, str(videos / "long.mp4"))[1] == [0, 2, 4, 6]
   direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
@@ -194,9 +195,9 @@ def test_records_come_through_the_pipeline_not_from_files_on_the_driver(videos, 
   with mock.patch.object(pipeline.storage, "read_json", wraps=storage.read_json) as reads:
     records = pipeline.extract(cfg)
   with mock.patch.object(pipeline.storage, "read_json", wraps=storage.read_json) as merge_reads:
-    pipeline.merge_gt(cfg.output_dir)  # as the pipeline's last step does, once
-  status_reads = [c for c in reads.call_args_list if pipeline.STATUS_DIR in str(c)]
-  merged = [c for c in merge_reads.call_args_list if pipeline.STATUS_DIR in str(c)]
+    steps.merge_gt(cfg.output_dir)  # as the pipeline's last step does, once
+  status_reads = [c for c in reads.call_args_list if steps.STATUS_DIR in str(c)]
+  merged = [c for c in merge_reads.call_args_list if steps.STATUS_DIR in str(c)]
   # the skip check before the run, one per video, and the gt.json merge of the last step
   assert len(merged) == 3 and len(status_reads) == 3 + len(merged)
   assert {r["status"] for r in records.values()} == {"ok"}
@@ -234,9 +235,9 @@ def test_concurrent_gt_merges_lose_no_entry(tmp_path):
 
   def runs(k):
     for i in range(30):
-      storage.write_json(pipeline.status_path(out, "test", f"v{k}_{i}"),
-                         {"status": "ok", pipeline.GT_KEY: {"duration": 1.0}})
-      pipeline.merge_gt(out)
+      storage.write_json(steps.status_path(out, "test", f"v{k}_{i}"),
+                         {"status": "ok", steps.GT_KEY: {"duration": 1.0}})
+      steps.merge_gt(out)
 
   threads = [threading.Thread(target=runs, args=(k,)) for k in range(3)]
   for t in threads:
@@ -258,15 +259,15 @@ def test_a_merge_overtaken_by_another_run_makes_gt_json_again(tmp_path):
   def write_json(path, obj, indent=1):
     if path == gt and not overtaken:
       overtaken.append(True)
-      real(pipeline.status_path(out, "test", "b"), {"status": "ok", pipeline.GT_KEY: {"d": 2}})
-      pipeline.merge_gt(out)  # run B, whole, before A's write
+      real(steps.status_path(out, "test", "b"), {"status": "ok", steps.GT_KEY: {"d": 2}})
+      steps.merge_gt(out)  # run B, whole, before A's write
       assert set(json.loads(pathlib.Path(gt).read_text())["database"]) == {"a", "b"}
       assert set(obj["database"]) == {"a"}  # what A is about to write
     real(path, obj, indent)
 
-  real(pipeline.status_path(out, "test", "a"), {"status": "ok", pipeline.GT_KEY: {"d": 1}})
+  real(steps.status_path(out, "test", "a"), {"status": "ok", steps.GT_KEY: {"d": 1}})
   with mock.patch.object(storage, "write_json", write_json):
-    pipeline.merge_gt(out)  # run A
+    steps.merge_gt(out)  # run A
   assert overtaken
   assert json.loads(pathlib.Path(gt).read_text())["database"] == {"a": {"d": 1}, "b": {"d": 2}}
 
@@ -279,11 +280,11 @@ def test_gt_json_takes_each_video_from_its_record_and_keeps_other_entries(tmp_pa
       "changed": {"subset": "before"}}}))
   for split, name, record in (
       ("test", "old", {"status": "ok"}),  # a record from before GT_KEY: its entry is kept
-      ("test", "failed", {"status": "failed", pipeline.GT_KEY: None}),  # its entry removed
-      ("test", "changed", {"status": "ok", pipeline.GT_KEY: {"subset": "after"}}),
-      ("train", "new", {"status": "ok", pipeline.GT_KEY: {"subset": "train"}})):
-    storage.write_json(pipeline.status_path(str(out), split, name), record)
-  pipeline.merge_gt(str(out))
+      ("test", "failed", {"status": "failed", steps.GT_KEY: None}),  # its entry removed
+      ("test", "changed", {"status": "ok", steps.GT_KEY: {"subset": "after"}}),
+      ("train", "new", {"status": "ok", steps.GT_KEY: {"subset": "train"}})):
+    storage.write_json(steps.status_path(str(out), split, name), record)
+  steps.merge_gt(str(out))
   assert json.loads((out / "gt.json").read_text())["database"] == {
       "foreign": {"subset": "x"}, "old": {"subset": "old"}, "changed": {"subset": "after"},
       "new": {"subset": "train"}}
@@ -348,7 +349,7 @@ def test_a_rerun_removes_stale_temporary_files_only(videos, tmp_path):
 
 def test_a_rerun_removes_the_progress_marks_of_abandoned_runs_only(videos, tmp_path, caplog):
   out = tmp_path / "out"
-  progress = out / pipeline.PROGRESS_DIR
+  progress = out / steps.PROGRESS_DIR
   killed, live = progress / "killed-run", progress / "live-run"
   for run, marks in ((killed, ["long.0.2.done", "long.1.2.done", "long.2.2.done"]),
                      (live, ["long.0.2.done"])):
@@ -378,10 +379,10 @@ def test_progress_counts_videos_segments_per_second_and_time_left(tmp_path, capl
   caplog.set_level("INFO")
   with mock.patch.object(pipeline.time, "time", return_value=progress.start_time + 10.0):
     progress.report()  # nothing finished yet
-    marks = tmp_path / "out" / pipeline.PROGRESS_DIR / "this-run"
+    marks = tmp_path / "out" / steps.PROGRESS_DIR / "this-run"
     marks.mkdir(parents=True)
     for mark in ("long.0.2", "long.3.1", "b.0.2"):  # <video>.<chunk>.<segments>
-      (marks / (mark + pipeline.MARK_EXT)).write_text("worker")
+      (marks / (mark + steps.MARK_EXT)).write_text("worker")
     progress.report()
   # 5 segments in 10 s; 3 of 6 chunks left at 10 s / 3 chunks each.
   assert [r.getMessage() for r in caplog.records] == [
@@ -415,7 +416,7 @@ def test_a_feature_file_that_cannot_be_written_fails_that_video_only(videos, tmp
   blocked.mkdir(parents=True)  # a folder where long's feature file must go
   with pytest.raises(UserError, match="1 of 3 videos failed"):
     pipeline.extract(small_cfg(videos, out))
-  failures = json.loads(pathlib.Path(pipeline.failures_path(str(out), "test")).read_text())
+  failures = json.loads(pathlib.Path(steps.failures_path(str(out), "test")).read_text())
   assert [f["video"] for f in failures] == [str(videos / "long.mp4")]
   assert failures[0]["reason"].startswith(f"{blocked}: cannot write (")
   assert "\n" not in failures[0]["reason"]
@@ -424,20 +425,20 @@ def test_a_feature_file_that_cannot_be_written_fails_that_video_only(videos, tmp
     assert features(out, name).shape == (extraction.num_segments(
         {"b": 33, "c": 16}[name]), contract.FEATURE_DIM)
   # long's finished chunks are kept for a rerun; it has no status, so it is not skipped.
-  assert sorted(p.name for p in (out / pipeline.CHUNKS_DIR / "test" / "long").iterdir()) == [
+  assert sorted(p.name for p in (out / steps.CHUNKS_DIR / "test" / "long").iterdir()) == [
       "0.npz", "1.npz", "2.npz", "3.npz"]
-  assert not (out / pipeline.STATUS_DIR / "test" / "long.json").exists()
+  assert not (out / steps.STATUS_DIR / "test" / "long.json").exists()
   blocked.rmdir()
   records = pipeline.extract(small_cfg(videos, out))
   assert {n: r["status"] for n, r in records.items()} == {
-      "long": pipeline.OK, "b": pipeline.SKIPPED, "c": pipeline.SKIPPED}
+      "long": steps.OK, "b": steps.SKIPPED, "c": steps.SKIPPED}
 
 
 def test_a_run_failed_by_a_user_error_in_a_worker_is_one_line(videos, tmp_path):
   """The summary step cannot write (its folder replaced by a file after the checks): under
   the multi-process DirectRunner the driver gets the worker's traceback as text."""
   out = tmp_path / "out"
-  runs = out / pipeline.RUNS_DIR
+  runs = out / steps.RUNS_DIR
   code = (f"import pathlib, shutil; from wtal_tf import cli, extract; "
           f"from wtal_tf.features import beam_pipeline as p; real = p._check_writable\n"
           f"def checked(cfg):\n  real(cfg); runs = pathlib.Path({str(runs)!r}); "

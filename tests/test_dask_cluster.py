@@ -1,6 +1,6 @@
 """Extraction on a real distributed engine: Beam's Dask runner against a Dask cluster that
-the test starts as separate processes on 127.0.0.1 (a scheduler and two workers, both
-preloaded as docs/raw_video.md starts them)."""
+the test starts as separate processes on 127.0.0.1 (a scheduler and two preloaded workers,
+as docs/raw_video.md starts them)."""
 
 import contextlib
 import json
@@ -39,8 +39,7 @@ def cluster(tmp_path_factory):
   log = open(root / "cluster.log", "w")  # pylint: disable=consider-using-with
   procs = [subprocess.Popen(
       [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-       "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file),
-       "--preload", "wtal_tf.features.dask_preload"],
+       "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
       cwd=REPO, env=ENV, stdout=log, stderr=log)]
   address = None
   try:
@@ -114,6 +113,26 @@ def test_the_dask_runner_on_a_cluster_equals_the_direct_runner_and_uses_both_wor
   gt = [json.loads((tmp_path / d / "gt.json").read_text())["database"]
         for d in ("dask", "direct")]
   assert gt[0] == gt[1] and set(gt[0]) == set(names)
+
+
+def test_the_scheduler_plans_the_steps_without_importing_tensorflow(cluster, tmp_path):
+  """The scheduler unpickles the pipeline's steps (so it imports their module) but never
+  runs them: it must not import TensorFlow, which a new cluster's first run would wait for."""
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  write_video(videos / "v.mkv", smooth_frames(40, 48, 64, seed=2))
+  extract(videos, tmp_path / "out", "--streams=rgb", "--runner=DaskRunner",
+          f"--dask_client_address={cluster}")
+  watched = ["keras", "tensorflow", "wtal_tf.features.beam_steps"]
+
+  def imported():  # defined here: sent by value (the scheduler cannot import this file)
+    return [m for m in watched if m in sys.modules]
+
+  with distributed.Client(cluster, timeout=START_TIMEOUT_S) as client:
+    on_scheduler = client.run_on_scheduler(imported)
+    on_workers = client.run(imported)
+  assert on_scheduler == ["wtal_tf.features.beam_steps"]
+  assert list(on_workers.values()) == [watched] * WORKERS  # the check sees TensorFlow there
 
 
 def test_the_dask_runner_writes_into_s3(cluster, tmp_path, s3_server):

@@ -19,6 +19,7 @@ from conftest import IN_MEMORY, REPO, SMALL_RGB, assert_equals_local_run, small_
 from video_helpers import CHUNKED_FRAMES
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import beam_steps as steps
 
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 storage = pytest.importorskip("google.cloud.storage")
@@ -74,7 +75,7 @@ def test_extraction_into_gcs_equals_a_local_one_and_skips_on_a_rerun(gcs, chunke
   again = pipeline.extract(small_rgb_config(chunked_videos, out))  # here, in-process: the
   # driver's reads
   assert {n: r["status"] for n, r in again.items()} == {
-      n: pipeline.SKIPPED for n in CHUNKED_FRAMES}
+      n: steps.SKIPPED for n in CHUNKED_FRAMES}
   after = blobs(gcs, "features-run")
   for key, (data, generation) in stored.items():
     if key != contract.GT_FILE:  # (gt.json is merged again)

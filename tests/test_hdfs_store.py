@@ -17,6 +17,7 @@ from webhdfs_server import WebHDFS
 from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import beam_steps as steps
 from wtal_tf.features import storage
 
 hdfs_package = pytest.importorskip("hdfs")  # the WebHDFS client of Beam's hadoopfilesystem
@@ -46,16 +47,16 @@ def test_extraction_into_hdfs_equals_a_local_one_and_reruns_as_on_a_disk(hdfs, c
   # writer's kept. HDFS lists one folder at a time, so these are found folder by folder.
   created = len(server.created())
   old = storage.STALE_TEMPORARY_S + 60
-  stale = [f"{pipeline.STATUS_DIR}/test/.gone.json{storage.TMP_MARK}{k}" for k in range(2)]
+  stale = [f"{steps.STATUS_DIR}/test/.gone.json{storage.TMP_MARK}{k}" for k in range(2)]
   server.put(f"{ROOT}/{stale[0]}", b"", age_s=old)
   server.put(f"{ROOT}/{stale[1]}", b"{", age_s=old)
   live = f".{contract.GT_FILE}{storage.TMP_MARK}live"
   server.put(f"{ROOT}/{live}", b"{")
   again = pipeline.extract(small_rgb_config(chunked_videos, OUT, *args))
   assert {n: r["status"] for n, r in again.items()} == {
-      n: pipeline.SKIPPED for n in CHUNKED_FRAMES}
+      n: steps.SKIPPED for n in CHUNKED_FRAMES}
   assert [p for p in server.created()[created:]
-          if f"/{contract.FEATURES_DIR}/" in p or f"/{pipeline.STATUS_DIR}/" in p] == []
+          if f"/{contract.FEATURES_DIR}/" in p or f"/{steps.STATUS_DIR}/" in p] == []
   files = server.files(ROOT)
   assert not set(stale) & set(files)
   assert files.pop(live) == b"{"

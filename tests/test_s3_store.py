@@ -17,6 +17,7 @@ from conftest import (IN_MEMORY, REPO, S3_KEYS, SMALL_RGB, assert_equals_local_r
 from video_helpers import CHUNKED_FRAMES
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import beam_steps as steps
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 FRAMES = CHUNKED_FRAMES
@@ -52,7 +53,7 @@ def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(chunked_vide
   stored = objects(client, "features-run")
   assert_equals_local_run({k: data for k, (data, _, _) in stored.items()}, local)
   again = pipeline.extract(small_rgb_config(chunked_videos, out, *s3))  # here: the driver's reads
-  assert {n: r["status"] for n, r in again.items()} == {n: pipeline.SKIPPED for n in FRAMES}
+  assert {n: r["status"] for n, r in again.items()} == {n: steps.SKIPPED for n in FRAMES}
   after = objects(client, "features-run")
   for key, (data, etag, written) in stored.items():
     if key != contract.GT_FILE:  # (gt.json is merged again)

@@ -23,6 +23,7 @@ from video_helpers import CHUNKED_CHUNKS, CHUNKED_FRAMES, smooth_frames, write_v
 from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
+from wtal_tf.features import beam_steps as steps
 from wtal_tf.features import extraction
 from wtal_tf.features import storage
 
@@ -322,19 +323,19 @@ def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun
   local = pipeline.extract(small_rgb_config(chunked_videos, local_out))
   cfg = small_rgb_config(chunked_videos, OUT)
   records = pipeline.extract(cfg)
-  assert {n: r["status"] for n, r in records.items()} == {n: pipeline.OK for n in FRAMES}
+  assert {n: r["status"] for n, r in records.items()} == {n: steps.OK for n in FRAMES}
   assert {n: r["chunks"] for n, r in records.items()} == CHUNKED_CHUNKS
   assert {n: without_run(r) for n, r in records.items()} == {
       n: without_run(r) for n, r in local.items()}
   # The long video's chunks went through the store, and were removed once assembled.
-  chunks_root = storage.join(OUT, pipeline.CHUNKS_DIR) + "/"
+  chunks_root = storage.join(OUT, steps.CHUNKS_DIR) + "/"
   assert len([p for p in CREATED if p.startswith(chunks_root)]) == 3
   # The same files as the local run, byte for byte where nothing names the run.
   stored = {relative(p): data for p, (data, _) in STORE.items()}
   assert not [p for p in stored if storage.TMP_MARK in p]
   assert_equals_local_run(stored, local_out)
-  assert not [p for p in stored if p.startswith((pipeline.CHUNKS_DIR, pipeline.RUNS_DIR,
-                                                 pipeline.PROGRESS_DIR))]
+  assert not [p for p in stored if p.startswith((steps.CHUNKS_DIR, steps.RUNS_DIR,
+                                                 steps.PROGRESS_DIR))]
   for name, n in FRAMES.items():
     path = contract.feature_path(OUT, "test", "rgb", name)
     x = np.load(io.BytesIO(STORE[path][0]), allow_pickle=False)
@@ -342,11 +343,11 @@ def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun
     assert x.dtype == np.float32 and x.shape == (n // contract.SEGMENT_FRAMES,
                                                  contract.FEATURE_DIM)
     assert x.tobytes() == want.tobytes()
-    status = relative(pipeline.status_path(OUT, "test", name))
+    status = relative(steps.status_path(OUT, "test", name))
     assert without_run(json.loads(stored[status])) == without_run(
         json.loads((local_out / status).read_text()))
   gt = json.loads(stored[contract.GT_FILE])
-  assert gt["version"] == pipeline.GT_VERSION
+  assert gt["version"] == steps.GT_VERSION
   assert set(gt["database"]) == set(FRAMES)
   # A rerun finds every video done: no feature, status or chunk file is written again.
   features_before = {p: v for p, v in STORE.items() if p.startswith(
@@ -355,9 +356,9 @@ def test_extraction_into_an_object_store_equals_a_local_one_and_skips_on_a_rerun
   OPEN_DELAY_S[0], OPENS["most"] = 0.2, 0  # (the store now answers as a remote one)
   again = pipeline.extract(cfg)
   assert OPENS["most"] > 1  # the videos' records were read at once, not one by one
-  assert {n: r["status"] for n, r in again.items()} == {n: pipeline.SKIPPED for n in FRAMES}
+  assert {n: r["status"] for n, r in again.items()} == {n: steps.SKIPPED for n in FRAMES}
   rewritten = [p for p in CREATED if relative(p).startswith(
-      (contract.FEATURES_DIR + "/", pipeline.STATUS_DIR + "/", pipeline.CHUNKS_DIR + "/"))]
+      (contract.FEATURES_DIR + "/", steps.STATUS_DIR + "/", steps.CHUNKS_DIR + "/"))]
   assert rewritten == []
   assert {p: STORE[p] for p in features_before} == features_before  # same bytes, same time
   assert sorted(map(relative, STORE)) == sorted(stored)
@@ -369,12 +370,12 @@ def test_gt_json_is_merged_from_records_read_at_once():
   entries = {f"v{k}": {"subset": "test", "split": "test", "duration": 1.0 + k,
                        "annotations": []} for k in range(2 * storage.CONCURRENT_CALLS)}
   for name, entry in entries.items():
-    storage.write_json(pipeline.status_path(OUT, "test", name),
-                       {"status": pipeline.OK, pipeline.GT_KEY: entry})
-  storage.write_json(pipeline.status_path(OUT, "test", "failed"),
-                     {"status": pipeline.FAILED, pipeline.GT_KEY: None})
+    storage.write_json(steps.status_path(OUT, "test", name),
+                       {"status": steps.OK, steps.GT_KEY: entry})
+  storage.write_json(steps.status_path(OUT, "test", "failed"),
+                     {"status": steps.FAILED, steps.GT_KEY: None})
   OPEN_DELAY_S[0] = 0.05
-  pipeline.merge_gt(OUT)
+  steps.merge_gt(OUT)
   assert storage.read_json(contract.gt_path(OUT))["database"] == entries
   assert 1 < OPENS["most"] <= storage.CONCURRENT_CALLS
 
@@ -383,29 +384,29 @@ def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(chunked_
   cfg = small_rgb_config(chunked_videos, OUT)
   path = str(chunked_videos / "long.mkv")
   run_killed_after(cfg, path, 2)  # two of its three chunks
-  assert sorted(relative(p) for p in STORE if relative(p).startswith(pipeline.CHUNKS_DIR)) == [
-      f"{pipeline.CHUNKS_DIR}/test/long/{k}.npz" for k in range(2)]
+  assert sorted(relative(p) for p in STORE if relative(p).startswith(steps.CHUNKS_DIR)) == [
+      f"{steps.CHUNKS_DIR}/test/long/{k}.npz" for k in range(2)]
   records, starts = extract_counting_chunks(cfg, path)
-  assert records["long"]["status"] == pipeline.OK
+  assert records["long"]["status"] == steps.OK
   assert starts == [2 * cfg.chunk_segments]
   whole = extraction.Extractor(cfg)(path).features["rgb"]
   got = storage.read_bytes(contract.feature_path(OUT, "test", "rgb", "long"))
   assert np.load(io.BytesIO(got), allow_pickle=False).tobytes() == whole.tobytes()
-  assert not [p for p in STORE if relative(p).startswith(pipeline.CHUNKS_DIR)]
+  assert not [p for p in STORE if relative(p).startswith(steps.CHUNKS_DIR)]
 
 
 def test_an_unusable_video_is_listed_in_the_object_store_until_it_is_fixed(tmp_path):
   bad = tmp_path / "bad.mkv"
   bad.write_bytes(b"not a video")
   cfg = small_rgb_config(tmp_path, OUT)
-  failures = pipeline.failures_path(OUT, "test")
+  failures = steps.failures_path(OUT, "test")
   with pytest.raises(UserError, match=f"1 of 1 videos failed; list in {failures}"):
     pipeline.extract(cfg)
   assert [f["video"] for f in storage.read_json(failures)] == [str(bad)]
-  assert storage.read_json(pipeline.status_path(OUT, "test", "bad"))["status"] == pipeline.FAILED
+  assert storage.read_json(steps.status_path(OUT, "test", "bad"))["status"] == steps.FAILED
   assert storage.read_json(contract.gt_path(OUT))["database"] == {}
   write_video(bad, smooth_frames(contract.SEGMENT_FRAMES, 48, 64))
-  assert pipeline.extract(cfg)["bad"]["status"] == pipeline.OK
+  assert pipeline.extract(cfg)["bad"]["status"] == steps.OK
   assert not storage.exists(failures)
   assert set(storage.read_json(contract.gt_path(OUT))["database"]) == {"bad"}
   assert not [p for p in STORE if storage.TMP_MARK in p]

@@ -1,5 +1,6 @@
-"""How the package is put together: host code stays free of TensorFlow, and
---proposal_source=auto is resolved where the localization config meets the model."""
+"""How the package is put together: host code and the extraction steps stay free of
+TensorFlow, and --proposal_source=auto is resolved where the localization config meets
+the model."""
 
 import subprocess
 import sys
@@ -31,6 +32,12 @@ def frameworks_loaded_by(modules) -> list[str]:
 
 def test_host_modules_import_without_tensorflow():
   assert frameworks_loaded_by(HOST_MODULES) == []
+
+
+def test_the_extraction_steps_import_without_tensorflow():
+  """Beam's Dask runner has the scheduler unpickle the steps: it must not wait for
+  TensorFlow (the workers import it when they build their Extractor)."""
+  assert frameworks_loaded_by(["wtal_tf.features.beam_steps"]) == []
 
 
 def test_the_import_check_sees_tensorflow_when_it_is_loaded():

@@ -1,0 +1,299 @@
+"""The steps of the extraction pipeline (Beam DoFns) and the files they write under OUT.
+
+features.beam_pipeline plans the work items and runs these steps: ExtractChunkFn
+extracts one chunk of a video, AssembleVideoFn joins a video's chunks into its
+feature files and status record, FinishRunFn writes gt.json, the failures list
+and the run's summary.
+
+This module does not import TensorFlow. Beam's Dask runner sends the pipeline's
+steps to the Dask scheduler, which unpickles them (importing this module) to
+plan the tasks, and never runs them; the workers import TensorFlow when they
+build their Extractor (_extractor). A new cluster's first run thereby waits
+only for the scheduler's import of Beam and of this module, not of TensorFlow.
+
+Writes, under OUT (ExtractConfig.output_dir; any Beam filesystem, through
+features.storage, each file complete or absent):
+  features/<split>/<stream>/<video>.npy       float32 [T, 1024]
+  gt.json                                     durations, the split of each video and the
+                                              annotations if given: made from the status
+                                              records, with other entries already there kept
+  extract_status/<split>/<video>.json         per video: frames, segments, outcome, the
+                                              provenance of its features (features.provenance)
+                                              and its gt.json entry
+  extract_chunks/<split>/<video>/<k>.npz      a finished chunk of an unfinished video (for a
+                                              restart; removed once the video is assembled)
+  failures_<split>.json                       the unusable videos and why (only if any)
+  extract_runs/<run id>.json                  the records of one run (read by its driver)
+  extract_progress/<run id>/                  a mark per finished chunk, for the driver's
+                                              progress line (removed at the run's end, or
+                                              by a later run once beam_pipeline.ABANDONED_PROGRESS_S old)
+"""
+
+import io
+import json
+import logging
+import os
+import socket
+from typing import Iterable, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+import numpy as np
+
+from wtal_tf.config import ExtractConfig
+from wtal_tf import contract
+from wtal_tf.errors import UserError
+from wtal_tf.features import storage
+from wtal_tf.features import video
+
+STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
+    "extract_status", "extract_chunks", "extract_runs", "extract_progress")
+MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done,
+# holding the worker's name (not empty: Beam's S3 upload cannot store an empty object)
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+GT_VERSION = "wtal_tf.extract"
+GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
+MERGE_ROUNDS = 20  # most gt.json merges one run makes while others keep writing records
+
+
+def status_path(out: str, split: str, name: str) -> str:
+  return storage.join(out, STATUS_DIR, split, name + ".json")
+
+
+def failures_path(out: str, split: str) -> str:
+  return storage.join(out, f"failures_{split}.json")
+
+
+def chunk_path(out: str, split: str, name: str, index: int) -> str:
+  return storage.join(out, CHUNKS_DIR, split, name, f"{index}.npz")
+
+
+def _chunk_meta(task: dict) -> dict:
+  return {k: task[k] for k in ("index", "start", "count", "made")}
+
+
+def _save_chunk(path: str, task: dict, result: dict) -> None:
+  buffer = io.BytesIO()
+  meta = {**_chunk_meta(task), **{k: v for k, v in result.items() if k != "features"}}
+  np.savez(buffer, meta=np.asarray(json.dumps(meta)), **result["features"])
+  storage.write_bytes(path, buffer.getvalue())
+
+
+def _load_chunk(path: str, task: dict) -> Optional[dict]:
+  """A finished chunk saved by an earlier run with the same work item, else None."""
+  data = storage.read_bytes(path)
+  if data is None:
+    return None
+  try:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+      meta = json.loads(str(z["meta"]))
+      features = {s: z[s] for s in task["made"]["settings"]["streams"]}
+  except (ValueError, KeyError, OSError, EOFError):
+    return None
+  if {k: meta.get(k) for k in _chunk_meta(task)} != _chunk_meta(task):
+    return None
+  return {**{k: meta[k] for k in ("frames", "total_frames", "segments", "worker", "warning")},
+          "features": features}
+
+
+_EXTRACTORS: dict = {}  # one Extractor per config in each worker process (setup runs per
+# partition on some runners, e.g. Dask)
+
+
+def _extractor(cfg: ExtractConfig):
+  """The worker's features.extraction.Extractor for cfg (built once per process).
+
+  The one import of TensorFlow on this module's path is here, in the worker that
+  extracts: Beam's Dask runner has the scheduler unpickle these steps, which imports
+  this module, and a scheduler that imported TensorFlow would make each new
+  cluster's first run wait seconds for it (see the module's docstring).
+  """
+  from wtal_tf.features import extraction  # pylint: disable=import-outside-toplevel
+  if cfg not in _EXTRACTORS:
+    _EXTRACTORS[cfg] = extraction.Extractor(cfg)
+  return _EXTRACTORS[cfg]
+
+
+def _worker() -> str:
+  return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _WritesOutFn(beam.DoFn):
+  """A step that reads and writes OUT: its filesystems get the run's Beam options in each
+  worker (the DirectRunner's workers are given them by Beam, a Dask worker is not)."""
+
+  def setup(self):
+    storage.configure(PipelineOptions(self.cfg.pipeline_args))
+
+
+class ExtractChunkFn(_WritesOutFn):
+  """Work item -> (video name, chunk result); the result holds the chunk's features, or
+  the reason the video is unusable."""
+
+  def __init__(self, cfg: ExtractConfig, run_id: str):
+    super().__init__()
+    self.cfg, self.run_id = cfg, run_id
+    self.extractor = self.setup_error = None
+
+  def setup(self):
+    super().setup()
+    try:
+      self.extractor = _extractor(self.cfg)
+    except UserError as e:  # e.g. a corrupt checkpoint: every video fails with this reason
+      self.setup_error = e
+
+  def process(self, task: dict) -> Iterable[tuple[str, dict]]:
+    cfg, name, path = self.cfg, task["name"], task["video"]
+    cache = chunk_path(cfg.output_dir, cfg.split, name, task["index"])
+    cached = task["count"] is not None or task["index"]  # a video of several chunks
+    result = _load_chunk(cache, task) if cached else None
+    try:  # an unusable video, or OUT refusing a write: the video fails with the reason
+      if result is None:
+        if self.setup_error is not None:
+          raise UserError(f"{path}: not extracted: {self.setup_error}")
+        got = self.extractor(path, task["start"], task["count"])
+        result = {"features": got.features, "frames": got.num_frames,
+                  "total_frames": got.total_frames,
+                  "segments": len(got.features[cfg.streams[0]]),
+                  "worker": _worker(), "warning": got.warning}
+        if cached:
+          _save_chunk(cache, task, result)
+    except UserError as e:
+      result = {"error": str(e), "segments": 0}
+    mark = storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
+                        f"{name}.{task['index']}.{result['segments']}{MARK_EXT}")
+    try:
+      storage.write_bytes(mark, f"{_worker()}\n".encode())
+    except UserError as e:
+      result = {"error": str(e), "segments": 0}
+    yield name, {**result, "index": task["index"], "video": path, "made": task["made"]}
+
+
+class AssembleVideoFn(_WritesOutFn):
+  """(video name, its chunk results) -> the video's feature files and status record (with
+  its gt.json entry, from `annotations`: {video: GTVideo} of --annotations)."""
+
+  def __init__(self, cfg: ExtractConfig, run_id: str, annotations: dict):
+    super().__init__()
+    self.cfg, self.run_id, self.annotations = cfg, run_id, annotations
+
+  def process(self, element) -> Iterable[dict]:
+    cfg, (name, chunks) = self.cfg, element
+    chunks = sorted(chunks, key=lambda c: c["index"])
+    path = chunks[0]["video"]
+    errors = [c["error"] for c in chunks if "error" in c]
+    frames = sum(c.get("frames", 0) for c in chunks)
+    total = chunks[-1].get("total_frames")
+    if not errors and total != frames:
+      errors = [f"{path}: the chunks cover {frames} frames, the video has {total}"]
+    features = {}
+    if errors:
+      record = {"video": path, "status": FAILED, "reason": errors[0]}
+    else:
+      features = {s: np.concatenate([c["features"][s] for c in chunks]).astype(np.float32)
+                  for s in cfg.streams}
+      made = chunks[0]["made"]
+      record = {"video": path, "status": OK, "frames": frames,
+                "segments": len(features[cfg.streams[0]]), "duration": frames / contract.FPS,
+                "chunks": len(chunks), "workers": sorted({c["worker"] for c in chunks}),
+                "warnings": [c["warning"] for c in chunks if c.get("warning")],
+                "provenance": made["settings"], "video_identity": made["video_identity"]}
+    record["run"] = self.run_id
+    record[GT_KEY] = gt_entry(cfg, record, self.annotations.get(name))
+    try:
+      for s, x in features.items():
+        storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
+      storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
+    except UserError as e:  # OUT refused a write: the video fails (its status unwritten:
+      # not skipped by a rerun, which reuses its chunks)
+      yield {"video": path, "status": FAILED, "reason": str(e), "run": self.run_id}
+      return
+    if record["status"] == OK:
+      storage.delete([chunk_path(cfg.output_dir, cfg.split, name, c["index"]) for c in chunks],
+                     prune=True)
+    yield record
+
+
+class FinishRunFn(_WritesOutFn):
+  """All records of the run -> gt.json merged, the failures list, the run's summary."""
+
+  def __init__(self, cfg: ExtractConfig, run_id: str):
+    super().__init__()
+    self.cfg, self.run_id = cfg, run_id
+
+  def process(self, records: list) -> Iterable[str]:
+    cfg = self.cfg
+    write_dataset_files(cfg, records)
+    summary = storage.join(cfg.output_dir, RUNS_DIR, self.run_id + ".json")
+    storage.write_json(summary, records)
+    yield summary
+
+
+# ---------------------------------------------------------------- dataset files
+
+def gt_entry(cfg: ExtractConfig, record: dict, gt) -> Optional[dict]:
+  """The gt.json entry of a video's status record (None for a failed video): duration,
+  split, and subset and annotations from `gt` (its GTVideo of --annotations, or None)."""
+  if record.get("status") == FAILED:
+    return None
+  return {"subset": gt.subset if gt else cfg.split, "split": cfg.split,
+          "duration": record["duration"],
+          "annotations": [] if gt is None else [
+              {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
+
+
+def read_database(out: str) -> dict:
+  """The `database` of OUT/gt.json ({} if absent); a UserError if it is not usable."""
+  path = contract.gt_path(out)
+  if not storage.exists(path):
+    return {}
+  data = storage.read_json(path)
+  if not isinstance(data, dict) or not isinstance(data.get("database", {}), dict):
+    raise UserError(f"{path}: not ActivityNet ground truth (its 'database' must be an object "
+                    "of videos); move it away or fix it")
+  return data.get("database", {})
+
+
+def merge_gt(out: str) -> None:
+  """Writes OUT/gt.json from the status records of every split, without a lock.
+
+  A status record holding GT_KEY owns its video's entry (None: the video failed, no
+  entry); the entries of other videos already in gt.json (written by other means, or
+  by a record from before GT_KEY) are kept. After each write the records are listed
+  again, and while the listing (paths, times, sizes) differs from the one the write
+  was made from, gt.json is made again. So the last writer of any set of concurrent
+  runs wrote from a listing no record changed after, and every record written before
+  it is in gt.json: no entry is lost on an object store either (with strongly
+  consistent listings, as S3's and GCS's are), and no lock file is needed.
+  """
+  path = contract.gt_path(out)
+  owned: dict[str, tuple] = {}  # status path -> (its stamp when read, (video, entry) or None)
+  written = None
+  for _ in range(MERGE_ROUNDS):
+    listing = storage.stamps(storage.join(out, STATUS_DIR, "*", "*.json"))
+    if listing == written:
+      return
+    changed = [status for status, stamp in listing.items()
+               if status not in owned or owned[status][0] != stamp]
+    for status, record in zip(changed, storage.concurrently(storage.read_json, changed)):
+      owns = isinstance(record, dict) and GT_KEY in record
+      owned[status] = (listing[status], (video.name(status), record[GT_KEY]) if owns else None)
+    entries = dict(owned[status][1] for status in sorted(listing) if owned[status][1])
+    database = {n: e for n, e in read_database(out).items() if n not in entries}
+    database.update({n: e for n, e in entries.items() if e is not None})
+    storage.write_json(path, {"version": GT_VERSION, "database": database})
+    written = listing
+  logging.warning("%s: the status records kept changing over %d merges (other runs "
+                  "writing); a later run completes gt.json", path, MERGE_ROUNDS)
+
+
+def write_dataset_files(cfg: ExtractConfig, records: Sequence[dict]) -> None:
+  """Merges OUT/gt.json (merge_gt), writes or removes the failures list."""
+  merge_gt(cfg.output_dir)
+  failures = [{"video": r["video"], "reason": r["reason"]} for r in records
+              if r.get("status") == FAILED]
+  path = failures_path(cfg.output_dir, cfg.split)
+  if failures:
+    storage.write_json(path, failures)
+  else:
+    storage.delete([path])
