@@ -14,7 +14,6 @@ from wtal_tf import config as C
 from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import activitynet
 from wtal_tf.evaluation import metrics as evaluation
-from wtal_tf.data import groundtruth
 from wtal_tf.training import trainer as training
 from wtal_tf.errors import UserError
 

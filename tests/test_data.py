@@ -1,7 +1,6 @@
 """Readers for both layouts, the THUMOS14 converter, and the training order."""
 
 import json
-import os
 import shutil
 
 import numpy as np

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from conftest import tiny_config, write_dataset, write_video
+from conftest import tiny_config, write_dataset
 from wtal_tf.experiments import ablation
 from wtal_tf import config as C
 from wtal_tf.data import datasets as data

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import (IN_MEMORY, REPO, S3_KEYS, SMALL_RGB, assert_equals_local_run,
                       small_rgb_config)

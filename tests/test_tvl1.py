@@ -416,7 +416,7 @@ def test_matches_other_backend(synthetic_batch):
   if not path:
     pytest.skip(f"only in the cross-backend subprocess ({COMPARE_ENV} unset)")
   other = np.load(path)
-  flow, stats = synthetic_batch[3], synthetic_batch[4]
+  flow = synthetic_batch[3]
   epe = np.sqrt(((flow - other["flow"]) ** 2).sum(-1)).mean(axis=(1, 2))
   print(f"mean EPE {BACKEND} vs {other['backend']} per pair:", epe)
   assert (epe <= 0.01).all(), (BACKEND, other["backend"], epe)
