@@ -26,7 +26,8 @@ features.storage, each file complete or absent):
   extract_runs/<run id>.json                  the records of one run (read by its driver)
   extract_progress/<run id>/                  a mark per finished chunk, for the driver's
                                               progress line (removed at the run's end, or
-                                              by a later run once beam_pipeline.ABANDONED_PROGRESS_S old)
+                                              by a later run once it is
+                                              beam_pipeline.ABANDONED_PROGRESS_S old)
 """
 
 import io

@@ -3,8 +3,8 @@
   dask worker ADDRESS --preload wtal_tf.features.dask_preload
 
 Under Beam's Dask runner the workers run the pipeline's steps
-(features.beam_steps), and the one that extracts builds an Extractor, which
-imports TensorFlow, PyAV and OpenCV. Without this, a new cluster's first run
+(features.beam_steps); the extracting step builds an Extractor, which imports
+TensorFlow, PyAV and OpenCV. Without this, a new cluster's first run
 waits for those imports in each worker: they take 3.4 s for one process on one
 core of the 2-core machine of docs/raw_video.md, more when several processes
 start at once. Preloaded, each worker imports them when it starts, with
