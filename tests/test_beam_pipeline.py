@@ -88,9 +88,9 @@ def test_chunks_planned_for_more_workers_reassemble_bit_for_bit(videos, tmp_path
 
 def test_a_restart_extracts_only_the_chunks_not_finished(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
-  run_killed_after(cfg, str(videos / "long.mp4"), 2)  # two of its four chunks
+  extractor = run_killed_after(cfg, str(videos / "long.mp4"), 2)  # two of its four chunks
   assert extract_counting_chunks(cfg, str(videos / "long.mp4"))[1] == [4, 6]
-  direct = extraction.Extractor(cfg)(str(videos / "long.mp4")).features["rgb"]
+  direct = extractor(str(videos / "long.mp4")).features["rgb"]
   np.testing.assert_array_equal(features(tmp_path / "out", "long"), direct)
 
 

@@ -24,7 +24,6 @@ from wtal_tf import contract
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import beam_steps as steps
-from wtal_tf.features import extraction
 from wtal_tf.features import storage
 
 SCHEME = "memtest"
@@ -383,13 +382,13 @@ def test_gt_json_is_merged_from_records_read_at_once():
 def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(chunked_videos):
   cfg = small_rgb_config(chunked_videos, OUT)
   path = str(chunked_videos / "long.mkv")
-  run_killed_after(cfg, path, 2)  # two of its three chunks
+  extractor = run_killed_after(cfg, path, 2)  # two of its three chunks
   assert sorted(relative(p) for p in STORE if relative(p).startswith(steps.CHUNKS_DIR)) == [
       f"{steps.CHUNKS_DIR}/test/long/{k}.npz" for k in range(2)]
   records, starts = extract_counting_chunks(cfg, path)
   assert records["long"]["status"] == steps.OK
   assert starts == [2 * cfg.chunk_segments]
-  whole = extraction.Extractor(cfg)(path).features["rgb"]
+  whole = extractor(path).features["rgb"]
   got = storage.read_bytes(contract.feature_path(OUT, "test", "rgb", "long"))
   assert np.load(io.BytesIO(got), allow_pickle=False).tobytes() == whole.tobytes()
   assert not [p for p in STORE if relative(p).startswith(steps.CHUNKS_DIR)]
