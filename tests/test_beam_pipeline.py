@@ -422,7 +422,7 @@ def test_a_feature_file_that_cannot_be_written_fails_that_video_only(videos, tmp
   assert "\n" not in failures[0]["reason"]
   assert set(json.loads((out / "gt.json").read_text())["database"]) == {"b", "c"}
   for name in ("b", "c"):  # the other videos are complete
-    assert features(out, name).shape == (extraction.num_segments(
+    assert features(out, name).shape == (contract.num_segments(
         {"b": 33, "c": 16}[name]), contract.FEATURE_DIM)
   # long's finished chunks are kept for a rerun; it has no status, so it is not skipped.
   assert sorted(p.name for p in (out / steps.CHUNKS_DIR / "test" / "long").iterdir()) == [

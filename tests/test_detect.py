@@ -14,7 +14,7 @@ from wtal_tf.training import trainer as training
 from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
-from wtal_tf.features import extraction
+from wtal_tf.features import weights
 
 SHORTER, CROP = 40, 32
 VIDEOS = {  # name: (subset, label, frames)
@@ -89,4 +89,4 @@ def test_detect_cli_on_a_new_video(trained, tmp_path):
 def test_flow_without_checkpoint_is_one_clear_error():
   cfg = ExtractConfig(streams=("flow",))
   with pytest.raises(UserError, match="pass --flow_checkpoint=PATH"):
-    extraction.check_weights(cfg, cfg.streams)  # detect and extract check this first
+    weights.check_weights(cfg, cfg.streams)  # detect and extract check this first

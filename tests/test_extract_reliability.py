@@ -31,6 +31,7 @@ from wtal_tf.errors import UserError
 from wtal_tf import contract
 from wtal_tf.features import beam_options
 from wtal_tf.features import beam_worker
+from wtal_tf.features import i3d_weights
 from wtal_tf.features import install_weights as IW
 from wtal_tf.features import weights as W
 
@@ -214,6 +215,8 @@ def cli_cases(root) -> dict[str, list[str]]:
       "extract_negative_workers": [*extract, "--direct_num_workers=-1"],
       "extract_split_separator": [*extract, "--split=a/b"],
       "detect_output": [*detect, f"--output={below_a_file / 'dets.json'}"],
+      "detect_output_verbose": [*detect, f"--output={below_a_file / 'dets.json'}",
+                                "--verbosity=1"],
       "detect_timeline": [*detect, f"--output={root / 'dets.json'}",
                           f"--timeline={below_a_file / 'timeline.png'}"],
       "extract_truncated_checkpoint": [
@@ -267,8 +270,13 @@ def test_start_up_is_quiet_and_verbosity_shows_it(cli):
   lines = verbose.stderr.splitlines()
   assert verbose.returncode == 2 and len(lines) > 1, verbose.stderr
   assert lines[-1] == f"error: {root / 'missing'}: video directory not found"
-  # What --verbosity shows is TensorFlow's own start-up: its C++ log lines (the pinned CPU
-  # wheel prints its oneDNN and CUDA-stub notices on every import).
+  # The extract driver does not import TensorFlow: --verbosity shows Beam's import warning.
+  assert any("apitools not found" in line for line in lines[:-1]), verbose.stderr
+  # detect does: --verbosity shows TensorFlow's own start-up, its C++ log lines (the pinned
+  # CPU wheel prints its oneDNN and CUDA-stub notices on every import).
+  verbose = procs["detect_output_verbose"]
+  lines = verbose.stderr.splitlines()
+  assert verbose.returncode == 2 and lines[-1] == one_error_line(procs["detect_output"])
   assert any(TF_CPP_LINE.search(line) for line in lines[:-1]), verbose.stderr
 
 
@@ -391,7 +399,7 @@ def test_truncated_checkpoint_is_one_line_naming_the_data_file(cli, tmp_path):
   prefix, data = write_truncated_checkpoint(tmp_path / "ckpt")
   for path in (prefix, os.path.dirname(prefix)):  # the prefix or its directory
     with pytest.raises(UserError) as e:
-      W.load_deepmind_checkpoint(path, "flow")
+      i3d_weights.load_deepmind_checkpoint(path, "flow")
     assert str(e.value).startswith(f"{data}: cannot read variable Flow/inception_i3d/")
     assert "truncated or corrupt" in str(e.value) and "\n" not in str(e.value)
   # Through extract: one error line naming the data file, before any work (nothing written).

@@ -15,6 +15,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.features import encoder
 from wtal_tf import contract
 from wtal_tf.features import i3d
+from wtal_tf.features import i3d_weights
 from wtal_tf.features import preprocess
 from wtal_tf.features import video
 from wtal_tf.features import weights as W
@@ -248,7 +249,7 @@ def test_weights_that_do_not_fit_name_the_variables():
   values["Mixed_9z/Branch_0/Conv3d_0a_1x1"] = {"kernel": np.zeros((1, 1, 1, 1, 1))}
   values["Conv3d_2b_1x1"]["kernel"] = np.zeros((1, 1, 1, 64, 65), np.float32)
   with pytest.raises(UserError) as e:
-    W.assign(model, values, "my.ckpt")
+    i3d_weights.assign(model, values, "my.ckpt")
   msg = str(e.value)
   assert msg.startswith("my.ckpt: ") and "\n" not in msg
   assert "missing 1 variable(s): Mixed_4c/Branch_1/Conv3d_0b_3x3/moving_mean" in msg

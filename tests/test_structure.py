@@ -1,6 +1,6 @@
-"""How the package is put together: host code and the extraction steps stay free of
-TensorFlow, and --proposal_source=auto is resolved where the localization config meets
-the model."""
+"""How the package is put together: host code, the extract driver and the extraction
+steps stay free of TensorFlow, and --proposal_source=auto is resolved where the
+localization config meets the model."""
 
 import subprocess
 import sys
@@ -38,6 +38,12 @@ def test_the_extraction_steps_import_without_tensorflow():
   """Beam's Dask runner has the scheduler unpickle the steps: it must not wait for
   TensorFlow (the workers import it when they build their Extractor)."""
   assert frameworks_loaded_by(["wtal_tf.features.beam_steps"]) == []
+
+
+def test_the_extract_driver_imports_without_tensorflow():
+  """`python -m wtal_tf.extract` plans, checks the weights and runs the pipeline; only
+  its workers extract, so the driver does not pay TensorFlow's import."""
+  assert frameworks_loaded_by(["wtal_tf.extract", "wtal_tf.features.weights"]) == []
 
 
 def test_the_import_check_sees_tensorflow_when_it_is_loaded():

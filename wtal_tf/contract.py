@@ -29,6 +29,11 @@ WTALC_FEATURES = "Thumos14reduced-I3D-JOINTFeatures.npy"
 WTALC_ANNOTATIONS = "Thumos14reduced-Annotations"
 
 
+def num_segments(num_frames: int) -> int:
+  """Segments of a video of `num_frames` frames: the last incomplete one is dropped."""
+  return num_frames // SEGMENT_FRAMES
+
+
 def gt_path(data_dir: str) -> str:
   """DATA_DIR/gt.json."""
   return os.path.join(data_dir, GT_FILE)

@@ -37,10 +37,10 @@ from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
-from wtal_tf.features import extraction
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
+from wtal_tf.features import weights
 from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
                                            quiet_driver_logs, spread_over, worker_slots)
 from wtal_tf.features.beam_steps import (
@@ -54,7 +54,7 @@ ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer
 
 
 def _features_valid(cfg: ExtractConfig, name: str, frames: int) -> bool:
-  expected = (extraction.num_segments(frames), contract.FEATURE_DIM)
+  expected = (contract.num_segments(frames), contract.FEATURE_DIM)
   for s in cfg.streams:
     layout = storage.npy_layout(contract.feature_path(cfg.output_dir, cfg.split, s, name))
     if layout != (np.dtype(np.float32), expected):
@@ -236,7 +236,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   names = [video.name(p) for p in paths]
   given = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
   annotations = match_annotations(given, names, cfg.annotations) if cfg.annotations else {}
-  extraction.check_weights(cfg, cfg.streams)
+  weights.check_weights(cfg, cfg.streams)
   _check_writable(cfg)
   read_database(cfg.output_dir)  # a bad OUT/gt.json fails now, not after the work
   workers = cfg.chunk_workers or worker_slots(options) or 1

