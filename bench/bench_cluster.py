@@ -16,6 +16,10 @@
            cores. Peak RSS of each worker.
   pairs    the long video on 1 then 2 preloaded workers at --chunk_segments, --pairs times
            in turn; the 2/1 ratio pair by pair.
+  commands the runners' videos through the plain loop and through `python -m
+           wtal_tf.extract` (the default DirectRunner) as whole commands, each paying its
+           own imports as a user's `time` shows them, --pairs times in turn; the ratio
+           pair by pair.
   scaling  the same extraction (a 3-minute video) in one single-thread process alone, then
            in two at once: the floor of the split's 2-worker/1-worker ratio on this machine.
   --geometry (runners, split, pairs, scaling): small = 120x160 videos, crop 112, RGB, random
@@ -45,6 +49,7 @@ from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline
 from wtal_tf.features import extraction
+from wtal_tf.features import video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
@@ -132,11 +137,17 @@ def dask_args(address: str) -> list[str]:
   return ["--runner=DaskRunner", f"--dask_client_address={address}"]
 
 
-def bench_runners(args, root: str) -> dict:
-  (height, width), geometry = GEOMETRIES[args.geometry]
+def runners_videos(args, root: str) -> list[str]:
+  """root/videos: --videos videos of --segments_per_video segments at --geometry's size."""
+  (height, width), _ = GEOMETRIES[args.geometry]
   frames = args.segments_per_video * contract.SEGMENT_FRAMES
-  videos = os.path.join(root, "videos")
-  paths = write_videos(videos, args.videos, frames, height, width)
+  return write_videos(os.path.join(root, "videos"), args.videos, frames, height, width)
+
+
+def bench_runners(args, root: str) -> dict:
+  geometry = GEOMETRIES[args.geometry][1]
+  paths = runners_videos(args, root)
+  videos = os.path.dirname(paths[0])
   cfg = ExtractConfig(output_dir=os.path.join(root, "loop"), **geometry)
   out = {"runners_segments": args.videos * args.segments_per_video,
          "runners_geometry": args.geometry, "loop_s": plain_loop(cfg, paths)}
@@ -212,6 +223,44 @@ def bench_pairs(args, root: str) -> dict:
           "pairs_2_vs_1_median": statistics.median(ratios)}
 
 
+def geometry_flags(geometry: dict) -> list[str]:
+  """ExtractConfig fields -> the extract command's flags (None: the flag's default)."""
+  return [f"--{k}={','.join(v) if isinstance(v, tuple) else v}"
+          for k, v in geometry.items() if v is not None]
+
+
+def bench_commands(args, root: str) -> dict:
+  """The plain loop and the extract command as whole processes, --pairs times in turn."""
+  paths = runners_videos(args, root)
+  videos, out = os.path.dirname(paths[0]), os.path.join(root, "out")
+  flags = [f"--video_dir={videos}", f"--output_dir={out}", f"--geometry={args.geometry}"]
+  commands = {"loop": [sys.executable, "-m", "bench.bench_cluster", "--part=loop_command",
+                       *flags],
+              "extract": [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
+                          f"--output_dir={out}",
+                          *geometry_flags(GEOMETRIES[args.geometry][1])]}
+  times = {k: [] for k in commands}
+  for _ in range(args.pairs):
+    for label, command in commands.items():
+      shutil.rmtree(out, ignore_errors=True)
+      start = time.perf_counter()
+      subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+      times[label].append(time.perf_counter() - start)
+    print(json.dumps(times), flush=True)
+  ratios = sorted(b / a for a, b in zip(times["loop"], times["extract"]))
+  return {"commands_segments": args.videos * args.segments_per_video,
+          "commands_geometry": args.geometry, "commands_loop_s": times["loop"],
+          "commands_extract_s": times["extract"], "commands_extract_vs_loop": ratios,
+          "commands_extract_vs_loop_median": statistics.median(ratios)}
+
+
+def loop_command(args) -> None:
+  """One process of --part=commands: the plain loop over --video_dir into --output_dir."""
+  paths, _ = video.list_videos(args.video_dir)
+  plain_loop(ExtractConfig(output_dir=args.output_dir, **GEOMETRIES[args.geometry][1]), paths)
+
+
 def loop_seconds(video_path: str, geometry: str) -> float:
   """Seconds of one Extractor over the video in this process (after its build)."""
   extractor = extraction.Extractor(ExtractConfig(**GEOMETRIES[geometry][1]))
@@ -246,9 +295,13 @@ def bench_scaling(args, root: str) -> dict:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--part", default="all", choices=["all", "runners", "split", "scaling",
-                                                       "pairs", "loop"])
-  parser.add_argument("--pairs", type=int, default=3, help="--part=pairs: 1/2-worker pairs")
+                                                       "pairs", "commands", "loop",
+                                                       "loop_command"])
+  parser.add_argument("--pairs", type=int, default=3,
+                      help="--part=pairs: 1/2-worker pairs; --part=commands: loop/extract pairs")
   parser.add_argument("--video", help="--part=loop: the video one process extracts")
+  parser.add_argument("--video_dir", help="--part=loop_command: the videos")
+  parser.add_argument("--output_dir", help="--part=loop_command: where their features go")
   parser.add_argument("--scaling_minutes", type=float, default=3.0)
   parser.add_argument("--videos", type=int, default=5)
   parser.add_argument("--segments_per_video", type=int, default=80)
@@ -263,6 +316,9 @@ def main():
   if args.part == "loop":  # one process of --part=scaling
     print(loop_seconds(args.video, args.geometry))
     return
+  if args.part == "loop_command":  # one process of --part=commands
+    loop_command(args)
+    return
   root = tempfile.mkdtemp(prefix="bench_cluster_")
   results = {"machine": f"{os.cpu_count()} cores"}
   try:
@@ -275,6 +331,8 @@ def main():
       results.update(bench_pairs(args, root))
     if args.part in ("all", "scaling"):
       results.update(bench_scaling(args, root))
+    if args.part in ("all", "commands"):
+      results.update(bench_commands(args, root))
   finally:
     shutil.rmtree(root, ignore_errors=True)
   print(json.dumps(results, indent=1))
