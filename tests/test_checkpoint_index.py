@@ -1,16 +1,19 @@
 """checkpoint_index reads a TF checkpoint's index as TensorFlow does, without TensorFlow;
 weights.check_deepmind_checkpoint (the extract driver's check) refuses what the workers'
-TensorFlow loader refuses, with the same line, except a changed byte inside a tensor,
-which only TensorFlow's checksum finds."""
+TensorFlow loader refuses, naming the same file and variable, except a changed byte
+inside a tensor, which only TensorFlow's checksum of the tensor finds."""
 
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tf1_checkpoint import write_tf1_checkpoint
+from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
 from wtal_tf.features import checkpoint_index as CI
 from wtal_tf.features import i3d_weights
@@ -18,6 +21,7 @@ from wtal_tf.features import weights as W
 
 MANY = 5000  # tensors with long names: an index of several data blocks (256 KiB each)
 LONG_NAME = 90  # characters after each name's distinct part
+MUTATIONS = 300  # damaged copies of an index, each read once
 
 
 def assert_index_matches_tensorflow(path: str) -> CI.Index:
@@ -31,8 +35,9 @@ def assert_index_matches_tensorflow(path: str) -> CI.Index:
   assert index.entries.keys() == shapes.keys()
   for name, entry in index.entries.items():
     assert list(entry.shape) == shapes[name] and entry.dtype == dtypes[name].as_datatype_enum
-    if dtypes[name] == tf.string:
+    if dtypes[name] == tf.string or entry.sliced:  # a partitioned variable: in its slices
       continue
+    assert entry.size == entry.expected_size()
     with open(CI.data_file(prefix, entry.shard, index.num_shards), "rb") as f:
       f.seek(entry.offset)
       raw = f.read(entry.size)
@@ -94,6 +99,38 @@ def test_a_checkpoint_of_two_shards_and_a_tf2_folder(tmp_path):
   assert_index_matches_tensorflow(folder)
 
 
+def test_a_partitioned_variable_is_listed_once_whole(tmp_path):
+  whole = np.arange(20, dtype=np.float32).reshape(4, 5)
+  prefix = str(tmp_path / "sliced" / "m")
+  os.makedirs(os.path.dirname(prefix))
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["p", "p", "q"],
+                    shape_and_slices=["4 5 0,2:-", "4 5 2,2:-", ""],
+                    tensors=[whole[:2], whole[2:], tf.ones(3)])
+  index = assert_index_matches_tensorflow(prefix)
+  assert index.entries.keys() == {"p", "q"}
+  assert index.entries["p"].sliced and index.entries["p"].expected_size() is None
+  np.testing.assert_array_equal(tf.train.load_checkpoint(prefix).get_tensor("p"), whole)
+
+
+def test_crc32c_and_the_checkpoint_file_of_a_folder(tmp_path):
+  assert CI.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+  folder = tmp_path / "f"
+  folder.mkdir()
+  for text, expected in (
+      ('model_checkpoint_path: "model.ckpt-7"\n', "model.ckpt-7"),
+      ("  model_checkpoint_path : 'caf\\303\\251'\nall_model_checkpoint_paths: 'x'\n", "café"),
+      ('model_checkpoint_path: "a"\nmodel_checkpoint_path: "b\\\\c"\n', "b\\c"),
+      ('model_checkpoint_path: "/abs/m"\n', "/abs/m")):
+    (folder / CI.STATE_FILE).write_text(text)
+    assert CI.prefix_of(str(folder)) == os.path.join(str(folder), expected)
+  for text, reason in (("all_model_checkpoint_paths: 'x'\n", "names no model_checkpoint_path"),
+                       ('model_checkpoint_path: "a\\000b"\n', "is not a path"),
+                       ('model_checkpoint_path: "a\\xZZ"\n', "unreadable")):
+    (folder / CI.STATE_FILE).write_text(text)
+    with pytest.raises(CI.CheckpointFormatError, match=reason):
+      CI.prefix_of(str(folder))
+
+
 def test_what_is_not_an_index_is_refused(tmp_path):
   prefix = write_tf1_checkpoint(tmp_path / "ckpt", flow_variables())
   table = open(prefix + ".index", "rb").read()
@@ -103,10 +140,13 @@ def test_what_is_not_an_index_is_refused(tmp_path):
   _, pos = CI._varint(footer, pos)  # pylint: disable=protected-access
   offset, pos = CI._varint(footer, pos)  # pylint: disable=protected-access
   size, _ = CI._varint(footer, pos)  # pylint: disable=protected-access
+  flipped = bytearray(table)
+  flipped[offset + 3] ^= 0xFF
   cases = {"garbage": (b"not a checkpoint index" * 10, "no table footer"),
            "cut": (table[:len(table) // 2], "no table footer"),
+           "flipped": (bytes(flipped), "checksum does not match"),
            "compressed": (table[:offset + size] + b"\x01" + table[offset + size + 1:],
-                          "a block of compression type 1")}
+                          "checksum does not match")}
   for name, (content, reason) in cases.items():
     bad = tmp_path / name / "model.ckpt"
     bad.parent.mkdir()
@@ -115,6 +155,63 @@ def test_what_is_not_an_index_is_refused(tmp_path):
       CI.read(str(bad))
   with pytest.raises(CI.CheckpointFormatError, match="without a readable checkpoint file"):
     CI.prefix_of(str(tmp_path / "garbage"))
+  with pytest.raises(CI.CheckpointFormatError, match="reads TensorFlow's V2 checkpoints"):
+    CI.read(str(tmp_path / "absent"))
+
+
+def test_entries_and_messages_that_run_short_are_refused():
+  # pylint: disable=protected-access
+  restarts = (0).to_bytes(4, "little") + (1).to_bytes(4, "little")  # one restart at 0
+  one = bytes([0, 1, 2]) + b"k" + b"vv"  # shares 0 key bytes, 1 new, a 2-byte value
+  assert list(CI._entries(one + restarts)) == [(b"k", b"vv")]
+  for block, reason in ((bytes([5, 1, 0]) + b"k" + restarts, "runs past its block"),
+                        (bytes([0, 1, 9]) + b"kv" + restarts, "runs past its block"),
+                        (b"\x01\x02", "shorter than its restart count")):
+    with pytest.raises(CI.CheckpointFormatError, match=reason):
+      list(CI._entries(block))
+  assert list(CI._fields(bytes([0x08, 0x96, 0x01, 0x12, 0x01, 0x41]))) == [(1, 150), (2, b"A")]
+  for message in (bytes([0x12, 0x05, 0x41]), bytes([0x0D, 0x01, 0x02]), bytes([0x08, 0x96]),
+                  bytes([0x0B])):  # cut bytes, cut fixed32, cut varint, wire type 3
+    with pytest.raises(CI.CheckpointFormatError):
+      list(CI._fields(message))
+
+
+def test_damaged_indexes_fail_only_with_a_format_error(tmp_path):
+  """Random flips, cuts and insertions, in the file (most fail its blocks' checksums)
+  and in a block's entries and messages behind the checksum: nothing else is raised."""
+  prefix = write_tf1_checkpoint(tmp_path / "ckpt", flow_variables())
+  table = open(prefix + ".index", "rb").read()
+  footer = table[-CI.FOOTER_BYTES:]
+  _, pos = CI._varint(footer, 0)  # pylint: disable=protected-access
+  _, pos = CI._varint(footer, pos)  # pylint: disable=protected-access
+  handle = next(CI._entries(CI._block(table, footer[pos:])))[1]  # pylint: disable=protected-access
+  block = CI._block(table, handle)  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+
+  def damaged(data: bytes) -> bytes:
+    at = int(rng.integers(len(data)))
+    kind = rng.integers(3)
+    if kind == 0:
+      return data[:at] + bytes([data[at] ^ int(rng.integers(1, 256))]) + data[at + 1:]
+    if kind == 1:
+      return data[:at] + data[at + int(rng.integers(1, 9)):]
+    return data[:at] + bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8)) \
+        + data[at:]
+
+  bad = tmp_path / "bad" / "model.ckpt"
+  bad.parent.mkdir()
+  refused = 0
+  for _ in range(MUTATIONS):
+    (tmp_path / "bad" / "model.ckpt.index").write_bytes(damaged(table))
+    try:  # some bytes change nothing read (the footer's padding, the metaindex block)
+      CI.read(str(bad))
+    except CI.CheckpointFormatError:
+      refused += 1
+    try:  # pylint: disable=protected-access
+      [CI._entry(value) for key, value in CI._entries(damaged(block)) if key]
+    except CI.CheckpointFormatError:
+      pass
+  assert refused > MUTATIONS // 2
 
 
 def refusals(path: str) -> tuple[str, str]:
@@ -145,9 +242,12 @@ def test_the_driver_refuses_what_the_workers_refuse(tmp_path):
   assert re.match(same + r".*, truncated or corrupt\? \(", worker)
 
   missing_data = write_tf1_checkpoint(tmp_path / "no_data", flow_variables())
-  os.remove(missing_data + ".data-00000-of-00001")
-  driver, _ = refusals(missing_data)
+  data = missing_data + ".data-00000-of-00001"
+  os.remove(data)
+  driver, worker = refusals(missing_data)
   assert driver.endswith("truncated or corrupt? (the data file is missing)")
+  assert driver.split(" (")[0] == worker.split(" (")[0]  # the file and the variable
+  assert driver.startswith(f"{data}: cannot read variable {scope}")
 
   rgb = write_tf1_checkpoint(tmp_path / "rgb", {
       W.DEEPMIND_SCOPES["rgb"] + "Conv3d_1a_7x7/conv_3d/w": np.zeros(3, np.float32)})
@@ -164,8 +264,24 @@ def test_the_driver_refuses_what_the_workers_refuse(tmp_path):
     if expected is None:
       assert driver.startswith(f"{path}: cannot read the flow TF checkpoint (")
       assert worker.startswith(f"{path}: cannot read the flow TF checkpoint (")
+      assert ("reads TensorFlow's V2 checkpoints" in driver if "absent" in path
+              else "without a readable checkpoint file" in driver), driver
     else:
       assert driver == worker == expected
+
+
+def test_the_driver_checks_a_checkpoint_without_tensorflow(tmp_path):
+  prefix = write_tf1_checkpoint(tmp_path / "ckpt", flow_variables())
+  cfg = ExtractConfig(streams=("flow",), flow_checkpoint=prefix)
+  code = ("import sys\nfrom wtal_tf.config import ExtractConfig\n"
+          "from wtal_tf.features import weights\n"
+          f"weights.check_weights(ExtractConfig(**{{'streams': ('flow',), "
+          f"'flow_checkpoint': {prefix!r}}}), ('flow',))\n"
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        check=True)
+  assert proc.stdout.split() == ["[]"]
+  W.check_weights(cfg, cfg.streams)  # and the same check here passes
 
 
 def test_a_changed_byte_in_a_tensor_is_found_by_the_workers_checksum(tmp_path):

@@ -89,4 +89,4 @@ def test_detect_cli_on_a_new_video(trained, tmp_path):
 def test_flow_without_checkpoint_is_one_clear_error():
   cfg = ExtractConfig(streams=("flow",))
   with pytest.raises(UserError, match="pass --flow_checkpoint=PATH"):
-    weights.check_weights(cfg, cfg.streams)  # detect and extract check this first
+    weights.check_weights(cfg, cfg.streams)  # extract checks this before any work

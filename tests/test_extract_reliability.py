@@ -272,6 +272,7 @@ def test_start_up_is_quiet_and_verbosity_shows_it(cli):
   assert lines[-1] == f"error: {root / 'missing'}: video directory not found"
   # The extract driver does not import TensorFlow: --verbosity shows Beam's import warning.
   assert any("apitools not found" in line for line in lines[:-1]), verbose.stderr
+  assert not any(TF_CPP_LINE.search(line) for line in lines), verbose.stderr
   # detect does: --verbosity shows TensorFlow's own start-up, its C++ log lines (the pinned
   # CPU wheel prints its oneDNN and CUDA-stub notices on every import).
   verbose = procs["detect_output_verbose"]

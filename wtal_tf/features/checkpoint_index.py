@@ -14,7 +14,9 @@ TensorFlow's tensorflow/core/lib/io writes it:
   data blocks | metaindex block | index block | footer (FOOTER_BYTES)
 
 Every block is followed by a trailer of BLOCK_TRAILER_BYTES (compression type,
-checksum); the checkpoint writer stores its blocks uncompressed. A block is a
+then the masked CRC32C of the block and that type byte, which is checked here as
+TensorFlow's reader checks it); the checkpoint writer stores its blocks
+uncompressed. A block is a
 run of entries (varint32 key bytes shared with the previous key, varint32 key
 bytes not shared, varint32 value bytes, the unshared key bytes, the value),
 then uint32 restart offsets and their uint32 count. The footer holds the
@@ -24,23 +26,43 @@ the handles of the data blocks. In the data blocks, key "" holds a
 BundleHeaderProto (field 1: num_shards) and every other key, a tensor's name,
 a BundleEntryProto (1 dtype, 2 shape, 3 shard_id, 4 offset, 5 size, 6 crc32c,
 7 slices); both are protobuf messages, decoded here field by field.
+
+Only the V2 format is read (PREFIX.index beside the data files): TensorFlow has
+written it since 1.0, and DeepMind's kinetics-i3d checkpoints are in it.
 """
 
+import codecs
+import math
 import os
 import re
-from typing import Iterator, NamedTuple, Union
+from typing import Iterator, NamedTuple, Optional, Union
 
 INDEX_EXT = ".index"
 STATE_FILE = "checkpoint"  # a folder's text file naming its latest checkpoint
-TABLE_MAGIC = 0xdb4775248b80fb57  # the last 8 bytes of a table, little-endian
-FOOTER_BYTES = 48  # two block handles of at most 20 bytes each, padding, the magic
-BLOCK_TRAILER_BYTES = 5  # after each block: 1 byte compression type, 4 bytes checksum
+TABLE_MAGIC = 0xdb4775248b80fb57  # the last MAGIC_BYTES of a table, little-endian
+MAGIC_BYTES = 8
+MAX_HANDLE_BYTES = 20  # a block handle: two varint64s of at most 10 bytes each
+FOOTER_BYTES = 2 * MAX_HANDLE_BYTES + MAGIC_BYTES  # two handles, zero padding, the magic
+UINT32_BYTES = 4  # a fixed32: restart offsets and counts, checksums
+BLOCK_TRAILER_BYTES = 1 + UINT32_BYTES  # after each block: compression type, checksum
 UNCOMPRESSED = 0  # the compression type of every block the checkpoint writer stores
+CRC32C_POLYNOMIAL = 0x82F63B78  # Castagnoli's, bit-reversed
+CRC_MASK_DELTA = 0xA282EAD8  # LevelDB stores a CRC rotated right by 15 bits plus this
 HEADER_KEY = b""  # the key of the BundleHeaderProto
 SLICE_KEY_START = b"\x00"  # keys of partitioned variables' slices start with a zero byte
-UINT32_BYTES = 4
+# Field numbers: BundleHeaderProto, BundleEntryProto, TensorShapeProto and its Dim.
+HEADER_NUM_SHARDS = 1
+ENTRY_DTYPE, ENTRY_SHAPE, ENTRY_SHARD, ENTRY_OFFSET, ENTRY_SIZE, ENTRY_SLICES = 1, 2, 3, 4, 5, 7
+SHAPE_DIM, DIM_SIZE = 2, 1
+# Bytes per element of TensorFlow's numeric DataType enum values (1: float32, 9: int64, ...).
+DTYPE_BYTES = {1: 4, 2: 8, 3: 4, 4: 1, 5: 2, 6: 1, 8: 8, 9: 8, 10: 1, 14: 2, 17: 2, 18: 16,
+               19: 2, 22: 4, 23: 8}
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5  # protobuf wire types
-_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.MULTILINE)
+_FIXED_BYTES = {_FIXED64: 8, _FIXED32: 4}  # bytes of protobuf's fixed-size wire types
+# CheckpointState's text form, as protobuf's text parser takes it; the last one counts.
+_STATE_PATH = re.compile(r"""^\s*model_checkpoint_path\s*:\s*
+                             (?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)')""",
+                         re.MULTILINE | re.VERBOSE)
 
 
 class CheckpointFormatError(ValueError):
@@ -53,6 +75,13 @@ class Entry(NamedTuple):
   shard: int  # the data file that holds it
   offset: int  # where its bytes start in that file
   size: int  # how many bytes
+  sliced: bool = False  # a partitioned variable: its slices hold the bytes (size 0 here)
+
+  def expected_size(self) -> Optional[int]:
+    """The bytes a numeric tensor of this dtype and shape takes (None: not known here)."""
+    if self.sliced or self.dtype not in DTYPE_BYTES:
+      return None
+    return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
 
 class Index(NamedTuple):
@@ -68,14 +97,18 @@ def prefix_of(path: str) -> str:
   state = os.path.join(path, STATE_FILE)
   try:
     with open(state, encoding="utf-8") as f:
-      text = f.read()
-  except (OSError, UnicodeDecodeError) as e:
+      found = _STATE_PATH.findall(f.read())
+    # The C escapes of protobuf's text form (\n, \303\251 for an octal UTF-8 byte, ...).
+    name = codecs.escape_decode(max(found[-1], key=len).encode("utf-8"))[0].decode("utf-8")
+  except OSError as e:
     raise CheckpointFormatError(f"a folder without a readable {STATE_FILE} file "
-                                f"({getattr(e, 'strerror', None) or e})") from None
-  found = _STATE_PATH.search(text)
-  if found is None:
-    raise CheckpointFormatError(f"{state} names no model_checkpoint_path")
-  name = re.sub(r"\\(.)", r"\1", found.group(1))
+                                f"({e.strerror or e})") from None
+  except IndexError:
+    raise CheckpointFormatError(f"{state} names no model_checkpoint_path") from None
+  except ValueError as e:  # a bad escape, not UTF-8
+    raise CheckpointFormatError(f"{state}: unreadable model_checkpoint_path ({e})") from None
+  if not name or "\0" in name:
+    raise CheckpointFormatError(f"{state}: model_checkpoint_path {name!r} is not a path")
   return name if os.path.isabs(name) else os.path.join(path, name)
 
 
@@ -86,10 +119,15 @@ def data_file(prefix: str, shard: int, num_shards: int) -> str:
 
 def read(prefix: str) -> Index:
   """The index of the checkpoint at `prefix` (OSError if PREFIX.index cannot be read,
-  CheckpointFormatError if it is not a checkpoint index)."""
-  with open(prefix + INDEX_EXT, "rb") as f:
-    table = f.read()
-  if len(table) < FOOTER_BYTES or int.from_bytes(table[-8:], "little") != TABLE_MAGIC:
+  CheckpointFormatError if it is not a V2 checkpoint index)."""
+  try:
+    with open(prefix + INDEX_EXT, "rb") as f:
+      table = f.read()
+  except FileNotFoundError:
+    raise CheckpointFormatError(f"no {prefix}{INDEX_EXT} (wtal_tf reads TensorFlow's V2 "
+                                "checkpoints: PREFIX.index and PREFIX.data-*)") from None
+  if len(table) < FOOTER_BYTES or (int.from_bytes(table[-MAGIC_BYTES:], "little")
+                                   != TABLE_MAGIC):
     raise CheckpointFormatError(f"{prefix}{INDEX_EXT} is not a checkpoint index (no table "
                                 "footer)")
   footer = table[-FOOTER_BYTES:]
@@ -99,12 +137,42 @@ def read(prefix: str) -> Index:
   for _, handle in _entries(_block(table, footer[pos:])):
     for key, value in _entries(_block(table, handle)):
       if key == HEADER_KEY:
-        num_shards = _int_field(value, 1, default=0)
+        num_shards = _int_field(value, HEADER_NUM_SHARDS, default=0)
       elif not key.startswith(SLICE_KEY_START):
         entries[key.decode("utf-8", "replace")] = _entry(value)
-  if not num_shards:
+  if num_shards is None:
     raise CheckpointFormatError(f"{prefix}{INDEX_EXT} has no bundle header")
+  if num_shards < 1 or any(e.shard >= num_shards for e in entries.values()):
+    raise CheckpointFormatError(f"{prefix}{INDEX_EXT}: a tensor in shard "
+                                f"{max((e.shard for e in entries.values()), default=0)} "
+                                f"of {num_shards}")
   return Index(num_shards, entries)
+
+
+def crc32c(data: bytes) -> int:
+  """CRC-32C (Castagnoli) of `data`, as LevelDB and TensorFlow compute it."""
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+  return crc ^ 0xFFFFFFFF
+
+
+def _crc32c_table() -> list[int]:
+  table = []
+  for n in range(256):
+    for _ in range(8):
+      n = (n >> 1) ^ CRC32C_POLYNOMIAL if n & 1 else n >> 1
+    table.append(n)
+  return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _unmask(crc: int) -> int:
+  """A CRC as LevelDB stores it -> the CRC."""
+  rotated = (crc - CRC_MASK_DELTA) & 0xFFFFFFFF
+  return ((rotated >> 17) | (rotated << 15)) & 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------- the table
@@ -127,8 +195,11 @@ def _block(table: bytes, handle: bytes) -> bytes:
   offset, pos = _varint(handle, 0)
   size, _ = _varint(handle, pos)
   end = offset + size
-  if end + BLOCK_TRAILER_BYTES > len(table):
+  if end + BLOCK_TRAILER_BYTES > len(table) - FOOTER_BYTES:
     raise CheckpointFormatError("a block runs past the end of the index")
+  stored = int.from_bytes(table[end + 1:end + BLOCK_TRAILER_BYTES], "little")
+  if _unmask(stored) != crc32c(table[offset:end + 1]):  # the block and its type byte
+    raise CheckpointFormatError("a block's checksum does not match: the index is corrupt")
   if table[end] != UNCOMPRESSED:
     raise CheckpointFormatError(f"a block of compression type {table[end]} (the checkpoint "
                                 "writer stores them uncompressed)")
@@ -167,8 +238,8 @@ def _fields(message: bytes) -> Iterator[tuple[int, Union[int, bytes]]]:
     number, wire = key >> 3, key & 7
     if wire == _VARINT:
       value, pos = _varint(message, pos)
-    elif wire in (_FIXED64, _FIXED32):
-      width = 8 if wire == _FIXED64 else 4
+    elif wire in _FIXED_BYTES:
+      width = _FIXED_BYTES[wire]
       value, pos = int.from_bytes(message[pos:pos + width], "little"), pos + width
     elif wire == _BYTES:
       length, pos = _varint(message, pos)
@@ -191,25 +262,22 @@ def _int_field(message: bytes, number: int, default: int) -> int:
   return value
 
 
-def _signed(value: int) -> int:
-  """A varint's int64 value (-1, an unknown dimension, is written as 2**64 - 1)."""
-  return value - (1 << 64) if value >= 1 << 63 else value
-
-
 def _shape(message: bytes) -> tuple[int, ...]:
-  """A TensorShapeProto's dimensions (field 2, each a Dim with its size in field 1)."""
-  return tuple(_signed(_int_field(dim, 1, default=0)) for n, dim in _fields(message)
-               if n == 2 and isinstance(dim, bytes))
+  """A TensorShapeProto's dimensions (a saved tensor's are all known, so non-negative)."""
+  return tuple(_int_field(dim, DIM_SIZE, default=0) for n, dim in _fields(message)
+               if n == SHAPE_DIM and isinstance(dim, bytes))
 
 
 def _entry(message: bytes) -> Entry:
   """A BundleEntryProto."""
-  shape = ()
+  shape, sliced = (), False
   for n, v in _fields(message):
-    if n == 2:
-      if not isinstance(v, bytes):
-        raise CheckpointFormatError("a tensor shape that is not a message")
+    if n in (ENTRY_SHAPE, ENTRY_SLICES) and not isinstance(v, bytes):
+      raise CheckpointFormatError(f"BundleEntryProto field {n} is not a message")
+    if n == ENTRY_SHAPE:
       shape = _shape(v)
-  return Entry(dtype=_int_field(message, 1, 0), shape=shape,
-               shard=_int_field(message, 3, 0), offset=_int_field(message, 4, 0),
-               size=_int_field(message, 5, 0))
+    sliced |= n == ENTRY_SLICES
+  return Entry(dtype=_int_field(message, ENTRY_DTYPE, 0), shape=shape,
+               shard=_int_field(message, ENTRY_SHARD, 0),
+               offset=_int_field(message, ENTRY_OFFSET, 0),
+               size=_int_field(message, ENTRY_SIZE, 0), sliced=sliced)

@@ -6,7 +6,7 @@ The extract driver does not import this module: `weights.check_weights` checks t
 same files without TensorFlow before any work, and each worker loads its own here.
 """
 
-import glob
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -26,11 +26,27 @@ def load(stream: str, checkpoint: str | None) -> UnitValues:
           else weights.load_kinetics400_rgb(path))
 
 
-def _data_files(path: str) -> str:
-  """The data file(s) of the checkpoint at `path` (a prefix or its folder), for messages."""
-  prefix = checkpoint_index.prefix_of(path)
-  files = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
-  return files[0] if len(files) == 1 else f"{prefix}.data-*"
+MAX_REASON_CHARS = 200  # of TensorFlow's message, in a one-line error
+
+
+def _reason(e: Exception) -> str:
+  lines = str(getattr(e, "message", e)).splitlines()
+  return (lines[0] if lines else type(e).__name__)[:MAX_REASON_CHARS]
+
+
+def _data_file(path: str, name: str) -> str:
+  """The data file that holds variable `name` of the checkpoint at `path`, for messages
+  (PREFIX.data-* when its index does not say)."""
+  try:
+    prefix = checkpoint_index.prefix_of(path)
+  except checkpoint_index.CheckpointFormatError:
+    return os.path.join(path, "*.data-*")
+  try:
+    index = checkpoint_index.read(prefix)
+    entry = index.entries[name]
+  except (checkpoint_index.CheckpointFormatError, OSError, KeyError):
+    return f"{prefix}.data-*"
+  return checkpoint_index.data_file(prefix, entry.shard, index.num_shards)
 
 
 def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
@@ -39,16 +55,14 @@ def load_deepmind_checkpoint(path: str, stream: str) -> UnitValues:
     reader = tf.train.load_checkpoint(path)
     names = reader.get_variable_to_shape_map()
   except (tf.errors.OpError, ValueError, OSError) as e:
-    raise weights.read_error(path, stream,
-                             str(getattr(e, "message", e)).splitlines()[0][:200]) from None
+    raise weights.read_error(path, stream, _reason(e)) from None
   values: UnitValues = {}
   for name, (unit, field) in weights.deepmind_units(path, stream, names).items():
     try:
       values.setdefault(unit, {})[field] = reader.get_tensor(name)
     except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
       # A truncated data file raises IndexError ("Read less bytes than requested").
-      raise weights.variable_error(_data_files(path), name, stream,
-                                   str(getattr(e, "message", e)).splitlines()[0][:200]) from None
+      raise weights.variable_error(_data_file(path, name), name, stream, _reason(e)) from None
   return values
 
 

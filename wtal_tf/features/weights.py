@@ -30,6 +30,7 @@ import os
 import pickle
 import re
 import sys
+from typing import Sequence
 
 import numpy as np
 
@@ -225,34 +226,52 @@ def variable_error(data: str, name: str, stream: str, reason: str) -> UserError:
                    f"truncated or corrupt? ({reason})")
 
 
+def _os_reason(e: OSError) -> str:
+  return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
+
+
+def _data_size(data: str) -> int | str:
+  """The size of a data file, or why it cannot be read."""
+  try:
+    with open(data, "rb") as f:
+      return os.fstat(f.fileno()).st_size
+  except OSError as e:
+    return "the data file is missing" if isinstance(e, FileNotFoundError) else _os_reason(e)
+
+
 def check_deepmind_checkpoint(path: str, stream: str) -> None:
   """UserError unless the DeepMind checkpoint at `path` (a prefix or its folder) holds
-  the `stream` variables in the form wtal_tf reads, each within its data file. Reads
-  the index only: the workers' TensorFlow reader also verifies each tensor's checksum."""
+  the `stream` variables in the form wtal_tf reads, each of its size and within a
+  readable data file. Reads the index only (its blocks' checksums included); the
+  workers' TensorFlow reader also verifies each tensor's checksum."""
   try:
     prefix = checkpoint_index.prefix_of(path)
     index = checkpoint_index.read(prefix)
   except OSError as e:
-    raise read_error(path, stream, e.strerror or str(e)) from None
-  except checkpoint_index.CheckpointFormatError as e:
+    raise read_error(path, stream, _os_reason(e)) from None
+  except ValueError as e:  # CheckpointFormatError, or a path the OS refuses
     raise read_error(path, stream, str(e)) from None
   sizes = {}
   for name in deepmind_units(path, stream, index.entries):
     entry = index.entries[name]
     data = checkpoint_index.data_file(prefix, entry.shard, index.num_shards)
     if data not in sizes:
-      sizes[data] = os.path.getsize(data) if os.path.isfile(data) else None
-    if sizes[data] is None:
-      raise variable_error(data, name, stream, "the data file is missing")
+      sizes[data] = _data_size(data)
+    if isinstance(sizes[data], str):
+      raise variable_error(data, name, stream, sizes[data])
+    expected = entry.expected_size()
+    if expected is not None and entry.size != expected:
+      raise variable_error(data, name, stream, f"the index gives {entry.size} bytes for "
+                           f"shape {list(entry.shape)}, not {expected}")
     if entry.offset + entry.size > sizes[data]:
       raise variable_error(data, name, stream, f"its bytes end at {entry.offset + entry.size}, "
                            f"the file has {sizes[data]}")
 
 
-def check_weights(cfg: ExtractConfig, streams) -> None:
-  """Fails early (UserError) when a stream's weights are missing, truncated or corrupt:
-  reads the packaged RGB pickle once and drops it (0.04 s), checks a DeepMind
-  checkpoint's index against its data files; the workers load their own."""
+def check_weights(cfg: ExtractConfig, streams: Sequence[str]) -> None:
+  """Fails early (UserError) when a stream's weights are missing, truncated or not
+  I3D's: reads the packaged RGB pickle once and drops it (0.04 s); checks a DeepMind
+  checkpoint's index against its data files (the workers load their own)."""
   if cfg.random_init_seed is not None:
     return
   for s in streams:
