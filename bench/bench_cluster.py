@@ -16,13 +16,14 @@
            cores. Peak RSS of each worker.
   pairs    the long video on 1 then 2 preloaded workers at --chunk_segments, --pairs times
            in turn; the 2/1 ratio pair by pair.
-  commands the runners' videos through the plain loop and through `python -m
-           wtal_tf.extract` (the default DirectRunner) as whole commands, each paying its
-           own imports as a user's `time` shows them, --pairs times in turn; the ratio
-           pair by pair.
+  commands the runners' videos through the plain loop (`python -m bench.loop`) and
+           through `python -m wtal_tf.extract` (the default DirectRunner), the same flags
+           to both, as whole commands, each paying its own imports as a user's `time`
+           shows them; --pairs pairs, the first command alternating; the ratio pair by
+           pair.
   scaling  the same extraction (a 3-minute video) in one single-thread process alone, then
            in two at once: the floor of the split's 2-worker/1-worker ratio on this machine.
-  --geometry (runners, split, pairs, scaling): small = 120x160 videos, crop 112, RGB, random
+  --geometry (runners, split, pairs, scaling, commands): small = 120x160 videos, crop 112, RGB, random
            weights (minutes on 2 cores); default = 240x320 videos, wtal_tf's default
            geometry (256 -> 224) and the Kinetics-400 RGB weights.
 
@@ -43,13 +44,13 @@ import time
 
 import psutil
 
-from bench.bench_extract import plain_loop, write_videos
+from bench.bench_extract import write_videos
+from bench.loop import plain_loop
 from bench.videos import LONG_GOP, long_h264
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline
 from wtal_tf.features import extraction
-from wtal_tf.features import video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
@@ -230,35 +231,29 @@ def geometry_flags(geometry: dict) -> list[str]:
 
 
 def bench_commands(args, root: str) -> dict:
-  """The plain loop and the extract command as whole processes, --pairs times in turn."""
+  """The plain loop and the extract command as whole processes, --pairs pairs."""
   paths = runners_videos(args, root)
-  videos, out = os.path.dirname(paths[0]), os.path.join(root, "out")
-  flags = [f"--video_dir={videos}", f"--output_dir={out}", f"--geometry={args.geometry}"]
-  commands = {"loop": [sys.executable, "-m", "bench.bench_cluster", "--part=loop_command",
-                       *flags],
-              "extract": [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
-                          f"--output_dir={out}",
-                          *geometry_flags(GEOMETRIES[args.geometry][1])]}
+  out = os.path.join(root, "out")
+  flags = [f"--video_dir={os.path.dirname(paths[0])}", f"--output_dir={out}",
+           *geometry_flags(GEOMETRIES[args.geometry][1])]
+  commands = {"loop": [sys.executable, "-m", "bench.loop", *flags],
+              "extract": [sys.executable, "-m", "wtal_tf.extract", *flags]}
   times = {k: [] for k in commands}
-  for _ in range(args.pairs):
-    for label, command in commands.items():
+  for k in range(args.pairs):
+    for label in sorted(commands, reverse=k % 2 == 1):  # the loop first in every other pair
       shutil.rmtree(out, ignore_errors=True)
       start = time.perf_counter()
-      subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)
+      proc = subprocess.run(commands[label], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, check=False)
       times[label].append(time.perf_counter() - start)
+      if proc.returncode:
+        raise RuntimeError(f"{' '.join(commands[label])} failed:\n{proc.stderr[-3000:]}")
     print(json.dumps(times), flush=True)
-  ratios = sorted(b / a for a, b in zip(times["loop"], times["extract"]))
+  ratios = [b / a for a, b in zip(times["loop"], times["extract"])]
   return {"commands_segments": args.videos * args.segments_per_video,
           "commands_geometry": args.geometry, "commands_loop_s": times["loop"],
           "commands_extract_s": times["extract"], "commands_extract_vs_loop": ratios,
           "commands_extract_vs_loop_median": statistics.median(ratios)}
-
-
-def loop_command(args) -> None:
-  """One process of --part=commands: the plain loop over --video_dir into --output_dir."""
-  paths, _ = video.list_videos(args.video_dir)
-  plain_loop(ExtractConfig(output_dir=args.output_dir, **GEOMETRIES[args.geometry][1]), paths)
 
 
 def loop_seconds(video_path: str, geometry: str) -> float:
@@ -295,13 +290,10 @@ def bench_scaling(args, root: str) -> dict:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--part", default="all", choices=["all", "runners", "split", "scaling",
-                                                       "pairs", "commands", "loop",
-                                                       "loop_command"])
+                                                       "pairs", "commands", "loop"])
   parser.add_argument("--pairs", type=int, default=3,
                       help="--part=pairs: 1/2-worker pairs; --part=commands: loop/extract pairs")
   parser.add_argument("--video", help="--part=loop: the video one process extracts")
-  parser.add_argument("--video_dir", help="--part=loop_command: the videos")
-  parser.add_argument("--output_dir", help="--part=loop_command: where their features go")
   parser.add_argument("--scaling_minutes", type=float, default=3.0)
   parser.add_argument("--videos", type=int, default=5)
   parser.add_argument("--segments_per_video", type=int, default=80)
@@ -315,9 +307,6 @@ def main():
   args = parser.parse_args()
   if args.part == "loop":  # one process of --part=scaling
     print(loop_seconds(args.video, args.geometry))
-    return
-  if args.part == "loop_command":  # one process of --part=commands
-    loop_command(args)
     return
   root = tempfile.mkdtemp(prefix="bench_cluster_")
   results = {"machine": f"{os.cpu_count()} cores"}

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from bench.loop import plain_loop
 from bench.videos import long_video
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
@@ -53,18 +54,6 @@ def write_videos(directory: str, count: int, frames: int, height: int, width: in
   os.makedirs(directory, exist_ok=True)
   return [write_video(os.path.join(directory, f"v{k}.mkv"),
                       smooth_frames(frames, height, width, seed=k)) for k in range(count)]
-
-
-def plain_loop(cfg: ExtractConfig, paths) -> float:
-  start = time.perf_counter()
-  extractor = extraction.Extractor(cfg)
-  for path in paths:
-    result = extractor(path)
-    for s, x in result.features.items():
-      target = contract.feature_path(cfg.output_dir, cfg.split, s, video.name(path))
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      np.save(target, x)
-  return time.perf_counter() - start
 
 
 def bench_pipeline(args) -> dict:
