@@ -134,7 +134,8 @@ def test_crc32c_and_the_checkpoint_file_of_a_folder(tmp_path):
 def test_what_is_not_an_index_is_refused(tmp_path):
   prefix = write_tf1_checkpoint(tmp_path / "ckpt", flow_variables())
   table = open(prefix + ".index", "rb").read()
-  # The index block's trailer set to "snappy": its handle is the footer's second one.
+  # The index block (its handle is the footer's second one): a byte flipped, and its
+  # trailer's type set to "snappy" with the checksum LevelDB would store for that.
   footer = table[-CI.FOOTER_BYTES:]
   _, pos = CI._varint(footer, 0)  # pylint: disable=protected-access
   _, pos = CI._varint(footer, pos)  # pylint: disable=protected-access
@@ -142,11 +143,16 @@ def test_what_is_not_an_index_is_refused(tmp_path):
   size, _ = CI._varint(footer, pos)  # pylint: disable=protected-access
   flipped = bytearray(table)
   flipped[offset + 3] ^= 0xFF
+  crc = CI.crc32c(table[offset:offset + size] + b"\x01")
+  masked = ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + CI.CRC_MASK_DELTA) & 0xFFFFFFFF
+  snappy = (table[:offset + size] + b"\x01" + masked.to_bytes(4, "little")
+            + table[offset + size + CI.BLOCK_TRAILER_BYTES:])
   cases = {"garbage": (b"not a checkpoint index" * 10, "no table footer"),
            "cut": (table[:len(table) // 2], "no table footer"),
            "flipped": (bytes(flipped), "checksum does not match"),
-           "compressed": (table[:offset + size] + b"\x01" + table[offset + size + 1:],
-                          "checksum does not match")}
+           "type": (table[:offset + size] + b"\x01" + table[offset + size + 1:],
+                    "checksum does not match"),
+           "snappy": (snappy, "a block of compression type 1")}
   for name, (content, reason) in cases.items():
     bad = tmp_path / name / "model.ckpt"
     bad.parent.mkdir()

@@ -4,7 +4,7 @@ dtype, shape and where its bytes lie.
 The extract driver checks a DeepMind checkpoint with it before any work, so the
 driver never imports TensorFlow (about 5 s of start-up and 600 MB). The workers
 load the tensors with TensorFlow's reader, which also verifies each tensor's
-checksum; this module reads structure only.
+checksum; this module reads the index only (its own checksums included).
 
 A checkpoint PREFIX in TensorFlow's V2 format (what TF1's Saver and TF2 write;
 DeepMind's kinetics-i3d checkpoints are in it) is PREFIX.index with the data
@@ -142,10 +142,12 @@ def read(prefix: str) -> Index:
         entries[key.decode("utf-8", "replace")] = _entry(value)
   if num_shards is None:
     raise CheckpointFormatError(f"{prefix}{INDEX_EXT} has no bundle header")
-  if num_shards < 1 or any(e.shard >= num_shards for e in entries.values()):
-    raise CheckpointFormatError(f"{prefix}{INDEX_EXT}: a tensor in shard "
-                                f"{max((e.shard for e in entries.values()), default=0)} "
-                                f"of {num_shards}")
+  if num_shards < 1:
+    raise CheckpointFormatError(f"{prefix}{INDEX_EXT}: a bundle header of {num_shards} shards")
+  beyond = [name for name, e in entries.items() if e.shard >= num_shards]
+  if beyond:
+    raise CheckpointFormatError(f"{prefix}{INDEX_EXT}: {beyond[0]} in shard "
+                                f"{entries[beyond[0]].shard} of {num_shards}")
   return Index(num_shards, entries)
 
 

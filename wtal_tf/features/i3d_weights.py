@@ -17,6 +17,8 @@ from wtal_tf.features import weights
 from wtal_tf.features.i3d import LOGITS_PATH
 from wtal_tf.features.weights import MAX_NAMES, UnitValues
 
+MAX_REASON_CHARS = 200  # of TensorFlow's message, in a one-line error
+
 
 def load(stream: str, checkpoint: str | None) -> UnitValues:
   """`stream`'s weight values from where `weights.weights_file` says; UserError for a
@@ -24,9 +26,6 @@ def load(stream: str, checkpoint: str | None) -> UnitValues:
   path = weights.weights_file(stream, checkpoint)
   return (load_deepmind_checkpoint(path, stream) if checkpoint
           else weights.load_kinetics400_rgb(path))
-
-
-MAX_REASON_CHARS = 200  # of TensorFlow's message, in a one-line error
 
 
 def _reason(e: Exception) -> str:
