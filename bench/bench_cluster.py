@@ -23,9 +23,9 @@
            pair.
   scaling  the same extraction (a 3-minute video) in one single-thread process alone, then
            in two at once: the floor of the split's 2-worker/1-worker ratio on this machine.
-  --geometry (runners, split, pairs, scaling, commands): small = 120x160 videos, crop 112, RGB, random
-           weights (minutes on 2 cores); default = 240x320 videos, wtal_tf's default
-           geometry (256 -> 224) and the Kinetics-400 RGB weights.
+  --geometry (runners, split, pairs, scaling, commands): small = 120x160 videos, crop
+           112, RGB, random weights (minutes on 2 cores); default = 240x320 videos,
+           wtal_tf's default geometry (256 -> 224) and the Kinetics-400 RGB weights.
 
 flock -x /tmp/wtal_heavy.lock .venv/bin/python -m bench.bench_cluster [--part=all]
 """
