@@ -3,6 +3,8 @@
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,17 @@ from video_helpers import CHUNKED_CHUNKS, CHUNKED_FRAMES, write_chunked_videos
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("WTAL_SHARED", REPO.parent / "shared"))
+
+
+def frameworks_loaded_by(modules, then: str = "") -> list[str]:
+  """The TensorFlow/Keras modules a fresh interpreter holds after importing `modules`
+  and running the code `then`."""
+  code = (f"import sys\nfor m in {list(modules)!r}: __import__(m)\n{then}\n"
+          "print(' '.join(sorted(m for m in sys.modules "
+          "if m.split('.')[0] in ('tensorflow', 'keras'))))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        check=True)
+  return proc.stdout.split()
 
 
 def shared_path(*parts) -> pathlib.Path:

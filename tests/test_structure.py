@@ -2,12 +2,10 @@
 steps stay free of TensorFlow, and --proposal_source=auto is resolved where the
 localization config meets the model."""
 
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, tiny_config, write_dataset
+from conftest import REPO, frameworks_loaded_by, tiny_config, write_dataset
 from wtal_tf import config as C
 from wtal_tf.data import datasets as data
 from wtal_tf.training import trainer as training
@@ -18,16 +16,6 @@ HOST_MODULES = tuple(
     f"wtal_tf.{package}.{path.stem}" if path.stem != "__init__" else f"wtal_tf.{package}"
     for package in HOST_PACKAGES for path in sorted((REPO / "wtal_tf" / package).glob("*.py"))
 ) + ("wtal_tf.contract", "wtal_tf.config", "wtal_tf.errors", "wtal_tf.io_utils")  # the ground floor
-
-
-def frameworks_loaded_by(modules) -> list[str]:
-  """The TensorFlow/Keras modules a fresh interpreter holds after importing `modules`."""
-  code = (f"import sys\nfor m in {list(modules)!r}: __import__(m)\n"
-          "print(' '.join(sorted(m for m in sys.modules "
-          "if m.split('.')[0] in ('tensorflow', 'keras'))))")
-  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        check=True)
-  return proc.stdout.split()
 
 
 def test_host_modules_import_without_tensorflow():

@@ -130,11 +130,8 @@ def read(prefix: str) -> Index:
                                    != TABLE_MAGIC):
     raise CheckpointFormatError(f"{prefix}{INDEX_EXT} is not a checkpoint index (no table "
                                 "footer)")
-  footer = table[-FOOTER_BYTES:]
-  _, pos = _varint(footer, 0)  # the metaindex block's handle: offset, size (unused)
-  _, pos = _varint(footer, pos)
   num_shards, entries = None, {}
-  for _, handle in _entries(_block(table, footer[pos:])):
+  for _, handle in _entries(_block(table, index_handle(table))):
     for key, value in _entries(_block(table, handle)):
       if key == HEADER_KEY:
         num_shards = _int_field(value, HEADER_NUM_SHARDS, default=0)
@@ -149,6 +146,14 @@ def read(prefix: str) -> Index:
     raise CheckpointFormatError(f"{prefix}{INDEX_EXT}: {beyond[0]} in shard "
                                 f"{entries[beyond[0]].shard} of {num_shards}")
   return Index(num_shards, entries)
+
+
+def index_handle(table: bytes) -> bytes:
+  """The index block's handle: the footer's second, after the metaindex block's."""
+  footer = table[-FOOTER_BYTES:]
+  _, pos = _varint(footer, 0)  # the metaindex block's offset and size (unused)
+  _, pos = _varint(footer, pos)
+  return footer[pos:]
 
 
 def crc32c(data: bytes) -> int:
