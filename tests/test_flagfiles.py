@@ -53,3 +53,24 @@ def test_flag_reference_page_matches_the_definitions():
   page = (REPO / "docs" / "flags.md").read_text()
   assert page == proc.stdout, ("docs/flags.md is stale: run "
                                "`python -m wtal_tf.tools.flags_table > docs/flags.md`")
+
+
+def test_a_tools_own_flag_is_not_taken_for_a_config_field_of_the_same_name():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from wtal_tf import cli  # pylint: disable=import-outside-toplevel
+  fv = flags.FlagValues()
+  flags.DEFINE_string("output_dir", "", "A tool's own folder.", flag_values=fv)
+  cli.define_flags(("extract",), fv=fv)
+  fv(["tool", "--output_dir=pictures", "--video_dir=videos"])
+  assert "output_dir" not in cli.config_flags(fv) and "video_dir" in cli.config_flags(fv)
+  cfg = cli.config_from_flags(fv=fv).extract
+  assert (cfg.output_dir, cfg.video_dir) == ("", "videos")
+
+
+@pytest.mark.parametrize("tool, row", [
+    ("evaluate", "| `--output` |  | Scores JSON"),
+    ("visualize", "| `--output_dir` |  | Where the PNG files go."),
+    ("tools.make_synthetic", "| `--output_dir` |  | The dataset folder written")])
+def test_the_flag_page_lists_a_tools_own_flag_named_like_a_config_field(tool, row):
+  from wtal_tf.tools import flags_table  # pylint: disable=import-outside-toplevel
+  assert row in flags_table.tool_table(tool)

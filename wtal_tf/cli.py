@@ -23,6 +23,8 @@ from wtal_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
+CONFIG_MODULE = cfg_lib.__name__  # absl's record of where the config fields' flags come
+# from, which tells them from a tool's own flag of the same name (evaluate's --output)
 
 
 def _kind(field: dataclasses.Field) -> tuple[type, Optional[type]]:
@@ -38,27 +40,28 @@ def _kind(field: dataclasses.Field) -> tuple[type, Optional[type]]:
 def _define_field(field: dataclasses.Field, fv: flags.FlagValues) -> None:
   meta, name, default = field.metadata, field.name, field.default
   help_text, choices = meta["help"], meta["choices"]
-  bounds = {"lower_bound": meta["lower"], "upper_bound": meta["upper"], "flag_values": fv}
+  where = {"flag_values": fv, "module_name": CONFIG_MODULE}
+  bounds = {"lower_bound": meta["lower"], "upper_bound": meta["upper"], **where}
   kind, item = _kind(field)
   if kind is tuple:
     values = [f"{v:g}" if item is float else v for v in default]
     if choices:
       help_text = f"{help_text} Choices: {','.join(choices)}."
-    flags.DEFINE_list(name, values, help_text, flag_values=fv)
+    flags.DEFINE_list(name, values, help_text, **where)
     if choices:
       flags.register_validator(
           name, lambda v: bool(v) and set(v) <= set(choices), flag_values=fv,
           message=f"--{name}: items must be from {','.join(choices)} (at least one)")
   elif kind is bool:
-    flags.DEFINE_boolean(name, default, help_text, flag_values=fv)
+    flags.DEFINE_boolean(name, default, help_text, **where)
   elif kind is int:
     flags.DEFINE_integer(name, default, help_text, **bounds)
   elif kind is float:
     flags.DEFINE_float(name, default, help_text, **bounds)
   elif choices:
-    flags.DEFINE_enum(name, default, list(choices), help_text, flag_values=fv)
+    flags.DEFINE_enum(name, default, list(choices), help_text, **where)
   else:
-    flags.DEFINE_string(name, default, help_text, flag_values=fv)
+    flags.DEFINE_string(name, default, help_text, **where)
 
 
 def flag_fields(groups: Iterable[str], fields: Optional[Iterable[str]] = None
@@ -71,6 +74,11 @@ def flag_fields(groups: Iterable[str], fields: Optional[Iterable[str]] = None
       if field.metadata.get("flag", True) and (fields is None or field.name in fields):
         out.setdefault(field.name, field)
   return out
+
+
+def config_flags(fv: flags.FlagValues = FLAGS) -> set[str]:
+  """The names of the flags in `fv` defined from config fields (not a tool's own)."""
+  return {f.name for f in fv.flags_by_module_dict().get(CONFIG_MODULE, ())}
 
 
 def define_flags(groups: Iterable[str] = cfg_lib.EXPERIMENT_GROUPS,
@@ -113,11 +121,11 @@ def config_from_flags(pipeline_args: tuple[str, ...] = (),
 
   pipeline_args: extract's pass-through Beam options.
   """
-  groups = {}
+  groups, defined = {}, config_flags(fv)
   try:
     for group, cls in GROUPS.items():
       kwargs = {name: _value(f, fv[name].value)
-                for name, f in flag_fields((group,)).items() if name in fv}
+                for name, f in flag_fields((group,)).items() if name in defined}
       if group == "extract":
         kwargs["pipeline_args"] = tuple(pipeline_args)
       groups[group] = cls(**kwargs)
@@ -161,7 +169,7 @@ def prepare_model_dir(cfg: cfg_lib.Config) -> str:
 def save_flags(path: str, fv: flags.FlagValues = FLAGS) -> None:
   """Writes the experiment flags (what shapes the model, its training and its
   localization; no tool flags) as a flagfile, atomically."""
-  names = [n for n in flag_fields(cfg_lib.EXPERIMENT_GROUPS) if n in fv]
+  names = [n for n in flag_fields(cfg_lib.EXPERIMENT_GROUPS) if n in config_flags(fv)]
   lines = [fv[n].serialize() for n in names if fv[n].value is not None]
   io_utils.write_text(path, "\n".join(line for line in lines if line) + "\n")
 

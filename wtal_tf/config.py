@@ -43,7 +43,7 @@ def param(default, help: str, *, lower=None, upper=None, choices=None, flag: boo
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where the features and labels are, and how segments map to seconds."""
-  data_dir: str = param("", "Dataset root (SPEC §6 layouts).")
+  data_dir: str = param("", "Dataset root (its layouts: README, Datasets).")
   layout: str = param("per_video", "per_video: gt.json + features/{split}/{stream}/<video>.npy; "
                       "wtalc: W-TALC joint .npy.", choices=LAYOUTS)
   gt_file: str = param("", "Ground-truth JSON (default DATA_DIR/gt.json).")
