@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # wtal_tf in one command. Installs what it needs into ./.venv on first use.
 #
-#   ./run.sh [synthetic]            generate the embedded dataset if absent, train, localize, evaluate
+#   ./run.sh [synthetic] [flags]    generate the embedded dataset if absent, train, localize, evaluate
 #   ./run.sh thumos14 [flags]       the same on data/thumos14 (or --data_dir=...)
 #   ./run.sh activitynet13 [flags]  the same on data/activitynet13
 #   ./run.sh ablation [dataset]     STPN and the paper's Table 1 rows
@@ -10,7 +10,7 @@
 #   ./run.sh detect --model_dir=M --video=FILE [flags]          detections for one new video
 #   ./run.sh test [pytest args]     the test suite
 #
-# Extra flags go to the Python entrypoints (see README, "Flags").
+# Extra flags go to the Python entrypoints (README, "Commands"; docs/flags.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -60,8 +60,8 @@ run_dataset() {
     --data_dir="$data_dir" --model_dir="$model_dir" "$@"
 }
 
-cmd=${1:-synthetic}
-[ $# -gt 0 ] && shift
+cmd=synthetic  # also when the first argument is already a flag
+case "${1:-}" in ""|-*) ;; *) cmd=$1; shift ;; esac
 ensure_env
 case "$cmd" in
   test)
@@ -98,7 +98,7 @@ case "$cmd" in
       --data_dir="$data_dir" --model_dir="runs/$cmd-$dataset" "${extra[@]}" "$@"
     ;;
   *)
-    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test]" >&2
+    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test] [flags]" >&2
     exit 2
     ;;
 esac
