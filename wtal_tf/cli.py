@@ -169,7 +169,8 @@ def prepare_model_dir(cfg: cfg_lib.Config) -> str:
 def save_flags(path: str, fv: flags.FlagValues = FLAGS) -> None:
   """Writes the experiment flags (what shapes the model, its training and its
   localization; no tool flags) as a flagfile, atomically."""
-  names = [n for n in flag_fields(cfg_lib.EXPERIMENT_GROUPS) if n in config_flags(fv)]
+  defined = config_flags(fv)
+  names = [n for n in flag_fields(cfg_lib.EXPERIMENT_GROUPS) if n in defined]
   lines = [fv[n].serialize() for n in names if fv[n].value is not None]
   io_utils.write_text(path, "\n".join(line for line in lines if line) + "\n")
 
