@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# wtal_tf in one command. Installs what it needs into ./.venv on first use.
+# wtal_tf in one command. Installs what it needs into .venv beside this script on first
+# use. Paths given as flags are taken from the current folder; the defaults (data/,
+# runs/, flags/) are beside this script.
 #
 #   ./run.sh [synthetic] [flags]    generate the embedded dataset if absent, train, localize, evaluate
 #   ./run.sh thumos14 [flags]       the same on data/thumos14 (or --data_dir=...)
@@ -9,19 +11,21 @@
 #   ./run.sh extract --video_dir=DIR --output_dir=OUT [flags]   raw videos -> I3D features
 #   ./run.sh detect --model_dir=M --video=FILE [flags]          detections for one new video
 #   ./run.sh test [pytest args]     the test suite
+#   ./run.sh help                   this text (also -h, --help)
 #
-# Extra flags go to the Python entrypoints (README, "Commands"; docs/flags.md).
+# Extra flags go to the Python entrypoints (README, "Commands"; docs/flags.md);
+# after a command, --help or --helpfull prints its entrypoint's help (nothing is generated).
 set -euo pipefail
-cd "$(dirname "$0")"
+HERE=$(cd "$(dirname "$0")" && pwd)
 
-VENV=.venv
+VENV="$HERE/.venv"
 PY="$VENV/bin/python"
 
-ensure_env() {
-  local stamp
+ensure_env() (
+  cd "$HERE"
   stamp="$VENV/.installed-$(cat requirements.txt setup.py wtal_tf/features/install_weights.py \
     | sha1sum | cut -c1-12)"
-  [ -f "$stamp" ] && return
+  [ -f "$stamp" ] && exit 0
   command -v python3 >/dev/null || { echo "error: python3 not found (3.11+ needed)" >&2; exit 1; }
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "error: Python 3.11+ needed, found $(python3 --version)" >&2; exit 1; }
@@ -35,7 +39,7 @@ ensure_env() {
   "$PY" -m wtal_tf.features.install_weights
   rm -f "$VENV"/.installed-*
   touch "$stamp"
-}
+)
 
 # The value of --NAME=VALUE among the arguments, else the default.
 flag_value() {
@@ -47,24 +51,38 @@ flag_value() {
   echo "$default"
 }
 
+# Whether the arguments ask for an entrypoint's help (then no data is generated).
+wants_help() {
+  local arg
+  for arg in "$@"; do
+    case "$arg" in --help|--helpfull|--helpshort|-h|-\?) return 0 ;; esac
+  done
+  return 1
+}
+
 run_dataset() {
   local name=$1
   shift
   local data_dir model_dir
-  data_dir=$(flag_value data_dir "data/$name" "$@")
-  model_dir=$(flag_value model_dir "runs/$name" "$@")
-  if [ "$name" = synthetic ] && [ ! -f "$data_dir/gt.json" ]; then
+  data_dir=$(flag_value data_dir "$HERE/data/$name" "$@")
+  model_dir=$(flag_value model_dir "$HERE/runs/$name" "$@")
+  if [ "$name" = synthetic ] && [ ! -f "$data_dir/gt.json" ] && ! wants_help "$@"; then
     "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
   fi
-  "$PY" -m wtal_tf.train_eval --flagfile="flags/$name.cfg" \
+  "$PY" -m wtal_tf.train_eval --flagfile="$HERE/flags/$name.cfg" \
     --data_dir="$data_dir" --model_dir="$model_dir" "$@"
 }
 
 cmd=synthetic  # also when the first argument is already a flag
-case "${1:-}" in ""|-*) ;; *) cmd=$1; shift ;; esac
+case "${1:-}" in -h|--help) cmd=help ;; ""|-*) ;; *) cmd=$1; shift ;; esac
+if [ "$cmd" = help ]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | cut -c3-
+  exit 0
+fi
 ensure_env
 case "$cmd" in
   test)
+    cd "$HERE"
     # Two test processes, each taking whole files (module fixtures are set up once);
     # later arguments win: -n 0 runs in this process (for -s or --pdb). The whole of
     # tests/ unless a test file or folder is named (tests/test_x.py[::test_y]).
@@ -83,9 +101,9 @@ case "$cmd" in
   ablation|mv)
     dataset=synthetic
     case "${1:-}" in synthetic|thumos14|activitynet13) dataset=$1; shift ;; esac
-    data_dir=$(flag_value data_dir "data/$dataset" "$@")
+    data_dir=$(flag_value data_dir "$HERE/data/$dataset" "$@")
     extra=()
-    if [ "$dataset" = synthetic ]; then
+    if [ "$dataset" = synthetic ] && ! wants_help "$@"; then
       [ -f "$data_dir/gt.json" ] || "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
       if [ "$cmd" = mv ]; then
         # 915: the size of the paper's curated Instagram set (§4.1).
@@ -94,11 +112,11 @@ case "$cmd" in
         extra=(--extra_train="$data_dir/micro")
       fi
     fi
-    "$PY" -m "wtal_tf.$cmd" --flagfile="flags/$dataset.cfg" \
-      --data_dir="$data_dir" --model_dir="runs/$cmd-$dataset" "${extra[@]}" "$@"
+    "$PY" -m "wtal_tf.$cmd" --flagfile="$HERE/flags/$dataset.cfg" \
+      --data_dir="$data_dir" --model_dir="$HERE/runs/$cmd-$dataset" "${extra[@]}" "$@"
     ;;
   *)
-    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test] [flags]" >&2
+    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test|help] [flags]" >&2
     exit 2
     ;;
 esac

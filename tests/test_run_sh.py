@@ -1,5 +1,5 @@
-"""run.sh's dispatch: which entrypoint each command line runs, with which flags (the
-Python it calls is replaced by a recorder; the install is marked done)."""
+"""run.sh's dispatch: which entrypoint each command line runs, with which flags, from
+which folder (the Python it calls is replaced by a recorder; the install is marked done)."""
 
 import hashlib
 import shutil
@@ -12,51 +12,83 @@ from conftest import REPO
 STAMPED = ("requirements.txt", "setup.py", "wtal_tf/features/install_weights.py")
 RECORDER = """#!/bin/sh
 echo "$*" >> "$(dirname "$0")/calls"
+pwd >> "$(dirname "$0")/folders"
 """
 
 
 @pytest.fixture
 def run_sh(tmp_path):
-  """Runs a copy of run.sh whose .venv/bin/python records its arguments; returns
-  (exit status, stderr, the recorded calls)."""
+  """Runs a copy of run.sh (in tmp_path/repo) from `cwd` (default tmp_path/repo) whose
+  .venv/bin/python records its arguments and folder; returns (exit status, stdout,
+  stderr, the recorded calls with the copy's folder as HERE, the folders)."""
+  here = tmp_path / "repo"
   for name in ("run.sh",) + STAMPED:
-    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / name, tmp_path / name)
-  python = tmp_path / ".venv" / "bin" / "python"
+    (here / name).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / name, here / name)
+  python = here / ".venv" / "bin" / "python"
   python.parent.mkdir(parents=True)
   python.write_text(RECORDER)
   python.chmod(0o755)
   digest = hashlib.sha1(b"".join((REPO / n).read_bytes() for n in STAMPED)).hexdigest()
-  (tmp_path / ".venv" / f".installed-{digest[:12]}").touch()
+  (here / ".venv" / f".installed-{digest[:12]}").touch()
 
-  def run(*args):
-    proc = subprocess.run(["bash", "run.sh", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
-    calls = python.parent / "calls"
-    return proc.returncode, proc.stderr, calls.read_text().splitlines() if calls.exists() else []
+  def run(*args, cwd=here):
+    proc = subprocess.run(["bash", str(here / "run.sh"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+    record = [python.parent / f for f in ("calls", "folders")]
+    calls, folders = ([line.replace(str(here), "HERE") for line in f.read_text().splitlines()]
+                      if f.exists() else [] for f in record)
+    for f in record:
+      f.unlink(missing_ok=True)
+    return proc.returncode, proc.stdout, proc.stderr, calls, folders
   return run
 
 
 def test_flags_alone_run_the_embedded_default_with_them(run_sh):
-  status, stderr, calls = run_sh("--train_steps=5")
+  status, _, stderr, calls, _ = run_sh("--train_steps=5")
   assert status == 0, stderr
   assert "installing" not in stderr  # the stamp matched: nothing was installed
   assert calls == [
-      "-m wtal_tf.tools.make_synthetic --output_dir=data/synthetic",
-      "-m wtal_tf.train_eval --flagfile=flags/synthetic.cfg --data_dir=data/synthetic "
-      "--model_dir=runs/synthetic --train_steps=5"]
+      "-m wtal_tf.tools.make_synthetic --output_dir=HERE/data/synthetic",
+      "-m wtal_tf.train_eval --flagfile=HERE/flags/synthetic.cfg "
+      "--data_dir=HERE/data/synthetic --model_dir=HERE/runs/synthetic --train_steps=5"]
 
 
 def test_no_argument_and_a_named_dataset(run_sh):
-  assert run_sh()[2][-1] == ("-m wtal_tf.train_eval --flagfile=flags/synthetic.cfg "
-                             "--data_dir=data/synthetic --model_dir=runs/synthetic")
-  status, _, calls = run_sh("thumos14", "--data_dir=/d", "--seed=1")
-  assert status == 0 and calls[-1] == (
-      "-m wtal_tf.train_eval --flagfile=flags/thumos14.cfg --data_dir=/d "
-      "--model_dir=runs/thumos14 --data_dir=/d --seed=1")
+  assert run_sh()[3][-1] == ("-m wtal_tf.train_eval --flagfile=HERE/flags/synthetic.cfg "
+                             "--data_dir=HERE/data/synthetic --model_dir=HERE/runs/synthetic")
+  status, _, _, calls, _ = run_sh("thumos14", "--data_dir=/d", "--seed=1")
+  assert status == 0 and calls == [
+      "-m wtal_tf.train_eval --flagfile=HERE/flags/thumos14.cfg --data_dir=/d "
+      "--model_dir=HERE/runs/thumos14 --data_dir=/d --seed=1"]
+
+
+def test_paths_given_are_taken_from_the_callers_folder(run_sh, tmp_path):
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  status, _, _, calls, folders = run_sh("extract", "--video_dir=videos", "--output_dir=out",
+                                        cwd=elsewhere)
+  assert status == 0
+  assert calls == ["-m wtal_tf.extract --video_dir=videos --output_dir=out"]
+  assert folders == [str(elsewhere)]
+
+
+@pytest.mark.parametrize("command", [("synthetic", "--help"), ("--helpfull",),
+                                     ("ablation", "--help"), ("mv", "synthetic", "-?")])
+def test_an_entrypoints_help_generates_no_data(run_sh, command):
+  status, _, _, calls, _ = run_sh(*command)
+  assert status == 0 and len(calls) == 1 and command[-1] in calls[0]
+  assert "make_synthetic" not in calls[0]
+
+
+@pytest.mark.parametrize("command", [("help",), ("-h",), ("--help",)])
+def test_help_prints_the_commands_and_runs_nothing(run_sh, command):
+  status, stdout, _, calls, _ = run_sh(*command)
+  assert status == 0 and calls == []
+  assert "./run.sh extract --video_dir=DIR" in stdout and not stdout.startswith("#")
 
 
 def test_an_unknown_command_is_the_usage_line(run_sh):
-  status, stderr, calls = run_sh("thumos")
+  status, _, stderr, calls, _ = run_sh("thumos")
   assert status == 2 and calls == []
   assert stderr.startswith("usage: ./run.sh [synthetic|thumos14") and len(stderr.splitlines()) == 1
