@@ -95,3 +95,45 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert "the last good checkpoint is kept" in str(e.value)
   model, _ = checkpointing.restore(str(tmp_path / "m"))
   assert all(np.isfinite(w.numpy()).all() for w in model.weights)
+
+
+def _model_dir_files(model_dir):
+  return {p.relative_to(model_dir): p.read_bytes() for p in model_dir.rglob("*") if p.is_file()
+          and p.parts[len(model_dir.parts)] not in ("train", "eval")}  # not the event logs
+
+
+def test_resuming_another_model_is_refused_before_anything_is_written(tmp_path, caplog):
+  data = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)},
+                       {"x": (["A"], 5)}, classes=("A", "B"))
+  wider = write_dataset(tmp_path / "w", {"a": (["A"], 4), "b": (["B"], 3)},
+                        {"x": (["A"], 5)}, classes=("A", "B"), d=6)
+  model_dir = tmp_path / "m"
+  cfg = tiny_config(data, model_dir, train={"train_steps": 2, "checkpoint_every": 1})
+  training.train(cfg, flags_text="--attention_units=8\n")
+  before = _model_dir_files(model_dir)
+  assert (model_dir / "flags.cfg").read_text() == "--attention_units=8\n"
+
+  for other, expected in (
+      (cfg.replace(data={"data_dir": str(wider)}), r"feature_dims.rgb 4 -> 6"),
+      (cfg.replace(model={"attention_units": 16}), r"model.attention_units 8 -> 16")):
+    with pytest.raises(training.UserError, match=r"m/model.json: this model dir holds "
+                       rf"checkpoints of another model \(.*{expected}.*\): resume with"):
+      training.train(other.replace(train={"train_steps": 4}),
+                     flags_text="--attention_units=16\n")
+    assert _model_dir_files(model_dir) == before  # flags.cfg, model.json, checkpoints
+
+  # The same model with more steps resumes; the changed flags are named.
+  caplog.set_level("WARNING")
+  training.train(cfg.replace(train={"train_steps": 3}), flags_text="--train_steps=3\n")
+  assert "resuming with other flags than it recorded (--attention_units, --train_steps)" \
+      in caplog.text
+  assert (model_dir / "flags.cfg").read_text() == "--train_steps=3\n"
+
+
+def test_a_run_that_fails_on_its_data_records_no_flags(tmp_path):
+  model_dir = tmp_path / "m"
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.train", f"--model_dir={model_dir}",
+                         f"--data_dir={tmp_path / 'absent'}"], cwd=REPO, capture_output=True,
+                        text=True)
+  assert proc.returncode == 2 and "absent" in proc.stderr and "Traceback" not in proc.stderr
+  assert not (model_dir / "flags.cfg").exists()

@@ -159,20 +159,19 @@ def flags_markdown(fv: flags.FlagValues, names: Optional[Iterable[str]] = None) 
 
 
 def prepare_model_dir(cfg: cfg_lib.Config) -> str:
-  """Checks --model_dir is given and writable; saves the experiment flags there."""
-  model_dir = require(cfg.train.model_dir, "model_dir")
-  io_utils.ensure_writable_dir(model_dir)
-  save_flags(os.path.join(model_dir, "flags.cfg"))
-  return model_dir
+  """Checks --model_dir is given and writable; returns the experiment flags, which
+  training records in it (trainer.train's flags_text)."""
+  io_utils.ensure_writable_dir(require(cfg.train.model_dir, "model_dir"))
+  return experiment_flags()
 
 
-def save_flags(path: str, fv: flags.FlagValues = FLAGS) -> None:
-  """Writes the experiment flags (what shapes the model, its training and its
-  localization; no tool flags) as a flagfile, atomically."""
+def experiment_flags(fv: flags.FlagValues = FLAGS) -> str:
+  """The experiment flags (what shapes the model, its training and its localization;
+  no tool flags) as a flagfile."""
   defined = config_flags(fv)
   names = [n for n in flag_fields(cfg_lib.EXPERIMENT_GROUPS) if n in defined]
   lines = [fv[n].serialize() for n in names if fv[n].value is not None]
-  io_utils.write_text(path, "\n".join(line for line in lines if line) + "\n")
+  return "\n".join(line for line in lines if line) + "\n"
 
 
 def fail(message: str) -> typing.NoReturn:

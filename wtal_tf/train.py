@@ -16,8 +16,7 @@ def define_flags(fv=flags.FLAGS):
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
-  cli.prepare_model_dir(cfg)
-  trainer.train(cfg)
+  trainer.train(cfg, flags_text=cli.prepare_model_dir(cfg))
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ from wtal_tf.inference import batch
 from wtal_tf.training import trainer
 
 
-def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False) -> str:
+def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
+                       flags_text: str = "") -> str:
   """Trains; writes the final detections and their scores; returns the report to print.
 
   The detections are those of training's final evaluation (the model after
-  the last step), so the test set is localized and scored once.
+  the last step), so the test set is localized and scored once. flags_text: as
+  trainer.train's.
   """
-  result = trainer.train(cfg)
+  result = trainer.train(cfg, flags_text=flags_text)
   if result.eval is None:
     raise UserError(f"no test videos in subset {cfg.data.test_subset!r}: nothing to evaluate")
   path = batch.write_detections(cfg, result.detections, output)

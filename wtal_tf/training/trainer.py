@@ -99,8 +99,13 @@ def compiled_train_step(model: WTALModel, dataset: data.Dataset, strategy=None):
   return tf.function(step_fn, input_signature=signature, jit_compile=False), traces
 
 
-def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
-  """Trains (resuming from the latest checkpoint in the model dir) and evaluates."""
+def train(cfg: Config, dataset: Optional[data.Dataset] = None,
+          flags_text: str = "") -> TrainResult:
+  """Trains (resuming from the latest checkpoint in the model dir) and evaluates.
+
+  flags_text: the run's experiment flags as a flagfile, written to MODEL_DIR/flags.cfg
+  once the data has loaded and the model dir is known to fit the model ("": none).
+  """
   model_dir = cfg.train.model_dir
   if not model_dir:
     raise UserError("--model_dir is required")
@@ -116,7 +121,11 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None) -> TrainResult:
   with strategy.scope():
     model = build_model(cfg, dataset)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-  checkpoints.save_spec(model_dir, model, dataset.classes, dataset.feature_dims)
+  model_spec = checkpoints.spec(model, dataset.classes, dataset.feature_dims)
+  checkpoints.check_resumable(model_dir, model_spec)
+  if flags_text:
+    checkpoints.record_flags(model_dir, flags_text)
+  checkpoints.save_spec(model_dir, model_spec)
   manager = checkpoints.manager(model_dir, model=model, optimizer=model.optimizer, step=step)
   if manager.latest_checkpoint:
     manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
