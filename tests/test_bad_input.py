@@ -214,3 +214,42 @@ def test_cli_localize_without_a_model(good, tmp_path):
 def test_cli_rejects_bad_enum():
   proc = run_cli("wtal_tf.train", "--streams=rgb,depth")
   assert proc.returncode != 0 and "items must be from rgb,flow" in proc.stderr
+
+
+@pytest.fixture
+def tiny_model(good, tmp_path):
+  """A model dir trained 2 steps on `good` (classes A, B; rgb and flow of 4 features)."""
+  cfg = tiny_config(good, tmp_path / "m", train={"train_steps": 2, "checkpoint_every": 1})
+  training.train(cfg)
+  return cfg
+
+
+def test_localizing_unlabelled_videos_takes_the_models_classes(tiny_model, good, tmp_path):
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  edit_gt(good, lambda db: [v.update(annotations=[]) for v in db.values()])
+  with pytest.raises(UserError, match=r"gt.json: no labelled instances to take the class "
+                     r"list from: pass --class_list=FILE"):
+    load(good)
+  path, results, dataset = batch.localize_to_file(tiny_model, str(tmp_path / "d.json"))
+  assert dataset.classes == ("A", "B") and set(results) == {"x"}
+  assert all(r["label"] in ("A", "B") for r in results["x"])
+
+
+def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
+  from wtal_tf.inference import batch, timelines  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserError, match=r"--streams=rgb but the model in .*/m has streams "
+                     r"rgb,flow: pass --streams=rgb,flow"):
+    batch.localize_to_file(tiny_model.replace(data={"streams": ("rgb",)}))
+  wider = write_dataset(tmp_path / "w", {"a": (["A"], 4), "b": (["B"], 3)},
+                        {"x": (["A"], 5)}, classes=("A", "B"), d=6)
+  other = tiny_model.replace(data={"data_dir": str(wider)})
+  sizes = (r"/m: the model was trained on features of sizes \{'rgb': 4, 'flow': 4\}, but "
+           r"the data has \{'rgb': 6, 'flow': 6\}")
+  with pytest.raises(UserError, match=sizes):
+    batch.localize_to_file(other)
+  with pytest.raises(UserError, match=sizes):
+    timelines.draw(other, [tiny_model.train.model_dir], [], 1, str(tmp_path / "pictures"))
+  (tmp_path / "classes.txt").write_text("A\nB\nC\n")
+  with pytest.raises(UserError, match=r"/m: the model was trained on classes \['A', 'B'\], "
+                     r"but .*classes.txt gives \['A', 'B', 'C'\]"):
+    batch.localize_to_file(tiny_model.replace(data={"class_list": str(tmp_path / "classes.txt")}))

@@ -205,11 +205,12 @@ def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, tuple[str, ...]]:
   return groundtruth.parse_database(database, ann), ann, classes
 
 
-def ground_truth(cfg: DataConfig) -> tuple[dict[str, groundtruth.GTVideo], str, tuple[str, ...]]:
+def ground_truth(cfg: DataConfig, known_classes: Optional[Sequence[str]] = None
+                 ) -> tuple[dict[str, groundtruth.GTVideo], str, tuple[str, ...]]:
   """All ground-truth videos of the dataset (either layout), their source and the class list.
 
   The class list is --class_list if given, else W-TALC's classlist.npy (layout
-  b) or the sorted ground-truth labels (layout a).
+  b) or the sorted ground-truth labels (layout a), else (no labels) `known_classes`.
   """
   if cfg.layout == "wtalc":
     gt, source, classes = _wtalc_ground_truth(cfg.data_dir)
@@ -219,7 +220,8 @@ def ground_truth(cfg: DataConfig) -> tuple[dict[str, groundtruth.GTVideo], str, 
   if cfg.layout == "per_video":
     source = cfg.gt_file or contract.gt_path(cfg.data_dir)
     gt = groundtruth.load_activitynet(source)
-    return gt, source, groundtruth.class_names(gt.values(), cfg.class_list)
+    return gt, source, groundtruth.class_names(gt.values(), cfg.class_list, source,
+                                               known_classes)
   raise UserError(f"--layout={cfg.layout}: choose per_video or wtalc")
 
 
@@ -259,18 +261,21 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
   return videos
 
 
-def load_dataset(cfg: DataConfig, include_train: bool = True) -> Dataset:
+def load_dataset(cfg: DataConfig, include_train: bool = True,
+                 known_classes: Optional[Sequence[str]] = None) -> Dataset:
   """Reads and validates everything a run will read, before training starts.
 
   With include_train=False (localization) the training videos are not read and
   the training subset need not exist (e.g. a dataset written by wtal_tf.extract).
+  known_classes: the class list when the ground truth has no labels and no
+  --class_list is given (a trained model's, for localization).
   """
   if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
     raise UserError(f"{cfg.data_dir or '--data_dir'}: data directory not found; {LAYOUT_HELP}")
   unknown_streams = set(cfg.streams) - {"rgb", "flow"}
   if not cfg.streams or unknown_streams:
     raise UserError(f"--streams={','.join(cfg.streams)}: choose from rgb, flow")
-  gt, gt_source, classes = ground_truth(cfg)
+  gt, gt_source, classes = ground_truth(cfg, known_classes)
   if cfg.layout == "wtalc":
     feat_path = os.path.join(cfg.data_dir, WTALC_FEATURES)
     features = load_npy(feat_path, "W-TALC joint feature file", allow_pickle=True)

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from wtal_tf.errors import UserError
 
@@ -145,16 +145,19 @@ def select_subset(videos: dict[str, GTVideo], subset: str, source: str) -> dict[
   return chosen
 
 
-def class_names(videos: Iterable[GTVideo], class_list: str = "") -> tuple[str, ...]:
-  """The class list: from `class_list` (one name a line) or the sorted gt labels.
+def class_names(videos: Iterable[GTVideo], class_list: str = "", source: str = "",
+                known: Optional[Sequence[str]] = None) -> tuple[str, ...]:
+  """The class list: from `class_list` (one name a line), else the sorted gt labels, else
+  (no labels in `source`) the `known` classes, e.g. a trained model's.
 
   Any ground-truth label missing from an explicit class list is an error.
   """
   present = sorted({i.label for v in videos for i in v.instances})
   if not class_list:
-    if not present:
-      raise UserError("ground truth has no labelled instances: cannot infer the class list")
-    return tuple(present)
+    if not present and known is None:
+      raise UserError(f"{source or 'the ground truth'}: no labelled instances to take the "
+                      "class list from: pass --class_list=FILE (one class name a line)")
+    return tuple(present) if present else tuple(known)
   if not os.path.isfile(class_list):
     raise UserError(f"{class_list}: class list file not found")
   with open(class_list, encoding="utf-8") as f:

@@ -87,13 +87,12 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   """
   model_dir = cfg.train.model_dir
   predictor = load_predictor(model_dir, cfg.localize)
-  dataset = data.load_dataset(cfg.data, include_train=False)
-  if list(dataset.classes) != list(predictor.classes):
-    raise UserError(f"{model_dir}: the model was trained on classes {list(predictor.classes)}, "
-                    f"but {dataset.gt_source} gives {list(dataset.classes)}")
-  if set(dataset.streams) != set(predictor.streams):
-    raise UserError(f"--streams={','.join(dataset.streams)} but the model in {model_dir} "
-                    f"has streams {','.join(predictor.streams)}")
+  if set(cfg.data.streams) != set(predictor.streams):  # before reading a missing stream
+    raise UserError(f"--streams={','.join(cfg.data.streams)} but the model in {model_dir} "
+                    f"has streams {','.join(predictor.streams)}: pass "
+                    f"--streams={','.join(predictor.streams)}")
+  dataset = data.load_dataset(cfg.data, include_train=False, known_classes=predictor.classes)
+  predictor.check_fits(dataset, model_dir, cfg.data.class_list or dataset.gt_source)
   if outputs_dir:
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,

@@ -4,6 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 from wtal_tf.config import LocalizeConfig
+from wtal_tf.data import datasets as data
+from wtal_tf.errors import UserError
 from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.modeling import checkpoints
 from wtal_tf.modeling.model import WTALModel
@@ -40,6 +42,21 @@ class Predictor:
         probs = tf.nn.softmax(o["fg_logits"])[1:]
       result[s] = {"attention": o["attention"], "cas": o["frame_logits"], "class_probs": probs}
     return result
+
+  def check_fits(self, dataset: data.Dataset, model_dir: str, class_source: str) -> None:
+    """A UserError unless `dataset` has the model's classes (as `class_source` gives
+    them), streams and feature sizes."""
+    if self.classes is not None and list(dataset.classes) != list(self.classes):
+      raise UserError(f"{model_dir}: the model was trained on classes {list(self.classes)}, "
+                      f"but {class_source} gives {list(dataset.classes)}")
+    if not set(self.streams) <= set(dataset.streams):
+      raise UserError(f"--streams={','.join(dataset.streams)} but the model in {model_dir} "
+                      f"has streams {','.join(self.streams)}")
+    wrong = {s: dataset.feature_dims[s] for s in self.streams
+             if s in dataset.feature_dims and dataset.feature_dims[s] != self.feature_dims[s]}
+    if wrong:
+      raise UserError(f"{model_dir}: the model was trained on features of sizes "
+                      f"{ {s: self.feature_dims[s] for s in wrong} }, but the data has {wrong}")
 
   def __call__(self, features: dict[str, np.ndarray]) -> dict[str, StreamOutput]:
     outs = self._forward({s: features[s] for s in self.model.streams})

@@ -21,6 +21,8 @@ def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
     raise UserError(f"--videos: not in the test subset {cfg.data.test_subset!r}: {unknown}")
   chosen = [by_name[v] for v in videos] or dataset.test[:num_videos]
   models = [(os.path.normpath(d), load_predictor(d, cfg.localize)) for d in model_dirs]
+  for model_dir, predict in models:
+    predict.check_fits(dataset, model_dir, cfg.data.class_list or dataset.gt_source)
   paths = []
   for v in chosen:
     panels = []
