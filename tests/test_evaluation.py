@@ -183,3 +183,23 @@ def test_evaluate_cli_on_reference(tmp_path):
   numbers = json.loads((tmp_path / "results.eval.json").read_text())
   assert round(numbers["mAP"]["0.5"] * 100, 2) == 17.70
   assert round(numbers["averages"]["avg 0.1:0.7"] * 100, 2) == 27.12
+
+
+def test_detections_of_videos_outside_the_subset_are_a_warning(tmp_path, caplog):
+  gt = tmp_path / "gt.json"
+  gt.write_text(json.dumps({"database": {
+      "v1": {"subset": "test", "duration": 10, "annotations": [
+          {"label": "A", "segment": [0, 2]}]},
+      "v2": {"subset": "validation", "duration": 10, "annotations": []}}}))
+  dets = tmp_path / "dets.json"
+  results = {"v1": [det("A", 0.9, 0, 2)], "v2": [det("A", 0.8, 0, 2)], "zz": [det("A", 0.7, 0, 2)]}
+  dets.write_text(json.dumps({"results": results}))
+  caplog.set_level("WARNING")
+  result = evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,))
+  assert result.mean_ap[0] == 1.0  # the two false positives rank below the true one
+  assert (f"{dets}: 2 of the 3 videos with detections are not in subset 'test' of {gt} "
+          "(e.g. v2): their detections count as false positives") in caplog.text
+  dets.write_text(json.dumps({"results": {"v1": results["v1"]}}))
+  caplog.clear()
+  evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,))
+  assert "not in subset" not in caplog.text
