@@ -253,3 +253,18 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
   with pytest.raises(UserError, match=r"/m: the model was trained on classes \['A', 'B'\], "
                      r"but .*classes.txt gives \['A', 'B', 'C'\]"):
     batch.localize_to_file(tiny_model.replace(data={"class_list": str(tmp_path / "classes.txt")}))
+
+
+def test_a_bad_flagfile_is_one_short_line(tmp_path):
+  proc = run_cli("wtal_tf.evaluate", f"--flagfile={tmp_path / 'absent.cfg'}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert proc.stderr.strip() == ("error: Unable to open flagfile: [Errno 2] No such file or "
+                                 f"directory: '{tmp_path / 'absent.cfg'}'")
+  not_flags = tmp_path / "gt.json"
+  not_flags.write_text("\n".join(f'"video_{k}": {{"subset": "test", "annotations": []}},'
+                                 for k in range(100)))
+  proc = run_cli("wtal_tf.evaluate", f"--flagfile={not_flags}")
+  assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+  first = '"video_0": {"subset": "test", "annotations": []},'
+  assert proc.stderr.startswith(f'error: unexpected arguments {first[:39]}… "video_1"')
+  assert "and 97 more (flags are --name=value, also in a --flagfile)" in proc.stderr

@@ -19,7 +19,7 @@ from absl import flags
 
 from wtal_tf import config as cfg_lib
 from wtal_tf import io_utils
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, unexpected_arguments
 
 FLAGS = flags.FLAGS
 GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
@@ -188,7 +188,8 @@ def parse_flags(argv: list[str], known_only: bool = False,
   try:
     return fv(argv, known_only=known_only)
   except flags.Error as e:
-    fail("; ".join(line.strip() for line in str(e).splitlines() if line.strip()))
+    message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    fail(message.removeprefix("ERROR::").strip())  # absl's prefix of a flagfile's errors
 
 
 def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
@@ -199,7 +200,7 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
   """
   def wrapped(argv):
     if len(argv) > 1 and not pass_unknown:
-      fail(f"unexpected arguments {' '.join(argv[1:])} (flags are --name=value)")
+      fail(str(unexpected_arguments(argv[1:])))
     try:
       main(argv)
     except UserError as e:

@@ -44,7 +44,7 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.transforms import environments
 
 from wtal_tf import startup
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, unexpected_arguments
 from wtal_tf.features import beam_worker
 
 BEAM_LOG_LEVEL = "CRITICAL"  # Beam's own logs (driver and workers) below this are dropped:
@@ -128,7 +128,7 @@ def pipeline_options(args: Sequence[str]) -> PipelineOptions:
     raise UserError(f"unknown flags {', '.join(unknown)}: neither wtal_tf flags nor Beam "
                     f"pipeline options{hint}")
   if rest:
-    raise UserError(f"unexpected arguments {' '.join(rest)} (flags are --name=value)")
+    raise unexpected_arguments(rest)
   given = _given(args)
   options = PipelineOptions(args)
   standard = options.view_as(StandardOptions)
