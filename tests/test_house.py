@@ -97,6 +97,10 @@ def test_flags_cfg_holds_only_experiment_flags(small_synthetic, tmp_path):
   booleans = {f"--no{n[2:]}" for n in expected}
   assert saved and saved <= expected | booleans
   assert "--per_class" not in saved and "--nodeterministic" not in saved
+  # wtal_tf's progress lines are shown; TensorFlow's own INFO lines (one per checkpoint
+  # saved) only with --verbosity=1.
+  assert "trainer.py:" in proc.stderr and "step 3: loss" in proc.stderr
+  assert "Sharding callback" not in proc.stderr and "functional_saver" not in proc.stderr
 
 
 def test_train_eval_localizes_and_scores_the_test_set_once(trained, tmp_path, monkeypatch):
