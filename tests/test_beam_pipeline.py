@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -473,3 +474,38 @@ def test_the_line_of_a_user_error_is_found_in_a_runners_exception():
       "v.mp4: bad")
   assert pipeline.user_error_line(RuntimeError("ValueError: a bug")) is None
   assert pipeline.user_error_line(ValueError("UserError: not ours")) is None
+
+
+def test_a_video_already_in_another_split_fails_alone_and_gt_json_keeps_its_entry(videos,
+                                                                                   tmp_path):
+  out = tmp_path / "out"
+  train = tmp_path / "train_videos"
+  train.mkdir()
+  shutil.copy(videos / "c.mkv", train / "c.mkv")
+  pipeline.extract(small_cfg(train, out, split="train"))
+  gt_before = json.loads((out / "gt.json").read_text())["database"]
+  assert gt_before["c"]["split"] == "train"
+  with pytest.raises(UserError, match=r"^1 of 3 videos failed; list in .*failures_test.json"):
+    pipeline.extract(small_cfg(videos, out))  # long, b and c into split test
+  failures = json.loads((out / "failures_test.json").read_text())
+  assert [f["video"] for f in failures] == [str(videos / "c.mkv")]
+  assert failures[0]["reason"] == (
+      f"{videos / 'c.mkv'}: not extracted: a video named 'c' is in {out}'s split 'train' "
+      f"already ({out / 'extract_status' / 'train' / 'c.json'}), and gt.json holds one entry "
+      "a name: rename the file, or delete that split's features and status record to move it")
+  database = json.loads((out / "gt.json").read_text())["database"]
+  assert database["c"] == gt_before["c"] and {database[n]["split"] for n in ("long", "b")} \
+      == {"test"}
+  assert sorted(p.name for p in (out / "features" / "test" / "rgb").iterdir()) \
+      == ["b.npy", "long.npy"]
+  assert not (out / "extract_status" / "test" / "c.json").exists()
+
+
+def test_a_failure_in_one_split_leaves_another_splits_entry(tmp_path):
+  out = tmp_path / "out"
+  for split, entry in (("test", {"subset": "test", "split": "test", "duration": 1.0,
+                                 "annotations": []}), ("train", None)):
+    (out / steps.STATUS_DIR / split).mkdir(parents=True)
+    (out / steps.STATUS_DIR / split / "v.json").write_text(json.dumps({steps.GT_KEY: entry}))
+  steps.merge_gt(str(out))
+  assert json.loads((out / "gt.json").read_text())["database"]["v"]["split"] == "test"

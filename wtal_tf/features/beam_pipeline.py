@@ -45,8 +45,8 @@ from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
                                            quiet_driver_logs, spread_over, worker_slots)
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
-    AssembleVideoFn, ExtractChunkFn, FinishRunFn, failures_path, gt_entry, read_database,
-    status_path)
+    AssembleVideoFn, ExtractChunkFn, FinishRunFn, failures_path, gt_entry, in_other_splits,
+    read_database, status_path)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -250,10 +250,17 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
                f"; removed {removed} stale temporary files" if removed else "",
                f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
                else "")
+  taken = in_other_splits(cfg.output_dir, cfg.split, names)
+  refused = [{"video": p, "status": FAILED, "reason": (
+      f"{p}: not extracted: a video named {n!r} is in {cfg.output_dir}'s split "
+      f"{taken[n][0]!r} already ({taken[n][1]}), and gt.json holds one entry a name: "
+      "rename the file, or delete that split's features and status record to move it")}
+              for p, n in zip(paths, names) if n in taken]
+  kept = [(p, n) for p, n in zip(paths, names) if n not in taken]
   prepared = storage.concurrently(  # (reads of OUT, a few per video)
-      functools.partial(_skipped_or_planned, cfg, settings, workers), names, paths,
-      [annotations.get(name) for name in names])
-  skipped = [record for record, _ in prepared if record is not None]
+      functools.partial(_skipped_or_planned, cfg, settings, workers), [n for _, n in kept],
+      [p for p, _ in kept], [annotations.get(n) for _, n in kept])
+  skipped = refused + [record for record, _ in prepared if record is not None]
   tasks = [task for _, planned in prepared for task in planned]
   run_id = uuid.uuid4().hex
   progress = _Progress(cfg, run_id, tasks)

@@ -255,6 +255,17 @@ def read_database(out: str) -> dict:
   return data.get("database", {})
 
 
+def in_other_splits(out: str, split: str, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+  """{video name: (its split, its status record)} of the `names` that OUT's gt.json has
+  from a split other than `split` (their status records own an entry there)."""
+  wanted = set(names)
+  found = [p for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))
+           if video.name(p) in wanted and storage.name(storage.parent(p)) != split]
+  records = storage.concurrently(storage.read_json, found)
+  return {video.name(p): (storage.name(storage.parent(p)), p)
+          for p, r in zip(found, records) if isinstance(r, dict) and r.get(GT_KEY)}
+
+
 def merge_gt(out: str) -> None:
   """Writes OUT/gt.json from the status records of every split, without a lock.
 
@@ -279,7 +290,11 @@ def merge_gt(out: str) -> None:
     for status, record in zip(changed, storage.concurrently(storage.read_json, changed)):
       owns = isinstance(record, dict) and GT_KEY in record
       owned[status] = (listing[status], (video.name(status), record[GT_KEY]) if owns else None)
-    entries = dict(owned[status][1] for status in sorted(listing) if owned[status][1])
+    entries = {}
+    for status in sorted(listing):  # a failure in one split leaves another split's entry
+      name, entry = owned[status][1] or (None, None)
+      if name is not None and (entry is not None or name not in entries):
+        entries[name] = entry
     database = {n: e for n, e in read_database(out).items() if n not in entries}
     database.update({n: e for n, e in entries.items() if e is not None})
     storage.write_json(path, {"version": GT_VERSION, "database": database})

@@ -162,6 +162,11 @@ def parent(path: str) -> str:
   return FileSystems.split(path)[0]
 
 
+def name(path: str) -> str:
+  """The last component of `path` (a file's or folder's name)."""
+  return FileSystems.split(path)[1]
+
+
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` via a temporary beside it; a UserError naming `path` on failure.
 
