@@ -145,9 +145,12 @@ def test_unknown_label_with_class_list(good, tmp_path):
     load(good, class_list=str(tmp_path / "classes.txt"))
 
 
-def test_missing_data_dir_explains_layout(tmp_path):
-  with pytest.raises(UserError, match="(?s)data directory not found.*gt.json"):
+def test_missing_data_dir_explains_layout_in_one_line(tmp_path):
+  with pytest.raises(UserError, match="data directory not found; expected DATA_DIR/gt.json") as e:
     load(tmp_path / "nope")
+  assert "\n" not in str(e.value) and "--layout=wtalc" in str(e.value)
+  with pytest.raises(UserError, match="^--data_dir is required: the dataset folder; expected"):
+    load("")
 
 
 def test_detections_with_unknown_label(good, tmp_path):

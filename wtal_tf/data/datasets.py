@@ -23,11 +23,10 @@ from wtal_tf.data import npy
 from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
 from wtal_tf.errors import UserError
 
-LAYOUT_HELP = """expected one of these layouts (see README, "Datasets"):
-  (a) DATA_DIR/gt.json and DATA_DIR/features/{train,test}/{rgb,flow}/<video>.npy, float32 [T, 1024]
-  (b) DATA_DIR/Thumos14reduced-I3D-JOINTFeatures.npy and DATA_DIR/Thumos14reduced-Annotations/
-      (with --layout=wtalc)
-Features: two-stream I3D as released with BaS-Net/UM/CoLA (layout a) or W-TALC (layout b)."""
+LAYOUT_HELP = ("expected DATA_DIR/gt.json and DATA_DIR/features/<split>/<stream>/<video>.npy "
+               "(float32 [T, 1024], as BaS-Net/UM/CoLA release THUMOS14), or with "
+               "--layout=wtalc W-TALC's Thumos14reduced-I3D-JOINTFeatures.npy and "
+               "Thumos14reduced-Annotations/ (README, \"Datasets\")")
 
 
 def load_npy(path: str, what: str, allow_pickle: bool = False) -> np.ndarray:
@@ -270,8 +269,10 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   known_classes: the class list when the ground truth has no labels and no
   --class_list is given (a trained model's, for localization).
   """
-  if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
-    raise UserError(f"{cfg.data_dir or '--data_dir'}: data directory not found; {LAYOUT_HELP}")
+  if not cfg.data_dir:
+    raise UserError(f"--data_dir is required: the dataset folder; {LAYOUT_HELP}")
+  if not os.path.isdir(cfg.data_dir):
+    raise UserError(f"{cfg.data_dir}: data directory not found; {LAYOUT_HELP}")
   unknown_streams = set(cfg.streams) - {"rgb", "flow"}
   if not cfg.streams or unknown_streams:
     raise UserError(f"--streams={','.join(cfg.streams)}: choose from rgb, flow")
