@@ -85,6 +85,15 @@ def test_tool_flags_stay_with_their_tools():
   assert "--videos:" in run_cli("wtal_tf.visualize", "--helpfull").stdout
 
 
+def test_help_lists_every_flag_of_the_command_and_keeps_the_usage_lines():
+  extract = run_cli("wtal_tf.extract", "--help").stdout
+  assert "--video_dir:" in extract and "--chunk_segments:" in extract
+  assert "--train_steps:" not in extract  # not an extract flag
+  evaluate = run_cli("wtal_tf.evaluate", "--help").stdout
+  assert "--gt:" in evaluate and "--theta:" in evaluate
+  assert "\n    [--output=SCORES.json]\n" in evaluate  # the usage's second line
+
+
 def test_flags_cfg_holds_only_experiment_flags(small_synthetic, tmp_path):
   model_dir = tmp_path / "m"
   proc = run_cli("wtal_tf.train_eval", "--flagfile=flags/synthetic.cfg",

@@ -1,6 +1,6 @@
 """STPN and the rows of the paper's Table 1, trained and evaluated under one config.
 
-python -m wtal_tf.ablation --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT \
+python -m wtal_tf.ablation --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT \\
     [--seeds=3] [--ablation_rows=stpn,lfg_lbg_lguide_lcluster]
 
 Writes OUT/ablation.md, ablation.csv and ablation_curve.png (docs/ablation.md).

@@ -206,6 +206,8 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
     except UserError as e:
       fail(str(e))
 
+  for name in sorted(config_flags()):  # --help lists them beside the entrypoint's own
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
   app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, known_only=pass_unknown))
 
 

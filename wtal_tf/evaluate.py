@@ -1,6 +1,6 @@
 """Scores detections: mAP at each tIoU and the averages, as a table and JSON.
 
-python -m wtal_tf.evaluate --gt=GT.json --detections=FILE --subset=test [--tiou=thumos14] \
+python -m wtal_tf.evaluate --gt=GT.json --detections=FILE --subset=test [--tiou=thumos14] \\
     [--output=SCORES.json]
 
 The scores go to --output, by default beside the detections (FILE.eval.json).

@@ -1,6 +1,6 @@
 """Writes ActivityNet JSON detections of the test subset.
 
-python -m wtal_tf.localize --flagfile=flags/thumos14.cfg --data_dir=DIR --model_dir=DIR \
+python -m wtal_tf.localize --flagfile=flags/thumos14.cfg --data_dir=DIR --model_dir=DIR \\
     [--output=FILE] [--save_outputs=DIR]
 
 --save_outputs=DIR also writes each test video's raw outputs as DIR/<video>.npz

@@ -1,6 +1,6 @@
 """Supplementary weakly-labelled videos ("microvideos", paper §4.1, Table 2 "Ours + MV").
 
-python -m wtal_tf.mv --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT \
+python -m wtal_tf.mv --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT \\
     --extra_train=DIR/micro [--seeds=N]
 
 Trains with and without the extra videos on the same seeds, prints both

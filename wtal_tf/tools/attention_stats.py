@@ -1,6 +1,6 @@
 """How well a trained model's attention separates actions from background.
 
-python -m wtal_tf.tools.attention_stats --flagfile=flags/synthetic.cfg \
+python -m wtal_tf.tools.attention_stats --flagfile=flags/synthetic.cfg \\
     --data_dir=data/synthetic --model_dir=runs/synthetic
 
 Prints, for the training and the test videos, the frame-level ROC AUC of the

@@ -1,7 +1,7 @@
 """Generates the embedded THUMOS14-shaped synthetic dataset.
 
 python -m wtal_tf.tools.make_synthetic --output_dir=data/synthetic [--feature_dim=128] [--seed=0]
-python -m wtal_tf.tools.make_synthetic --microvideos_only --num_microvideos=915 \
+python -m wtal_tf.tools.make_synthetic --microvideos_only --num_microvideos=915 \\
     --output_dir=data/synthetic/micro
 """
 

@@ -1,6 +1,6 @@
 """Converts the official THUMOS14 per-class annotation txt files to ActivityNet JSON.
 
-python -m wtal_tf.tools.thumos14_to_json --val_annotations=DIR --test_annotations=DIR \
+python -m wtal_tf.tools.thumos14_to_json --val_annotations=DIR --test_annotations=DIR \\
     [--video_info=TH14_video_info.json] [--wtal_standard] --output=gt.json
 
 Each `<Class>_<split>.txt` holds `video start end` lines (seconds). 'Ambiguous'
