@@ -258,7 +258,8 @@ def test_weights_that_do_not_fit_name_the_variables():
 
 
 def test_flow_without_checkpoint_says_what_to_pass():
-  with pytest.raises(UserError, match=r"pass --flow_checkpoint=PATH"):
+  with pytest.raises(UserError, match=r"pass --flow_checkpoint=PATH .*, or leave the stream "
+                     r"out \(e.g. --streams=rgb\)$"):
     encoder.build_encoder("flow")
 
 

@@ -68,7 +68,8 @@ def missing_checkpoint_error(stream: str) -> UserError:
   """The error for a stream without packaged weights and no checkpoint given."""
   return UserError(
       f"no {stream} I3D weights are packaged: pass --{stream}_checkpoint=PATH "
-      f"(a DeepMind kinetics-i3d checkpoint, e.g. {stream}_imagenet/model.ckpt)")
+      f"(a DeepMind kinetics-i3d checkpoint, e.g. {stream}_imagenet/model.ckpt), or leave "
+      f"the stream out (e.g. --streams=rgb)")
 
 
 # ---------------------------------------------------------------- restricted pickle
