@@ -219,6 +219,8 @@ def cli_cases(root) -> dict[str, list[str]]:
                                 "--verbosity=1"],
       "detect_timeline": [*detect, f"--output={root / 'dets.json'}",
                           f"--timeline={below_a_file / 'timeline.png'}"],
+      "detect_timeline_jpg": [*detect, f"--output={root / 'dets.json'}",
+                              f"--timeline={root / 'timeline.jpg'}"],
       "extract_truncated_checkpoint": [
           "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_flow'}",
           "--streams=flow", f"--flow_checkpoint={prefix}", "--resize_shorter=40",
@@ -393,6 +395,9 @@ def test_detect_checks_its_outputs_before_loading_anything(cli):
   assert one_error_line(procs["detect_timeline"]) == (
       f"error: {below / 'timeline.png'}: cannot write the timeline picture ({below} is not "
       "a folder)")
+  assert one_error_line(procs["detect_timeline_jpg"]) == (
+      f"error: --timeline={root / 'timeline.jpg'}: the timeline is a PNG picture: give a .png "
+      "name")
 
 
 def test_truncated_checkpoint_is_one_line_naming_the_data_file(cli, tmp_path):

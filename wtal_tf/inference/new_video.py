@@ -30,6 +30,8 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   # Before any model loading or extraction, which can take minutes.
   io_utils.check_writable(output, "detections file")
   if picture:
+    if not picture.lower().endswith(".png"):
+      raise UserError(f"--timeline={picture}: the timeline is a PNG picture: give a .png name")
     io_utils.check_writable(picture, "timeline picture")
   predictor = load_predictor(model_dir, cfg.localize)
   wrong = {s: d for s, d in predictor.feature_dims.items() if d != contract.FEATURE_DIM}
