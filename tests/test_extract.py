@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -233,9 +234,12 @@ def test_pipeline_equals_direct_call_skips_on_rerun_and_loads_as_dataset(tmp_pat
   # Rerun, with --video_dir spelled differently: every video validates and is
   # skipped, its feature file untouched (the skip rule: tests/test_beam_pipeline.py).
   mtimes = {p: p.stat().st_mtime_ns for p in (out / "features" / "test" / "rgb").iterdir()}
-  records = pipeline.extract(dataclasses.replace(cfg, video_dir=str(videos) + os.sep))
+  (out / "gt.json").unlink()  # written again from the status records
+  with mock.patch.object(pipeline, "run_pipeline", side_effect=AssertionError("Beam started")):
+    records = pipeline.extract(dataclasses.replace(cfg, video_dir=str(videos) + os.sep))
   assert {r["status"] for r in records.values()} == {"skipped"}
   assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+  assert json.loads((out / "gt.json").read_text())["database"] == gt
   # Without annotations, the dataset reads with the model's class list.
   (tmp_path / "classes.txt").write_text("A\nB\n")
   ds = data.load_dataset(DataConfig(data_dir=str(out), streams=("rgb",),

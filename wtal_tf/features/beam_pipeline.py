@@ -46,7 +46,7 @@ from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
     AssembleVideoFn, ExtractChunkFn, FinishRunFn, failures_path, gt_entry, in_other_splits,
-    read_database, status_path)
+    read_database, status_path, write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -224,6 +224,33 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
   return {**record, "video": path, "status": SKIPPED}, []
 
 
+def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
+         skipped: Sequence[dict], annotations: dict) -> list[dict]:
+  """Runs the pipeline with the driver's progress lines; returns the run's records."""
+  run_id = uuid.uuid4().hex
+  progress = _Progress(cfg, run_id, tasks)
+  progress.start()
+  try:
+    run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    line = user_error_line(e)
+    if line is None:
+      raise  # not a user error: a bug, with its traceback
+    raise UserError(line) from None
+  finally:
+    progress.stopped.set()
+    progress.join()  # a report under way ends before the last one: no stale line after it
+  progress.report()
+  summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
+  records = storage.read_json(summary)
+  storage.delete([summary] + storage.match(storage.join(cfg.output_dir, PROGRESS_DIR, run_id,
+                                                        "*")), prune=True)
+  if not isinstance(records, list):
+    raise UserError(f"{cfg.output_dir}: the pipeline finished without writing its summary "
+                    f"({RUNS_DIR}/{run_id}.json)")
+  return records
+
+
 def extract(cfg: ExtractConfig) -> dict[str, dict]:
   """Extracts every video of cfg.video_dir; returns {video name: status record}.
 
@@ -262,27 +289,11 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
       [p for p, _ in kept], [annotations.get(n) for _, n in kept])
   skipped = refused + [record for record, _ in prepared if record is not None]
   tasks = [task for _, planned in prepared for task in planned]
-  run_id = uuid.uuid4().hex
-  progress = _Progress(cfg, run_id, tasks)
-  progress.start()
-  try:
-    run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
-  except Exception as e:  # pylint: disable=broad-exception-caught
-    line = user_error_line(e)
-    if line is None:
-      raise  # not a user error: a bug, with its traceback
-    raise UserError(line) from None
-  finally:
-    progress.stopped.set()
-    progress.join()  # a report under way ends before the last one: no stale line after it
-  progress.report()
-  summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
-  records = storage.read_json(summary)
-  storage.delete([summary] + storage.match(storage.join(cfg.output_dir, PROGRESS_DIR, run_id,
-                                                        "*")), prune=True)
-  if not isinstance(records, list):
-    raise UserError(f"{cfg.output_dir}: the pipeline finished without writing its summary "
-                    f"({RUNS_DIR}/{run_id}.json)")
+  if tasks:
+    records = _run(cfg, options, tasks, skipped, annotations)
+  else:  # nothing to extract: the dataset files without starting Beam's workers
+    write_dataset_files(cfg, skipped)
+    records = list(skipped)
   records = {video.name(r["video"]): r for r in records}
   for r in records.values():
     if r["status"] == FAILED:
