@@ -162,6 +162,7 @@ def test_format_table_has_averages():
   r = run(DB, {"v1": [det("A", 0.9, 0, 10)]}, tious=(0.1, 0.3, 0.5, 0.7))
   table = evaluation.format_table(r, [("avg 0.1:0.5", 0.1, 0.5)], per_class=True)
   assert "avg 0.1:0.5" in table and "A" in table.splitlines()[-2]
+  assert table.splitlines()[3].split() == ["AP", "(%)", "at", "tIoU", "0.1", "0.3", "0.5", "0.7"]
 
 
 def test_evaluate_cli_on_reference(tmp_path):

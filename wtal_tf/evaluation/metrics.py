@@ -179,7 +179,7 @@ def format_table(result: EvalResult, spans=(), per_class: bool = False) -> str:
   lines = ["tIoU     " + "".join(h.rjust(width) for h in head),
            "mAP (%)  " + "".join(f"{v:{width}.2f}" for v in vals)]
   if per_class:
-    lines.append("")
+    lines += ["", f"{'AP (%) at tIoU':<20} " + " ".join(f"{t:6g}" for t in result.tious)]
     for k, c in enumerate(result.classes):
       lines.append(f"{c[:20]:<20} " + " ".join(f"{a * 100:6.2f}" for a in result.ap[:, k]))
   return "\n".join(lines)
