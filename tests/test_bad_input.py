@@ -271,3 +271,15 @@ def test_a_bad_flagfile_is_one_short_line(tmp_path):
   first = '"video_0": {"subset": "test", "annotations": []},'
   assert proc.stderr.startswith(f'error: unexpected arguments {first[:39]}… "video_1"')
   assert "and 97 more (flags are --name=value, also in a --flagfile)" in proc.stderr
+
+
+def test_a_file_for_a_folder_and_a_folder_for_a_file_are_named(tmp_path):
+  from wtal_tf.data import groundtruth  # pylint: disable=import-outside-toplevel
+  from wtal_tf.modeling import checkpoints  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserError, match=rf"^{tmp_path}: a folder, not a JSON file$"):
+    groundtruth.load_json(str(tmp_path))
+  spec = tmp_path / "model.json"
+  spec.write_text("{}")
+  with pytest.raises(UserError, match=r"^--model_dir=.*model.json: a file; give the folder "
+                     r"training wrote \(it holds model.json and checkpoints/\)$"):
+    checkpoints.read_spec(str(spec))

@@ -113,7 +113,8 @@ def load_json(path: str) -> dict:
   Duplicate keys (e.g. a video listed twice) are an error, not silently merged.
   """
   if not os.path.isfile(path):
-    raise UserError(f"{path}: file not found")
+    problem = "a folder, not a JSON file" if os.path.isdir(path) else "file not found"
+    raise UserError(f"{path}: {problem}")
   try:
     with open(path, encoding="utf-8") as f:
       obj = json.load(f, object_pairs_hook=_no_duplicates)

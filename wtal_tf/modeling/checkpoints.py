@@ -79,6 +79,9 @@ def save_spec(model_dir: str, model_spec: dict) -> None:
 def read_spec(model_dir: str) -> tuple[str, dict]:
   """(path, contents) of the model dir's model.json; a UserError when absent or unreadable."""
   spec_path = os.path.join(model_dir, SPEC_FILE)
+  if os.path.isfile(model_dir):
+    raise UserError(f"--model_dir={model_dir}: a file; give the folder training wrote (it "
+                    f"holds {SPEC_FILE} and {CHECKPOINT_DIR}/)")
   if not os.path.isfile(spec_path):
     raise UserError(f"{spec_path}: not found (is {model_dir} a trained model dir?)")
   try:
