@@ -1,7 +1,7 @@
 """Draws timelines of test videos to PNG files (paper Fig. 4/5).
 
 python -m wtal_tf.visualize --flagfile=... --data_dir=DIR --model_dir=DIR \\
-    (--videos=a,b | --num_videos=N) --output_dir=DIR [--compare_model_dir=DIR]
+    [--videos=a,b | --num_videos=N (default 4)] --output_dir=DIR [--compare_model_dir=DIR]
 """
 
 from absl import flags
