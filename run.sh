@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # wtal_tf in one command. Installs what it needs into .venv beside this script on first
 # use. Paths given as flags are taken from the current folder; the defaults (data/,
-# runs/, flags/) are beside this script.
+# runs/, flags/) are beside this script, and so are the test paths of ./run.sh test.
 #
 #   ./run.sh [synthetic] [flags]    generate the embedded dataset if absent, train, localize, evaluate
 #   ./run.sh thumos14 [flags]       the same on data/thumos14 (or --data_dir=...)
@@ -16,7 +16,7 @@
 # Extra flags go to the Python entrypoints (README, "Commands"; docs/flags.md);
 # after a command, --help or --helpfull prints its entrypoint's help (nothing is generated).
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
+HERE=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 
 VENV="$HERE/.venv"
 PY="$VENV/bin/python"
@@ -55,7 +55,7 @@ flag_value() {
 wants_help() {
   local arg
   for arg in "$@"; do
-    case "$arg" in --help|--helpfull|--helpshort|-h|-\?) return 0 ;; esac
+    case "$arg" in --help|--helpfull|--helpshort|-\?) return 0 ;; esac
   done
   return 1
 }
@@ -74,7 +74,12 @@ run_dataset() {
 }
 
 cmd=synthetic  # also when the first argument is already a flag
-case "${1:-}" in -h|--help) cmd=help ;; ""|-*) ;; *) cmd=$1; shift ;; esac
+case "${1-}" in
+  -h|--help) cmd=help ;;
+  -*) ;;
+  "") [ $# -eq 0 ] || shift ;;  # ./run.sh "" (an empty variable): the default
+  *) cmd=$1; shift ;;
+esac
 if [ "$cmd" = help ]; then
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | cut -c3-
   exit 0

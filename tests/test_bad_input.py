@@ -236,6 +236,9 @@ def test_localizing_unlabelled_videos_takes_the_models_classes(tiny_model, good,
   path, results, dataset = batch.localize_to_file(tiny_model, str(tmp_path / "d.json"))
   assert dataset.classes == ("A", "B") and set(results) == {"x"}
   assert all(r["label"] in ("A", "B") for r in results["x"])
+  from wtal_tf.inference import timelines  # pylint: disable=import-outside-toplevel
+  assert timelines.draw(tiny_model, [tiny_model.train.model_dir], [], 1,
+                        str(tmp_path / "pictures")) == [str(tmp_path / "pictures" / "x.png")]
 
 
 def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
@@ -269,7 +272,7 @@ def test_a_bad_flagfile_is_one_short_line(tmp_path):
   proc = run_cli("wtal_tf.evaluate", f"--flagfile={not_flags}")
   assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
   first = '"video_0": {"subset": "test", "annotations": []},'
-  assert proc.stderr.startswith(f'error: unexpected arguments {first[:39]}… "video_1"')
+  assert proc.stderr.startswith(f"error: unexpected arguments '{first[:39]}…' '\"video_1\"")
   assert "and 97 more (flags are --name=value, also in a --flagfile)" in proc.stderr
 
 

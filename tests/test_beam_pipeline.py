@@ -492,7 +492,7 @@ def test_a_video_already_in_another_split_fails_alone_and_gt_json_keeps_its_entr
   assert failures[0]["reason"] == (
       f"{videos / 'c.mkv'}: not extracted: a video named 'c' is in {out}'s split 'train' "
       f"already ({out / 'extract_status' / 'train' / 'c.json'}), and gt.json holds one entry "
-      "a name: rename the file, or delete that split's features and status record to move it")
+      "per name: rename the file, or delete that split's features and status record to move it")
   database = json.loads((out / "gt.json").read_text())["database"]
   assert database["c"] == gt_before["c"] and {database[n]["split"] for n in ("long", "b")} \
       == {"test"}

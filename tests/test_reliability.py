@@ -122,12 +122,19 @@ def test_resuming_another_model_is_refused_before_anything_is_written(tmp_path, 
                      flags_text="--attention_units=16\n")
     assert _model_dir_files(model_dir) == before  # flags.cfg, model.json, checkpoints
 
-  # The same model with more steps resumes; the changed flags are named.
+  # The same model with more steps and another loss weight resumes; the changed flags
+  # are named (a boolean flipped once).
   caplog.set_level("WARNING")
-  training.train(cfg.replace(train={"train_steps": 3}), flags_text="--train_steps=3\n")
-  assert "resuming with other flags than it recorded (--attention_units, --train_steps)" \
-      in caplog.text
-  assert (model_dir / "flags.cfg").read_text() == "--train_steps=3\n"
+  training.train(cfg.replace(train={"train_steps": 3}, loss={"alpha": 0.5}),
+                 flags_text="--train_steps=3\n--alpha=0.5\n--nodeterministic\n")
+  assert "resuming with other flags than it recorded (--alpha, --attention_units, " \
+      "--nodeterministic, --train_steps)" in caplog.text
+  caplog.clear()
+  training.train(cfg.replace(train={"train_steps": 4}, loss={"alpha": 0.5}),
+                 flags_text="--train_steps=4\n--alpha=0.5\n--deterministic\n")
+  assert "(--deterministic, --train_steps)" in caplog.text
+  assert (model_dir / "flags.cfg").read_text() == "--train_steps=4\n--alpha=0.5\n--deterministic\n"
+  assert json.loads((model_dir / "model.json").read_text())["model"]["loss_config"]["alpha"] == 0.5
 
 
 def test_a_run_that_fails_on_its_data_records_no_flags(tmp_path):

@@ -2,6 +2,7 @@
 which folder (the Python it calls is replaced by a recorder; the install is marked done)."""
 
 import hashlib
+import shlex
 import shutil
 import subprocess
 
@@ -11,17 +12,19 @@ from conftest import REPO
 
 STAMPED = ("requirements.txt", "setup.py", "wtal_tf/features/install_weights.py")
 RECORDER = """#!/bin/sh
-echo "$*" >> "$(dirname "$0")/calls"
+printf '%s\\037' "$@" >> "$(dirname "$0")/calls"
+echo >> "$(dirname "$0")/calls"
 pwd >> "$(dirname "$0")/folders"
-"""
+"""  # each call a line, its arguments ended by \x1f (an empty one, or spaces, stay visible)
 
 
 @pytest.fixture
 def run_sh(tmp_path):
   """Runs a copy of run.sh (in tmp_path/repo) from `cwd` (default tmp_path/repo) whose
   .venv/bin/python records its arguments and folder; returns (exit status, stdout,
-  stderr, the recorded calls with the copy's folder as HERE, the folders)."""
-  here = tmp_path / "repo"
+  stderr, the recorded calls (each its arguments with the copy's folder as HERE, joined as
+  a shell would quote them), the folders). `script`: run.sh as named on the command line."""
+  here = tmp_path / "re po"  # a space in the path
   for name in ("run.sh",) + STAMPED:
     (here / name).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / name, here / name)
@@ -32,12 +35,13 @@ def run_sh(tmp_path):
   digest = hashlib.sha1(b"".join((REPO / n).read_bytes() for n in STAMPED)).hexdigest()
   (here / ".venv" / f".installed-{digest[:12]}").touch()
 
-  def run(*args, cwd=here):
-    proc = subprocess.run(["bash", str(here / "run.sh"), *args], cwd=cwd,
+  def run(*args, cwd=here, script=None):
+    proc = subprocess.run(["bash", script or str(here / "run.sh"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=60)
     record = [python.parent / f for f in ("calls", "folders")]
     calls, folders = ([line.replace(str(here), "HERE") for line in f.read_text().splitlines()]
                       if f.exists() else [] for f in record)
+    calls = [shlex.join(line.split("\x1f")[:-1]) for line in calls]
     for f in record:
       f.unlink(missing_ok=True)
     return proc.returncode, proc.stdout, proc.stderr, calls, folders
@@ -86,6 +90,18 @@ def test_help_prints_the_commands_and_runs_nothing(run_sh, command):
   status, stdout, _, calls, _ = run_sh(*command)
   assert status == 0 and calls == []
   assert "./run.sh extract --video_dir=DIR" in stdout and not stdout.startswith("#")
+
+
+def test_an_empty_first_argument_is_the_default_and_arguments_keep_their_bounds(
+    run_sh, tmp_path, monkeypatch):
+  calls = run_sh("", "--seed=1")[3]
+  assert calls[-1].endswith("--model_dir=HERE/runs/synthetic --seed=1")
+  calls = run_sh("detect", "--video=a clip.mp4", "--output=", "")[3]
+  assert calls == ["-m wtal_tf.detect '--video=a clip.mp4' --output= ''"]
+  # run.sh named by a relative path, with a CDPATH that finds it: cd prints the folder
+  monkeypatch.setenv("CDPATH", f".:{tmp_path}")
+  status, _, stderr, calls, _ = run_sh("extract", cwd=tmp_path, script="re po/run.sh")
+  assert status == 0 and calls == ["-m wtal_tf.extract"], stderr
 
 
 def test_an_unknown_command_is_the_usage_line(run_sh):

@@ -18,7 +18,6 @@ from absl import app
 from absl import flags
 
 from wtal_tf import config as cfg_lib
-from wtal_tf import io_utils
 from wtal_tf.errors import UserError, unexpected_arguments
 
 FLAGS = flags.FLAGS
@@ -158,16 +157,9 @@ def flags_markdown(fv: flags.FlagValues, names: Optional[Iterable[str]] = None) 
   return "\n".join(lines)
 
 
-def prepare_model_dir(cfg: cfg_lib.Config) -> str:
-  """Checks --model_dir is given and writable; returns the experiment flags, which
-  training records in it (trainer.train's flags_text)."""
-  io_utils.ensure_writable_dir(require(cfg.train.model_dir, "model_dir"))
-  return experiment_flags()
-
-
 def experiment_flags(fv: flags.FlagValues = FLAGS) -> str:
   """The experiment flags (what shapes the model, its training and its localization;
-  no tool flags) as a flagfile."""
+  no tool flags) as a flagfile: what training records as MODEL_DIR/flags.cfg."""
   defined = config_flags(fv)
   names = [n for n in flag_fields(cfg_lib.EXPERIMENT_GROUPS) if n in defined]
   lines = [fv[n].serialize() for n in names if fv[n].value is not None]

@@ -1,4 +1,6 @@
-"""The one exception type for problems with the user's input."""
+"""The one exception type for problems with the user's input, and its messages' helpers."""
+
+import shlex
 
 
 class UserError(Exception):
@@ -9,14 +11,19 @@ class UserError(Exception):
   """
 
 
-MAX_ARGS_SHOWN, MAX_ARG_CHARS = 3, 40  # of the arguments quoted by unexpected_arguments
+MAX_ARGS_SHOWN = 3  # arguments quoted by unexpected_arguments
+MAX_QUOTED_CHARS = 40  # characters of a value quoted in a message (shorten)
+
+
+def shorten(text: str, max_chars: int = MAX_QUOTED_CHARS) -> str:
+  """`text`, cut to `max_chars` with an ellipsis when longer (a value quoted in a message)."""
+  return text if len(text) <= max_chars else text[:max_chars - 1] + "…"
 
 
 def unexpected_arguments(args) -> UserError:
   """The error of arguments that are not flags (e.g. the lines of a file given as a
-  --flagfile), quoting the first few, each shortened."""
-  shown = [a if len(a) <= MAX_ARG_CHARS else a[:MAX_ARG_CHARS - 1] + "…"
-           for a in args[:MAX_ARGS_SHOWN]]
+  --flagfile), quoting the first few as a shell would, each shortened."""
+  shown = [shlex.quote(shorten(a)) for a in args[:MAX_ARGS_SHOWN]]
   more = f" and {len(args) - MAX_ARGS_SHOWN} more" if len(args) > MAX_ARGS_SHOWN else ""
   return UserError(f"unexpected arguments {' '.join(shown)}{more} (flags are --name=value, "
                    "also in a --flagfile)")

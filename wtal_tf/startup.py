@@ -19,8 +19,9 @@ Importing wtal_tf elsewhere (tests, notebooks, your own scripts) changes nothing
 What it does: TF_CPP_MIN_LOG_LEVEL=3 unless already set (kept for child
 processes too); the first import of tensorflow runs with file descriptor 2
 sent to a temporary file, written back if that import fails; warnings Beam's
-modules log on the root logger are dropped. A --verbosity in a flagfile is not
-seen here (only the command line).
+modules log on the root logger are dropped, and so are the INFO lines
+TensorFlow's Python modules log on absl's logger (wtal_tf's own stay). A
+--verbosity in a flagfile is not seen here (only the command line).
 """
 
 import importlib.abc
@@ -30,8 +31,6 @@ import os
 import sys
 import tempfile
 from typing import Iterable
-
-from absl import logging as absl_logging
 
 SHOW_VERBOSITY = 1  # absl --verbosity from which start-up messages are shown
 QUIET_ENV = "WTAL_QUIET_STARTUP"
@@ -135,7 +134,9 @@ def quiet() -> None:
   os.environ[QUIET_ENV] = "1"
   os.environ.setdefault(TF_LOG_ENV, "3")
   # TensorFlow's Python INFO lines on absl's logger (wtal_tf's own progress lines stay),
-  # e.g. one per checkpoint saved: "Sharding callback duration: 26 microseconds".
+  # e.g. one per checkpoint saved: "Sharding callback duration: 26 microseconds". Imported
+  # here: absl's logging defines its flags (--verbosity, ...) on absl's global FLAGS.
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   _drop_library_logs(absl_logging.get_absl_logger(), "tensorflow", logging.WARNING)
   drop_beam_root_logs(logging.ERROR)  # Beam's warnings at import
   if "tensorflow" not in sys.modules and not any(

@@ -16,7 +16,7 @@ def define_flags(fv=flags.FLAGS):
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
-  trainer.train(cfg, flags_text=cli.prepare_model_dir(cfg))
+  trainer.train(cfg, flags_text=cli.experiment_flags())
 
 
 if __name__ == "__main__":

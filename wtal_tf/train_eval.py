@@ -21,8 +21,8 @@ def define_flags(fv=flags.FLAGS):
 def main(argv):
   del argv
   cfg = cli.config_from_flags()
-  flags_text = cli.prepare_model_dir(cfg)
-  print(train_eval.train_and_evaluate(cfg, cli.FLAGS.output, cli.FLAGS.per_class, flags_text))
+  print(train_eval.train_and_evaluate(cfg, cli.FLAGS.output, cli.FLAGS.per_class,
+                                      cli.experiment_flags()))
 
 
 if __name__ == "__main__":

@@ -199,12 +199,12 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
   known = {l for v in gt_all.values() for l in v.labels} | set(known_labels or ())
   try:
     preds = parse_detections(groundtruth.load_json(detections_path), detections_path)
-    outside = sorted(set(map(str, preds.videos)) - set(gt))
+    detected = set(map(str, preds.videos))
+    outside = sorted(detected - set(gt))
     if outside:  # e.g. another dataset's ground truth: every score would be ~0
       logging.warning("%s: %d of the %d videos with detections are not in subset %r of %s "
                       "(e.g. %s): their detections count as false positives",
-                      detections_path, len(outside), len(set(map(str, preds.videos))), subset,
-                      gt_path, outside[0])
+                      detections_path, len(outside), len(detected), subset, gt_path, outside[0])
     return evaluate(gt, preds, tious, known_labels=known)
   except UserError as e:
     if str(e).startswith(detections_path):

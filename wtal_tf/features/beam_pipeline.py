@@ -6,7 +6,9 @@ frame before its first segment (features.video.Blocks). The chunks of a video
 are grouped (GroupByKey) into one [T, 1024] file per stream, bit-identical to
 a one-pass extraction. Per-video records then flow to one last step that
 writes gt.json, the failures list and the run's summary, which the driver
-reads back: no shared disk is needed to know the outcome.
+reads back: no shared disk is needed to know the outcome. A run with nothing
+to extract (every video done, or refused before any work: a name already in
+another split) writes those files from the driver, without starting Beam.
 
 The files written under OUT: see features.beam_steps, which holds the steps.
 
@@ -280,7 +282,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   taken = in_other_splits(cfg.output_dir, cfg.split, names)
   refused = [{"video": p, "status": FAILED, "reason": (
       f"{p}: not extracted: a video named {n!r} is in {cfg.output_dir}'s split "
-      f"{taken[n][0]!r} already ({taken[n][1]}), and gt.json holds one entry a name: "
+      f"{taken[n][0]!r} already ({taken[n][1]}), and gt.json holds one entry per name: "
       "rename the file, or delete that split's features and status record to move it")}
               for p, n in zip(paths, names) if n in taken]
   kept = [(p, n) for p, n in zip(paths, names) if n not in taken]

@@ -256,8 +256,9 @@ def read_database(out: str) -> dict:
 
 
 def in_other_splits(out: str, split: str, names: Sequence[str]) -> dict[str, tuple[str, str]]:
-  """{video name: (its split, its status record)} of the `names` that OUT's gt.json has
-  from a split other than `split` (their status records own an entry there)."""
+  """{video name: (its split, its status record)} of the `names` whose status record in
+  a split other than `split` owns a gt.json entry (merge_gt): extracting them into
+  `split` would give one name two entries."""
   wanted = set(names)
   found = [p for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))
            if video.name(p) in wanted and storage.name(storage.parent(p)) != split]
@@ -270,8 +271,9 @@ def merge_gt(out: str) -> None:
   """Writes OUT/gt.json from the status records of every split, without a lock.
 
   A status record holding GT_KEY owns its video's entry (None: the video failed, no
-  entry); the entries of other videos already in gt.json (written by other means, or
-  by a record from before GT_KEY) are kept. After each write the records are listed
+  entry; a failure in one split does not remove an entry another split's record owns);
+  the entries of other videos already in gt.json (written by other means, or by a
+  record from before GT_KEY) are kept. After each write the records are listed
   again, and while the listing (paths, times, sizes) differs from the one the write
   was made from, gt.json is made again. So the last writer of any set of concurrent
   runs wrote from a listing no record changed after, and every record written before

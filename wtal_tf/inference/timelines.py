@@ -14,13 +14,13 @@ from wtal_tf.viz import timeline
 def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
          output_dir: str) -> list[str]:
   """Writes one PNG per video, one panel per model dir; returns the paths."""
-  dataset = data.load_dataset(cfg.data, include_train=False)
+  models = [(os.path.normpath(d), load_predictor(d, cfg.localize)) for d in model_dirs]
+  dataset = data.load_dataset(cfg.data, include_train=False, known_classes=models[0][1].classes)
   by_name = {v.name: v for v in dataset.test}
   unknown = [v for v in videos if v not in by_name]
   if unknown:
     raise UserError(f"--videos: not in the test subset {cfg.data.test_subset!r}: {unknown}")
   chosen = [by_name[v] for v in videos] or dataset.test[:num_videos]
-  models = [(os.path.normpath(d), load_predictor(d, cfg.localize)) for d in model_dirs]
   for model_dir, predict in models:
     predict.check_fits(dataset, model_dir, cfg.data.class_list or dataset.gt_source)
   paths = []

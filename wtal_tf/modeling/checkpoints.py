@@ -7,7 +7,7 @@ from absl import logging
 import tensorflow as tf
 
 from wtal_tf import io_utils
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, shorten
 from wtal_tf.modeling.model import WTALModel
 
 SPEC_FILE = "model.json"
@@ -17,8 +17,11 @@ MAX_TO_KEEP = 3
 
 FLAGS_FILE = "flags.cfg"  # the experiment flags of the run, as a flagfile
 MAX_CHANGES_SHOWN = 4  # differences named in the message refusing a resume
-MAX_VALUE_CHARS = 40  # characters of a value shown in that message
-NOT_THE_MODEL = ("model.name",)  # Keras' unique name (wtal_model_2 for a process's second)
+# What makes a model dir's checkpoints one model (model.json's keys, flattened): the
+# weights' shapes and what its outputs mean. Other settings (loss weights, seed, ...)
+# may change on a resume; the flags' warning names them.
+THE_MODEL = ("classes", "feature_dims", "model.num_classes", "model.streams",
+             "model.attention_units", "model.loss_config.cls_loss", "model.dtype")
 
 
 def spec(model: WTALModel, classes, feature_dims) -> dict:
@@ -34,45 +37,49 @@ def _flat(value, key: str = "") -> dict:
   return {key: value}
 
 
-def _shown(value) -> str:
-  text = json.dumps(value)
-  return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 1] + "…"
-
-
-def check_resumable(model_dir: str, new_spec: dict) -> None:
-  """A UserError, before anything is written, when `model_dir` holds checkpoints of
-  another model than `new_spec` (other features, classes or architecture): resuming
-  would fail to restore, or leave a model.json that no longer fits the checkpoints."""
-  if tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR)) is None:
-    return
-  path, old_spec = read_spec(model_dir)
-  old, new = ({k: v for k, v in _flat(x).items() if k not in NOT_THE_MODEL}
+def _model_changes(old_spec: dict, new_spec: dict) -> list[str]:
+  old, new = ({k: v for k, v in _flat(x).items() if k.startswith(THE_MODEL)}
               for x in (old_spec, new_spec))
-  changed = [f"{k} {_shown(old.get(k))} -> {_shown(new.get(k))}"
-             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-  if changed:
-    more = len(changed) - MAX_CHANGES_SHOWN
-    raise UserError(
-        f"{path}: this model dir holds checkpoints of another model "
-        f"({'; '.join(changed[:MAX_CHANGES_SHOWN])}{f'; {more} more' if more > 0 else ''}): "
-        "resume with the flags and data it was trained with, or use a new --model_dir")
+  return [f"{k} {shorten(json.dumps(old.get(k)))} -> {shorten(json.dumps(new.get(k)))}"
+          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def record_flags(model_dir: str, flags_text: str) -> None:
-  """Writes the run's experiment flags as MODEL_DIR/flags.cfg; when resuming with other
-  flags than the file holds, says which (a warning: e.g. more --train_steps)."""
-  path = os.path.join(model_dir, FLAGS_FILE)
-  if tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR)) and os.path.isfile(path):
-    with open(path, encoding="utf-8") as f:
-      old = set(f.read().split("\n"))
-    changed = sorted({line.split("=")[0] for line in old ^ set(flags_text.split("\n")) if line})
+def _flag_names(lines) -> set[str]:
+  """The flags flagfile `lines` set; a boolean flipped (--x and --nox both there) is x."""
+  names = {line.split("=")[0].lstrip("-") for line in lines if line}
+  return {n[2:] if n.startswith("no") and n[2:] in names else n for n in names}
+
+
+def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
+  """Readies `model_dir` for training `model_spec`, before anything else is written.
+
+  A dir holding checkpoints of another model (THE_MODEL differs: other features,
+  classes or architecture) is a UserError naming the differences, and is left as it
+  was: resuming would fail to restore, or leave a model.json that no longer fits the
+  checkpoints. Then flags_text (the run's experiment flags; "": none) is written to
+  MODEL_DIR/flags.cfg, with a warning naming the flags that differ from those it held
+  when resuming (e.g. more --train_steps), and the spec to model.json.
+  """
+  resuming = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR)) is not None
+  if resuming:
+    path, old_spec = read_spec(model_dir)
+    changed = _model_changes(old_spec, model_spec)
     if changed:
-      logging.warning("%s: resuming with other flags than it recorded (%s); it now records "
-                      "these", path, ", ".join(changed))
-  io_utils.write_text(path, flags_text)
-
-
-def save_spec(model_dir: str, model_spec: dict) -> None:
+      more = len(changed) - MAX_CHANGES_SHOWN
+      raise UserError(
+          f"{path}: this model dir holds checkpoints of another model "
+          f"({'; '.join(changed[:MAX_CHANGES_SHOWN])}{f'; {more} more' if more > 0 else ''}"
+          "): resume with the flags and data it was trained with, or use a new --model_dir")
+  if flags_text:
+    path = os.path.join(model_dir, FLAGS_FILE)
+    if resuming and os.path.isfile(path):
+      with open(path, encoding="utf-8") as f:
+        old = set(f.read().split("\n"))
+      changed = sorted(_flag_names(old ^ set(flags_text.split("\n"))))
+      if changed:
+        logging.warning("%s: resuming with other flags than it recorded (%s); it now "
+                        "records these", path, ", ".join(f"--{n}" for n in changed))
+    io_utils.write_text(path, flags_text)
   io_utils.write_json(os.path.join(model_dir, SPEC_FILE), model_spec, indent=1)
 
 

@@ -121,11 +121,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   with strategy.scope():
     model = build_model(cfg, dataset)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-  model_spec = checkpoints.spec(model, dataset.classes, dataset.feature_dims)
-  checkpoints.check_resumable(model_dir, model_spec)
-  if flags_text:
-    checkpoints.record_flags(model_dir, flags_text)
-  checkpoints.save_spec(model_dir, model_spec)
+  checkpoints.prepare(model_dir, checkpoints.spec(model, dataset.classes, dataset.feature_dims),
+                      flags_text)
   manager = checkpoints.manager(model_dir, model=model, optimizer=model.optimizer, step=step)
   if manager.latest_checkpoint:
     manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
