@@ -55,7 +55,7 @@ flag_value() {
 wants_help() {
   local arg
   for arg in "$@"; do
-    case "$arg" in --help|--helpfull|--helpshort|-\?) return 0 ;; esac
+    case "$arg" in --help|--helpfull|--helpshort|-h|-\?) return 0 ;; esac
   done
   return 1
 }

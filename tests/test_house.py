@@ -92,6 +92,7 @@ def test_help_lists_every_flag_of_the_command_and_keeps_the_usage_lines():
   evaluate = run_cli("wtal_tf.evaluate", "--help").stdout
   assert "--gt:" in evaluate and "--theta:" in evaluate
   assert "\n    [--output=SCORES.json]\n" in evaluate  # the usage's second line
+  assert run_cli("wtal_tf.evaluate", "-h").stdout == evaluate
 
 
 def test_flags_cfg_holds_only_experiment_flags(small_synthetic, tmp_path):

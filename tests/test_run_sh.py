@@ -78,7 +78,8 @@ def test_paths_given_are_taken_from_the_callers_folder(run_sh, tmp_path):
 
 
 @pytest.mark.parametrize("command", [("synthetic", "--help"), ("--helpfull",),
-                                     ("ablation", "--help"), ("mv", "synthetic", "-?")])
+                                     ("ablation", "--help"), ("mv", "synthetic", "-?"),
+                                     ("thumos14", "-h")])
 def test_an_entrypoints_help_generates_no_data(run_sh, command):
   status, _, _, calls, _ = run_sh(*command)
   assert status == 0 and len(calls) == 1 and command[-1] in calls[0]

@@ -200,6 +200,9 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
 
   for name in sorted(config_flags()):  # --help lists them beside the entrypoint's own
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+  app.define_help_flags()  # --help, --helpfull, -? (app.run would define them)
+  if "h" not in FLAGS:
+    flags.DEFINE_alias("h", "help")  # -h, as most commands take it
   app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, known_only=pass_unknown))
 
 
