@@ -93,6 +93,8 @@ def test_help_lists_every_flag_of_the_command_and_keeps_the_usage_lines():
   assert "--gt:" in evaluate and "--theta:" in evaluate
   assert "\n    [--output=SCORES.json]\n" in evaluate  # the usage's second line
   assert run_cli("wtal_tf.evaluate", "-h").stdout == evaluate
+  assert "--output:" in run_cli("wtal_tf.localize", "--help").stdout  # defined by cli
+  assert "--[no]per_class:" in run_cli("wtal_tf.pipeline", "--help").stdout  # train_eval's
 
 
 def test_flags_cfg_holds_only_experiment_flags(small_synthetic, tmp_path):

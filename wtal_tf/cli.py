@@ -198,8 +198,12 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
     except UserError as e:
       fail(str(e))
 
-  for name in sorted(config_flags()):  # --help lists them beside the entrypoint's own
-    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+  # --help lists every flag wtal_tf defined for this command: the config fields' and those
+  # defined by helpers here or by an entrypoint run under another name (wtal_tf.pipeline).
+  for module, defined in FLAGS.flags_by_module_dict().items():
+    if module.split(".")[0] == __name__.split(".")[0]:
+      for flag in defined:
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.define_help_flags()  # --help, --helpfull, -? (app.run would define them)
   if "h" not in FLAGS:
     flags.DEFINE_alias("h", "help")  # -h, as most commands take it
