@@ -106,3 +106,12 @@ def test_mv_rows_and_per_class_change(base, tmp_path):
   assert change[0][0] == "A" and all(np.isfinite(change[0][1:]))
   assert mv.rarest_classes(cfg, 1) == ["A"]  # A and B have one instance each: by name
   assert (tmp_path / "out" / "mv.md").exists()
+
+
+def test_mv_checks_the_supplementary_videos_before_training_anything(base, tmp_path):
+  extra = write_extra(tmp_path / "mv", {"m1": (["Q"], 3)})
+  cfg = tiny_config(base, tmp_path / "out", data={"extra_train": (str(extra),)})
+  with pytest.raises(UserError, match=r"labels.csv: line 2 \('m1'\): labels not in the class "
+                     r"list: \['Q'\] \(the dataset's labels unless --class_list names more\)"):
+    mv.compare(cfg, 1)
+  assert not (tmp_path / "out").exists()  # no model trained, nothing written

@@ -252,7 +252,8 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
           raise UserError(f"{where}: no labels")
         unknown = [l for l in names if l not in index]
         if unknown:
-          raise UserError(f"{where}: labels not in the class list: {unknown}")
+          raise UserError(f"{where}: labels not in the class list: {unknown} (the dataset's "
+                          "labels unless --class_list names more)")
         t = check_features(source, name, streams, dims)
         videos.append(Video(name, tuple(sorted({index[l] for l in names})), t, None, source))
     if not seen:
