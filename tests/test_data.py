@@ -12,6 +12,7 @@ from wtal_tf.data import datasets as data
 from wtal_tf.data import groundtruth
 from wtal_tf.training import input_pipeline
 from wtal_tf.data import thumos14
+from wtal_tf.errors import UserError
 
 ANN = ("thumos14", "sujoyp_wtalc-pytorch", "Thumos14reduced-Annotations")
 
@@ -140,3 +141,34 @@ def test_make_synthetic_cli(tmp_path):
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   assert again.returncode == 2 and "already exists" in again.stderr
   assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]  # no partial dirs left
+
+
+def test_converter_refuses_bad_video_info_and_unwritable_output(tmp_path):
+  import subprocess
+  import sys
+  from conftest import REPO
+  splits = {}
+  for subset, split, video in (("validation", "val", "video_validation_1"),
+                               ("test", "test", "video_test_1")):
+    folder = tmp_path / split
+    folder.mkdir()
+    (folder / f"Diving_{split}.txt").write_text(f"{video} 1.0 2.5\n")
+    splits[subset] = str(folder)
+  info = tmp_path / "info.json"
+  info.write_text(json.dumps({"video_test_1": {"duration": 9.5},
+                              "video_validation_1": {"duration": "abc"}}))
+  with pytest.raises(UserError, match=r"info.json: video_validation_1: duration 'abc' is not a "
+                     r"positive number of seconds$"):
+    thumos14.read_official(splits, str(info))
+  info.write_text(json.dumps({"database": {"video_test_1": {"duration": 9.5}}}))
+  with pytest.raises(UserError, match=r"info.json: none of its keys is an annotated video"):
+    thumos14.read_official(splits, str(info))
+  info.write_text(json.dumps({"video_test_1": {"duration": 9.5}}))  # partial: one duration
+  got = thumos14.read_official(splits, str(info))
+  assert got["video_test_1"].duration == 9.5 and got["video_validation_1"].duration is None
+  proc = subprocess.run([sys.executable, "-m", "wtal_tf.tools.thumos14_to_json",
+                         f"--val_annotations={splits['validation']}",
+                         f"--test_annotations={splits['test']}", f"--output={tmp_path}"],
+                        cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 2 and proc.stderr.strip() == (
+      f"error: {tmp_path}: cannot write the ground-truth file (it is a folder)")

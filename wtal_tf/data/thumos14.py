@@ -1,5 +1,6 @@
 """THUMOS14's official annotation files (per-class txt) as ground truth."""
 
+import math
 import os
 from typing import Mapping, Optional
 
@@ -53,11 +54,28 @@ def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = Non
       if wtal_standard and video in WTAL_STANDARD_DROPS:
         continue
       grouped.setdefault(video, (subset, []))[1].append((start, end, label))
+  if video_info and not set(info) & set(grouped):
+    raise UserError(f"{video_info}: none of its keys is an annotated video (expected "
+                    f"{{video: {{\"duration\": seconds}}}}, e.g. {next(iter(grouped), '')!r})")
   videos = {}
   for video in sorted(grouped):
     subset, rows = grouped[video]
-    duration = info.get(video, {}).get("duration")
     videos[video] = groundtruth.GTVideo(
-        video, subset, float(duration) if duration is not None else None,
+        video, subset, _duration(info.get(video), video_info, video),
         tuple(groundtruth.Instance(l, s, e) for s, e, l in sorted(rows)))
   return videos
+
+
+def _duration(entry, source: str, video: str) -> Optional[float]:
+  """A video's duration in seconds from its video_info entry (None: not given)."""
+  duration = entry.get("duration") if isinstance(entry, dict) else None
+  if duration is None:
+    return None
+  try:
+    seconds = float(duration)
+  except (TypeError, ValueError):
+    seconds = math.nan
+  if not math.isfinite(seconds) or seconds <= 0:
+    raise UserError(f"{source}: {video}: duration {duration!r} is not a positive number of "
+                    "seconds")
+  return seconds

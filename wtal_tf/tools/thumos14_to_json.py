@@ -32,8 +32,9 @@ def main(argv):
   f = cli.FLAGS
   splits = {"validation": cli.require(f.val_annotations, "val_annotations"),
             "test": cli.require(f.test_annotations, "test_annotations")}
-  videos = thumos14.read_official(splits, f.video_info, f.wtal_standard)
   out = cli.require(f.output, "output")
+  io_utils.check_writable(out, "ground-truth file")  # before the work
+  videos = thumos14.read_official(splits, f.video_info, f.wtal_standard)
   io_utils.write_json(out, groundtruth.to_activitynet(videos.values(), thumos14.VERSION), indent=1)
   print(f"{out}: {len(videos)} videos, {sum(len(v.instances) for v in videos.values())} instances")
 
