@@ -483,19 +483,30 @@ def test_worker_slots_are_the_runners_parallelism():
   # (a real cluster's threads: tests/test_dask_cluster.py)
 
 
-def test_an_unreachable_dask_scheduler_is_one_line_before_any_work():
+def test_an_unreachable_dask_scheduler_is_one_line_before_any_work(tmp_path):
   with socket.socket() as s:  # a port nobody listens on
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  options = beam_options.pipeline_options(
-      ["--runner=DaskRunner", f"--dask_client_address=tcp://127.0.0.1:{port}",
-       "--dask_connection_timeout=1"])
+  args = ("--runner=DaskRunner", f"--dask_client_address=tcp://127.0.0.1:{port}",
+          "--dask_connection_timeout=1")
+  options = beam_options.pipeline_options(args)
   with pytest.raises(UserError, match=rf"^Dask scheduler tcp://127.0.0.1:{port}: cannot "
                      r"connect \("):
     beam_options.worker_slots(options)
+  from wtal_tf.features import beam_pipeline  # pylint: disable=import-outside-toplevel
+  (tmp_path / "videos").mkdir()
+  write_video(tmp_path / "videos" / "clip.mkv", smooth_frames(20, 48, 64))
+  cfg = ExtractConfig(video_dir=str(tmp_path / "videos"), output_dir=str(tmp_path / "out"),
+                      streams=("rgb",), random_init_seed=0, pipeline_args=args)
+  with pytest.raises(UserError, match=rf"^Dask scheduler tcp://127.0.0.1:{port}: cannot"):
+    beam_pipeline.extract(cfg)
+  assert not (tmp_path / "out").exists()  # asked before OUT's folders were made
 
 
 def test_unknown_options_and_bad_values_are_user_errors():
+  with pytest.raises(UserError, match=r"^--dask_client_address: options of the Dask runner, "
+                     r"which would be ignored by the DirectRunner: add --runner=DaskRunner$"):
+    beam_options.pipeline_options(["--dask_client_address=tcp://127.0.0.1:8786"])
   with pytest.raises(UserError, match="^unknown flags --batch_segment, --dask_adress: neither"):
     beam_options.pipeline_options(["--batch_segment=4", "--dask_adress=x"])
   with pytest.raises(UserError, match="^unexpected arguments stray"):

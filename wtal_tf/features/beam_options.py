@@ -143,6 +143,11 @@ def pipeline_options(args: Sequence[str]) -> PipelineOptions:
                     "(0: one per core)")
   if "--default_sdk_harness_log_level" not in given:
     options.view_as(WorkerOptions).default_sdk_harness_log_level = BEAM_LOG_LEVEL
+  dask_given = sorted(g for g in given if g.startswith("--dask_"))
+  if dask_given and standard.runner != DASK_RUNNER:
+    raise UserError(f"{', '.join(dask_given)}: options of the Dask runner, which would be "
+                    f"ignored by the {standard.runner.rsplit('.', 1)[-1]}: add "
+                    "--runner=DaskRunner")
   if dask_options is not None:
     dask = options.view_as(dask_options)
     for flag, value in (("--dask_npartitions", dask.npartitions),

@@ -266,9 +266,9 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   given = groundtruth.load_activitynet(cfg.annotations) if cfg.annotations else {}
   annotations = match_annotations(given, names, cfg.annotations) if cfg.annotations else {}
   weights.check_weights(cfg, cfg.streams)
-  _check_writable(cfg)
+  workers = cfg.chunk_workers or worker_slots(options) or 1  # (asks a Dask scheduler)
+  _check_writable(cfg)  # (makes OUT's folders: after everything that can fail without it)
   read_database(cfg.output_dir)  # a bad OUT/gt.json fails now, not after the work
-  workers = cfg.chunk_workers or worker_slots(options) or 1
   removed = storage.remove_stale_temporaries(cfg.output_dir)
   abandoned = remove_abandoned_progress(cfg.output_dir)
   settings = provenance.settings(cfg, {s: provenance.weights_identity(cfg, s)
