@@ -93,3 +93,26 @@ def test_visualize_cli_draws_two_models(small_synthetic, tmp_path):
                         f"--output_dir={tmp_path / 'png'}"], cwd=REPO, env=env,
                        capture_output=True, text=True)
   assert bad.returncode == 2 and "not in the test subset" in bad.stderr
+
+
+def test_twenty_detected_classes_draw_the_most_probable_without_a_layout_warning():
+  """STPN-like outputs: every class detected (20 legend rows did not fit a panel, and
+  matplotlib warned 'Tight layout not applied')."""
+  import warnings  # pylint: disable=import-outside-toplevel
+  classes = tuple(f"Class{k:02d}" for k in range(20))
+  rng = np.random.default_rng(0)
+  probs = np.linspace(0.9, 0.3, 20)
+  outs = {s: StreamOutput(rng.random(300), rng.normal(size=(300, 21)), probs)
+          for s in ("rgb", "flow")}
+  cfg = LocalizeConfig(proposal_source="stpn", class_threshold=0.0)
+  dets = localize(outs, cfg)
+  assert len(set(dets.classes.tolist())) > timeline.MAX_CLASSES_DRAWN
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    fig = timeline.render([timeline.Panel("m", outs, dets, cfg)], classes, 0.64)
+    plotting.to_array(fig)
+  title = fig.axes[0].get_title(loc="left")
+  assert title.startswith(f"m (the {timeline.MAX_CLASSES_DRAWN} most probable of ")
+  labels = fig.axes[2].get_legend_handles_labels()[1]
+  assert [l for l in labels if l.endswith("rgb (p=0.90)")] == ["Class00 rgb (p=0.90)"]
+  assert len([l for l in labels if " rgb " in l]) == timeline.MAX_CLASSES_DRAWN

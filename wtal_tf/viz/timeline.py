@@ -17,6 +17,9 @@ from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.viz import plotting
 
 MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readability
+MAX_CLASSES_DRAWN = 5  # the most probable detected classes get curves and detection rows
+LEGEND_ROWS = 4  # of the class curves' legend, in as many columns as it takes
+# (an untrained or STPN model can detect every class: 20 legend rows do not fit a panel)
 WIDTH_IN = 12.0
 PANEL_HEIGHT_IN = 4.2
 STREAM_COLORS = {"rgb": "tab:red", "flow": "tab:green"}
@@ -49,8 +52,11 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   t = len(next(iter(outputs.values())).attention)
   times = (np.arange(t) + 0.5) * seconds_per_segment
   probs, attention, wcas = localization.fuse(outputs, cfg.theta)
-  kept = sorted(set(dets.classes.tolist())) or [int(np.argmax(probs))]
-  ax_gt.set_title(panel.title, loc="left", fontsize=9)
+  detected = sorted(set(dets.classes.tolist())) or [int(np.argmax(probs))]
+  kept = sorted(sorted(detected, key=lambda c: -probs[c])[:MAX_CLASSES_DRAWN])
+  more = (f" (the {len(kept)} most probable of {len(detected)} detected classes)"
+          if len(kept) < len(detected) else "")
+  ax_gt.set_title(panel.title + more, loc="left", fontsize=9)
   if gt is not None:
     for inst in gt.instances:
       ax_gt.broken_barh([(inst.start, max(inst.end - inst.start, 1e-3))], (0, 1),
@@ -89,7 +95,8 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
       ax_cam.plot(times, signal[:, k], lw=0.9, ls=style, color=color(classes[c]),
                   label=f"{classes[c]}{suffix} (p={probs[c]:.2f})")
   ax_cam.set_ylabel(label, fontsize=8)
-  ax_cam.legend(fontsize=6, loc="upper right")
+  entries = len(ax_cam.get_legend_handles_labels()[0])
+  ax_cam.legend(fontsize=6, loc="upper right", ncol=-(-entries // LEGEND_ROWS))
   start, end = localization.to_seconds(dets, seconds_per_segment)
   for c in kept:
     idx = np.flatnonzero(dets.classes == c)
