@@ -115,3 +115,13 @@ def test_mv_checks_the_supplementary_videos_before_training_anything(base, tmp_p
                      r"list: \['Q'\] \(the dataset's labels unless --class_list names more\)"):
     mv.compare(cfg, 1)
   assert not (tmp_path / "out").exists()  # no model trained, nothing written
+
+
+def test_mv_table_marks_a_rare_class_without_test_instances(base, tmp_path):
+  extra = write_extra(tmp_path / "mv", {"m1": (["B"], 3)})
+  cfg = tiny_config(base, tmp_path / "out", data={"extra_train": (str(extra),)},
+                    train={"model_dir": str(tmp_path / "out"), "train_steps": 2,
+                           "checkpoint_every": 2, "num_vis_videos": 0})
+  text = mv.compare(cfg, 1)  # the test subset has instances of A only
+  assert "| B | – | – | no test instances |" in text and "nan" not in text
+  assert [l for l in text.splitlines() if l.startswith("| A |")]

@@ -57,7 +57,10 @@ def compare(cfg: Config, seeds: int) -> str:
   lines = [f"| class (fewest training instances) | AP@{tiou:g} {WITHOUT} | {WITH} | change |",
            "|---|---:|---:|---:|"]
   for c, a, b in per_class_change(results, rarest_classes(cfg), tiou):
-    lines.append(f"| {c} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
+    if np.isnan(a) or np.isnan(b):  # no test instances: no AP
+      lines.append(f"| {c} | – | – | no test instances |")
+    else:
+      lines.append(f"| {c} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
   text = table + "\n" + "\n".join(lines) + "\n"
   io_utils.write_text(os.path.join(cfg.train.model_dir, "mv.md"), text)
   return text
