@@ -95,5 +95,5 @@ def test_select_rows():
   assert ablation.select_rows(["stpn", "lfg"]) == (ablation.STPN, ablation.PAPER_ROWS[0])
   import pytest
   from wtal_tf.errors import UserError
-  with pytest.raises(UserError, match="unknown rows"):
+  with pytest.raises(UserError, match=r"unknown rows .* \(or 'stpn' for the STPN row\)$"):
     ablation.select_rows(["nope"])

@@ -163,6 +163,9 @@ def test_converter_refuses_bad_video_info_and_unwritable_output(tmp_path):
   info.write_text(json.dumps({"database": {"video_test_1": {"duration": 9.5}}}))
   with pytest.raises(UserError, match=r"info.json: none of its keys is an annotated video"):
     thumos14.read_official(splits, str(info))
+  with pytest.raises(UserError, match=r"info.json: a file, not the folder of <Class>_val.txt "
+                     r"annotation files$"):
+    thumos14.read_official({**splits, "validation": str(info)})
   info.write_text(json.dumps({"video_test_1": {"duration": 9.5}}))  # partial: one duration
   got = thumos14.read_official(splits, str(info))
   assert got["video_test_1"].duration == 9.5 and got["video_validation_1"].duration is None

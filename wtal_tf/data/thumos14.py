@@ -15,7 +15,9 @@ SUFFIX = {"validation": "_val.txt", "test": "_test.txt"}
 
 def _read_split(directory: str, subset: str):
   if not os.path.isdir(directory):
-    raise UserError(f"{directory}: annotation directory not found")
+    problem = "a file, not" if os.path.exists(directory) else "not found:"
+    raise UserError(f"{directory}: {problem} the folder of <Class>{SUFFIX[subset]} "
+                    "annotation files")
   suffix = SUFFIX[subset]
   rows = []
   files = sorted(fn for fn in os.listdir(directory) if fn.endswith(suffix))

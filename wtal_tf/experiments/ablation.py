@@ -213,5 +213,5 @@ def select_rows(names: list[str]) -> tuple[Row, ...]:
   unknown = [n for n in names if n not in by_key]
   if unknown:
     raise UserError(f"--ablation_rows: unknown rows {unknown}; choose from "
-                    f"{[slug(r.name) for r in ROWS]}")
+                    f"{[slug(r.name) for r in ROWS]} (or {STPN_ALIAS!r} for the STPN row)")
   return tuple(by_key[n] for n in names)
