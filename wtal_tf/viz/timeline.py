@@ -18,8 +18,8 @@ from wtal_tf.viz import plotting
 
 MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readability
 MAX_CLASSES_DRAWN = 5  # the most probable detected classes get curves and detection rows
-LEGEND_ROWS = 4  # of the class curves' legend, in as many columns as it takes
 # (an untrained or STPN model can detect every class: 20 legend rows do not fit a panel)
+LEGEND_ROWS = 4  # of the class curves' legend, in as many columns as it takes
 WIDTH_IN = 12.0
 PANEL_HEIGHT_IN = 4.2
 STREAM_COLORS = {"rgb": "tab:red", "flow": "tab:green"}
@@ -96,7 +96,7 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
                   label=f"{classes[c]}{suffix} (p={probs[c]:.2f})")
   ax_cam.set_ylabel(label, fontsize=8)
   entries = len(ax_cam.get_legend_handles_labels()[0])
-  ax_cam.legend(fontsize=6, loc="upper right", ncol=-(-entries // LEGEND_ROWS))
+  ax_cam.legend(fontsize=6, loc="upper right", ncol=max(1, -(-entries // LEGEND_ROWS)))
   start, end = localization.to_seconds(dets, seconds_per_segment)
   for c in kept:
     idx = np.flatnonzero(dets.classes == c)
