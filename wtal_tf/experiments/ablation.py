@@ -94,16 +94,18 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[Ro
   s = cfg.train.seed + k, on the same data and steps. A row whose training is
   the same as an earlier row's (same losses, model and data; e.g. STPN with
   the multi-threshold proposals) evaluates that row's trained model instead
-  of training a copy; its run_dirs then name that model's folder.
+  of training a copy; its run_dirs then name that model's folder. Every row's
+  data is read and checked before the first training (a bad one fails at once).
   """
   out = cfg.train.model_dir
-  datasets, trained = {}, {}
-  results = []
-  for row in rows:
-    result_row = RowResult(row.name, [], [], [], [])
-    key = tuple(sorted((k, str(v)) for k, v in row.data.items()))
+  keys = [tuple(sorted((k, str(v)) for k, v in row.data.items())) for row in rows]
+  datasets = {}
+  for row, key in zip(rows, keys):
     if key not in datasets:
       datasets[key] = data.load_dataset(cfg.replace(data=row.data).data)
+  trained, results = {}, []
+  for row, key in zip(rows, keys):
+    result_row = RowResult(row.name, [], [], [], [])
     for k in range(seeds):
       seed = cfg.train.seed + k
       run_dir = os.path.join(out, slug(row.name), f"seed{seed}")

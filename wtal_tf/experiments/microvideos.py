@@ -48,7 +48,6 @@ def compare(cfg: Config, seeds: int) -> str:
   """Both rows for `seeds` seeds; writes and returns MODEL_DIR/mv.md's Markdown."""
   if not cfg.data.extra_train:
     raise UserError("--extra_train is required: the dirs of the supplementary videos")
-  data.load_dataset(cfg.data)  # every video, the supplementary ones too, before any training
   rows = (ablation.Row(WITHOUT, data={"extra_train": ()}),
           ablation.Row(WITH, data={"extra_train": cfg.data.extra_train}))
   results = ablation.run(cfg, seeds, rows, prefix="mv")
