@@ -260,11 +260,12 @@ def in_other_splits(out: str, split: str, names: Sequence[str]) -> dict[str, tup
   a split other than `split` owns a gt.json entry (merge_gt): extracting them into
   `split` would give one name two entries."""
   wanted = set(names)
-  found = [p for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))
-           if video.name(p) in wanted and storage.name(storage.parent(p)) != split]
-  records = storage.concurrently(storage.read_json, found)
-  return {video.name(p): (storage.name(storage.parent(p)), p)
-          for p, r in zip(found, records) if isinstance(r, dict) and r.get(GT_KEY)}
+  found = [(video.name(p), storage.name(storage.parent(p)), p)
+           for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))]
+  found = [(n, s, p) for n, s, p in found if n in wanted and s != split]
+  records = storage.concurrently(storage.read_json, [p for _, _, p in found])
+  return {n: (s, p) for (n, s, p), r in zip(found, records)
+          if isinstance(r, dict) and r.get(GT_KEY)}
 
 
 def merge_gt(out: str) -> None:
@@ -293,10 +294,9 @@ def merge_gt(out: str) -> None:
       owns = isinstance(record, dict) and GT_KEY in record
       owned[status] = (listing[status], (video.name(status), record[GT_KEY]) if owns else None)
     entries = {}
-    for status in sorted(listing):  # a failure in one split leaves another split's entry
-      name, entry = owned[status][1] or (None, None)
-      if name is not None and (entry is not None or name not in entries):
-        entries[name] = entry
+    for name, entry in filter(None, (owned[status][1] for status in sorted(listing))):
+      if entry is not None or name not in entries:  # a failure in one split leaves
+        entries[name] = entry  # another split's entry
     database = {n: e for n, e in read_database(out).items() if n not in entries}
     database.update({n: e for n, e in entries.items() if e is not None})
     storage.write_json(path, {"version": GT_VERSION, "database": database})
