@@ -61,7 +61,10 @@ def features(out, name, stream="rgb"):
 
 @pytest.mark.parametrize("streams", [("rgb",), ("rgb", "flow")])
 def test_chunks_reassemble_to_the_one_pass_features_bit_for_bit(videos, tmp_path, streams):
-  cfg = small_cfg(videos, tmp_path / "out", streams=streams)
+  # The default DirectRunner mode, two worker threads: chunks extracted at once by one
+  # shared Extractor.
+  cfg = small_cfg(videos, tmp_path / "out", streams=streams,
+                  pipeline_args=("--direct_num_workers=2",))
   records = pipeline.extract(cfg)
   assert records["long"]["chunks"] == 4 and records["long"]["segments"] == 7
   one_pass = extraction.Extractor(cfg)
@@ -401,6 +404,45 @@ def test_progress_is_logged_while_the_pipeline_runs(videos, tmp_path, caplog):
   assert lines[-1].getMessage().startswith("extract test: 3/3 videos done")
 
 
+def test_worker_threads_share_one_extractor_built_once(tmp_path, monkeypatch):
+  builds = []
+
+  class SlowExtractor:
+    def __init__(self, cfg):
+      builds.append(cfg)
+      time.sleep(0.2)  # both threads ask while the first is being built
+
+  monkeypatch.setattr(steps, "extraction_module", lambda: mock.Mock(Extractor=SlowExtractor))
+  cfg = small_cfg(tmp_path, tmp_path / "out")  # a config no other test has built
+  got = []
+  threads = [threading.Thread(target=lambda: got.append(steps._extractor(cfg)))  # pylint: disable=protected-access
+             for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert builds == [cfg] and len(got) == 2 and got[0] is got[1]
+
+
+@pytest.mark.parametrize("mode, imported_first", [
+    ((), True), (("--direct_running_mode=in_memory",), True),
+    (("--direct_running_mode=multi_processing",), False)])
+def test_tensorflow_is_imported_before_the_progress_lines_when_workers_are_threads(
+    tmp_path, monkeypatch, mode, imported_first):
+  """Its first import silences file descriptor 2 for a few seconds (wtal_tf.startup): a
+  progress line the driver logged meanwhile would be lost."""
+  calls = []
+  monkeypatch.setattr(pipeline, "extraction_module", lambda: calls.append("import"))
+  start = pipeline._Progress.start  # pylint: disable=protected-access
+  monkeypatch.setattr(pipeline._Progress, "start",  # pylint: disable=protected-access
+                      lambda self: calls.append("progress") or start(self))
+  monkeypatch.setattr(pipeline, "run_pipeline", lambda *args: calls.append("pipeline"))
+  cfg = small_cfg(tmp_path, tmp_path / "out", pipeline_args=mode)
+  with pytest.raises(UserError, match="finished without writing its summary"):
+    pipeline._run(cfg, pipeline.pipeline_options(mode), [], [], {})  # pylint: disable=protected-access
+  assert calls == (["import"] if imported_first else []) + ["progress", "pipeline"]
+
+
 def test_an_output_folder_that_cannot_be_written_fails_before_any_work(videos, tmp_path):
   out = tmp_path / "out"
   (out / "features" / "test").mkdir(parents=True)
@@ -435,9 +477,11 @@ def test_a_feature_file_that_cannot_be_written_fails_that_video_only(videos, tmp
       "long": steps.OK, "b": steps.SKIPPED, "c": steps.SKIPPED}
 
 
-def test_a_run_failed_by_a_user_error_in_a_worker_is_one_line(videos, tmp_path):
-  """The summary step cannot write (its folder replaced by a file after the checks): under
-  the multi-process DirectRunner the driver gets the worker's traceback as text."""
+@pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
+def test_a_run_failed_by_a_user_error_in_a_worker_is_one_line(videos, tmp_path, mode):
+  """The summary step cannot write (its folder replaced by a file after the checks): with
+  worker processes the driver gets the worker's traceback as text; worker threads (the
+  default) print it to the driver's stderr, where it is dropped."""
   out = tmp_path / "out"
   runs = out / steps.RUNS_DIR
   code = (f"import pathlib, shutil; from wtal_tf import cli, extract; "
@@ -448,7 +492,7 @@ def test_a_run_failed_by_a_user_error_in_a_worker_is_one_line(videos, tmp_path):
           f"cli.run(extract.main, pass_unknown=True)")
   args = [f"--video_dir={videos}", f"--output_dir={out}", "--streams=rgb",
           "--random_init_seed=0", f"--resize_shorter={SHORTER}", f"--crop_size={CROP}",
-          "--chunk_segments=2", "--direct_num_workers=2"]
+          "--chunk_segments=2", "--direct_num_workers=2", f"--direct_running_mode={mode}"]
   proc = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO,
                         env={**ENV, startup.QUIET_ENV: "1"},  # as `python -m` starts
                         capture_output=True, text=True, timeout=300)

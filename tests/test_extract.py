@@ -203,7 +203,7 @@ def test_pipeline_options_pass_through():
   assert opts.get_all_options()["flink_master"] == "host:8081"
   default = pipeline.pipeline_options([]).get_all_options()
   assert default["runner"] == "DirectRunner"
-  assert default["direct_running_mode"] == "multi_processing"
+  assert default["direct_running_mode"] == "multi_threading"  # workers: the driver's threads
   assert default["direct_num_workers"] == os.cpu_count()
   assert pipeline.pipeline_options(list(IN_MEMORY)).get_all_options()[
       "direct_running_mode"] == "in_memory"
@@ -262,8 +262,8 @@ def test_extract_cli_bad_videos_fail_alone_with_one_line(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={out}",
        "--streams=rgb", "--random_init_seed=0", f"--resize_shorter={SHORTER}",
-       f"--crop_size={CROP}", *IN_MEMORY],  # in_memory: no worker start-up (the bench runs
-      # the default multi_processing mode)
+       f"--crop_size={CROP}", *IN_MEMORY],  # in_memory: one worker (the bench runs the
+      # default multi_threading mode)
       capture_output=True, text=True, cwd=REPO, env=env)
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr

@@ -226,10 +226,13 @@ def cli_cases(root) -> dict[str, list[str]]:
           "--streams=flow", f"--flow_checkpoint={prefix}", "--resize_shorter=40",
           "--crop_size=32", "--direct_running_mode=in_memory"],
   }
-  cases["extract_default_runner"] = [
-      "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_ok'}",
-      "--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
-      "--direct_num_workers=2"]  # multi_processing (the default), two worker processes
+  small = ["--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
+           "--direct_num_workers=2"]
+  cases["extract_default_runner"] = [  # multi_threading (the default), two worker threads
+      "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_ok'}", *small]
+  cases["extract_worker_processes"] = [  # two worker processes
+      "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_processes'}",
+      *small, "--direct_running_mode=multi_processing"]
   for tool, base in (("extract", extract), ("detect", detect)):
     cases[f"{tool} {COMMAND_LINE_FLAG}"] = [*base, COMMAND_LINE_FLAG]
   return cases
@@ -283,16 +286,19 @@ def test_start_up_is_quiet_and_verbosity_shows_it(cli):
   assert any(TF_CPP_LINE.search(line) for line in lines[:-1]), verbose.stderr
 
 
-def test_default_runner_workers_start_quietly(cli):
-  """The DirectRunner's worker processes print nothing of their own: Beam's start-up
-  lines ("apitools not found", "Logging handler created.") came once per worker."""
+@pytest.mark.parametrize("case, out", [("extract_default_runner", "out_ok"),
+                                       ("extract_worker_processes", "out_processes")])
+def test_direct_runner_workers_start_quietly(cli, case, out):
+  """The DirectRunner's workers, threads (the default) or processes, print nothing of
+  their own: Beam's start-up lines ("apitools not found", "Logging handler created.")
+  came once per worker process, TensorFlow's once per process."""
   procs, root = cli
-  proc = procs["extract_default_runner"]
+  proc = procs[case]
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stderr.splitlines()
   assert lines and all(ABSL_LINE.match(line) for line in lines), proc.stderr[-3000:]
   assert any("1 extracted, 0 already done, 0 failed" in line for line in lines)
-  assert (root / "out_ok" / contract.FEATURES_DIR / "test" / "rgb" / "clip.npy").is_file()
+  assert (root / out / contract.FEATURES_DIR / "test" / "rgb" / "clip.npy").is_file()
 
 
 def test_worker_command_carries_the_drivers_verbosity(monkeypatch):
@@ -303,14 +309,36 @@ def test_worker_command_carries_the_drivers_verbosity(monkeypatch):
                                        f"--verbosity={startup.SHOW_VERBOSITY}"]
 
 
+def test_worker_threads_prints_are_dropped_only_in_a_quiet_driver(monkeypatch, capsys):
+  harness = {"__name__": beam_worker.SDK_HARNESS_MODULE}
+  exec("def fail():\n  print('Traceback (most recent call last): ...', file=sys.stderr)",  # pylint: disable=exec-used
+       {**harness, "sys": sys}, harness)
+  monkeypatch.setenv(startup.QUIET_ENV, "1")
+  with beam_worker.harness_prints_dropped():
+    harness["fail"]()
+    print("a line of the driver's", file=sys.stderr)
+  assert capsys.readouterr().err == "a line of the driver's\n"
+  monkeypatch.delenv(startup.QUIET_ENV)  # the driver was started with --verbosity
+  with beam_worker.harness_prints_dropped():
+    harness["fail"]()
+  assert capsys.readouterr().err == "Traceback (most recent call last): ...\n"
+
+
 def test_the_direct_runner_is_its_fn_api_runner_never_prism():
   """Beam 2.77's DirectRunner first tries Prism, fetching a binary from GitHub at run time."""
   for args in ([], ["--runner=direct"], ["--runner=DirectRunner"]):
     options = beam_options.pipeline_options(args)
     runner = beam_options.direct_runner(options)
     assert type(runner).__name__ == "FnApiRunner"
-    assert options.get_all_options()["direct_running_mode"] == "in_memory"
-    assert "wtal_tf.features.beam_worker" in str(runner._default_environment)  # pylint: disable=protected-access
+    # The default's worker threads: the FnApiRunner picks their environment from the mode.
+    assert options.get_all_options()["direct_running_mode"] == "multi_threading"
+    assert "beam_worker" not in str(runner._default_environment)  # pylint: disable=protected-access
+  # Worker processes are started as beam_worker (the mode given to the FnApiRunner
+  # becomes in_memory, which only keeps it from replacing that environment).
+  options = beam_options.pipeline_options(["--direct_running_mode=multi_processing"])
+  runner = beam_options.direct_runner(options)
+  assert options.get_all_options()["direct_running_mode"] == "in_memory"
+  assert "wtal_tf.features.beam_worker" in str(runner._default_environment)  # pylint: disable=protected-access
   options = beam_options.pipeline_options(["--direct_running_mode=in_memory"])
   assert "beam_worker" not in str(beam_options.direct_runner(options)._default_environment)  # pylint: disable=protected-access
   for other in ("--runner=DaskRunner", "--runner=Flink"):
@@ -466,7 +494,7 @@ def test_runner_names_and_worker_counts():
       "direct_num_workers"] == 0
   default = beam_options.pipeline_options([]).get_all_options()
   assert default["runner"] == "DirectRunner" and default["direct_num_workers"] == os.cpu_count()
-  assert default["direct_running_mode"] == "multi_processing"
+  assert default["direct_running_mode"] == "multi_threading"
   assert default["default_sdk_harness_log_level"] == beam_options.BEAM_LOG_LEVEL
 
 

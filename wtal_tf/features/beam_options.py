@@ -10,10 +10,14 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
     "FlinkRunner"), `DaskRunner` (not among Beam's short names: mapped to
     its class path) or a class path; anything else is a UserError listing
     the accepted names;
-  * defaults to the DirectRunner in multi_processing mode with one worker
-    per core (`--direct_num_workers=0` is Beam's "one per core" too; negative
-    is an error), and Beam's own logs at CRITICAL (`quiet_driver_logs` in the
-    driver): a failed step reaches the driver as the run's exception;
+  * defaults to the DirectRunner in multi_threading mode (DEFAULT_DIRECT_MODE)
+    with one worker per core (`--direct_num_workers=0` is Beam's "one per core"
+    too; negative is an error), and Beam's own logs at CRITICAL
+    (`quiet_driver_logs` in the driver): a failed step reaches the driver as the
+    run's exception. Worker threads share the driver's one TensorFlow and one
+    Extractor: no worker imports TensorFlow or loads the weights again, and
+    decoding (PyAV, OpenCV and TensorFlow release the GIL) overlaps the network
+    (docs/raw_video.md measures it against multi_processing);
   * runs the DirectRunner as its FnApiRunner (`direct_runner`), built here:
     Beam 2.77's DirectRunner first tries its Prism runner, downloading a Go
     binary from GitHub at run time (and, offline, falls back after a failed
@@ -51,6 +55,8 @@ BEAM_LOG_LEVEL = "CRITICAL"  # Beam's own logs (driver and workers) below this a
 # its ERRORs re-tell a failed step as tracebacks, while the failure itself reaches the
 # driver as the run's exception (one line for a user error, the traceback for a bug)
 DEFAULT_RUNNER = "DirectRunner"
+DEFAULT_DIRECT_MODE = "multi_threading"  # the DirectRunner's workers: threads of the driver
+IN_PROCESS_MODES = ("multi_threading", "in_memory")  # DirectRunner modes without worker processes
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_MODULE = DASK_RUNNER.rsplit(".", 1)[0]
 
@@ -135,7 +141,7 @@ def pipeline_options(args: Sequence[str]) -> PipelineOptions:
   standard.runner = resolve_runner(standard.runner) if "--runner" in given else DEFAULT_RUNNER
   direct = options.view_as(DirectOptions)
   if "--direct_running_mode" not in given:
-    direct.direct_running_mode = "multi_processing"
+    direct.direct_running_mode = DEFAULT_DIRECT_MODE
   if "--direct_num_workers" not in given:
     direct.direct_num_workers = os.cpu_count() or 1
   elif direct.direct_num_workers < 0:
@@ -219,6 +225,13 @@ def worker_slots(options: PipelineOptions) -> Optional[int]:
   if standard.runner == DASK_RUNNER:
     return _dask_threads(options)
   return None
+
+
+def workers_in_process(options: PipelineOptions) -> bool:
+  """Whether the runner's workers are threads of this process (the DirectRunner in
+  multi_threading or in_memory mode): they then share its imports."""
+  return (_is_direct(options.view_as(StandardOptions))
+          and options.view_as(DirectOptions).direct_running_mode in IN_PROCESS_MODES)
 
 
 def direct_runner(options: PipelineOptions) -> Optional[fn_runner.FnApiRunner]:

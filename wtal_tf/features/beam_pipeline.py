@@ -39,16 +39,18 @@ from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
+from wtal_tf.features import beam_worker
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
 from wtal_tf.features import weights
 from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
-                                           quiet_driver_logs, spread_over, worker_slots)
+                                           quiet_driver_logs, spread_over, worker_slots,
+                                           workers_in_process)
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
-    AssembleVideoFn, ExtractChunkFn, FinishRunFn, failures_path, gt_entry, in_other_splits,
-    read_database, status_path, write_dataset_files)
+    AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path, gt_entry,
+    in_other_splits, read_database, status_path, write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -229,11 +231,15 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
 def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
          skipped: Sequence[dict], annotations: dict) -> list[dict]:
   """Runs the pipeline with the driver's progress lines; returns the run's records."""
+  if workers_in_process(options):  # TensorFlow before the progress lines: its first import
+    extraction_module()  # silences file descriptor 2 (wtal_tf.startup), which would swallow
+    # a progress line logged by this process meanwhile
   run_id = uuid.uuid4().hex
   progress = _Progress(cfg, run_id, tasks)
   progress.start()
   try:
-    run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
+    with beam_worker.harness_prints_dropped():  # (the run's failure is reported below)
+      run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
   except Exception as e:  # pylint: disable=broad-exception-caught
     line = user_error_line(e)
     if line is None:

@@ -8,7 +8,7 @@ and the run's summary.
 This module does not import TensorFlow. Beam's Dask runner sends the pipeline's
 steps to the Dask scheduler, which unpickles them (importing this module) to
 plan the tasks, and never runs them; the workers import TensorFlow when they
-build their Extractor (_extractor). A new cluster's first run thereby waits
+build their Extractor (_extractor, extraction_module). A new cluster's first run thereby waits
 only for the scheduler's import of Beam and of this module, not of TensorFlow.
 
 Writes, under OUT (ExtractConfig.output_dir; any Beam filesystem, through
@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from typing import Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -98,21 +99,29 @@ def _load_chunk(path: str, task: dict) -> Optional[dict]:
 
 
 _EXTRACTORS: dict = {}  # one Extractor per config in each worker process (setup runs per
-# partition on some runners, e.g. Dask)
+# partition on some runners, e.g. Dask), shared by its threads
+_EXTRACTORS_LOCK = threading.Lock()  # threads asking at once wait for the one being built
 
 
-def _extractor(cfg: ExtractConfig):
-  """The worker's features.extraction.Extractor for cfg (built once per process).
+def extraction_module():
+  """features.extraction, imported (with TensorFlow) on first call.
 
-  The one import of TensorFlow on this module's path is here, in the worker that
+  The one import of TensorFlow on this module's path is here, in the process that
   extracts: Beam's Dask runner has the scheduler unpickle these steps, which imports
   this module, and a scheduler that imported TensorFlow would make each new
   cluster's first run wait seconds for it (see the module's docstring).
   """
   from wtal_tf.features import extraction  # pylint: disable=import-outside-toplevel
-  if cfg not in _EXTRACTORS:
-    _EXTRACTORS[cfg] = extraction.Extractor(cfg)
-  return _EXTRACTORS[cfg]
+  return extraction
+
+
+def _extractor(cfg: ExtractConfig):
+  """The worker's features.extraction.Extractor for cfg (built once per process; its
+  threads share it)."""
+  with _EXTRACTORS_LOCK:
+    if cfg not in _EXTRACTORS:
+      _EXTRACTORS[cfg] = extraction_module().Extractor(cfg)
+    return _EXTRACTORS[cfg]
 
 
 def _worker() -> str:
