@@ -106,6 +106,7 @@ def s3_server():
 SMALL_RGB = ("--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
              "--chunk_segments=2")  # the extraction flags of the object-store tests
 IN_MEMORY = ("--direct_running_mode=in_memory",)
+WORKER_PROCESSES = ("--direct_running_mode=multi_processing",)  # (the default: threads)
 
 
 def small_rgb_config(videos, out, *pipeline_args) -> C.ExtractConfig:

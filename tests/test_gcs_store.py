@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from conftest import IN_MEMORY, REPO, SMALL_RGB, assert_equals_local_run, small_rgb_config
+from conftest import (IN_MEMORY, REPO, SMALL_RGB, WORKER_PROCESSES, assert_equals_local_run,
+                      small_rgb_config)
 from video_helpers import CHUNKED_FRAMES
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
@@ -66,7 +67,7 @@ def blobs(client, prefix) -> dict[str, tuple[bytes, int]]:
 
 def test_extraction_into_gcs_equals_a_local_one_and_skips_on_a_rerun(gcs, chunked_videos, tmp_path):
   out = f"gs://{BUCKET}/features-run"
-  proc = extract(chunked_videos, out, "--direct_num_workers=2")  # Beam's worker processes
+  proc = extract(chunked_videos, out, "--direct_num_workers=2", *WORKER_PROCESSES)
   assert proc.returncode == 0, proc.stderr[-3000:]
   local = tmp_path / "local"
   pipeline.extract(small_rgb_config(chunked_videos, local))

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from conftest import (IN_MEMORY, REPO, S3_KEYS, SMALL_RGB, assert_equals_local_run,
+from conftest import (REPO, S3_KEYS, SMALL_RGB, WORKER_PROCESSES, assert_equals_local_run,
                       small_rgb_config)
 from video_helpers import CHUNKED_FRAMES
 from wtal_tf import contract
@@ -40,10 +40,11 @@ def test_extraction_into_s3_equals_a_local_one_and_skips_on_a_rerun(chunked_vide
   endpoint, client = s3_server
   s3 = [f"--s3_endpoint_url={endpoint}", *S3_KEYS]
   out = "s3://wtal/features-run"
-  # Two runs at once (one with the DirectRunner's worker processes, one in-process):
-  # both succeed, and gt.json lists every video (checked below against a local run's).
+  # Two runs at once (one with the DirectRunner's worker processes, one with its worker
+  # threads): both succeed, and gt.json lists every video (checked below against a local
+  # run's).
   runs = [subprocess.Popen([*extract_command(chunked_videos, out, *s3), *mode], cwd=REPO, env=ENV,
-                           stderr=subprocess.PIPE, text=True) for mode in ((), IN_MEMORY)]
+                           stderr=subprocess.PIPE, text=True) for mode in (WORKER_PROCESSES, ())]
   for run in runs:
     _, err = run.communicate(timeout=600)
     assert run.returncode == 0, err[-3000:]
