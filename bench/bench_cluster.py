@@ -2,12 +2,13 @@
 
   runners  the same videos (default 5 x 80 segments = 400) through (a) a plain loop (one
            Extractor, then .npy writes), (b) beam_pipeline.extract's default DirectRunner
-           (multi_processing, one worker per core) and (c) the Dask runner on a local
-           cluster of 2 single-thread workers started here: cold (plain `dask scheduler`
-           and `dask worker`, first run), preloaded (the workers started with
+           (multi_threading, one worker thread per core), (c) the DirectRunner in
+           multi_processing mode (one worker process per core) and (d) the Dask runner on
+           a local cluster of 2 single-thread workers started here: cold (plain `dask
+           scheduler` and `dask worker`, first run), preloaded (the workers started with
            `--preload wtal_tf.features.dask_preload` as docs/raw_video.md starts them, the
            scheduler needing none; first run) and warm (the preloaded cluster's second
-           run); wall time each.
+           run); wall time each. Every run's features must equal the loop's bit for bit.
   split    one long video (default 10 min at 25 fps = 15,000 frames, H.264 with a key
            frame every 250 frames, B-frames) on Dask clusters of 1 and of 2 preloaded
            workers for each chunk size in --chunk_sizes, as one work item on 1 worker (what
@@ -42,6 +43,7 @@ import tempfile
 import threading
 import time
 
+import numpy as np
 import psutil
 
 from bench.bench_extract import write_videos
@@ -51,6 +53,7 @@ from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline
 from wtal_tf.features import extraction
+from wtal_tf.features import video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
@@ -145,24 +148,37 @@ def runners_videos(args, root: str) -> list[str]:
   return write_videos(os.path.join(root, "videos"), args.videos, frames, height, width)
 
 
+def check_same_features(loop_out: str, out: str, names) -> None:
+  """The RGB features under `out` equal the loop's under `loop_out`, bit for bit."""
+  for name in names:
+    a, b = (np.load(contract.feature_path(o, "test", "rgb", name)) for o in (loop_out, out))
+    if not np.array_equal(a, b):
+      raise AssertionError(f"{out}: the features of {name} differ from the loop's")
+
+
 def bench_runners(args, root: str) -> dict:
   geometry = GEOMETRIES[args.geometry][1]
   paths = runners_videos(args, root)
-  videos = os.path.dirname(paths[0])
-  cfg = ExtractConfig(output_dir=os.path.join(root, "loop"), **geometry)
+  videos, names = os.path.dirname(paths[0]), [video.name(p) for p in paths]
+  loop_out = os.path.join(root, "loop")
   out = {"runners_segments": args.videos * args.segments_per_video,
-         "runners_geometry": args.geometry, "loop_s": plain_loop(cfg, paths)}
+         "runners_geometry": args.geometry,
+         "loop_s": plain_loop(ExtractConfig(output_dir=loop_out, **geometry), paths)}
+
+  def timed(label, where, *beam_args):
+    out[label] = run_extract(videos, os.path.join(root, where), *beam_args, geometry=geometry)
+    check_same_features(loop_out, os.path.join(root, where), names)
+    print(json.dumps(out), flush=True)
+
   print(json.dumps(out), flush=True)
-  out["direct_s"] = run_extract(videos, os.path.join(root, "direct"), geometry=geometry)
-  print(json.dumps(out), flush=True)
+  timed("direct_s", "direct")
+  timed("direct_processes_s", "direct", "--direct_running_mode=multi_processing")
   with dask_cluster(2, root, preload=False) as (address, _):
-    out["dask_cold_s"] = run_extract(videos, os.path.join(root, "dask"), *dask_args(address),
-                                     geometry=geometry)
+    timed("dask_cold_s", "dask", *dask_args(address))
   with dask_cluster(2, root) as (address, _):
     for label in ("dask_preloaded_s", "dask_warm_s"):
-      out[label] = run_extract(videos, os.path.join(root, "dask"), *dask_args(address),
-                               geometry=geometry)
-  for k in ("direct_s", "dask_cold_s", "dask_preloaded_s", "dask_warm_s"):
+      timed(label, "dask", *dask_args(address))
+  for k in ("direct_s", "direct_processes_s", "dask_cold_s", "dask_preloaded_s", "dask_warm_s"):
     out[k.replace("_s", "_vs_loop")] = out[k] / out["loop_s"]
   return out
 
