@@ -286,3 +286,13 @@ def test_a_file_for_a_folder_and_a_folder_for_a_file_are_named(tmp_path):
   with pytest.raises(UserError, match=r"^--model_dir=.*model.json: a file; give the folder "
                      r"training wrote \(it holds model.json and checkpoints/\)$"):
     checkpoints.read_spec(str(spec))
+
+
+def test_ctrl_c_is_one_line_with_the_shells_status():
+  code = ("import sys; from wtal_tf import cli\n"
+          "def main(argv):\n  print('working', flush=True); raise KeyboardInterrupt\n"
+          "cli.run(main)")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
+  assert proc.stdout == "working\n"
+  assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")

@@ -24,6 +24,7 @@ FLAGS = flags.FLAGS
 GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
 CONFIG_MODULE = cfg_lib.__name__  # absl's record of where the config fields' flags come
 # from, which tells them from a tool's own flag of the same name (evaluate's --output)
+INTERRUPTED_STATUS = 130  # exit status after Ctrl-C: 128 + SIGINT, as shells report it
 
 
 def _kind(field: dataclasses.Field) -> tuple[type, Optional[type]]:
@@ -166,10 +167,10 @@ def experiment_flags(fv: flags.FlagValues = FLAGS) -> str:
   return "\n".join(line for line in lines if line) + "\n"
 
 
-def fail(message: str) -> typing.NoReturn:
-  """Prints `error: <message>` as one line on stderr and exits with status 2."""
+def fail(message: str, status: int = 2) -> typing.NoReturn:
+  """Prints `error: <message>` as one line on stderr and exits with `status`."""
   print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(status)
 
 
 def parse_flags(argv: list[str], known_only: bool = False,
@@ -197,6 +198,8 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
       main(argv)
     except UserError as e:
       fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C: files are written whole, so a rerun resumes
+      fail("interrupted", INTERRUPTED_STATUS)
 
   # --help lists every flag wtal_tf defined for this command: the config fields' and those
   # defined by helpers here or by an entrypoint run under another name (wtal_tf.pipeline).
