@@ -297,6 +297,7 @@ def test_direct_runner_workers_start_quietly(cli, case, out):
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stderr.splitlines()
   assert lines and all(ABSL_LINE.match(line) for line in lines), proc.stderr[-3000:]
+  assert any("extract test: 1 video (0 other files ignored)" in line for line in lines)
   assert any("1 extracted, 0 already done, 0 failed" in line for line in lines)
   assert (root / out / contract.FEATURES_DIR / "test" / "rgb" / "clip.npy").is_file()
 

@@ -279,9 +279,9 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   abandoned = remove_abandoned_progress(cfg.output_dir)
   settings = provenance.settings(cfg, {s: provenance.weights_identity(cfg, s)
                                        for s in cfg.streams})
-  logging.info("extract %s: %d videos (%d other files ignored), streams %s, chunks planned "
-               "for %d worker%s -> %s%s%s", cfg.split, len(paths), len(ignored),
-               ",".join(cfg.streams), workers, "s" * (workers != 1), cfg.output_dir,
+  logging.info("extract %s: %d video%s (%d other files ignored), streams %s, chunks planned "
+               "for %d worker%s -> %s%s%s", cfg.split, len(paths), "s" * (len(paths) != 1),
+               len(ignored), ",".join(cfg.streams), workers, "s" * (workers != 1), cfg.output_dir,
                f"; removed {removed} stale temporary files" if removed else "",
                f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
                else "")
