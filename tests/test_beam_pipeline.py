@@ -413,10 +413,11 @@ def test_worker_threads_share_one_extractor_built_once(tmp_path, monkeypatch):
       time.sleep(0.2)  # both threads ask while the first is being built
 
   monkeypatch.setattr(steps, "extraction_module", lambda: mock.Mock(Extractor=SlowExtractor))
-  cfg = small_cfg(tmp_path, tmp_path / "out")  # a config no other test has built
+  monkeypatch.setattr(steps, "_EXTRACTORS", {})  # (none built yet, none kept after)
+  cfg = small_cfg(tmp_path, tmp_path / "out")
   got = []
-  threads = [threading.Thread(target=lambda: got.append(steps._extractor(cfg)))  # pylint: disable=protected-access
-             for _ in range(2)]
+  build = steps._extractor  # pylint: disable=protected-access
+  threads = [threading.Thread(target=lambda: got.append(build(cfg))) for _ in range(2)]
   for t in threads:
     t.start()
   for t in threads:
@@ -438,8 +439,9 @@ def test_tensorflow_is_imported_before_the_progress_lines_when_workers_are_threa
                       lambda self: calls.append("progress") or start(self))
   monkeypatch.setattr(pipeline, "run_pipeline", lambda *args: calls.append("pipeline"))
   cfg = small_cfg(tmp_path, tmp_path / "out", pipeline_args=mode)
+  run = pipeline._run  # pylint: disable=protected-access
   with pytest.raises(UserError, match="finished without writing its summary"):
-    pipeline._run(cfg, pipeline.pipeline_options(mode), [], [], {})  # pylint: disable=protected-access
+    run(cfg, pipeline.pipeline_options(mode), [], [], {})
   assert calls == (["import"] if imported_first else []) + ["progress", "pipeline"]
 
 

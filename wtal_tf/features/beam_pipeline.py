@@ -231,9 +231,11 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
 def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
          skipped: Sequence[dict], annotations: dict) -> list[dict]:
   """Runs the pipeline with the driver's progress lines; returns the run's records."""
-  if workers_in_process(options):  # TensorFlow before the progress lines: its first import
-    extraction_module()  # silences file descriptor 2 (wtal_tf.startup), which would swallow
-    # a progress line logged by this process meanwhile
+  # Workers in this process import TensorFlow here, before the progress lines start: its
+  # first import silences file descriptor 2 for seconds (wtal_tf.startup), which would
+  # swallow a progress line logged meanwhile.
+  if workers_in_process(options):
+    extraction_module()
   run_id = uuid.uuid4().hex
   progress = _Progress(cfg, run_id, tasks)
   progress.start()

@@ -8,8 +8,9 @@ and the run's summary.
 This module does not import TensorFlow. Beam's Dask runner sends the pipeline's
 steps to the Dask scheduler, which unpickles them (importing this module) to
 plan the tasks, and never runs them; the workers import TensorFlow when they
-build their Extractor (_extractor, extraction_module). A new cluster's first run thereby waits
-only for the scheduler's import of Beam and of this module, not of TensorFlow.
+build their Extractor (_extractor, extraction_module). A new cluster's first run
+thereby waits only for the scheduler's import of Beam and of this module, not of
+TensorFlow.
 
 Writes, under OUT (ExtractConfig.output_dir; any Beam filesystem, through
 features.storage, each file complete or absent):

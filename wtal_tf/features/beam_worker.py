@@ -51,8 +51,9 @@ class _WithoutHarnessPrints:
     self._stream = stream
 
   def write(self, text: str) -> int:
-    if sys._getframe(1).f_globals.get("__name__") == SDK_HARNESS_MODULE:  # pylint: disable=protected-access
-      return len(text)  # (print() calls write from its caller's frame)
+    caller = sys._getframe(1)  # pylint: disable=protected-access
+    if caller.f_globals.get("__name__") == SDK_HARNESS_MODULE:  # (print() calls write
+      return len(text)  # from its caller's frame)
     return self._stream.write(text)
 
   def __getattr__(self, name):
