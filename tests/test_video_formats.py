@@ -429,14 +429,19 @@ def test_a_cut_short_mp4_without_its_index_is_one_line_error(tmp_path):
 
 
 def test_a_cut_short_faststart_mp4_yields_what_it_holds(tmp_path):
+  # No B-frames: every frame then depends only on frames before it, so only the last
+  # frame decoded (the one the cut goes through) may be damaged. With B-frames, frames
+  # shown before the cut can depend on a lost one, and which ones varies: libx264's
+  # output under load differs from run to run (its threads), and once 4 or more frames
+  # before the end differed.
   path = write_video(tmp_path / "v.mp4", smooth_frames(100), 25, "libx264", "yuv420p",
-                     container_options={"movflags": "faststart"})
+                     codec_options={"bf": "0"}, container_options={"movflags": "faststart"})
   complete = decode(path)
   cut = truncate(path, 0.6, tmp_path / "cut.mp4")
   frames = video.frames(cut)
   got = np.stack(list(frames))
   assert 20 <= len(got) < 70
-  assert np.array_equal(got[:len(got) - 3], complete[:len(got) - 3])  # up to the damaged end
+  assert np.array_equal(got[:-1], complete[:len(got) - 1])  # up to the damaged end
   assert frames.warning.startswith(f"{cut}: cut short or damaged: its frames end at ")
 
 
