@@ -22,6 +22,7 @@ from wtal_tf.features import beam_pipeline as pipeline
 distributed = pytest.importorskip("distributed")
 
 WORKERS = 2
+TENSORFLOW_IMPORTED = "'tensorflow' in __import__('sys').modules"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -82,6 +83,17 @@ def extract(videos, out, *beam_args):
                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
+
+
+def test_the_preload_imports_tensorflow_in_the_workers_not_in_their_nannies(cluster):
+  """(Before any run: first in this module.) Dask imports a preload module in the
+  nanny too; only the worker processes run its dask_setup."""
+  with distributed.Client(cluster, timeout=START_TIMEOUT_S) as client:
+    # (evaluated there: a function of this module would not unpickle in those processes)
+    workers = client.run(eval, TENSORFLOW_IMPORTED)  # pylint: disable=eval-used
+    nannies = client.run(eval, TENSORFLOW_IMPORTED, nanny=True)  # pylint: disable=eval-used
+  assert len(workers) == len(nannies) == WORKERS
+  assert all(workers.values()) and not any(nannies.values())
 
 
 def test_the_dask_runner_on_a_cluster_equals_the_direct_runner_and_uses_both_workers(

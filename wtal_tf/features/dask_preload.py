@@ -12,14 +12,26 @@ wtal_tf's quiet start-up (TensorFlow's C++ start-up lines kept out of the
 cluster's logs; see wtal_tf/startup.py), so a first run pays only the I3D
 build, once per worker process and settings, like every later run.
 
+The imports are made in `dask_setup`, which Dask calls in the worker process as
+it starts, not when this module is imported: `dask worker` also imports its
+preload modules in the nanny, the process that starts and watches the worker
+(to look for command-line options they define), which would otherwise hold
+TensorFlow (about 0.9 GB) for nothing.
+
 The scheduler needs no preload: it only unpickles the steps to plan the tasks,
 which imports Beam and features.beam_steps, not TensorFlow.
 """
 
+import importlib
+
 from wtal_tf import startup
 
-startup.quiet()
+PRELOADED = ("wtal_tf.features.beam_steps",  # Beam and the steps the worker runs
+             "wtal_tf.features.extraction")  # TensorFlow, PyAV, OpenCV
 
-# pylint: disable=wrong-import-position,unused-import
-from wtal_tf.features import beam_steps  # noqa: E402,F401  (Beam: the steps the worker runs)
-from wtal_tf.features import extraction  # noqa: E402,F401  (TensorFlow, PyAV, OpenCV)
+
+def dask_setup(worker) -> None:  # pylint: disable=unused-argument
+  """Dask's preload hook, run in the worker process when it starts: PRELOADED, quietly."""
+  startup.quiet()
+  for module in PRELOADED:
+    importlib.import_module(module)
