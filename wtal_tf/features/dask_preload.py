@@ -22,16 +22,12 @@ The scheduler needs no preload: it only unpickles the steps to plan the tasks,
 which imports Beam and features.beam_steps, not TensorFlow.
 """
 
-import importlib
-
 from wtal_tf import startup
-
-PRELOADED = ("wtal_tf.features.beam_steps",  # Beam and the steps the worker runs
-             "wtal_tf.features.extraction")  # TensorFlow, PyAV, OpenCV
 
 
 def dask_setup(worker) -> None:  # pylint: disable=unused-argument
-  """Dask's preload hook, run in the worker process when it starts: PRELOADED, quietly."""
+  """Dask's preload hook, run in the worker process when it starts: the imports, quietly."""
   startup.quiet()
-  for module in PRELOADED:
-    importlib.import_module(module)
+  # pylint: disable=import-outside-toplevel,unused-import
+  from wtal_tf.features import beam_steps  # noqa: F401  (Beam: the steps the worker runs)
+  from wtal_tf.features import extraction  # noqa: F401  (TensorFlow, PyAV, OpenCV)
