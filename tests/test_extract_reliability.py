@@ -310,7 +310,7 @@ def test_worker_command_carries_the_drivers_verbosity(monkeypatch):
                                        f"--verbosity={startup.SHOW_VERBOSITY}"]
 
 
-def test_worker_threads_prints_are_dropped_only_in_a_quiet_driver(monkeypatch, capsys):
+def test_the_harness_prints_of_worker_threads_are_dropped_only_in_a_quiet_driver(monkeypatch, capsys):
   harness = {"__name__": beam_worker.SDK_HARNESS_MODULE}
   exec("def fail():\n  print('Traceback (most recent call last): ...', file=sys.stderr)",  # pylint: disable=exec-used
        {**harness, "sys": sys}, harness)
