@@ -22,7 +22,6 @@ from wtal_tf.features import beam_pipeline as pipeline
 distributed = pytest.importorskip("distributed")
 
 WORKERS = 2
-TENSORFLOW_IMPORTED = "'tensorflow' in __import__('sys').modules"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -88,10 +87,12 @@ def extract(videos, out, *beam_args):
 def test_the_preload_imports_tensorflow_in_the_workers_not_in_their_nannies(cluster):
   """(Before any run: first in this module.) Dask imports a preload module in the
   nanny too; only the worker processes run its dask_setup."""
+  def tensorflow_imported():  # defined here: sent by value (those processes cannot import
+    return "tensorflow" in sys.modules  # this file)
+
   with distributed.Client(cluster, timeout=START_TIMEOUT_S) as client:
-    # (evaluated there: a function of this module would not unpickle in those processes)
-    workers = client.run(eval, TENSORFLOW_IMPORTED)  # pylint: disable=eval-used
-    nannies = client.run(eval, TENSORFLOW_IMPORTED, nanny=True)  # pylint: disable=eval-used
+    workers = client.run(tensorflow_imported)
+    nannies = client.run(tensorflow_imported, nanny=True)
   assert len(workers) == len(nannies) == WORKERS
   assert all(workers.values()) and not any(nannies.values())
 
