@@ -2,10 +2,11 @@
 
   tvl1      TV-L1 flow fields per second at 224x224 (grayscale uint8, a smooth texture
             translating 2 px a frame).
-  pipeline  the same videos through (a) a plain loop (one Extractor, then .npy writes) and
-            (b) wtal_tf.features.beam_pipeline.extract with Beam's default here
-            (DirectRunner, multi_processing, one worker per core), and (c) the
-            DirectRunner in_memory; wall time each, including building the encoder.
+  pipeline  the same videos through (a) a plain loop (one Extractor, then .npy writes),
+            (b) wtal_tf.features.beam_pipeline.extract with the DirectRunner in
+            multi_processing mode (one worker process per core) and (c) in_memory;
+            wall time each, including building the encoder. (The default mode, worker
+            threads, is timed by bench_cluster --part=runners.)
   memory    peak RSS of extracting one long video (default 10 min at 25 fps =
             15,000 frames) against a 1-minute one, each in a fresh process.
 

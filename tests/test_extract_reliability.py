@@ -7,17 +7,21 @@ import hashlib
 import importlib.machinery
 import io
 import os
+import queue
 import re
 import socket
 import subprocess
 import sys
 import tarfile
+from unittest import mock
 import zipfile
 
 import numpy as np
 import pytest
 
 from absl import flags
+from apache_beam.portability.api import beam_fn_api_pb2
+from apache_beam.runners.worker import sdk_worker
 
 from conftest import REPO
 from tf1_checkpoint import write_tf1_checkpoint
@@ -310,19 +314,30 @@ def test_worker_command_carries_the_drivers_verbosity(monkeypatch):
                                        f"--verbosity={startup.SHOW_VERBOSITY}"]
 
 
-def test_the_harness_prints_of_worker_threads_are_dropped_only_in_a_quiet_driver(monkeypatch, capsys):
-  harness = {"__name__": beam_worker.SDK_HARNESS_MODULE}
-  exec("def fail():\n  print('Traceback (most recent call last): ...', file=sys.stderr)",  # pylint: disable=exec-used
-       {**harness, "sys": sys}, harness)
-  monkeypatch.setenv(startup.QUIET_ENV, "1")
-  with beam_worker.harness_prints_dropped():
-    harness["fail"]()
-    print("a line of the driver's", file=sys.stderr)
+@pytest.mark.parametrize("quiet", [True, False])
+def test_the_harness_prints_of_worker_threads_are_dropped_only_in_a_quiet_driver(
+    monkeypatch, capsys, quiet):
+  """A bundle that fails in Beam's in-process harness: its traceback is printed by the
+  harness (and the run reports the failure), unless the driver is quiet."""
+  monkeypatch.setattr(sdk_worker, "print", print, raising=False)  # (removed afterwards)
+  if quiet:
+    monkeypatch.setenv(startup.QUIET_ENV, "1")
+  else:  # the driver was started with --verbosity
+    monkeypatch.delenv(startup.QUIET_ENV, raising=False)
+  beam_worker.drop_harness_prints()
+  harness = mock.Mock(_responses=queue.Queue())
+
+  def bundle():
+    raise RuntimeError("a failed bundle")
+
+  execute = sdk_worker.SdkHarness._execute  # pylint: disable=protected-access
+  execute(harness, bundle, beam_fn_api_pb2.InstructionRequest(instruction_id="1"))
+  response = harness._responses.get_nowait()  # pylint: disable=protected-access
+  assert "RuntimeError: a failed bundle" in response.error
+  printed = capsys.readouterr().err
+  assert (printed == "") if quiet else ("RuntimeError: a failed bundle" in printed), printed
+  print("a line of the driver's", file=sys.stderr)
   assert capsys.readouterr().err == "a line of the driver's\n"
-  monkeypatch.delenv(startup.QUIET_ENV)  # the driver was started with --verbosity
-  with beam_worker.harness_prints_dropped():
-    harness["fail"]()
-  assert capsys.readouterr().err == "Traceback (most recent call last): ...\n"
 
 
 def test_the_direct_runner_is_its_fn_api_runner_never_prism():

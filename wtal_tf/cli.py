@@ -24,6 +24,7 @@ FLAGS = flags.FLAGS
 GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
 CONFIG_MODULE = cfg_lib.__name__  # absl's record of where the config fields' flags come
 # from, which tells them from a tool's own flag of the same name (evaluate's --output)
+ERROR_STATUS = 2  # exit status after a user error or a bad flag
 INTERRUPTED_STATUS = 130  # exit status after Ctrl-C: 128 + SIGINT, as shells report it
 
 
@@ -167,7 +168,7 @@ def experiment_flags(fv: flags.FlagValues = FLAGS) -> str:
   return "\n".join(line for line in lines if line) + "\n"
 
 
-def fail(message: str, status: int = 2) -> typing.NoReturn:
+def fail(message: str, status: int = ERROR_STATUS) -> typing.NoReturn:
   """Prints `error: <message>` as one line on stderr and exits with `status`."""
   print(f"error: {message}", file=sys.stderr)
   sys.exit(status)

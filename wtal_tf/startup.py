@@ -144,6 +144,11 @@ def quiet() -> None:
     sys.meta_path.insert(0, _QuietImport("tensorflow"))
 
 
+def is_quiet() -> bool:
+  """Whether this process was told to be quiet (quiet() ran here or in its parent)."""
+  return os.environ.get(QUIET_ENV) == "1"
+
+
 def on_package_import(argv=None, environ=None) -> bool:
   """What `import wtal_tf` does: quiet() in the processes the module docstring names;
   returns whether it did."""

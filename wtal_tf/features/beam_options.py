@@ -56,7 +56,9 @@ BEAM_LOG_LEVEL = "CRITICAL"  # Beam's own logs (driver and workers) below this a
 # driver as the run's exception (one line for a user error, the traceback for a bug)
 DEFAULT_RUNNER = "DirectRunner"
 DEFAULT_DIRECT_MODE = "multi_threading"  # the DirectRunner's workers: threads of the driver
-IN_PROCESS_MODES = ("multi_threading", "in_memory")  # DirectRunner modes without worker processes
+PROCESSES_MODE = "multi_processing"  # its workers: processes (started as beam_worker)
+ONE_WORKER_MODE = "in_memory"  # one worker, in the driver
+IN_PROCESS_MODES = (DEFAULT_DIRECT_MODE, ONE_WORKER_MODE)  # modes without worker processes
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_MODULE = DASK_RUNNER.rsplit(".", 1)[0]
 
@@ -219,7 +221,7 @@ def worker_slots(options: PipelineOptions) -> Optional[int]:
   standard = options.view_as(StandardOptions)
   if _is_direct(standard):
     direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "in_memory":
+    if direct.direct_running_mode == ONE_WORKER_MODE:
       return 1
     return direct.direct_num_workers or os.cpu_count() or 1
   if standard.runner == DASK_RUNNER:
@@ -247,10 +249,10 @@ def direct_runner(options: PipelineOptions) -> Optional[fn_runner.FnApiRunner]:
     return None  # (streaming: the DirectRunner runs it on its bundle-based runner)
   direct = options.view_as(DirectOptions)
   environment = None
-  if direct.direct_running_mode == "multi_processing":
+  if direct.direct_running_mode == PROCESSES_MODE:
     environment = environments.SubprocessSDKEnvironment.from_command_string(
         shlex.join(beam_worker.command()))
-    direct.direct_running_mode = "in_memory"
+    direct.direct_running_mode = ONE_WORKER_MODE
   provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
       pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
   return fn_runner.FnApiRunner(default_environment=environment, provision_info=provision)

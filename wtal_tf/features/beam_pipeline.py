@@ -49,8 +49,9 @@ from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
                                            workers_in_process)
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
-    AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path, gt_entry,
-    in_other_splits, read_database, status_path, write_dataset_files)
+    AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
+    forget_extractors, gt_entry, in_other_splits, read_database, status_path,
+    write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -234,14 +235,15 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
   # Workers in this process import TensorFlow here, before the progress lines start: its
   # first import silences file descriptor 2 for seconds (wtal_tf.startup), which would
   # swallow a progress line logged meanwhile.
-  if workers_in_process(options):
+  in_process = workers_in_process(options)  # (before run_pipeline changes the options)
+  if in_process:
     extraction_module()
   run_id = uuid.uuid4().hex
   progress = _Progress(cfg, run_id, tasks)
   progress.start()
+  beam_worker.drop_harness_prints()  # (the run's failure is reported below)
   try:
-    with beam_worker.harness_prints_dropped():  # (the run's failure is reported below)
-      run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
+    run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
   except Exception as e:  # pylint: disable=broad-exception-caught
     line = user_error_line(e)
     if line is None:
@@ -250,6 +252,8 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
   finally:
     progress.stopped.set()
     progress.join()  # a report under way ends before the last one: no stale line after it
+    if in_process:
+      forget_extractors()
   progress.report()
   summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
   records = storage.read_json(summary)

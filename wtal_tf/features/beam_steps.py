@@ -125,6 +125,14 @@ def _extractor(cfg: ExtractConfig):
     return _EXTRACTORS[cfg]
 
 
+def forget_extractors() -> None:
+  """Drops this process's Extractors, so that the next run builds its own: run by a driver
+  whose workers were its threads, once the run ends (its weights files may change before
+  the next)."""
+  with _EXTRACTORS_LOCK:
+    _EXTRACTORS.clear()
+
+
 def _worker() -> str:
   return f"{socket.gethostname()}:{os.getpid()}"
 

@@ -18,65 +18,46 @@ sink, while its log handler keeps writing to the real stderr. With
 and Beam's worker runs as Beam starts it.
 
 The default multi_threading mode runs Beam's worker (its SdkHarness) in threads
-of the driver, which print the same traceback to the driver's sys.stderr:
-`harness_prints_dropped` drops what the harness module itself writes there while
-the pipeline runs, and passes every other write (log lines from any thread), unless
-the driver was started with --verbosity >= 1.
+of the driver, which print the same traceback to the driver's stderr:
+`drop_harness_prints` silences that module's own print in a quiet driver, and
+nothing else (sys.stderr is left alone).
 """
 
-import contextlib
 import logging
 import os
 import runpy
 import sys
 
+from apache_beam.runners.worker import sdk_worker
+
 from wtal_tf import startup
 
 SDK_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
-SDK_HARNESS_MODULE = "apache_beam.runners.worker.sdk_worker"  # prints failed bundles' tracebacks
 SHOWN_LEVEL = logging.WARNING  # the quiet worker's stderr shows records from this level
 
 
 def command(executable: str = sys.executable) -> list[str]:
   """The worker's command line, as the driver starts it (verbosity carried over)."""
-  shown = os.environ.get(startup.QUIET_ENV) != "1"
-  return [executable, "-m", __name__] + ([f"--verbosity={startup.SHOW_VERBOSITY}"]
-                                         if shown else [])
+  return [executable, "-m", __name__] + ([] if startup.is_quiet()
+                                         else [f"--verbosity={startup.SHOW_VERBOSITY}"])
 
 
-class _WithoutHarnessPrints:
-  """A text stream that passes writes to `stream`, except those made by SDK_HARNESS_MODULE."""
-
-  def __init__(self, stream):
-    self._stream = stream
-
-  def write(self, text: str) -> int:
-    caller = sys._getframe(1)  # pylint: disable=protected-access
-    if caller.f_globals.get("__name__") == SDK_HARNESS_MODULE:  # (print() calls write
-      return len(text)  # from its caller's frame)
-    return self._stream.write(text)
-
-  def __getattr__(self, name):
-    return getattr(self._stream, name)
+def _dropped(*args, **kwargs) -> None:  # pylint: disable=unused-argument
+  """A `print` that prints nothing."""
 
 
-@contextlib.contextmanager
-def harness_prints_dropped():
-  """While open, in a quiet driver (started without --verbosity): what Beam's in-process
-  SDK harness prints to sys.stderr is dropped."""
-  if os.environ.get(startup.QUIET_ENV) != "1":
-    yield
-    return
-  saved = sys.stderr
-  sys.stderr = _WithoutHarnessPrints(saved)
-  try:
-    yield
-  finally:
-    sys.stderr = saved
+def drop_harness_prints() -> None:
+  """From now on in this process, if it is a quiet driver (started without --verbosity):
+  Beam's in-process SDK harness prints nothing. A module-level `print` in its module
+  shadows the builtin there; its one print is a failed bundle's traceback, which the
+  run reports itself. Never undone: after an interrupted run, harness threads may
+  still end a bundle, and fail, while the process exits."""
+  if startup.is_quiet():
+    sdk_worker.print = _dropped
 
 
 def main() -> None:
-  if os.environ.get(startup.QUIET_ENV) == "1":
+  if startup.is_quiet():
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(SHOWN_LEVEL)
     logging.getLogger().addHandler(handler)
