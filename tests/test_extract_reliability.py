@@ -324,7 +324,7 @@ def test_the_harness_prints_of_worker_threads_are_dropped_only_in_a_quiet_driver
     monkeypatch.setenv(startup.QUIET_ENV, "1")
   else:  # the driver was started with --verbosity
     monkeypatch.delenv(startup.QUIET_ENV, raising=False)
-  beam_worker.drop_harness_prints()
+  beam_options.drop_harness_prints()
   harness = mock.Mock(_responses=queue.Queue())
 
   def bundle():

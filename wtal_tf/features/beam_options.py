@@ -18,6 +18,8 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
     Extractor: no worker imports TensorFlow or loads the weights again, and
     decoding (PyAV, OpenCV and TensorFlow release the GIL) overlaps the network
     (docs/raw_video.md measures it against multi_processing);
+  * in a quiet driver, silences the traceback Beam's in-process harness prints
+    for a failed bundle (`drop_harness_prints`; the run reports the failure);
   * runs the DirectRunner as its FnApiRunner (`direct_runner`), built here:
     Beam 2.77's DirectRunner first tries its Prism runner, downloading a Go
     binary from GitHub at run time (and, offline, falls back after a failed
@@ -45,6 +47,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from apache_beam.runners.worker import sdk_worker
 from apache_beam.transforms import environments
 
 from wtal_tf import startup
@@ -234,6 +237,20 @@ def workers_in_process(options: PipelineOptions) -> bool:
   multi_threading or in_memory mode): they then share its imports."""
   return (_is_direct(options.view_as(StandardOptions))
           and options.view_as(DirectOptions).direct_running_mode in IN_PROCESS_MODES)
+
+
+def _dropped(*args, **kwargs) -> None:  # pylint: disable=unused-argument
+  """A `print` that prints nothing."""
+
+
+def drop_harness_prints() -> None:
+  """From now on in this process, if it is a quiet driver (started without --verbosity):
+  Beam's in-process SDK harness prints nothing. A module-level `print` in its module
+  shadows the builtin there; its one print is a failed bundle's traceback, which the
+  run reports itself. Never undone: after an interrupted run, harness threads may
+  still end a bundle, and fail, while the process exits."""
+  if startup.is_quiet():
+    sdk_worker.print = _dropped
 
 
 def direct_runner(options: PipelineOptions) -> Optional[fn_runner.FnApiRunner]:

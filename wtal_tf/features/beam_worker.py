@@ -18,17 +18,16 @@ sink, while its log handler keeps writing to the real stderr. With
 and Beam's worker runs as Beam starts it.
 
 The default multi_threading mode runs Beam's worker (its SdkHarness) in threads
-of the driver, which print the same traceback to the driver's stderr:
-`drop_harness_prints` silences that module's own print in a quiet driver, and
-nothing else (sys.stderr is left alone).
+of the driver, which print the same traceback to the driver's stderr: see
+`beam_options.drop_harness_prints`. (This module does not import Beam's worker
+modules itself: imported before main() sets up logging, they would bring back
+"Logging handler created.")
 """
 
 import logging
 import os
 import runpy
 import sys
-
-from apache_beam.runners.worker import sdk_worker
 
 from wtal_tf import startup
 
@@ -40,20 +39,6 @@ def command(executable: str = sys.executable) -> list[str]:
   """The worker's command line, as the driver starts it (verbosity carried over)."""
   return [executable, "-m", __name__] + ([] if startup.is_quiet()
                                          else [f"--verbosity={startup.SHOW_VERBOSITY}"])
-
-
-def _dropped(*args, **kwargs) -> None:  # pylint: disable=unused-argument
-  """A `print` that prints nothing."""
-
-
-def drop_harness_prints() -> None:
-  """From now on in this process, if it is a quiet driver (started without --verbosity):
-  Beam's in-process SDK harness prints nothing. A module-level `print` in its module
-  shadows the builtin there; its one print is a failed bundle's traceback, which the
-  run reports itself. Never undone: after an interrupted run, harness threads may
-  still end a bundle, and fail, while the process exits."""
-  if startup.is_quiet():
-    sdk_worker.print = _dropped
 
 
 def main() -> None:
