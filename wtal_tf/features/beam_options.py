@@ -186,9 +186,11 @@ def quiet_driver_logs() -> None:
   """Beam's logs in the driver below BEAM_LOG_LEVEL are dropped: its loggers', and those
   Beam's modules send to the root logger (e.g. s3io's traceback of a failed upload,
   which the run reports as one line). The workers get the level as
-  --default_sdk_harness_log_level."""
+  --default_sdk_harness_log_level. And the tracebacks Beam's in-process harness prints
+  (drop_harness_prints)."""
   logging.getLogger("apache_beam").setLevel(BEAM_LOG_LEVEL)
   startup.drop_beam_root_logs(logging.getLevelName(BEAM_LOG_LEVEL))
+  drop_harness_prints()
 
 
 def _is_direct(standard: StandardOptions) -> bool:

@@ -43,9 +43,9 @@ from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
 from wtal_tf.features import weights
-from wtal_tf.features.beam_options import (direct_runner, drop_harness_prints,
-                                           pipeline_options, quiet_driver_logs, spread_over,
-                                           worker_slots, workers_in_process)
+from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
+                                           quiet_driver_logs, spread_over, worker_slots,
+                                           workers_in_process)
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
     AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
@@ -240,7 +240,6 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
   run_id = uuid.uuid4().hex
   progress = _Progress(cfg, run_id, tasks)
   progress.start()
-  drop_harness_prints()  # (the run's failure is reported below)
   try:
     run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
   except Exception as e:  # pylint: disable=broad-exception-caught

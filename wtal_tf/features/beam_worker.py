@@ -1,5 +1,4 @@
-"""Beam's SDK workers of the DirectRunner, quiet: its worker processes
-(multi_processing mode) started quietly, and its worker threads' prints dropped.
+"""Beam's SDK worker for the DirectRunner's multi_processing mode, started quietly.
 
 Beam starts each such worker as `python -m apache_beam.runners.worker.sdk_worker_main`.
 Importing that module logs Beam's "apitools not found" warning on the root
