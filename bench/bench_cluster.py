@@ -43,10 +43,9 @@ import tempfile
 import threading
 import time
 
-import numpy as np
 import psutil
 
-from bench.bench_extract import write_videos
+from bench.bench_extract import check_same_features, write_videos
 from bench.loop import plain_loop
 from bench.videos import LONG_GOP, long_h264
 from wtal_tf.config import ExtractConfig
@@ -146,14 +145,6 @@ def runners_videos(args, root: str) -> list[str]:
   (height, width), _ = GEOMETRIES[args.geometry]
   frames = args.segments_per_video * contract.SEGMENT_FRAMES
   return write_videos(os.path.join(root, "videos"), args.videos, frames, height, width)
-
-
-def check_same_features(loop_out: str, out: str, names) -> None:
-  """The RGB features under `out` equal the loop's under `loop_out`, bit for bit."""
-  for name in names:
-    a, b = (np.load(contract.feature_path(o, "test", "rgb", name)) for o in (loop_out, out))
-    if not np.array_equal(a, b):
-      raise AssertionError(f"{out}: the features of {name} differ from the loop's")
 
 
 def bench_runners(args, root: str) -> dict:

@@ -57,6 +57,14 @@ def write_videos(directory: str, count: int, frames: int, height: int, width: in
                       smooth_frames(frames, height, width, seed=k)) for k in range(count)]
 
 
+def check_same_features(loop_out: str, out: str, names) -> None:
+  """The RGB features under `out` equal the loop's under `loop_out`, bit for bit."""
+  for name in names:
+    a, b = (np.load(contract.feature_path(o, "test", "rgb", name)) for o in (loop_out, out))
+    if not np.array_equal(a, b):
+      raise AssertionError(f"{out}: the features of {name} differ from the loop's")
+
+
 def bench_pipeline(args) -> dict:
   root = tempfile.mkdtemp(prefix="bench_extract_")
   try:
@@ -73,11 +81,7 @@ def bench_pipeline(args) -> dict:
       start = time.perf_counter()
       pipeline.extract(cfg)
       out[f"beam_{mode}_s"] = time.perf_counter() - start
-      for p in paths:  # same features as the loop
-        name = video.name(p)
-        a = np.load(contract.feature_path(cfg.output_dir, "test", "rgb", name))
-        b = np.load(contract.feature_path(loop_cfg.output_dir, "test", "rgb", name))
-        assert np.array_equal(a, b), name
+      check_same_features(loop_cfg.output_dir, cfg.output_dir, [video.name(p) for p in paths])
     for mode in ("multi_processing", "in_memory"):
       out[f"beam_{mode}_over_loop"] = out[f"beam_{mode}_s"] / out["plain_loop_s"]
     return out
