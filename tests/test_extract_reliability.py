@@ -344,21 +344,26 @@ def test_the_direct_runner_is_its_fn_api_runner_never_prism():
   """Beam 2.77's DirectRunner first tries Prism, fetching a binary from GitHub at run time."""
   for args in ([], ["--runner=direct"], ["--runner=DirectRunner"]):
     options = beam_options.pipeline_options(args)
-    runner = beam_options.direct_runner(options)
+    runner, given = beam_options.direct_runner(options)
     assert type(runner).__name__ == "FnApiRunner"
     # The default's worker threads: the FnApiRunner picks their environment from the mode.
-    assert options.get_all_options()["direct_running_mode"] == "multi_threading"
+    assert given.get_all_options()["direct_running_mode"] == "multi_threading"
     assert "beam_worker" not in str(runner._default_environment)  # pylint: disable=protected-access
   # Worker processes are started as beam_worker (the mode given to the FnApiRunner
   # becomes in_memory, which only keeps it from replacing that environment).
   options = beam_options.pipeline_options(["--direct_running_mode=multi_processing"])
-  runner = beam_options.direct_runner(options)
-  assert options.get_all_options()["direct_running_mode"] == "in_memory"
+  runner, given = beam_options.direct_runner(options)
+  assert given.get_all_options()["direct_running_mode"] == "in_memory"
   assert "wtal_tf.features.beam_worker" in str(runner._default_environment)  # pylint: disable=protected-access
+  # The caller's options are left as they were (it still reads them: workers_in_process).
+  assert options.get_all_options()["direct_running_mode"] == "multi_processing"
+  assert not beam_options.workers_in_process(options)
   options = beam_options.pipeline_options(["--direct_running_mode=in_memory"])
-  assert "beam_worker" not in str(beam_options.direct_runner(options)._default_environment)  # pylint: disable=protected-access
+  runner, _ = beam_options.direct_runner(options)
+  assert "beam_worker" not in str(runner._default_environment)  # pylint: disable=protected-access
   for other in ("--runner=DaskRunner", "--runner=Flink"):
-    assert beam_options.direct_runner(beam_options.pipeline_options([other])) is None
+    options = beam_options.pipeline_options([other])
+    assert beam_options.direct_runner(options) == (None, options)
 
 
 def test_startup_reads_verbosity_as_absl_does():
@@ -470,8 +475,10 @@ def _dask_bag_kwargs(options) -> dict:
 
 
 def test_dask_runner_is_mapped_and_gets_one_partition_per_element():
-  options = beam_options.spread_over(beam_options.pipeline_options(
-      ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"]), 7)
+  given = beam_options.pipeline_options(
+      ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:8786"])
+  options = beam_options.spread_over(given, 7)
+  assert _dask_bag_kwargs(given) == {}  # a copy: the options given are left as they were
   got = options.get_all_options()
   assert got["runner"] == beam_options.DASK_RUNNER
   assert got["address"] == "tcp://127.0.0.1:8786"  # a Dask option known by its flag name

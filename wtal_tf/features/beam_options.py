@@ -36,6 +36,7 @@ Every argument that is not a wtal_tf flag reaches `pipeline_options`, which
 """
 
 import argparse
+import copy
 import importlib
 import logging
 import os
@@ -171,14 +172,17 @@ def pipeline_options(args: Sequence[str]) -> PipelineOptions:
 def spread_over(options: PipelineOptions, num_elements: int) -> PipelineOptions:
   """`options`, for a pipeline that starts from `num_elements` elements: under the Dask
   runner, one partition (one task) per element unless --dask_npartitions or
-  --dask_partition_size is given (its default packs many elements into one task)."""
+  --dask_partition_size is given (its default packs many elements into one task).
+  A copy when it differs; `options` is left as it is."""
   dask_options = _load_dask_options()
   if (dask_options is None or num_elements < 1
       or options.view_as(StandardOptions).runner != DASK_RUNNER):
     return options
   dask = options.view_as(dask_options)
-  if dask.npartitions is None and dask.partition_size is None:
-    dask.npartitions = int(num_elements)
+  if dask.npartitions is not None or dask.partition_size is not None:
+    return options
+  options = copy.deepcopy(options)
+  options.view_as(dask_options).npartitions = int(num_elements)
   return options
 
 
@@ -255,23 +259,25 @@ def drop_harness_prints() -> None:
     sdk_worker.print = _dropped
 
 
-def direct_runner(options: PipelineOptions) -> Optional[fn_runner.FnApiRunner]:
-  """The runner to give beam.Pipeline: under the DirectRunner, its FnApiRunner built
-  as the DirectRunner builds it (the pipeline options provisioned to the workers),
-  with multi_processing workers started by `beam_worker.command()`; None for any
-  other runner (Beam resolves --runner).
+def direct_runner(options: PipelineOptions
+                  ) -> tuple[Optional[fn_runner.FnApiRunner], PipelineOptions]:
+  """The runner and options to give beam.Pipeline. Under the DirectRunner, its
+  FnApiRunner built as the DirectRunner builds it (the pipeline options provisioned to
+  the workers), with multi_processing workers started by `beam_worker.command()`; for
+  any other runner None (Beam resolves --runner) and `options` as they are.
 
-  Sets the options' direct_running_mode from multi_processing to in_memory: the
-  FnApiRunner reads the mode only to replace the worker environment given here.
+  The pipeline's options then say in_memory where `options` say multi_processing (a
+  copy; `options` are left as they are): the FnApiRunner reads the mode only to replace
+  the worker environment given here.
   """
   if not _is_direct(options.view_as(StandardOptions)):
-    return None  # (streaming: the DirectRunner runs it on its bundle-based runner)
-  direct = options.view_as(DirectOptions)
+    return None, options  # (streaming: the DirectRunner runs it on its bundle-based runner)
   environment = None
-  if direct.direct_running_mode == PROCESSES_MODE:
+  if options.view_as(DirectOptions).direct_running_mode == PROCESSES_MODE:
     environment = environments.SubprocessSDKEnvironment.from_command_string(
         shlex.join(beam_worker.command()))
-    direct.direct_running_mode = ONE_WORKER_MODE
+    options = copy.deepcopy(options)
+    options.view_as(DirectOptions).direct_running_mode = ONE_WORKER_MODE
   provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
       pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
-  return fn_runner.FnApiRunner(default_environment=environment, provision_info=provision)
+  return fn_runner.FnApiRunner(default_environment=environment, provision_info=provision), options

@@ -151,8 +151,8 @@ class _Progress(threading.Thread):
 def run_pipeline(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
                  skipped: Sequence[dict], annotations: dict, run_id: str) -> None:
   """Runs the Beam pipeline; its last step writes the run's summary."""
-  options = spread_over(options, max(len(tasks), 1))
-  p = beam.Pipeline(runner=direct_runner(options), options=options)
+  runner, options = direct_runner(spread_over(options, max(len(tasks), 1)))
+  p = beam.Pipeline(runner=runner, options=options)
   try:
     with p:
       extracted = (p | "work items" >> beam.Create(list(tasks))
@@ -234,7 +234,7 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
   # Workers in this process import TensorFlow here, before the progress lines start: its
   # first import silences file descriptor 2 for seconds (wtal_tf.startup), which would
   # swallow a progress line logged meanwhile.
-  in_process = workers_in_process(options)  # (before run_pipeline changes the options)
+  in_process = workers_in_process(options)
   if in_process:
     extraction_module()
   run_id = uuid.uuid4().hex
