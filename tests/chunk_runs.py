@@ -14,9 +14,10 @@ from wtal_tf.features import provenance
 def run_killed_after(cfg: ExtractConfig, path: str, chunks: int) -> extraction.Extractor:
   """What a run with `cfg` killed after the first `chunks` chunks of `path` leaves in OUT;
   returns the Extractor it built (for the test's one-pass reference)."""
-  made = {"settings": provenance.settings(cfg, {"rgb": provenance.weights_identity(cfg, "rgb")}),
+  weight_ids = {"rgb": provenance.weights_identity(cfg, "rgb")}
+  made = {"settings": provenance.settings(cfg, weight_ids),
           "video_identity": provenance.video_identity(path)}
-  fn = steps.ExtractChunkFn(cfg, "killed-run")
+  fn = steps.ExtractChunkFn(cfg, "killed-run", weight_ids)
   fn.setup()
   for task in pipeline.plan(path, cfg.chunk_segments, made)[:chunks]:
     list(fn.process(task))

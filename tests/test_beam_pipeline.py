@@ -419,12 +419,31 @@ def test_worker_threads_share_one_extractor_built_once(tmp_path, monkeypatch):
   cfg = small_cfg(tmp_path, tmp_path / "out")
   got = []
   build = steps._extractor  # pylint: disable=protected-access
-  threads = [threading.Thread(target=lambda: got.append(build(cfg))) for _ in range(2)]
+  weight_ids = {"rgb": "sha256:1"}
+  threads = [threading.Thread(target=lambda: got.append(build(cfg, weight_ids)))
+             for _ in range(2)]
   for t in threads:
     t.start()
   for t in threads:
     t.join()
   assert builds == [cfg] and len(got) == 2 and got[0] is got[1]
+
+
+def test_a_worker_builds_its_extractor_again_when_the_weights_file_changed(
+    tmp_path, monkeypatch):
+  """A warm Dask worker keeps its Extractors from run to run: one built from a file's old
+  weights must not extract a later run that was given the new ones, and is dropped."""
+  monkeypatch.setattr(steps, "extraction_module", lambda: mock.Mock(Extractor=mock.Mock))
+  monkeypatch.setattr(steps, "_EXTRACTORS", {})
+  cfg = small_cfg(tmp_path, tmp_path / "out")
+  build = steps._extractor  # pylint: disable=protected-access
+  first = build(cfg, {"rgb": "sha256:old"})
+  assert build(cfg, {"rgb": "sha256:old"}) is first
+  second = build(cfg, {"rgb": "sha256:new"})
+  assert second is not first and build(cfg, {"rgb": "sha256:new"}) is second
+  assert list(steps._EXTRACTORS.values()) == [second]  # pylint: disable=protected-access
+  other = build(dataclasses.replace(cfg, crop_size=cfg.crop_size - 1), {"rgb": "sha256:new"})
+  assert other is not second and len(steps._EXTRACTORS) == 2  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("mode, imported_first", [
@@ -443,7 +462,7 @@ def test_tensorflow_is_imported_before_the_progress_lines_when_workers_are_threa
   cfg = small_cfg(tmp_path, tmp_path / "out", pipeline_args=mode)
   run = pipeline._run  # pylint: disable=protected-access
   with pytest.raises(UserError, match="finished without writing its summary"):
-    run(cfg, pipeline.pipeline_options(mode), [], [], {})
+    run(cfg, pipeline.pipeline_options(mode), [], [], {}, {"rgb": "random:0"})
   assert calls == (["import"] if imported_first else []) + ["progress", "pipeline"]
 
 

@@ -19,7 +19,7 @@ from wtal_tf.errors import UserError
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import beam_steps as steps
-from wtal_tf.features import extraction, flow, preprocess, video
+from wtal_tf.features import extraction, flow, preprocess, provenance, video
 
 SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
 IN_MEMORY = ("--direct_running_mode=in_memory",)  # a Beam option, passed through unchanged
@@ -298,7 +298,7 @@ def test_real_video_through_the_whole_extraction_is_playing_cricket():
 def test_unloadable_weights_fail_each_video_by_name(tmp_path):
   cfg = small_cfg(random_init_seed=None, rgb_checkpoint=str(tmp_path / "missing.ckpt"),
                   output_dir=str(tmp_path / "out"))
-  fn = steps.ExtractChunkFn(cfg, "run")
+  fn = steps.ExtractChunkFn(cfg, "run", {"rgb": provenance.weights_identity(cfg, "rgb")})
   fn.setup()  # a worker: the UserError is kept, not raised inside Beam
   path = str(tmp_path / "v.mkv")
   task = {"video": path, "name": "v", "index": 0, "start": 0, "count": None, "made": {}}

@@ -99,8 +99,8 @@ def _load_chunk(path: str, task: dict) -> Optional[dict]:
           "features": features}
 
 
-_EXTRACTORS: dict = {}  # one Extractor per config in each worker process (setup runs per
-# partition on some runners, e.g. Dask), shared by its threads
+_EXTRACTORS: dict = {}  # (config, weights ids) -> the Extractor of each worker process
+# (setup runs per partition on some runners, e.g. Dask), shared by its threads
 _EXTRACTORS_LOCK = threading.Lock()  # threads asking at once wait for the one being built
 
 
@@ -116,13 +116,18 @@ def extraction_module():
   return extraction
 
 
-def _extractor(cfg: ExtractConfig):
-  """The worker's features.extraction.Extractor for cfg (built once per process; its
-  threads share it)."""
+def _extractor(cfg: ExtractConfig, weight_ids: dict[str, str]):
+  """The worker's features.extraction.Extractor for cfg, built once per process (its
+  threads share it) and again when the run's weights differ: `weight_ids` are the
+  driver's provenance.weights_identity of each stream. A warm Dask worker thereby never
+  extracts with the weights a file held in an earlier run, and keeps no Extractor of them."""
+  key = (cfg, tuple(sorted(weight_ids.items())))
   with _EXTRACTORS_LOCK:
-    if cfg not in _EXTRACTORS:
-      _EXTRACTORS[cfg] = extraction_module().Extractor(cfg)
-    return _EXTRACTORS[cfg]
+    if key not in _EXTRACTORS:
+      for stale in [k for k in _EXTRACTORS if k[0] == cfg]:
+        del _EXTRACTORS[stale]
+      _EXTRACTORS[key] = extraction_module().Extractor(cfg)
+    return _EXTRACTORS[key]
 
 
 def forget_extractors() -> None:
@@ -149,15 +154,15 @@ class ExtractChunkFn(_WritesOutFn):
   """Work item -> (video name, chunk result); the result holds the chunk's features, or
   the reason the video is unusable."""
 
-  def __init__(self, cfg: ExtractConfig, run_id: str):
+  def __init__(self, cfg: ExtractConfig, run_id: str, weight_ids: dict[str, str]):
     super().__init__()
-    self.cfg, self.run_id = cfg, run_id
+    self.cfg, self.run_id, self.weight_ids = cfg, run_id, weight_ids
     self.extractor = self.setup_error = None
 
   def setup(self):
     super().setup()
     try:
-      self.extractor = _extractor(self.cfg)
+      self.extractor = _extractor(self.cfg, self.weight_ids)
     except UserError as e:  # e.g. a corrupt checkpoint: every video fails with this reason
       self.setup_error = e
 
