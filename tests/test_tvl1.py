@@ -12,6 +12,8 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
+import time
 
 import keras
 import numpy as np
@@ -408,6 +410,28 @@ def test_memory_estimate_bounds_xla_buffers(synthetic_batch, synthetic_alone):
     estimate = tvl1.batch_bytes(shape[0], SIZE, SIZE, mode)
     print(shape, mode, "XLA bytes", used, "estimate", estimate)
     assert 0.5 * estimate <= used <= estimate, (shape, mode, used, estimate)
+
+
+def test_threads_asking_at_once_share_one_compiled_solver(monkeypatch):
+  """An extraction's worker threads start their flow at once: one compilation, not one
+  each (the graph is traced and compiled by XLA on the first call, seconds per shape)."""
+  made = []
+
+  def slow_compile(graph, backend, shape):
+    made.append(shape)
+    time.sleep(0.2)  # the other thread asks while this one compiles
+    return graph
+
+  monkeypatch.setattr(tvl1, "_compile", slow_compile)
+  monkeypatch.setattr(tvl1, "_COMPILED", {})
+  got = []
+  threads = [threading.Thread(target=lambda: got.append(tvl1.compiled_solver((2, 8, 8))))
+             for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert made == [(2, 8, 8)] and len(got) == 2 and got[0] is got[1]
 
 
 def test_matches_other_backend(synthetic_batch):

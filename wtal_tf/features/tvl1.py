@@ -90,6 +90,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
+import threading
 
 import keras
 import numpy as np
@@ -544,6 +545,8 @@ def tvl1_graph(first, second, params: TVL1Params = TVL1Params(), mode: str = "lo
 # ------------------------------------------------------------ compiled entry points
 
 _COMPILED: dict = {}  # (backend, (B, H, W), params, mode) -> compiled tvl1_graph
+_COMPILED_LOCK = threading.Lock()  # threads asking at once (an extraction's worker threads)
+# share one compiled function, so its graph is traced and compiled once
 
 
 def compiled_solver(shape, params: TVL1Params = TVL1Params(), mode: str = "lockstep"):
@@ -553,21 +556,23 @@ def compiled_solver(shape, params: TVL1Params = TVL1Params(), mode: str = "locks
   if shape[0] == 1:
     mode = "lockstep"  # the same computation either way: compile it once
   key = (backend, shape, params, mode)
-  fn = _COMPILED.get(key)
-  if fn is not None:
-    return fn
-  graph = functools.partial(tvl1_graph, params=params, mode=mode)
+  with _COMPILED_LOCK:
+    if key not in _COMPILED:
+      _COMPILED[key] = _compile(functools.partial(tvl1_graph, params=params, mode=mode),
+                                backend, shape)
+    return _COMPILED[key]
+
+
+def _compile(graph, backend: str, shape: tuple[int, ...]):
+  """`graph` compiled for float32 inputs of `shape` under `backend` (on its first call)."""
   if backend == "tensorflow":
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     spec = tf.TensorSpec(shape, tf.float32)
-    fn = tf.function(graph, input_signature=[spec, spec], jit_compile=True)
-  elif backend == "jax":
+    return tf.function(graph, input_signature=[spec, spec], jit_compile=True)
+  if backend == "jax":
     import jax  # pylint: disable=import-outside-toplevel
-    fn = jax.jit(graph)
-  else:  # e.g. torch: the same keras.ops, run as they come (no compilation)
-    fn = graph
-  _COMPILED[key] = fn
-  return fn
+    return jax.jit(graph)
+  return graph  # e.g. torch: the same keras.ops, run as they come (no compilation)
 
 
 def to_working_range(frames) -> np.ndarray:
