@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from chunk_runs import extract_counting_chunks, run_killed_after
-from conftest import REPO
+from conftest import IN_MEMORY, REPO, WORKER_PROCESSES
 from video_helpers import smooth_frames, truncate, write_video
 from wtal_tf.config import DataConfig, ExtractConfig
 from wtal_tf import contract
@@ -30,7 +30,6 @@ from wtal_tf.features import extraction
 from wtal_tf.features import storage
 
 SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
-IN_MEMORY = ("--direct_running_mode=in_memory",)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 # B-frames and a key frame every 50 frames (2 s at 25 fps), as cameras write.
 H264 = {"codec": "libx264", "pix_fmt": "yuv420p",
@@ -447,8 +446,7 @@ def test_a_worker_builds_its_extractor_again_when_the_weights_file_changed(
 
 
 @pytest.mark.parametrize("mode, imported_first", [
-    ((), True), (("--direct_running_mode=in_memory",), True),
-    (("--direct_running_mode=multi_processing",), False)])
+    ((), True), (IN_MEMORY, True), (WORKER_PROCESSES, False)])
 def test_tensorflow_is_imported_before_the_progress_lines_when_workers_are_threads(
     tmp_path, monkeypatch, mode, imported_first):
   """Its first import silences file descriptor 2 for a few seconds (wtal_tf.startup): a

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, S3_KEYS
+from conftest import IN_MEMORY, REPO, S3_KEYS
 from video_helpers import smooth_frames, write_video
 from wtal_tf import contract
 from wtal_tf.config import ExtractConfig
@@ -73,7 +73,7 @@ def direct_cfg(videos, out, streams=("rgb", "flow")) -> ExtractConfig:
   """SMALL as a config for the DirectRunner, run here (in_memory)."""
   return ExtractConfig(video_dir=str(videos), output_dir=str(out), streams=streams,
                        random_init_seed=0, resize_shorter=80, crop_size=64, batch_segments=2,
-                       chunk_segments=2, pipeline_args=("--direct_running_mode=in_memory",))
+                       chunk_segments=2, pipeline_args=IN_MEMORY)
 
 
 def extract(videos, out, *beam_args):

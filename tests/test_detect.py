@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import IN_MEMORY, REPO, tiny_config
 from video_helpers import smooth_frames, write_video
 from wtal_tf.inference import batch as inference
 from wtal_tf.training import trainer as training
@@ -38,7 +38,7 @@ def extracted(tmp_path_factory):
   cfg = ExtractConfig(video_dir=str(videos), output_dir=str(root / "out"), split="all",
                       streams=("rgb",), resize_shorter=SHORTER, crop_size=CROP,
                       random_init_seed=0, annotations=str(root / "annotations.json"),
-                      pipeline_args=("--direct_running_mode=in_memory",))
+                      pipeline_args=IN_MEMORY)
   pipeline.extract(cfg)
   return root
 

@@ -11,7 +11,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import IN_MEMORY, REPO
 from video_helpers import INDEX_STEP, index_frames, smooth_frames, write_video
 from wtal_tf.data import datasets as data
 from wtal_tf.config import DataConfig, ExtractConfig
@@ -22,7 +22,6 @@ from wtal_tf.features import beam_steps as steps
 from wtal_tf.features import extraction, flow, preprocess, provenance, video
 
 SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
-IN_MEMORY = ("--direct_running_mode=in_memory",)  # a Beam option, passed through unchanged
 
 
 def small_cfg(**kw):

@@ -23,7 +23,7 @@ from absl import flags
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker import sdk_worker
 
-from conftest import REPO
+from conftest import IN_MEMORY, REPO, WORKER_PROCESSES
 from tf1_checkpoint import write_tf1_checkpoint
 from video_helpers import smooth_frames, write_video
 from wtal_tf.cli import parse_flags
@@ -228,7 +228,7 @@ def cli_cases(root) -> dict[str, list[str]]:
       "extract_truncated_checkpoint": [
           "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_flow'}",
           "--streams=flow", f"--flow_checkpoint={prefix}", "--resize_shorter=40",
-          "--crop_size=32", "--direct_running_mode=in_memory"],
+          "--crop_size=32", *IN_MEMORY],
   }
   small = ["--streams=rgb", "--random_init_seed=0", "--resize_shorter=40", "--crop_size=32",
            "--direct_num_workers=2"]
@@ -236,7 +236,7 @@ def cli_cases(root) -> dict[str, list[str]]:
       "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_ok'}", *small]
   cases["extract_worker_processes"] = [  # two worker processes
       "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_processes'}",
-      *small, "--direct_running_mode=multi_processing"]
+      *small, *WORKER_PROCESSES]
   for tool, base in (("extract", extract), ("detect", detect)):
     cases[f"{tool} {COMMAND_LINE_FLAG}"] = [*base, COMMAND_LINE_FLAG]
   return cases

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import IN_MEMORY
 from video_helpers import smooth_frames, write_video
 from wtal_tf.config import ExtractConfig
 from wtal_tf.features import beam_pipeline
@@ -53,7 +54,7 @@ def test_the_engine_is_recorded_and_a_change_re_extracts(tmp_path):
   write_video(videos / "v.mkv", smooth_frames(20, 48, 64))
   cfg = ExtractConfig(streams=("flow",), resize_shorter=40, crop_size=32, random_init_seed=0,
                       batch_segments=1, video_dir=str(videos), output_dir=str(tmp_path / "o"),
-                      pipeline_args=("--direct_running_mode=in_memory",))
+                      pipeline_args=IN_MEMORY)
   record = beam_pipeline.extract(cfg)["v"]
   assert record["provenance"]["flow_engine"] == "opencv"
   keras_cfg = dataclasses.replace(cfg, flow_engine="keras")
