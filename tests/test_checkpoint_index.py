@@ -257,7 +257,7 @@ def test_the_driver_refuses_what_the_workers_refuse(tmp_path):
   for path, expected in (
       (rgb, f"{rgb}: no variables under {scope} (the flow stream); found scopes: "
             "RGB/inception_i3d"),
-      (unknown, f"{unknown}: 1 unexpected variable(s), e.g. {scope}Conv3d_1a_7x7/conv_3d/w_ema"),
+      (unknown, f"{unknown}: 1 unexpected variable(s): {scope}Conv3d_1a_7x7/conv_3d/w_ema"),
       (str(tmp_path / "absent" / "model.ckpt"), None),
       (str(tmp_path / "empty_folder"), None)):
     os.makedirs(tmp_path / "empty_folder", exist_ok=True)

