@@ -92,7 +92,7 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
                     f"has streams {','.join(predictor.streams)}: pass "
                     f"--streams={','.join(predictor.streams)}")
   dataset = data.load_dataset(cfg.data, include_train=False, known_classes=predictor.classes)
-  predictor.check_fits(dataset, model_dir, cfg.data.class_list or dataset.gt_source)
+  predictor.check_fits(dataset, model_dir)
   if outputs_dir:
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,

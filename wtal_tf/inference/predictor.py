@@ -43,12 +43,11 @@ class Predictor:
       result[s] = {"attention": o["attention"], "cas": o["frame_logits"], "class_probs": probs}
     return result
 
-  def check_fits(self, dataset: data.Dataset, model_dir: str, class_source: str) -> None:
-    """A UserError unless `dataset` has the model's classes (as `class_source` gives
-    them), streams and feature sizes."""
+  def check_fits(self, dataset: data.Dataset, model_dir: str) -> None:
+    """A UserError unless `dataset` has the model's classes, streams and feature sizes."""
     if self.classes is not None and list(dataset.classes) != list(self.classes):
       raise UserError(f"{model_dir}: the model was trained on classes {list(self.classes)}, "
-                      f"but {class_source} gives {list(dataset.classes)}")
+                      f"but {dataset.class_source} gives {list(dataset.classes)}")
     if not set(self.streams) <= set(dataset.streams):
       raise UserError(f"--streams={','.join(dataset.streams)} but the model in {model_dir} "
                       f"has streams {','.join(self.streams)}")

@@ -22,7 +22,7 @@ def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
     raise UserError(f"--videos: not in the test subset {cfg.data.test_subset!r}: {unknown}")
   chosen = [by_name[v] for v in videos] or dataset.test[:num_videos]
   for model_dir, predict in models:
-    predict.check_fits(dataset, model_dir, cfg.data.class_list or dataset.gt_source)
+    predict.check_fits(dataset, model_dir)
   paths = []
   for v in chosen:
     panels = []
