@@ -63,6 +63,16 @@ def write_dataset(root, train, test, classes=("A", "B", "C"), d=4, seed=0,
   return root
 
 
+def config_of_flagfile(path) -> C.Config:
+  """The config a tool given only `--flagfile=path` runs with."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from wtal_tf import cli  # pylint: disable=import-outside-toplevel
+  fv = flags.FlagValues()
+  cli.define_flags(fv=fv)
+  fv(["tool", f"--flagfile={path}"])
+  return cli.config_from_flags(fv=fv)
+
+
 def tiny_config(data_dir, model_dir, **groups) -> C.Config:
   cfg = C.Config(data=C.DataConfig(data_dir=str(data_dir)),
                  train=C.TrainConfig(model_dir=str(model_dir), train_steps=20, log_every=5,

@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from conftest import tiny_config, write_dataset
+from conftest import config_of_flagfile, tiny_config, write_dataset
+from wtal_tf import cli
 from wtal_tf.experiments import ablation
 from wtal_tf.training import trainer as training
 
@@ -38,7 +39,7 @@ def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
   cfg = tiny(tmp_path, train_steps=6, eval_every=3, seed=5).replace(
       loss={"cls_loss": "sigmoid"}, localize={"proposal_source": "tcam"})
   calls = spy_evaluations(monkeypatch)
-  results = ablation.run(cfg, seeds=2)
+  results = ablation.run(cfg, seeds=2, flagfile=cli.config_flagfile)
   assert [r.name for r in results] == [row.name for row in ablation.ROWS]
   cols = ablation.columns(cfg)
   assert len(cols) == 9 + 3
@@ -59,6 +60,14 @@ def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
       assert tuple(loss["losses"]) == row.loss["losses"]
       assert loss["cls_loss"] == ("sigmoid" if is_stpn else "softmax")
       assert spec["model"]["seed"] == 5 + k
+      # its flags.cfg gives the row's config (the one it was trained with: STPN's, for
+      # the multi-threshold row that evaluates STPN's runs)
+      trained_by = next(row for row, res in zip(ablation.ROWS, results)
+                        if res.run_dirs[k] == run_dir)
+      recorded = config_of_flagfile(f"{run_dir}/flags.cfg")
+      assert recorded.loss == cfg.replace(loss=trained_by.loss).loss
+      assert recorded.localize == cfg.replace(localize=trained_by.localize).localize
+      assert (recorded.train.model_dir, recorded.train.seed) == (run_dir, 5 + k)
       # the row's numbers are its own run's final evaluation
       assert r.histories[k][-1][0] == 6
       np.testing.assert_allclose(r.values[k, :9], np.asarray(r.histories[k][-1][1]) * 100)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, config_of_flagfile
 
 PROBE = """
 import json, sys
@@ -65,6 +65,24 @@ def test_a_tools_own_flag_is_not_taken_for_a_config_field_of_the_same_name():
   assert "output_dir" not in cli.config_flags(fv) and "video_dir" in cli.config_flags(fv)
   cfg = cli.config_from_flags(fv=fv).extract
   assert (cfg.output_dir, cfg.video_dir) == ("", "videos")
+
+
+def test_a_config_written_as_a_flagfile_reads_back_as_itself(tmp_path):
+  """What an ablation run records as its flags.cfg (its row's config, not the flags)."""
+  from wtal_tf import cli  # pylint: disable=import-outside-toplevel
+  from wtal_tf import config as C  # pylint: disable=import-outside-toplevel
+  cfg = C.Config().replace(
+      data={"streams": ("rgb",), "extra_train": ("a b", "c"), "skip_invalid_videos": True},
+      loss={"losses": ("fg", "sparse"), "cls_loss": "sigmoid", "alpha": 0.1 + 0.2},
+      train={"learning_rate": 1e-5, "deterministic": False, "model_dir": "runs/x"},
+      localize={"proposal_source": "stpn", "attention_thresholds": (0.1, 0.123456789)})
+  text = cli.config_flagfile(cfg)
+  assert "--nodeterministic\n" in text and "--losses=fg,sparse\n" in text
+  (tmp_path / "flags.cfg").write_text(text)
+  back = config_of_flagfile(tmp_path / "flags.cfg")
+  for group in C.EXPERIMENT_GROUPS:  # (extract's fields are not experiment flags)
+    assert getattr(back, group) == getattr(cfg, group)
+  assert cli.config_flagfile(C.Config()) != text
 
 
 @pytest.mark.parametrize("tool, row", [

@@ -24,7 +24,8 @@ def main(argv):
   del argv
   cfg = cli.config_from_flags()
   cli.require(cfg.train.model_dir, "model_dir")
-  results = ablation.run(cfg, cli.FLAGS.seeds, ablation.select_rows(cli.FLAGS.ablation_rows))
+  results = ablation.run(cfg, cli.FLAGS.seeds, ablation.select_rows(cli.FLAGS.ablation_rows),
+                         flagfile=cli.config_flagfile)
   print(ablation.markdown_table(results, ablation.columns(cfg)))
   print(f"written under {cfg.train.model_dir}: ablation.md, ablation.csv, ablation_curve.png")
 

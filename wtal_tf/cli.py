@@ -168,6 +168,21 @@ def experiment_flags(fv: flags.FlagValues = FLAGS) -> str:
   return "\n".join(line for line in lines if line) + "\n"
 
 
+def config_flagfile(cfg: cfg_lib.Config) -> str:
+  """The experiment flags of `cfg` as a flagfile, in experiment_flags' form: what
+  MODEL_DIR/flags.cfg records of a run whose config code made from the flags' (an
+  ablation row). Read back as a flagfile, the flags give `cfg` again."""
+  fv = flags.FlagValues()
+  define_flags(fv=fv)
+  for group in cfg_lib.EXPERIMENT_GROUPS:
+    values = getattr(cfg, group)
+    for name, field in flag_fields((group,)).items():
+      value = getattr(values, name)
+      fv[name].value = [repr(v) if isinstance(v, float) else v for v in value] if isinstance(
+          value, tuple) else value
+  return experiment_flags(fv)
+
+
 def fail(message: str, status: int = ERROR_STATUS) -> typing.NoReturn:
   """Prints `error: <message>` as one line on stderr and exits with `status`."""
   print(f"error: {message}", file=sys.stderr)

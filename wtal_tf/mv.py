@@ -23,7 +23,7 @@ def main(argv):
   del argv
   cfg = cli.config_from_flags()
   cli.require(cfg.train.model_dir, "model_dir")
-  print(microvideos.compare(cfg, cli.FLAGS.seeds))
+  print(microvideos.compare(cfg, cli.FLAGS.seeds, flagfile=cli.config_flagfile))
 
 
 if __name__ == "__main__":

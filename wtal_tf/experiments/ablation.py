@@ -11,6 +11,7 @@ import dataclasses
 import io
 import os
 import re
+from typing import Callable
 
 from absl import logging
 import numpy as np
@@ -87,11 +88,13 @@ def columns(cfg: Config) -> list[str]:
   return [f"{t:g}" for t in cfg.eval.thresholds] + [n for n, _, _ in cfg.eval.averages]
 
 
-def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[RowResult]:
+def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation",
+        flagfile: Callable[[Config], str] = lambda cfg: "") -> list[RowResult]:
   """Trains and evaluates every row for `seeds` seeds; writes the table and curve.
 
   Every row and seed is a separate run in OUT/<row>/seed<s>, seeded
-  s = cfg.train.seed + k, on the same data and steps. A row whose training is
+  s = cfg.train.seed + k, on the same data and steps; each records its config's
+  experiment flags, `flagfile(config)` ("": none), as its flags.cfg. A row whose training is
   the same as an earlier row's (same losses, model and data; e.g. STPN with
   the multi-threshold proposals) evaluates that row's trained model instead
   of training a copy; its run_dirs then name that model's folder. Every row's
@@ -120,7 +123,7 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation") -> list[Ro
                                   datasets[key])
       else:
         logging.info("%s: %s, seed %d -> %s", prefix, row.name, seed, run_dir)
-        result = training.train(row_cfg, datasets[key])
+        result = training.train(row_cfg, datasets[key], flags_text=flagfile(row_cfg))
         trained[same_training] = run_dir
       averages = result.eval.averages(cfg.eval.averages)
       result_row.values.append(list(result.eval.mean_ap * 100)

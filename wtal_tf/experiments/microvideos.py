@@ -7,6 +7,7 @@ instances.
 
 import collections
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -44,13 +45,14 @@ def per_class_change(results, classes: list[str], tiou: float) -> list[tuple[str
   return rows
 
 
-def compare(cfg: Config, seeds: int) -> str:
-  """Both rows for `seeds` seeds; writes and returns MODEL_DIR/mv.md's Markdown."""
+def compare(cfg: Config, seeds: int, flagfile: Callable[[Config], str] = lambda cfg: "") -> str:
+  """Both rows for `seeds` seeds; writes and returns MODEL_DIR/mv.md's Markdown.
+  flagfile: as ablation.run's."""
   if not cfg.data.extra_train:
     raise UserError("--extra_train is required: the dirs of the supplementary videos")
   rows = (ablation.Row(WITHOUT, data={"extra_train": ()}),
           ablation.Row(WITH, data={"extra_train": cfg.data.extra_train}))
-  results = ablation.run(cfg, seeds, rows, prefix="mv")
+  results = ablation.run(cfg, seeds, rows, prefix="mv", flagfile=flagfile)
   table = ablation.markdown_table(results, ablation.columns(cfg))
   tiou = 0.5 if 0.5 in cfg.eval.thresholds else cfg.eval.thresholds[0]
   lines = [f"| class (fewest training instances) | AP@{tiou:g} {WITHOUT} | {WITH} | change |",
