@@ -425,7 +425,10 @@ def test_worker_threads_share_one_extractor_built_once(tmp_path, monkeypatch):
     t.start()
   for t in threads:
     t.join()
-  assert builds == [cfg] and len(got) == 2 and got[0] is got[1]
+  assert len(builds) == 1 and len(got) == 2 and got[0] is got[1]
+  # Built from the config's encoding alone (what an Extractor reads), not its folders.
+  assert builds[0] == ExtractConfig(streams=cfg.streams, resize_shorter=SHORTER,
+                                    crop_size=CROP, random_init_seed=0, batch_segments=2)
 
 
 def test_a_worker_builds_its_extractor_again_when_the_weights_file_changed(
@@ -441,6 +444,8 @@ def test_a_worker_builds_its_extractor_again_when_the_weights_file_changed(
   second = build(cfg, {"rgb": "sha256:new"})
   assert second is not first and build(cfg, {"rgb": "sha256:new"}) is second
   assert list(steps._EXTRACTORS.values()) == [second]  # pylint: disable=protected-access
+  elsewhere = dataclasses.replace(cfg, output_dir=str(tmp_path / "other"), split="val")
+  assert build(elsewhere, {"rgb": "sha256:new"}) is second  # the same encoding
   other = build(dataclasses.replace(cfg, crop_size=cfg.crop_size - 1), {"rgb": "sha256:new"})
   assert other is not second and len(steps._EXTRACTORS) == 2  # pylint: disable=protected-access
 

@@ -43,6 +43,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 import numpy as np
 
+from wtal_tf import config
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.errors import UserError
@@ -99,7 +100,7 @@ def _load_chunk(path: str, task: dict) -> Optional[dict]:
           "features": features}
 
 
-_EXTRACTORS: dict = {}  # (config, weights ids) -> the Extractor of each worker process
+_EXTRACTORS: dict = {}  # (encoding, weights ids) -> the Extractor of each worker process
 # (setup runs per partition on some runners, e.g. Dask), shared by its threads
 _EXTRACTORS_LOCK = threading.Lock()  # threads asking at once wait for the one being built
 
@@ -117,16 +118,20 @@ def extraction_module():
 
 
 def _extractor(cfg: ExtractConfig, weight_ids: dict[str, str]):
-  """The worker's features.extraction.Extractor for cfg, built once per process (its
-  threads share it) and again when the run's weights differ: `weight_ids` are the
-  driver's provenance.weights_identity of each stream. A warm Dask worker thereby never
-  extracts with the weights a file held in an earlier run, and keeps no Extractor of them."""
-  key = (cfg, tuple(sorted(weight_ids.items())))
+  """The worker's features.extraction.Extractor for cfg's encoding (its streams and
+  config.ENCODING_FIELDS, all an Extractor reads), built once per process (its threads
+  share it, as do runs into other folders) and again when the run's weights differ:
+  `weight_ids` are the driver's provenance.weights_identity of each stream. A warm Dask
+  worker thereby never extracts with the weights a file held in an earlier run, and
+  drops the Extractor of those."""
+  encoding = ExtractConfig(streams=cfg.streams,
+                           **{f: getattr(cfg, f) for f in config.ENCODING_FIELDS})
+  key = (encoding, tuple(sorted(weight_ids.items())))
   with _EXTRACTORS_LOCK:
     if key not in _EXTRACTORS:
-      for stale in [k for k in _EXTRACTORS if k[0] == cfg]:
+      for stale in [k for k in _EXTRACTORS if k[0] == encoding]:
         del _EXTRACTORS[stale]
-      _EXTRACTORS[key] = extraction_module().Extractor(cfg)
+      _EXTRACTORS[key] = extraction_module().Extractor(encoding)
     return _EXTRACTORS[key]
 
 
