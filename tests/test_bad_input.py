@@ -15,7 +15,7 @@ from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import activitynet
 from wtal_tf.evaluation import metrics as evaluation
 from wtal_tf.training import trainer as training
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, first_few
 
 
 @pytest.fixture
@@ -259,6 +259,13 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
   with pytest.raises(UserError, match=r"/m: the model was trained on classes \['A', 'B'\], "
                      r"but .*classes.txt gives \['A', 'B', 'C'\]"):
     batch.localize_to_file(tiny_model.replace(data={"class_list": str(tmp_path / "classes.txt")}))
+
+
+def test_messages_name_the_first_few_and_count_the_rest():
+  assert first_few([], 3) == ""
+  assert first_few(["a", "b", "c"], 3) == "a, b, c"
+  assert first_few(["a", "b", "c", "d", "e"], 3) == "a, b, c (+2 more)"
+  assert first_few(("x", "y"), 1, "; ") == "x (+1 more)"
 
 
 def test_a_bad_flagfile_is_one_short_line(tmp_path):

@@ -320,7 +320,7 @@ def test_annotations_that_match_no_video_fail_and_partial_matches_are_counted(vi
   caplog.set_level("INFO")
   partial = write_annotations(tmp_path / "p.json", {"b": entry, "gone": entry})
   pipeline.extract(small_cfg(videos, tmp_path / "out", annotations=partial))
-  assert "1 of 3 videos annotated; 1 annotated videos not in the video folder (e.g. gone)" in (
+  assert "1 of 3 videos annotated; 1 annotated videos not in the video folder (gone)" in (
       caplog.text)
 
 

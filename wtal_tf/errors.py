@@ -20,6 +20,12 @@ def shorten(text: str, max_chars: int = MAX_QUOTED_CHARS) -> str:
   return text if len(text) <= max_chars else text[:max_chars - 1] + "…"
 
 
+def first_few(items, limit: int, sep: str = ", ") -> str:
+  """The first `limit` of `items` joined by `sep` for a message, and how many more there are."""
+  more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+  return sep.join(items[:limit]) + more
+
+
 def unexpected_arguments(args) -> UserError:
   """The error of arguments that are not flags (e.g. the lines of a file given as a
   --flagfile), quoting the first few as a shell would, each shortened."""

@@ -38,7 +38,7 @@ from wtal_tf import io_utils
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.data import groundtruth
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, first_few
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
@@ -55,6 +55,7 @@ from wtal_tf.features.beam_steps import (
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
 # to no live run (each finished chunk writes a mark; a chunk takes minutes)
+ABSENT_SHOWN = 3  # annotated videos absent from the video folder named in the log line
 
 
 def _features_valid(cfg: ExtractConfig, name: str, frames: int) -> bool:
@@ -190,7 +191,7 @@ def match_annotations(given: dict, names: Sequence[str], source: str) -> dict:
   absent = sorted(set(given) - set(names))
   logging.info("annotations %s: %d of %d videos annotated; %d annotated videos not in "
                "the video folder%s", source, len(matched), len(names), len(absent),
-               f" (e.g. {', '.join(absent[:3])})" if absent else "")
+               f" ({first_few(absent, ABSENT_SHOWN)})" if absent else "")
   if given and not matched:
     raise UserError(f"{source}: its {len(given)} video keys match none of the {len(names)} "
                     f"videos (keys are file names without the extension, e.g. "

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from wtal_tf.config import ExtractConfig
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, first_few
 from wtal_tf.features import checkpoint_index
 from wtal_tf.features import install_weights
 
@@ -56,8 +56,7 @@ MAX_NAMES = 5  # names listed in an error message
 
 def first_names(names: Sequence[str]) -> str:
   """The first MAX_NAMES of `names` for an error message, and how many more there are."""
-  more = f" (+{len(names) - MAX_NAMES} more)" if len(names) > MAX_NAMES else ""
-  return ", ".join(names[:MAX_NAMES]) + more
+  return first_few(names, MAX_NAMES)
 
 
 def weights_file(stream: str, checkpoint: str | None) -> str:

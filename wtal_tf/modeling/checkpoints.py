@@ -7,7 +7,7 @@ from absl import logging
 import tensorflow as tf
 
 from wtal_tf import io_utils
-from wtal_tf.errors import UserError, shorten
+from wtal_tf.errors import UserError, first_few, shorten
 from wtal_tf.modeling.model import WTALModel
 
 SPEC_FILE = "model.json"
@@ -65,10 +65,9 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
     path, old_spec = read_spec(model_dir)
     changed = _model_changes(old_spec, model_spec)
     if changed:
-      more = len(changed) - MAX_CHANGES_SHOWN
       raise UserError(
           f"{path}: this model dir holds checkpoints of another model "
-          f"({'; '.join(changed[:MAX_CHANGES_SHOWN])}{f'; {more} more' if more > 0 else ''}"
+          f"({first_few(changed, MAX_CHANGES_SHOWN, '; ')}"
           "): resume with the flags and data it was trained with, or use a new --model_dir")
   if flags_text:
     path = os.path.join(model_dir, FLAGS_FILE)
