@@ -351,14 +351,14 @@ def test_the_direct_runner_is_its_fn_api_runner_never_prism():
     assert "beam_worker" not in str(runner._default_environment)  # pylint: disable=protected-access
   # Worker processes are started as beam_worker (the mode given to the FnApiRunner
   # becomes in_memory, which only keeps it from replacing that environment).
-  options = beam_options.pipeline_options(["--direct_running_mode=multi_processing"])
+  options = beam_options.pipeline_options(list(WORKER_PROCESSES))
   runner, given = beam_options.direct_runner(options)
   assert given.get_all_options()["direct_running_mode"] == "in_memory"
   assert "wtal_tf.features.beam_worker" in str(runner._default_environment)  # pylint: disable=protected-access
   # The caller's options are left as they were (it still reads them: workers_in_process).
   assert options.get_all_options()["direct_running_mode"] == "multi_processing"
   assert not beam_options.workers_in_process(options)
-  options = beam_options.pipeline_options(["--direct_running_mode=in_memory"])
+  options = beam_options.pipeline_options(list(IN_MEMORY))
   runner, _ = beam_options.direct_runner(options)
   assert "beam_worker" not in str(runner._default_environment)  # pylint: disable=protected-access
   for other in ("--runner=DaskRunner", "--runner=Flink"):
@@ -528,7 +528,7 @@ def test_worker_slots_are_the_runners_parallelism():
   assert slots() == os.cpu_count()
   assert slots("--direct_num_workers=3") == 3
   assert slots("--direct_num_workers=0") == os.cpu_count()  # Beam's "one per core"
-  assert slots("--direct_running_mode=in_memory", "--direct_num_workers=4") == 1
+  assert slots(*IN_MEMORY, "--direct_num_workers=4") == 1
   assert slots("--runner=Flink") is None  # not known here: chunks planned for 1
   assert slots("--runner=DaskRunner") == os.cpu_count()  # the LocalCluster Beam would start
   # (a real cluster's threads: tests/test_dask_cluster.py)
