@@ -110,7 +110,8 @@ class Dataset:
   test: list[Video]
   test_gt: dict[str, groundtruth.GTVideo]  # evaluation only; includes skipped test videos
   gt_source: str  # file the ground truth came from
-  class_source: str  # file the class list came from: --class_list, or gt_source
+  class_source: str  # for messages: --class_list, else gt_source (its labels, or the
+  # known_classes given to load_dataset when it has none, make the class list)
   num_extra: int = 0  # the last num_extra training videos come from --extra_train
   skipped: list[str] = dataclasses.field(default_factory=list)
 
@@ -317,8 +318,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   # test_gt keeps a skipped test video: it is scored as a video without detections.
   return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
                  train=train, test=test, test_gt=dict(test_gt),
-                 gt_source=gt_source, class_source=cfg.class_list or gt_source, num_extra=len(extra) if include_train else 0,
-                 skipped=skipped)
+                 gt_source=gt_source, class_source=cfg.class_list or gt_source,
+                 num_extra=len(extra) if include_train else 0, skipped=skipped)
 
 
 def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
