@@ -92,7 +92,7 @@ def test_stpn_rows_ignore_a_softmax_base(tmp_path, monkeypatch):
   cfg = tiny(tmp_path, train_steps=2).replace(
       loss={"cls_loss": "softmax"}, localize={"proposal_source": "attention"})
   calls = spy_evaluations(monkeypatch)
-  results = ablation.run(cfg, seeds=1, rows=ablation.PAPER_ROWS[:2])
+  results = ablation.run(cfg, seeds=1, rows=ablation.PAPER_ROWS[:2], flagfile=lambda cfg: "")
   assert [c[1:] for c in calls] == [("sigmoid", "stpn")] * 2
   assert [c[0] for c in calls] == [r.run_dirs[0] for r in results]
 

@@ -72,17 +72,18 @@ def test_a_config_written_as_a_flagfile_reads_back_as_itself(tmp_path):
   from wtal_tf import cli  # pylint: disable=import-outside-toplevel
   from wtal_tf import config as C  # pylint: disable=import-outside-toplevel
   cfg = C.Config().replace(
-      data={"streams": ("rgb",), "extra_train": ("a b", "c"), "skip_invalid_videos": True},
+      data={"streams": ("rgb",), "extra_train": ("a b", "c,d"), "skip_invalid_videos": True},
       loss={"losses": ("fg", "sparse"), "cls_loss": "sigmoid", "alpha": 0.1 + 0.2},
       train={"learning_rate": 1e-5, "deterministic": False, "model_dir": "runs/x"},
       localize={"proposal_source": "stpn", "attention_thresholds": (0.1, 0.123456789)})
   text = cli.config_flagfile(cfg)
-  assert "--nodeterministic\n" in text and "--losses=fg,sparse\n" in text
-  (tmp_path / "flags.cfg").write_text(text)
-  back = config_of_flagfile(tmp_path / "flags.cfg")
-  for group in C.EXPERIMENT_GROUPS:  # (extract's fields are not experiment flags)
-    assert getattr(back, group) == getattr(cfg, group)
-  assert cli.config_flagfile(C.Config()) != text
+  assert "--nodeterministic\n" in text and '--extra_train=a b,"c,d"\n' in text
+  # It, an empty list (mv's row without extra videos) and the defaults read back.
+  for given in (cfg, cfg.replace(data={"extra_train": ()}), C.Config()):
+    (tmp_path / "flags.cfg").write_text(cli.config_flagfile(given))
+    back = config_of_flagfile(tmp_path / "flags.cfg")
+    for group in C.EXPERIMENT_GROUPS:  # (extract's fields are not experiment flags)
+      assert getattr(back, group) == getattr(given, group), group
 
 
 @pytest.mark.parametrize("tool, row", [

@@ -7,7 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from conftest import tiny_config, write_dataset
+from conftest import config_of_flagfile, tiny_config, write_dataset
+from wtal_tf import cli
 from wtal_tf.experiments import ablation
 from wtal_tf import config as C
 from wtal_tf.data import datasets as data
@@ -100,7 +101,7 @@ def test_mv_rows_and_per_class_change(base, tmp_path):
                                                    "log_every": 2, "num_vis_videos": 0})
   rows = (ablation.Row(mv.WITHOUT, data={"extra_train": ()}),
           ablation.Row(mv.WITH, data={"extra_train": (str(extra),)}))
-  results = ablation.run(cfg, 1, rows, prefix="mv")
+  results = ablation.run(cfg, 1, rows, prefix="mv", flagfile=lambda cfg: "")
   assert [r.name for r in results] == [mv.WITHOUT, mv.WITH]
   change = mv.per_class_change(results, ["A"], 0.5)
   assert change[0][0] == "A" and all(np.isfinite(change[0][1:]))
@@ -113,7 +114,7 @@ def test_mv_checks_the_supplementary_videos_before_training_anything(base, tmp_p
   cfg = tiny_config(base, tmp_path / "out", data={"extra_train": (str(extra),)})
   with pytest.raises(UserError, match=r"labels.csv: line 2 \('m1'\): labels not in the class "
                      r"list: \['Q'\] \(the dataset's labels unless --class_list names more\)"):
-    mv.compare(cfg, 1)
+    mv.compare(cfg, 1, flagfile=cli.config_flagfile)
   assert not (tmp_path / "out").exists()  # no model trained, nothing written
 
 
@@ -122,6 +123,10 @@ def test_mv_table_marks_a_rare_class_without_test_instances(base, tmp_path):
   cfg = tiny_config(base, tmp_path / "out", data={"extra_train": (str(extra),)},
                     train={"model_dir": str(tmp_path / "out"), "train_steps": 2,
                            "checkpoint_every": 2, "num_vis_videos": 0})
-  text = mv.compare(cfg, 1)  # the test subset has instances of A only
+  text = mv.compare(cfg, 1, flagfile=cli.config_flagfile)  # test instances of A only
   assert "| B | – | – | no test instances |" in text and "nan" not in text
+  # Each run's flags.cfg is its row's: without the extra videos, then with them.
+  recorded = sorted((tmp_path / "out").glob("*/seed0/flags.cfg"))
+  assert sorted(config_of_flagfile(p).data.extra_train for p in recorded) == [
+      (), (str(extra),)]
   assert [l for l in text.splitlines() if l.startswith("| A |")]

@@ -116,6 +116,15 @@ def _value(field: dataclasses.Field, value):
   return tuple(value)
 
 
+def _flag_value(field: dataclasses.Field, value):
+  """The flag value of a field's `value`: the inverse of _value (a float item as repr
+  writes it, which reads back as the same float)."""
+  kind, item = _kind(field)
+  if kind is not tuple:
+    return value
+  return [repr(v) for v in value] if item is float else list(value)
+
+
 def config_from_flags(pipeline_args: tuple[str, ...] = (),
                       fv: flags.FlagValues = FLAGS) -> cfg_lib.Config:
   """Parsed flags -> frozen Config; a group's undefined flags keep their defaults.
@@ -169,17 +178,15 @@ def experiment_flags(fv: flags.FlagValues = FLAGS) -> str:
 
 
 def config_flagfile(cfg: cfg_lib.Config) -> str:
-  """The experiment flags of `cfg` as a flagfile, in experiment_flags' form: what
-  MODEL_DIR/flags.cfg records of a run whose config code made from the flags' (an
-  ablation row). Read back as a flagfile, the flags give `cfg` again."""
+  """The experiment fields of `cfg` as a flagfile, in experiment_flags' form: what
+  MODEL_DIR/flags.cfg records of a run whose config code changed after reading the
+  flags (an ablation row). Read back as a flagfile, it gives cfg's experiment groups
+  again (but for spaces at either end of a value, which absl strips)."""
   fv = flags.FlagValues()
   define_flags(fv=fv)
   for group in cfg_lib.EXPERIMENT_GROUPS:
-    values = getattr(cfg, group)
     for name, field in flag_fields((group,)).items():
-      value = getattr(values, name)
-      fv[name].value = [repr(v) if isinstance(v, float) else v for v in value] if isinstance(
-          value, tuple) else value
+      fv[name].value = _flag_value(field, getattr(getattr(cfg, group), name))
   return experiment_flags(fv)
 
 

@@ -88,17 +88,18 @@ def columns(cfg: Config) -> list[str]:
   return [f"{t:g}" for t in cfg.eval.thresholds] + [n for n, _, _ in cfg.eval.averages]
 
 
-def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation",
-        flagfile: Callable[[Config], str] = lambda cfg: "") -> list[RowResult]:
+def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
+        flagfile: Callable[[Config], str]) -> list[RowResult]:
   """Trains and evaluates every row for `seeds` seeds; writes the table and curve.
 
   Every row and seed is a separate run in OUT/<row>/seed<s>, seeded
-  s = cfg.train.seed + k, on the same data and steps; each records its config's
-  experiment flags, `flagfile(config)` ("": none), as its flags.cfg. A row whose training is
-  the same as an earlier row's (same losses, model and data; e.g. STPN with
-  the multi-threshold proposals) evaluates that row's trained model instead
-  of training a copy; its run_dirs then name that model's folder. Every row's
-  data is read and checked before the first training (a bad one fails at once).
+  s = cfg.train.seed + k, on the same data and steps, which records its config's
+  experiment flags, `flagfile(config)` ("": none), as its flags.cfg. A row whose
+  training is the same as an earlier row's (same losses, model and data; e.g. STPN
+  with the multi-threshold proposals) evaluates that row's trained model instead
+  of training a copy; its run_dirs then name that model's folder (whose flags.cfg
+  is the training row's). Every row's data is read and checked before the first
+  training (a bad one fails at once).
   """
   out = cfg.train.model_dir
   keys = [tuple(sorted((k, str(v)) for k, v in row.data.items())) for row in rows]

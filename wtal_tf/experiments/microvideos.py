@@ -45,7 +45,7 @@ def per_class_change(results, classes: list[str], tiou: float) -> list[tuple[str
   return rows
 
 
-def compare(cfg: Config, seeds: int, flagfile: Callable[[Config], str] = lambda cfg: "") -> str:
+def compare(cfg: Config, seeds: int, *, flagfile: Callable[[Config], str]) -> str:
   """Both rows for `seeds` seeds; writes and returns MODEL_DIR/mv.md's Markdown.
   flagfile: as ablation.run's."""
   if not cfg.data.extra_train:
