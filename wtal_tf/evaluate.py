@@ -3,7 +3,8 @@
 python -m wtal_tf.evaluate --gt=GT.json --detections=FILE --subset=test [--tiou=thumos14] \\
     [--output=SCORES.json]
 
-The scores go to --output, by default beside the detections (FILE.eval.json).
+The scores go to --output, by default beside the detections (FILE's extension replaced
+by .eval.json).
 A default location that cannot be written is a warning (the table is still
 printed); an --output that cannot be written is an error before any work.
 """
@@ -25,8 +26,8 @@ def define_flags(fv=flags.FLAGS):
   flags.DEFINE_string("detections", None, "Detections JSON.", flag_values=fv)
   flags.DEFINE_string("subset", None, "Subset scored (default --test_subset).", flag_values=fv)
   flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
-  flags.DEFINE_string("output", "", "Scores JSON (default: beside the detections, "
-                      "<detections>.eval.json).", flag_values=fv)
+  flags.DEFINE_string("output", "", "Scores JSON (default: beside the detections, their "
+                      "extension replaced by .eval.json).", flag_values=fv)
 
 
 def main(argv):
