@@ -142,9 +142,9 @@ class LocalizeConfig:
       tuple(np.round(np.arange(0.0, 0.5 + 1e-9, 0.025), 4).tolist()), "Proposal thresholds τ.")
   nms_threshold: float = param(0.5, "Class-wise NMS tIoU.", lower=0.0, upper=1.0)
   proposal_source: str = param(
-      "auto", "attention: threshold fused λ (the paper); tcam: fused weighted T-CAM at the "
-      "same thresholds; stpn: STPN's post-processing; auto: stpn for a model trained with "
-      "--cls_loss=sigmoid, else attention.", choices=PROPOSAL_SOURCES)
+      "auto", "attention: threshold fused λ (the paper); tcam: the fused λ·σ(T-CAM) of each "
+      "kept class at the same thresholds; stpn: STPN's post-processing; auto: stpn for a "
+      "model trained with --cls_loss=sigmoid, else attention.", choices=PROPOSAL_SOURCES)
   stpn_upsample: int = param(24, "stpn proposals: samples per segment of the linearly "
                              "upsampled signals.", lower=1)
 

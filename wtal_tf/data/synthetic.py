@@ -8,8 +8,9 @@ number of instances per video is skewed and class dependent, ~13% of videos
 have two classes.
 
 Features are built so that background modeling matters:
-- each class has its own *scene* (venue) that fills the background of its
-  videos, so background segments alone predict the class;
+- each *venue* (scene) is shared by a group of classes (VENUES) and fills the
+  background of their videos (usually; else a random venue), so background
+  segments correlate with the class without identifying it;
 - a few *context* segments before each action resemble it (run-up);
 - class evidence peaks at a discriminative moment of each action, while
   class-agnostic motion spans all of it (so a T-CAM sees only part of an

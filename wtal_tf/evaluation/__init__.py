@@ -1,1 +1,1 @@
-"""Scoring detections: ActivityNet JSON in and out, mAP at tIoU thresholds (numpy only)."""
+"""Scoring detections: ActivityNet JSON in and out, mAP at tIoU thresholds (numpy and pandas, no TensorFlow)."""

@@ -118,8 +118,8 @@ def data_file(prefix: str, shard: int, num_shards: int) -> str:
 
 
 def read(prefix: str) -> Index:
-  """The index of the checkpoint at `prefix` (OSError if PREFIX.index cannot be read,
-  CheckpointFormatError if it is not a V2 checkpoint index)."""
+  """The index of the checkpoint at `prefix` (CheckpointFormatError if PREFIX.index is
+  missing or not a V2 checkpoint index, OSError if it cannot be read otherwise)."""
   try:
     with open(prefix + INDEX_EXT, "rb") as f:
       table = f.read()

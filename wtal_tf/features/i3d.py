@@ -9,7 +9,7 @@ averaged over time and space (1024-d). The Kinetics-400 logits
 
 The layer classes (Unit3D, MixedModule, InceptionI3d) use keras layers and
 keras.ops only, so they run under any Keras backend (TensorFlow, JAX);
-SegmentEncoder and build_encoder below still use TensorFlow.
+SegmentEncoder and build_encoder (features.encoder) use TensorFlow.
 
 Every unit has a canonical path (`InceptionI3d.units()`), e.g.
 "Mixed_3b/Branch_1/Conv3d_0b_3x3", which `wtal_tf.features.weights` maps

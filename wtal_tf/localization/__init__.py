@@ -1,1 +1,1 @@
-"""Detections from one video's model outputs, on the host (numpy only, no TensorFlow)."""
+"""Detections from one video's model outputs, on the host (numpy and scipy, no TensorFlow)."""

@@ -2,8 +2,9 @@
 
 Host-side numpy, one video at a time:
 
-1. per stream s, the classes c whose video probability σ(logit) (the
-   stream's `class_probs`) exceeds `class_threshold` (0.1, as STPN);
+1. per stream s, the classes c whose video probability (the stream's
+   `class_probs`: σ(logit) for a model trained with the sigmoid loss, as STPN,
+   else its softmax probability) exceeds `class_threshold` (0.1, as STPN);
 2. the signal ψˢ_t,c = λˢ_t·σ(T-CAMˢ_t,c) and the score signal
    φˢ_t,c = λˢ_t·(θ_s·T-CAMˢ_t,c + (1−θ_s)·T-CAM^other_t,c), θ_rgb = θ,
    θ_flow = 1−θ (a lone stream: θ_s = 1), are upsampled linearly by
