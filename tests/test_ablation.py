@@ -84,6 +84,10 @@ def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
     rows = list(csv.reader(f))
   assert len(rows) == 1 + len(ablation.ROWS) * 2 and rows[0][3:] == cols
   assert (tmp_path / "out" / "ablation_curve.png").stat().st_size > 1000
+  assert ablation.written_files(results) == ["ablation.md", "ablation.csv",
+                                             "ablation_curve.png", "ablation_curve.csv"]
+  assert ablation.written_files([r for r in results if r.name not in ablation.CURVE_ROWS]) == [
+      "ablation.md", "ablation.csv"]
   curve = list(csv.reader(open(tmp_path / "out" / "ablation_curve.csv")))
   assert {row[0] for row in curve[1:]} == set(ablation.CURVE_ROWS)
 

@@ -3,7 +3,8 @@
 python -m wtal_tf.ablation --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=OUT \\
     [--seeds=3] [--ablation_rows=stpn,lfg_lbg_lguide_lcluster]
 
-Writes OUT/ablation.md, ablation.csv and ablation_curve.png (docs/ablation.md).
+Writes OUT/ablation.md, ablation.csv and, when the STPN or the full row runs,
+ablation_curve.png and ablation_curve.csv (docs/ablation.md).
 """
 
 from absl import flags
@@ -27,7 +28,7 @@ def main(argv):
   results = ablation.run(cfg, cli.FLAGS.seeds, ablation.select_rows(cli.FLAGS.ablation_rows),
                          flagfile=cli.config_flagfile)
   print(ablation.markdown_table(results, ablation.columns(cfg)))
-  print(f"written under {cfg.train.model_dir}: ablation.md, ablation.csv, ablation_curve.png")
+  print(f"written under {cfg.train.model_dir}: {', '.join(ablation.written_files(results))}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """STPN and the rows of the paper's Table 1, trained and evaluated under one config.
 
 Every row is its own training run (OUT/<row>/seed<s>, s = --seed + k) with the
-same data, steps and seeds; the table holds mean ± std over seeds of the final
+same data, steps and seeds, unless its training repeats an earlier row's (then it
+evaluates that row's models); the table holds mean ± std over seeds of the final
 mAP. Each row sets its losses, classification loss and proposal source, so
 base flags for those do not leak into it.
 """
@@ -90,7 +91,8 @@ def columns(cfg: Config) -> list[str]:
 
 def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
         flagfile: Callable[[Config], str]) -> list[RowResult]:
-  """Trains and evaluates every row for `seeds` seeds; writes the table and curve.
+  """Trains and evaluates every row for `seeds` seeds; writes the table and curve
+  (written_files).
 
   Every row and seed is a separate run in OUT/<row>/seed<s>, seeded
   s = cfg.train.seed + k, on the same data and steps, which records its config's
@@ -181,9 +183,20 @@ def write_tables(results: list[RowResult], cols: list[str], out: str, prefix: st
   io_utils.write_text(os.path.join(out, f"{prefix}.csv"), buffer.getvalue())
 
 
+def _curves(results: list[RowResult]) -> list[RowResult]:
+  """The rows of the curve: STPN and the full model, if they ran and were evaluated."""
+  return [r for r in results if r.name in CURVE_ROWS and r.histories[0]]
+
+
+def written_files(results: list[RowResult], prefix: str = "ablation") -> list[str]:
+  """The files `run` wrote under OUT for `results`: the table, and the curve if it has rows."""
+  curve = [f"{prefix}_curve.png", f"{prefix}_curve.csv"] if _curves(results) else []
+  return [f"{prefix}.md", f"{prefix}.csv", *curve]
+
+
 def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) -> None:
   """mAP (mean over tIoUs) against training steps for STPN and the full model."""
-  curves = [r for r in results if r.name in CURVE_ROWS and r.histories[0]]
+  curves = _curves(results)
   if not curves:
     return
   fig = plotting.figure(6.5, 3.6)
