@@ -308,7 +308,7 @@ def main():
   parser.add_argument("--geometry", default="small", choices=sorted(GEOMETRIES))
   parser.add_argument("--chunk_segments", type=int,
                       default=ExtractConfig.__dataclass_fields__["chunk_segments"].default,
-                      help="the chunk size of the cold split runs")
+                      help="the chunk size of the cold split runs and of --part=pairs")
   parser.add_argument("--chunk_sizes", type=lambda v: [int(x) for x in v.split(",")],
                       default=[16, 32, 64, 128], help="chunk sizes of the preloaded split runs")
   args = parser.parse_args()

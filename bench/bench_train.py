@@ -6,7 +6,7 @@ features held in memory and read from disk through tf.data, the epoch's FLOPs
 divided by the FLOP rate of a large matmul measured in the same run (the
 floor), trace count and first-step latency.
 
-python -m bench.bench_train [--videos=200] [--epochs=2]
+python -m bench.bench_train [--videos=200] [--epochs=3]
 """
 
 import argparse

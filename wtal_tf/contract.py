@@ -8,8 +8,8 @@ disk (SPEC §6, layout "per_video") is
 
 W-TALC's layout ("wtalc") is DATA_DIR/WTALC_FEATURES with DATA_DIR/WTALC_ANNOTATIONS/.
 Supplementary weakly-labelled clips (--extra_train) are DIR/EXTRA_LABELS with
-DIR/<stream>/<video>.npy. This module imports nothing: host code and device
-code alike depend on it.
+DIR/<stream>/<video>.npy. This module imports only the standard library (os):
+host code and device code alike depend on it.
 """
 
 import os

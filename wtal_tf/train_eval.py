@@ -2,8 +2,10 @@
 
 python -m wtal_tf.train_eval --flagfile=flags/synthetic.cfg --data_dir=DIR --model_dir=DIR
 
-The test set is localized and scored once, with the final model, at the end
-of training; the detections and their scores are written to MODEL_DIR.
+At the end of training the test set is localized and scored with the final
+model (besides any --eval_every evaluations during training); the detections go
+to --output (default MODEL_DIR/detections_<test_subset>.json), their scores
+beside them.
 """
 
 from absl import flags

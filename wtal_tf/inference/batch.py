@@ -6,7 +6,7 @@ package's internals:
 
   <stream>_attention    float32 [T]       attention λ_t
   <stream>_tcam         float32 [T, C+1]  T-CAM, the frame logits W x_t (column 0:
-                                          background; [T, C] for a model without one)
+                                          background)
   <stream>_class_probs  float32 [C]       video-level class probabilities
   classes               str [C]           the class names, in column order
 """

@@ -1,1 +1,2 @@
-"""Command-line tools: dataset generation and annotation conversion."""
+"""Command-line tools: dataset generation, annotation conversion, attention statistics and
+the flag reference page."""

@@ -25,7 +25,8 @@ def define_flags(fv=flags.FLAGS):
   flags.DEFINE_integer("num_test_videos", DEFAULTS.num_test, "Test videos.", lower_bound=1,
                        flag_values=fv)
   flags.DEFINE_integer("num_microvideos", DEFAULTS.num_micro, "Microvideos written under "
-                       "micro/.", lower_bound=0, flag_values=fv)
+                       "OUTPUT_DIR/micro/ (with --microvideos_only, in OUTPUT_DIR).",
+                       lower_bound=0, flag_values=fv)
   flags.DEFINE_boolean("microvideos_only", False, "Write only --num_microvideos clips (same "
                        "seed's world).", flag_values=fv)
   flags.DEFINE_integer("feature_dim", DEFAULTS.feature_dim, "Feature dimension per stream.",

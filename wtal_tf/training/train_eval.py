@@ -13,8 +13,9 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   """Trains; writes the final detections and their scores; returns the report to print.
 
   The detections are those of training's final evaluation (the model after
-  the last step), so the test set is localized and scored once. flags_text: as
-  trainer.train's.
+  the last step), so the final model localizes and scores the test set once;
+  they go to `output` (default MODEL_DIR/detections_<test_subset>.json), their
+  scores beside them. flags_text: as trainer.train's.
   """
   result = trainer.train(cfg, flags_text=flags_text)
   if result.eval is None:
