@@ -121,9 +121,9 @@ def _extractor(cfg: ExtractConfig, weight_ids: dict[str, str]):
   """The worker's features.extraction.Extractor for cfg's encoding (its streams and
   config.ENCODING_FIELDS, all an Extractor reads), built once per process (its threads
   share it, as do runs into other folders) and again when the run's weights differ:
-  `weight_ids` are the driver's provenance.weights_identity of each stream. A warm Dask
-  worker thereby never extracts with the weights a file held in an earlier run, and
-  drops the Extractor of those."""
+  `weight_ids` are the driver's provenance.weights_identity of each stream, taken as it
+  plans the run. A warm Dask worker thereby no longer reuses the weights a file held in
+  an earlier run, and drops the Extractor of those."""
   encoding = ExtractConfig(streams=cfg.streams,
                            **{f: getattr(cfg, f) for f in config.ENCODING_FIELDS})
   key = (encoding, tuple(sorted(weight_ids.items())))
