@@ -175,6 +175,10 @@ def test_layers_round_trip_through_get_config():
   assert clone.get_config() == model.get_config()
   assert [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in model.weights]
   assert tuple(clone.logits_unit.conv.kernel.shape) == (1, 1, 1, contract.FEATURE_DIM, 7)
+  # Without random draws (weights assigned next), also through the config: zero kernels.
+  blank = i3d.InceptionI3d.from_config(i3d.InceptionI3d(2, random_init=False).get_config())
+  assert blank.random_init is False and all(
+      not np.any(keras.ops.convert_to_numpy(u.conv.kernel)) for u in blank.units().values())
 
 
 # ---------------------------------------------------------------- restricted unpickler

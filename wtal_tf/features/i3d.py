@@ -9,7 +9,8 @@ averaged over time and space (1024-d). The Kinetics-400 logits
 
 The layer classes (Unit3D, MixedModule, InceptionI3d) use keras layers and
 keras.ops only, so they run under any Keras backend (TensorFlow, JAX);
-SegmentEncoder and build_encoder (features.encoder) use TensorFlow.
+features.encoder compiles them with TensorFlow's tf.function under that backend,
+with Keras's own compiled prediction under another.
 
 Every unit has a canonical path (`InceptionI3d.units()`), e.g.
 "Mixed_3b/Branch_1/Conv3d_0b_3x3", which `wtal_tf.features.weights` maps
@@ -64,16 +65,17 @@ class Unit3D(keras.layers.Layer):
   def __init__(self, output_channels: int, kernel_shape: Sequence[int] = (1, 1, 1),
                stride: Sequence[int] = (1, 1, 1), use_batch_norm: bool = True,
                use_bias: bool = False, activation: bool = True, seed: int | None = None,
-               **kwargs):
+               random_init: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.output_channels = int(output_channels)
     self.kernel_shape = tuple(int(k) for k in kernel_shape)
     self.stride = tuple(int(s) for s in stride)
     self.use_batch_norm, self.use_bias, self.activation = use_batch_norm, use_bias, activation
-    self.seed = seed
+    self.seed, self.random_init = seed, random_init
     self.conv = keras.layers.Conv3D(
         self.output_channels, self.kernel_shape, strides=self.stride, padding="same",
-        use_bias=use_bias, kernel_initializer=keras.initializers.HeNormal(seed=seed),
+        use_bias=use_bias, kernel_initializer=(keras.initializers.HeNormal(seed=seed)
+                                               if random_init else "zeros"),
         name="conv_3d")
     self.bn = (keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, center=True,
                                                scale=False, name="batch_norm")
@@ -97,7 +99,7 @@ class Unit3D(keras.layers.Layer):
     return {**super().get_config(), "output_channels": self.output_channels,
             "kernel_shape": list(self.kernel_shape), "stride": list(self.stride),
             "use_batch_norm": self.use_batch_norm, "use_bias": self.use_bias,
-            "activation": self.activation, "seed": self.seed}
+            "activation": self.activation, "seed": self.seed, "random_init": self.random_init}
 
 
 # Branch unit names inside a Mixed module, in the order of MIXED_CHANNELS' tuples.
@@ -116,14 +118,16 @@ MIXED_POOL = ((3, 3, 3), (1, 1, 1))  # Branch_3's MaxPool3d_0a_3x3: ksize, strid
 class MixedModule(keras.layers.Layer):
   """An Inception module: 1x1 | 1x1 -> 3x3x3 | 1x1 -> 3x3x3 | maxpool 3x3x3 -> 1x1."""
 
-  def __init__(self, channels: Sequence[int], seed: int | None = None, **kwargs):
+  def __init__(self, channels: Sequence[int], seed: int | None = None,
+               random_init: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.channels = tuple(int(c) for c in channels)
     if len(self.channels) != len(MIXED_UNITS):
       raise ValueError(f"MixedModule needs {len(MIXED_UNITS)} channel counts, got {channels}")
-    self.seed = seed
+    self.seed, self.random_init = seed, random_init
     self.branch_units = {
-        path: Unit3D(c, kernel, seed=None if seed is None else seed + k, name=_keras_name(path))
+        path: Unit3D(c, kernel, seed=None if seed is None else seed + k,
+                     random_init=random_init, name=_keras_name(path))
         for k, ((path, kernel), c) in enumerate(zip(MIXED_UNITS, self.channels))}
     self.pool = keras.layers.MaxPooling3D(MIXED_POOL[0], MIXED_POOL[1], padding="same",
                                           name="Branch_3_MaxPool3d_0a_3x3")
@@ -150,7 +154,8 @@ class MixedModule(keras.layers.Layer):
     return keras.ops.concatenate([b0, b1, b2, b3], axis=-1)
 
   def get_config(self):
-    return {**super().get_config(), "channels": list(self.channels), "seed": self.seed}
+    return {**super().get_config(), "channels": list(self.channels), "seed": self.seed,
+            "random_init": self.random_init}
 
 
 @keras.saving.register_keras_serializable("wtal_tf")
@@ -158,24 +163,28 @@ class InceptionI3d(keras.Model):
   """I3D up to Mixed_5c, pooled to one FEATURE_DIM vector per clip, plus the logits unit."""
 
   def __init__(self, in_channels: int = 3, num_classes: int = NUM_KINETICS_CLASSES,
-               seed: int | None = None, **kwargs):
+               seed: int | None = None, random_init: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.in_channels, self.num_classes, self.seed = int(in_channels), int(num_classes), seed
+    self.random_init = random_init
 
     def s(k):
       return None if seed is None else seed * 1000 + k * 10
 
+    init = {"random_init": random_init}
     self.stem = {
-        "Conv3d_1a_7x7": Unit3D(64, (7, 7, 7), (2, 2, 2), seed=s(0), name="Conv3d_1a_7x7"),
-        "Conv3d_2b_1x1": Unit3D(64, (1, 1, 1), seed=s(1), name="Conv3d_2b_1x1"),
-        "Conv3d_2c_3x3": Unit3D(192, (3, 3, 3), seed=s(2), name="Conv3d_2c_3x3"),
+        "Conv3d_1a_7x7": Unit3D(64, (7, 7, 7), (2, 2, 2), seed=s(0), name="Conv3d_1a_7x7",
+                                **init),
+        "Conv3d_2b_1x1": Unit3D(64, (1, 1, 1), seed=s(1), name="Conv3d_2b_1x1", **init),
+        "Conv3d_2c_3x3": Unit3D(192, (3, 3, 3), seed=s(2), name="Conv3d_2c_3x3", **init),
     }
     self.pools = {name: keras.layers.MaxPooling3D(k, st, padding="same", name=name)
                   for name, (k, st) in POOLS.items()}
-    self.mixed = {name: MixedModule(ch, seed=s(3 + k), name=name)
+    self.mixed = {name: MixedModule(ch, seed=s(3 + k), name=name, **init)
                   for k, (name, ch) in enumerate(MIXED_CHANNELS)}
     self.logits_unit = Unit3D(num_classes, (1, 1, 1), use_batch_norm=False, use_bias=True,
-                              activation=False, seed=s(99), name=_keras_name(LOGITS_PATH))
+                              activation=False, seed=s(99), name=_keras_name(LOGITS_PATH),
+                              **init)
     self.build((None, SEGMENT_FRAMES, None, None, self.in_channels))
 
   def build(self, input_shape):
@@ -223,4 +232,4 @@ class InceptionI3d(keras.Model):
 
   def get_config(self):
     return {**super().get_config(), "in_channels": self.in_channels,
-            "num_classes": self.num_classes, "seed": self.seed}
+            "num_classes": self.num_classes, "seed": self.seed, "random_init": self.random_init}
