@@ -1,9 +1,13 @@
-"""The I3D layer classes (wtal_tf.features.i3d) give the same output under JAX as under TensorFlow.
+"""I3D (wtal_tf.features.i3d, through features.encoder) gives the same output under JAX
+as under TensorFlow, and extraction runs under either backend.
 
-Keras picks its backend at import, so the JAX side runs in a subprocess: the
-same random weights (every variable, batch-norm statistics included) and the
-same clip go through InceptionI3d under KERAS_BACKEND=jax, and its pooled
-features and logits must match this process's within float32 tolerance.
+Keras picks its backend at import, so the JAX side runs in one subprocess
+(KERAS_BACKEND=jax) for the module:
+- the same random weights (every variable, batch-norm statistics included) and
+  the same clips go through a SegmentEncoder of InceptionI3d, and its pooled
+  features and logits must match this process's within float32 tolerance;
+- beam_pipeline.extract with the Kinetics-400 weights (Beam's default worker
+  threads) must give the features this process extracts from the same video.
 """
 
 import os
@@ -15,42 +19,48 @@ import keras
 import numpy as np
 import pytest
 
+from video_helpers import smooth_frames, write_video
 from wtal_tf import contract
+from wtal_tf.config import ExtractConfig
+from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import i3d
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CLIP = (1, i3d.SEGMENT_FRAMES, 32, 32, 3)  # a tiny RGB clip [N, T, H, W, C]
+CLIP = (2, i3d.SEGMENT_FRAMES, 32, 32, 3)  # two tiny RGB clips [N, T, H, W, C]
+EXTRACT = {"streams": ("rgb",), "resize_shorter": 40, "crop_size": 32}  # small frames
 
-# Runs in the subprocess: argv = weights .npz, clip .npy, output .npz.
+# Runs in the subprocess: argv = weights .npz, clips .npy, output .npz, video dir, OUT.
 CHILD = """
 import sys
 import keras
 import numpy as np
-from wtal_tf.features import i3d
+from wtal_tf.config import ExtractConfig
+from wtal_tf.features import beam_pipeline, encoder, i3d
 assert keras.backend.backend() == "jax", keras.backend.backend()
 weights = np.load(sys.argv[1])
-# Every variable is overwritten below: skip JAX's slow random initialisation
-# (one compiled truncated-normal per kernel shape).
-keras.initializers.HeNormal.__call__ = lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype)
-model = i3d.InceptionI3d(3, name="inception_i3d_rgb")
+# Every variable is overwritten below: no random draws (JAX compiles one per kernel shape).
+model = i3d.InceptionI3d(3, random_init=False, name="inception_i3d_rgb")
 names = [w.path for w in model.weights]
 assert names == list(weights["names"]), "variable order differs"
 model.set_weights([weights[f"w{k}"] for k in range(len(names))])
-clip = np.load(sys.argv[2])
-features = model.predict(clip, verbose=0)  # model(clip, training=False), jit-compiled
-logits = keras.ops.convert_to_numpy(model.logits(features))
-np.savez(sys.argv[3], features=features, logits=logits)
-"""
+clips = np.load(sys.argv[2])
+encode = encoder.SegmentEncoder("rgb", model)
+features = encode(clips)
+# another batch size (compiled again): the same clip's features
+np.testing.assert_allclose(encode(clips[:1]), features[:1], rtol=1e-5, atol=1e-6)
+np.savez(sys.argv[3], features=features, logits=encode.logits(features))
+beam_pipeline.extract(ExtractConfig(video_dir=sys.argv[4], output_dir=sys.argv[5], **%r))
+""" % (EXTRACT,)
 
 
-def test_inception_i3d_same_under_jax_and_tensorflow(tmp_path):
-  if keras.backend.backend() != "tensorflow":
-    pytest.skip("the TensorFlow run starts the JAX one")
-  pytest.importorskip("jax")
+@pytest.fixture(scope="module")
+def random_weights():
+  """(model, its variable values): conv kernels from the seeded initialiser, batch-norm
+  statistics and offsets random."""
   rng = np.random.default_rng(0)
   model = i3d.InceptionI3d(3, seed=0, name="inception_i3d_rgb")
   values = []
-  for w in model.weights:  # conv kernels from the seeded initialiser; the rest random
+  for w in model.weights:
     v = keras.ops.convert_to_numpy(w)
     if w.path.endswith("moving_variance"):
       v = rng.uniform(0.5, 1.5, v.shape)
@@ -58,22 +68,51 @@ def test_inception_i3d_same_under_jax_and_tensorflow(tmp_path):
       v = rng.normal(0, 0.1, v.shape)
     values.append(np.asarray(v, np.float32))
   model.set_weights(values)
-  clip = rng.uniform(-1, 1, CLIP).astype(np.float32)
-  features = keras.ops.convert_to_numpy(model(clip, training=False))
-  logits = keras.ops.convert_to_numpy(model.logits(features))
-  assert features.shape == (1, contract.FEATURE_DIM) and logits.shape == (1, i3d.NUM_KINETICS_CLASSES)
-  assert np.abs(features).max() > 1e-3 and (features > 0).mean() > 0.1  # not a dead network
+  return model, values
 
-  weights = tmp_path / "weights.npz"
-  np.savez(weights, names=np.array([w.path for w in model.weights]),
+
+@pytest.fixture(scope="module")
+def jax_run(random_weights, tmp_path_factory):
+  """The JAX subprocess's results: (its encoder outputs .npz, the clips, the video dir, its
+  OUT)."""
+  if keras.backend.backend() != "tensorflow":
+    pytest.skip("the TensorFlow run starts the JAX one")
+  pytest.importorskip("jax")
+  root = tmp_path_factory.mktemp("backends")
+  model, values = random_weights
+  np.savez(root / "weights.npz", names=np.array([w.path for w in model.weights]),
            **{f"w{k}": v for k, v in enumerate(values)})
-  np.save(tmp_path / "clip.npy", clip)
-  out = tmp_path / "jax.npz"
+  clips = np.random.default_rng(1).uniform(-1, 1, CLIP).astype(np.float32)
+  np.save(root / "clips.npy", clips)
+  videos = root / "videos"
+  videos.mkdir()
+  write_video(videos / "a.mkv", smooth_frames(4 * contract.SEGMENT_FRAMES + 6, 48, 64, seed=0))
   env = {**os.environ, "KERAS_BACKEND": "jax",
          "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-  proc = subprocess.run([sys.executable, "-c", CHILD, str(weights), str(tmp_path / "clip.npy"),
-                         str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run([sys.executable, "-c", CHILD, str(root / "weights.npz"),
+                         str(root / "clips.npy"), str(root / "jax.npz"), str(videos),
+                         str(root / "out_jax")],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  other = np.load(out)
+  return np.load(root / "jax.npz"), clips, videos, root / "out_jax"
+
+
+def test_inception_i3d_same_under_jax_and_tensorflow(random_weights, jax_run):
+  model, _ = random_weights
+  other, clips, _, _ = jax_run
+  features = keras.ops.convert_to_numpy(model(clips, training=False))
+  logits = keras.ops.convert_to_numpy(model.logits(features))
+  assert features.shape == (2, contract.FEATURE_DIM)
+  assert logits.shape == (2, i3d.NUM_KINETICS_CLASSES)
+  assert np.abs(features).max() > 1e-3 and (features > 0).mean() > 0.1  # not a dead network
   np.testing.assert_allclose(other["features"], features, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(other["logits"], logits, rtol=1e-4, atol=1e-4)
+
+
+def test_extraction_under_jax_gives_the_features_of_tensorflow(jax_run, tmp_path):
+  _, _, videos, jax_out = jax_run
+  pipeline.extract(ExtractConfig(video_dir=str(videos), output_dir=str(tmp_path), **EXTRACT))
+  mine, other = (np.load(contract.feature_path(str(out), "test", "rgb", "a"))
+                 for out in (tmp_path, jax_out))
+  assert mine.shape == (4, contract.FEATURE_DIM) and np.abs(mine).max() > 1
+  np.testing.assert_allclose(other, mine, rtol=1e-5, atol=1e-4)

@@ -1,5 +1,6 @@
 """One stream's I3D with its weights, as a function from a batch of segments to features."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -11,9 +12,11 @@ from wtal_tf.features.i3d import LOGITS_PATH, STREAM_CHANNELS, InceptionI3d
 class SegmentEncoder:
   """I3D of one stream; batch of segments in, FEATURE_DIM-d features out.
 
-  One tf.function per entry point with a signature of unknown batch and frame
-  size, so batches of any N, H, W share one trace; the whole batch runs on the
-  device and crosses to the host once, at the end.
+  Under the TensorFlow backend (the default): one tf.function per entry point with
+  a signature of unknown batch and frame size, so batches of any N, H, W share one
+  trace; the whole batch runs on the device and crosses to the host once, at the
+  end. Under another Keras backend (JAX): Keras's own compiled prediction
+  (`predict_on_batch`, compiled once per input shape), the logits run as they come.
   """
 
   def __init__(self, stream: str, model: InceptionI3d, has_logits: bool = True):
@@ -24,14 +27,16 @@ class SegmentEncoder:
                        f"model has {model.in_channels}")
     self.stream, self.model, self.has_logits = stream, model, has_logits
     self.channels = STREAM_CHANNELS[stream]
-    self.trace_count = 0  # python-side traces of the feature function (tests check it)
-    self._features = tf.function(
-        self._features_fn, jit_compile=False,
-        input_signature=[tf.TensorSpec([None, SEGMENT_FRAMES, None, None, self.channels],
-                                       tf.float32)])
-    self._logits = tf.function(
-        model.logits, jit_compile=False,
-        input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32)])
+    self.trace_count = 0  # python-side traces of the feature function (TensorFlow)
+    self._features, self._logits = model.predict_on_batch, model.logits
+    if keras.backend.backend() == "tensorflow":
+      self._features = tf.function(
+          self._features_fn, jit_compile=False,
+          input_signature=[tf.TensorSpec([None, SEGMENT_FRAMES, None, None, self.channels],
+                                         tf.float32)])
+      self._logits = tf.function(
+          model.logits, jit_compile=False,
+          input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32)])
 
   def _features_fn(self, clips):
     self.trace_count += 1
@@ -45,7 +50,7 @@ class SegmentEncoder:
                        f"{self.channels}], got {list(clips.shape)}")
     if len(clips) == 0:  # an empty batch: TF's kernels reject a zero-size batch
       return np.zeros((0, FEATURE_DIM), np.float32)
-    return self._features(tf.constant(clips)).numpy()
+    return keras.ops.convert_to_numpy(self._features(clips))
 
   def logits(self, features: np.ndarray) -> np.ndarray:
     """features: [N, FEATURE_DIM] -> Kinetics logits [N, NUM_KINETICS_CLASSES]."""
@@ -55,7 +60,7 @@ class SegmentEncoder:
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != FEATURE_DIM:
       raise ValueError(f"features must be [N, {FEATURE_DIM}], got {list(features.shape)}")
-    return self._logits(tf.constant(features)).numpy()
+    return keras.ops.convert_to_numpy(self._logits(features))
 
 
 def build_encoder(stream: str, checkpoint: str | None = None, *,
@@ -71,8 +76,10 @@ def build_encoder(stream: str, checkpoint: str | None = None, *,
   """
   if stream not in STREAM_CHANNELS:
     raise ValueError(f"unknown stream {stream!r}; one of {sorted(STREAM_CHANNELS)}")
+  # Weights loaded next replace every variable: no random draws first (under JAX each
+  # kernel shape would compile its own, about half a minute for I3D).
   model = InceptionI3d(STREAM_CHANNELS[stream], seed=random_init_seed,
-                       name=f"inception_i3d_{stream}")
+                       random_init=random_init_seed is not None, name=f"inception_i3d_{stream}")
   if random_init_seed is not None:
     return SegmentEncoder(stream, model)
   values = i3d_weights.load(stream, checkpoint)
