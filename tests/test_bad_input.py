@@ -261,6 +261,22 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
     batch.localize_to_file(tiny_model.replace(data={"class_list": str(tmp_path / "classes.txt")}))
 
 
+def test_the_model_under_another_keras_backend_is_one_line(tmp_path, monkeypatch):
+  """KERAS_BACKEND=jax (set for extraction, which runs under JAX) reaches training as a
+  one-line error, not a traceback from TensorFlow's checkpoint code."""
+  import keras  # pylint: disable=import-outside-toplevel
+  from wtal_tf.modeling import model  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+  with pytest.raises(UserError, match=r"^KERAS_BACKEND=jax: the localization model trains "
+                     r"and runs on tensorflow only .*set it to tensorflow$"):
+    model.WTALModel(2)
+  data_dir = write_dataset(tmp_path / "d", {"a": (["A"], 4)}, {"x": (["A"], 5)},
+                           classes=("A",))
+  with pytest.raises(UserError, match="^KERAS_BACKEND=jax"):
+    training.train(tiny_config(data_dir, tmp_path / "m", train={"train_steps": 1}))
+  assert not any((tmp_path / "m").iterdir())  # nothing written
+
+
 def test_messages_name_the_first_few_and_count_the_rest():
   assert first_few([], 3) == ""
   assert first_few(["a", "b", "c"], 3) == "a, b, c"

@@ -4,6 +4,8 @@ Each stream has its own `StreamBranch`: attention Ω (Dense(256, ReLU) ->
 Dense(1, sigmoid)), a bias-free classifier W over C+1 classes (index 0 is
 background) and bias-free clustering heads (u_fg, u_bg). One video is one
 step; the time axis is left unknown so variable-length videos share a trace.
+The model runs on TensorFlow (its train step, tf.function and checkpoints); under
+another Keras backend it refuses to be built (feature extraction runs under JAX too).
 """
 
 import zlib
@@ -13,6 +15,9 @@ import tensorflow as tf
 
 from wtal_tf.modeling import losses
 from wtal_tf.config import LossConfig
+from wtal_tf.errors import UserError
+
+BACKEND = "tensorflow"  # the Keras backend the model trains and runs on
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -83,6 +88,10 @@ class WTALModel(keras.Model):
   def __init__(self, num_classes: int, streams=("rgb", "flow"), attention_units: int = 256,
                loss_config: dict | None = None, seed: int = 0, init_stddev: float = 1e-3,
                **kwargs):
+    if keras.backend.backend() != BACKEND:
+      raise UserError(f"KERAS_BACKEND={keras.backend.backend()}: the localization model "
+                      f"trains and runs on {BACKEND} only (feature extraction runs under "
+                      f"JAX too); unset KERAS_BACKEND or set it to {BACKEND}")
     super().__init__(**kwargs)
     self.num_classes, self.streams = num_classes, tuple(streams)
     self.attention_units, self.seed, self.init_stddev = attention_units, seed, init_stddev
