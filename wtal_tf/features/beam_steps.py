@@ -136,9 +136,9 @@ def _extractor(cfg: ExtractConfig, weight_ids: dict[str, str]):
 
 
 def forget_extractors() -> None:
-  """Drops this process's Extractors, so that the next run builds its own: run by a driver
-  whose workers were its threads, once the run ends (its weights files may change before
-  the next)."""
+  """Drops this process's Extractors: run by a driver whose workers were its threads, once
+  the run ends, so that its models do not stay in memory after extract returns (weights
+  changed before a later run are caught by _extractor's key either way)."""
   with _EXTRACTORS_LOCK:
     _EXTRACTORS.clear()
 
