@@ -28,7 +28,6 @@ class SegmentEncoder:
     self.stream, self.model, self.has_logits = stream, model, has_logits
     self.channels = STREAM_CHANNELS[stream]
     self.trace_count = 0  # python-side traces of the feature function (TensorFlow)
-    self._features, self._logits = model.predict_on_batch, model.logits
     if keras.backend.backend() == "tensorflow":
       self._features = tf.function(
           self._features_fn, jit_compile=False,
@@ -37,6 +36,8 @@ class SegmentEncoder:
       self._logits = tf.function(
           model.logits, jit_compile=False,
           input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32)])
+    else:
+      self._features, self._logits = model.predict_on_batch, model.logits
 
   def _features_fn(self, clips):
     self.trace_count += 1
