@@ -17,11 +17,11 @@ def run_killed_after(cfg: ExtractConfig, path: str, chunks: int) -> extraction.E
   weight_ids = {"rgb": provenance.weights_identity(cfg, "rgb")}
   made = {"settings": provenance.settings(cfg, weight_ids),
           "video_identity": provenance.video_identity(path)}
-  fn = steps.ExtractChunkFn(cfg, "killed-run", weight_ids)
+  fn = steps.ExtractChunkFn(cfg, "killed-run")
   fn.setup()
   for task in pipeline.plan(path, cfg.chunk_segments, made)[:chunks]:
     list(fn.process(task))
-  return fn.extractor
+  return steps._extractor(cfg, weight_ids)  # pylint: disable=protected-access
 
 
 def extract_counting_chunks(cfg: ExtractConfig, path: str) -> tuple[dict, list[int]]:

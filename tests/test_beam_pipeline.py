@@ -465,7 +465,7 @@ def test_tensorflow_is_imported_before_the_progress_lines_when_workers_are_threa
   cfg = small_cfg(tmp_path, tmp_path / "out", pipeline_args=mode)
   run = pipeline._run  # pylint: disable=protected-access
   with pytest.raises(UserError, match="finished without writing its summary"):
-    run(cfg, pipeline.pipeline_options(mode), [], [], {}, {"rgb": "random:0"})
+    run(cfg, pipeline.pipeline_options(mode), [], [], {})
   assert calls == (["import"] if imported_first else []) + ["progress", "pipeline"]
 
 

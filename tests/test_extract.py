@@ -297,10 +297,12 @@ def test_real_video_through_the_whole_extraction_is_playing_cricket():
 def test_unloadable_weights_fail_each_video_by_name(tmp_path):
   cfg = small_cfg(random_init_seed=None, rgb_checkpoint=str(tmp_path / "missing.ckpt"),
                   output_dir=str(tmp_path / "out"))
-  fn = steps.ExtractChunkFn(cfg, "run", {"rgb": provenance.weights_identity(cfg, "rgb")})
-  fn.setup()  # a worker: the UserError is kept, not raised inside Beam
-  path = str(tmp_path / "v.mkv")
-  task = {"video": path, "name": "v", "index": 0, "start": 0, "count": None, "made": {}}
-  ((name, result),) = fn.process(task)
-  assert name == "v"
-  assert result["error"].startswith(f"{path}: not extracted: {tmp_path / 'missing.ckpt'}")
+  fn = steps.ExtractChunkFn(cfg, "run")
+  fn.setup()
+  made = {"settings": provenance.settings(cfg, {"rgb": provenance.weights_identity(cfg, "rgb")})}
+  for name in ("v", "w"):  # a worker: each video fails, the UserError not raised inside Beam
+    path = str(tmp_path / f"{name}.mkv")
+    task = {"video": path, "name": name, "index": 0, "start": 0, "count": None, "made": made}
+    ((got, result),) = fn.process(task)
+    assert got == name
+    assert result["error"].startswith(f"{path}: not extracted: {tmp_path / 'missing.ckpt'}")

@@ -150,17 +150,15 @@ class _Progress(threading.Thread):
 
 
 def run_pipeline(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
-                 skipped: Sequence[dict], annotations: dict, run_id: str,
-                 weight_ids: dict[str, str]) -> None:
-  """Runs the Beam pipeline; its last step writes the run's summary. `weight_ids`:
-  provenance.weights_identity of each stream."""
+                 skipped: Sequence[dict], annotations: dict, run_id: str) -> None:
+  """Runs the Beam pipeline; its last step writes the run's summary."""
   runner, options = direct_runner(spread_over(options, max(len(tasks), 1)))
   p = beam.Pipeline(runner=runner, options=options)
   try:
     with p:
       extracted = (p | "work items" >> beam.Create(list(tasks))
                    | "spread" >> beam.Reshuffle()
-                   | "extract" >> beam.ParDo(ExtractChunkFn(cfg, run_id, weight_ids))
+                   | "extract" >> beam.ParDo(ExtractChunkFn(cfg, run_id))
                    | "by video" >> beam.GroupByKey()
                    | "assemble" >> beam.ParDo(AssembleVideoFn(cfg, run_id, annotations)))
       done = p | "already done" >> beam.Create(list(skipped))
@@ -232,7 +230,7 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
 
 
 def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
-         skipped: Sequence[dict], annotations: dict, weight_ids: dict[str, str]) -> list[dict]:
+         skipped: Sequence[dict], annotations: dict) -> list[dict]:
   """Runs the pipeline with the driver's progress lines; returns the run's records."""
   # Workers in this process import TensorFlow here, before the progress lines start: its
   # first import silences file descriptor 2 for seconds (wtal_tf.startup), which would
@@ -244,7 +242,7 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
   progress = _Progress(cfg, run_id, tasks)
   progress.start()
   try:
-    run_pipeline(cfg, options, tasks, skipped, annotations, run_id, weight_ids)
+    run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
   except Exception as e:  # pylint: disable=broad-exception-caught
     line = user_error_line(e)
     if line is None:
@@ -305,7 +303,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   skipped = refused + [record for record, _ in prepared if record is not None]
   tasks = [task for _, planned in prepared for task in planned]
   if tasks:
-    records = _run(cfg, options, tasks, skipped, annotations, settings["streams"])
+    records = _run(cfg, options, tasks, skipped, annotations)
   else:  # nothing to extract: the dataset files without starting Beam's workers
     write_dataset_files(cfg, skipped)
     records = list(skipped)

@@ -121,9 +121,9 @@ def _extractor(cfg: ExtractConfig, weight_ids: dict[str, str]):
   """The worker's features.extraction.Extractor for cfg's encoding (its streams and
   config.ENCODING_FIELDS, all an Extractor reads), built once per process (its threads
   share it, as do runs into other folders) and again when the run's weights differ:
-  `weight_ids` are the driver's provenance.weights_identity of each stream, taken as it
-  plans the run. A warm Dask worker thereby no longer reuses the weights a file held in
-  an earlier run, and drops the Extractor of those."""
+  `weight_ids`: the provenance.weights_identity of each stream, taken by the driver as it
+  planned the run (a work item's settings). A warm Dask worker thereby no longer reuses
+  the weights a file held in an earlier run, and drops the Extractor of those."""
   encoding = ExtractConfig(streams=cfg.streams,
                            **{f: getattr(cfg, f) for f in config.ENCODING_FIELDS})
   key = (encoding, tuple(sorted(weight_ids.items())))
@@ -157,19 +157,18 @@ class _WritesOutFn(beam.DoFn):
 
 class ExtractChunkFn(_WritesOutFn):
   """Work item -> (video name, chunk result); the result holds the chunk's features, or
-  the reason the video is unusable."""
+  the reason the video is unusable. The chunk is extracted with the weights its work item
+  names (task["made"]["settings"], which its status record keeps as its provenance)."""
 
-  def __init__(self, cfg: ExtractConfig, run_id: str, weight_ids: dict[str, str]):
+  def __init__(self, cfg: ExtractConfig, run_id: str):
     super().__init__()
-    self.cfg, self.run_id, self.weight_ids = cfg, run_id, weight_ids
-    self.extractor = self.setup_error = None
+    self.cfg, self.run_id = cfg, run_id
 
-  def setup(self):
-    super().setup()
+  def _extractor(self, task: dict):
     try:
-      self.extractor = _extractor(self.cfg, self.weight_ids)
+      return _extractor(self.cfg, task["made"]["settings"]["streams"])
     except UserError as e:  # e.g. a corrupt checkpoint: every video fails with this reason
-      self.setup_error = e
+      raise UserError(f"{task['video']}: not extracted: {e}") from None
 
   def process(self, task: dict) -> Iterable[tuple[str, dict]]:
     cfg, name, path = self.cfg, task["name"], task["video"]
@@ -178,9 +177,7 @@ class ExtractChunkFn(_WritesOutFn):
     result = _load_chunk(cache, task) if cached else None
     try:  # an unusable video, or OUT refusing a write: the video fails with the reason
       if result is None:
-        if self.setup_error is not None:
-          raise UserError(f"{path}: not extracted: {self.setup_error}")
-        got = self.extractor(path, task["start"], task["count"])
+        got = self._extractor(task)(path, task["start"], task["count"])
         result = {"features": got.features, "frames": got.num_frames,
                   "total_frames": got.total_frames,
                   "segments": len(got.features[cfg.streams[0]]),
