@@ -100,8 +100,8 @@ def _load_chunk(path: str, task: dict) -> Optional[dict]:
           "features": features}
 
 
-_EXTRACTORS: dict = {}  # (encoding, weights ids) -> the Extractor of each worker process
-# (setup runs per partition on some runners, e.g. Dask), shared by its threads
+_EXTRACTORS: dict = {}  # (encoding, weights ids) -> the Extractor of each worker process,
+# shared by its threads and kept beyond one DoFn instance (Dask makes one per partition)
 _EXTRACTORS_LOCK = threading.Lock()  # threads asking at once wait for the one being built
 
 
