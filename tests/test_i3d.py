@@ -178,7 +178,7 @@ def test_layers_round_trip_through_get_config():
   # Without random draws (weights assigned next), also through the config: zero kernels.
   blank = i3d.InceptionI3d.from_config(i3d.InceptionI3d(2, random_init=False).get_config())
   assert blank.random_init is False and all(
-      not np.any(keras.ops.convert_to_numpy(u.conv.kernel)) for u in blank.units().values())
+      not np.any(u.conv.kernel.numpy()) for u in blank.units().values())
 
 
 # ---------------------------------------------------------------- restricted unpickler
