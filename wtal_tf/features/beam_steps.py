@@ -164,7 +164,7 @@ class ExtractChunkFn(_WritesOutFn):
     super().__init__()
     self.cfg, self.run_id = cfg, run_id
 
-  def _extractor(self, task: dict):
+  def _extractor_for(self, task: dict):
     try:
       return _extractor(self.cfg, task["made"]["settings"]["streams"])
     except UserError as e:  # e.g. a corrupt checkpoint: every video fails with this reason
@@ -177,7 +177,7 @@ class ExtractChunkFn(_WritesOutFn):
     result = _load_chunk(cache, task) if cached else None
     try:  # an unusable video, or OUT refusing a write: the video fails with the reason
       if result is None:
-        got = self._extractor(task)(path, task["start"], task["count"])
+        got = self._extractor_for(task)(path, task["start"], task["count"])
         result = {"features": got.features, "frames": got.num_frames,
                   "total_frames": got.total_frames,
                   "segments": len(got.features[cfg.streams[0]]),
