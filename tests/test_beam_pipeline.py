@@ -82,6 +82,33 @@ def test_chunks_reassemble_to_the_one_pass_features_bit_for_bit(videos, tmp_path
   assert not list((tmp_path / "out").glob(f"{steps.RUNS_DIR}/*.json"))
 
 
+def test_videos_named_with_wildcard_characters_leave_no_chunks_or_marks(tmp_path):
+  """Beam's local filesystem deletes what a path matches as a pattern: the chunks of
+  `match [2]` stayed, and deleting those of `a*` could take `ab`'s."""
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  names = ("match [2]", "a*", "ab")
+  for k, name in enumerate(names):
+    write_video(videos / f"{name}.mkv", smooth_frames(80, 48, 64, seed=k))  # 3 chunks
+  out = tmp_path / "out"
+  records = pipeline.extract(small_cfg(videos, out))
+  assert {n: (r["status"], r["chunks"]) for n, r in records.items()} == {
+      n: (steps.OK, 3) for n in names}
+  left = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+          and p.relative_to(out).parts[0] in (steps.CHUNKS_DIR, steps.PROGRESS_DIR,
+                                               steps.RUNS_DIR)]
+  assert left == []
+  assert sorted(json.loads((out / "gt.json").read_text())["database"]) == sorted(names)
+
+
+def test_storage_deletes_the_file_named_and_no_other(tmp_path):
+  for name in ("match [2].npz", "match 2.npz", "a*.npz", "ab.npz", "a?.npz"):
+    (tmp_path / name).write_bytes(b"x")
+  storage.delete([str(tmp_path / "match [2].npz"), str(tmp_path / "a*.npz"),
+                  str(tmp_path / "a?.npz"), str(tmp_path / "missing.npz")])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ab.npz", "match 2.npz"]
+
+
 def test_chunks_planned_for_more_workers_reassemble_bit_for_bit(videos, tmp_path):
   # 7 segments at most 4 a chunk: 2 chunks for one worker, 3 equal ones for three.
   cfg = small_cfg(videos, tmp_path / "out", chunk_segments=4, chunk_workers=3)

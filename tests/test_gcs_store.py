@@ -21,6 +21,7 @@ from video_helpers import CHUNKED_FRAMES
 from wtal_tf import contract
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import beam_steps as steps
+from wtal_tf.features import storage as files
 
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 storage = pytest.importorskip("google.cloud.storage")
@@ -91,3 +92,13 @@ def test_a_missing_bucket_is_one_line_before_any_work(gcs, chunked_videos):
   assert lines == ["error: gs://no-such-bucket/out: cannot write (Request failed with status "
                    "code 404)"]
   assert [b.name for b in gcs.list_buckets()] == [BUCKET]  # no bucket made on the way
+
+
+def test_a_delete_takes_the_object_named_and_no_other(gcs):
+  """Beam's GCS filesystem deletes what a path matches as a pattern (storage._delete_file)."""
+  names = ("match [2].npz", "match 2.npz", "a*.npz", "ab.npz", "a?.npz")
+  for name in names:
+    files.write_bytes(f"gs://{BUCKET}/deletes/{name}", b"x")
+  files.delete([f"gs://{BUCKET}/deletes/{n}"
+                for n in ("match [2].npz", "a*.npz", "a?.npz", "missing.npz")])
+  assert sorted(blobs(gcs, "deletes")) == ["ab.npz", "match 2.npz"]

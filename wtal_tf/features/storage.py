@@ -36,6 +36,9 @@ CONCURRENT_CALLS = 16  # filesystem calls the driver has in flight at once (`con
 # would otherwise wait for one read after another
 LISTS_ONE_FOLDER = ("hdfs",)  # schemes whose listing is one folder's entries (_matches)
 RENAME_KEEPS_TARGET = ("hdfs",)  # schemes whose rename refuses an existing target (_replace)
+DELETE_MATCHES = ("gs",)  # schemes whose Beam delete takes its path as a pattern (_delete_file)
+LITERAL = {"[": "[\\[]", "*": "[*]", "?": "[?]"}  # a wildcard character in a pattern that
+# matches that character (Beam's translate_pattern; `[\[]` matches a backslash too)
 REPLACE_TRIES = 5  # renames of a temporary onto a file that keeps existing there
 STALE_TEMPORARY_S = 600.0  # a temporary this old belongs to no live writer (writes take seconds)
 
@@ -185,7 +188,7 @@ def check_writable(folder: str) -> None:
   try:  # (the filesystem is made here: e.g. HDFS's fails without --hdfs_host)
     probe = join(folder, f"write-check{TMP_MARK}{uuid.uuid4().hex}")  # (stale if left)
     _write(probe, b"ok\n")
-    FileSystems.delete([probe])
+    _delete_file(probe)
   except ANY_CLIENT_ERROR as e:
     raise UserError(f"{folder}: cannot write ({_reason(e)})") from None
 
@@ -203,7 +206,7 @@ def _write(path: str, data: bytes) -> None:
     _replace(tmp, path)
   except ANY_CLIENT_ERROR:
     with contextlib.suppress(ANY_CLIENT_ERROR):
-      FileSystems.delete([tmp])
+      _delete_file(tmp)
     raise
 
 
@@ -222,7 +225,20 @@ def _replace(tmp: str, path: str) -> None:
           or attempt == REPLACE_TRIES - 1 or not FileSystems.exists(path)):
         raise
       with contextlib.suppress(ANY_CLIENT_ERROR):
-        FileSystems.delete([path])
+        _delete_file(path)
+
+
+def _delete_file(path: str) -> None:
+  """Deletes the file `path` and nothing else. Beam's local and GCS filesystems delete
+  what the path matches as a pattern: a video named `a*` would take `ab`'s files with
+  it, and the files of one named `match [2]` would stay. A local file is removed
+  directly; on GCS each wildcard character of the path is given as LITERAL."""
+  if is_local(path):
+    os.remove(path)
+  elif FileSystems.get_scheme(path) in DELETE_MATCHES:
+    FileSystems.delete(["".join(LITERAL.get(c, c) for c in path)])
+  else:  # S3 and HDFS delete the path itself
+    FileSystems.delete([path])
 
 
 def _reason(e: Exception) -> str:
@@ -253,7 +269,7 @@ def delete(paths, prune: bool = False) -> None:
   one's folder, on a local filesystem, once it is empty."""
   for path in paths:
     with contextlib.suppress(ANY_CLIENT_ERROR):
-      FileSystems.delete([path])
+      _delete_file(path)
     if prune and is_local(path):
       with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(path))
