@@ -30,7 +30,7 @@ from wtal_tf.cli import parse_flags
 from wtal_tf import detect as detect_tool
 from wtal_tf import extract as extract_tool
 from wtal_tf import startup
-from wtal_tf.config import ExtractConfig
+from wtal_tf.config import ExtractConfig, TrainConfig
 from wtal_tf.errors import UserError
 from wtal_tf import contract
 from wtal_tf.features import beam_options
@@ -432,6 +432,18 @@ def test_split_with_a_path_separator_is_one_line(cli):
     with pytest.raises(ValueError, match="must be a folder name"):
       ExtractConfig(split=split)
   assert ExtractConfig(split="train_2").split == "train_2"
+
+
+@pytest.mark.parametrize("flag, config, reader", [
+    ("output_dir", ExtractConfig, "Beam's listing of the run's files"),
+    ("model_dir", TrainConfig, "TensorFlow's checkpoint lookup")])
+def test_a_folder_with_wildcard_characters_is_refused(flag, config, reader):
+  """Found by a new user: extract into `feats[i3d]` wrote an empty gt.json and exited 0,
+  and a model dir `runs/exp[1]` could not read its own checkpoints back."""
+  for path in ("feats[i3d]", "runs/exp*", "a?b"):
+    with pytest.raises(ValueError, match=re.escape(f"--{flag}={path}: {reader} reads '")):
+      config(**{flag: path})
+  assert getattr(config(**{flag: "runs/exp (1)"}), flag) == "runs/exp (1)"
 
 
 def test_detect_checks_its_outputs_before_loading_anything(cli):

@@ -116,6 +116,20 @@ class LossConfig:
     return cls(**d)
 
 
+WILDCARDS = "*?["  # read as wildcards in a folder's path by TensorFlow's checkpoint lookup
+# and by Beam's filesystems listing a run's files
+
+
+def check_literal_folder(flag: str, path: str, reader: str) -> None:
+  """A ValueError when `path` holds one of WILDCARDS: `reader` finds the files in it by a
+  pattern made from the path, which would then match other files, or none."""
+  found = [c for c in WILDCARDS if c in path]
+  if found:
+    raise ValueError(f"--{flag}={path}: {reader} reads {' and '.join(map(repr, found))} in "
+                     f"the folder's path as a wildcard, which can match other files or none: use "
+                     f"a folder without {' '.join(WILDCARDS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   model_dir: str = param("", "Checkpoints, logs and outputs.")
@@ -129,6 +143,9 @@ class TrainConfig:
   num_vis_videos: int = param(2, "Test videos drawn to TensorBoard at each evaluation.",
                               lower=0)
   deterministic: bool = param(True, "Deterministic TensorFlow ops (reproducible resume).")
+
+  def __post_init__(self):
+    check_literal_folder("model_dir", self.model_dir, "TensorFlow's checkpoint lookup")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +238,7 @@ class ExtractConfig:
     if self.split in ("", ".", "..") or any(sep in self.split for sep in seps):
       raise ValueError(f"--split={self.split}: must be a folder name (features/<split>/), "
                        "without a path separator, not '.' or '..'")
+    check_literal_folder("output_dir", self.output_dir, "Beam's listing of the run's files")
     if self.crop_size > self.resize_shorter:
       raise ValueError(f"--crop_size={self.crop_size} exceeds "
                        f"--resize_shorter={self.resize_shorter}")
