@@ -1,5 +1,6 @@
 """Timeline pictures: size, sensitivity to the attention, edge cases. No pixel goldens."""
 
+from matplotlib import cbook
 import numpy as np
 import pytest
 
@@ -116,3 +117,18 @@ def test_twenty_detected_classes_draw_the_most_probable_without_a_layout_warning
   labels = fig.axes[2].get_legend_handles_labels()[1]
   assert [l for l in labels if l.endswith("rgb (p=0.90)")] == ["Class00 rgb (p=0.90)"]
   assert len([l for l in labels if " rgb " in l]) == timeline.MAX_CLASSES_DRAWN
+
+
+def test_dollar_signs_in_names_are_drawn_as_written():
+  """A video named `price_$10_to_$20` made matplotlib parse maths and fail to draw."""
+  cfg = LocalizeConfig(proposal_source="attention")
+  outs = outputs(40)
+  classes = ("cost $5^ vs $10", "B", "C")
+  gt = groundtruth.GTVideo("v", "test", 40.0, (groundtruth.Instance(classes[0], 1.0, 5.5),))
+  fig = timeline.render([timeline.Panel("price_$10_to_$20", outs, localize(outs, cfg), cfg)],
+                        classes, 0.64, gt=gt)
+  plotting.to_array(fig)  # draws
+  texts = [fig.axes[0].get_title(loc="left"), fig.axes[0].get_yticklabels()[0].get_text(),
+           *fig.axes[2].get_legend_handles_labels()[1]]
+  assert texts[0].startswith(r"price_\$10_to_\$20") and classes[0].replace("$", r"\$") in texts[1]
+  assert not any(cbook.is_math_text(t) for t in texts)

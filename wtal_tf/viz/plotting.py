@@ -15,6 +15,13 @@ def figure(width_in: float, height_in: float, dpi: int = 100) -> Figure:
   return fig
 
 
+def literal(text: str) -> str:
+  """`text` drawn as written: matplotlib reads a pair of `$` as maths (a video named
+  `price_$10_to_$20` failed to draw, `cost $5^ vs $10` was drawn garbled); each `$`
+  escaped, none is."""
+  return text.replace("$", r"\$")
+
+
 def to_array(fig: Figure) -> np.ndarray:
   """RGB uint8 [H, W, 3] of a drawn figure."""
   fig.canvas.draw()

@@ -56,13 +56,14 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   kept = sorted(sorted(detected, key=lambda c: -probs[c])[:MAX_CLASSES_DRAWN])
   more = (f" (the {len(kept)} most probable of {len(detected)} detected classes)"
           if len(kept) < len(detected) else "")
-  ax_gt.set_title(panel.title + more, loc="left", fontsize=9)
+  ax_gt.set_title(plotting.literal(panel.title) + more, loc="left", fontsize=9)
   if gt is not None:
     for inst in gt.instances:
       ax_gt.broken_barh([(inst.start, max(inst.end - inst.start, 1e-3))], (0, 1),
                         color=color(inst.label), alpha=0.8)
     labels = sorted({i.label for i in gt.instances})
-    ax_gt.set_yticks([0.5], [", ".join(labels) if labels else "(no instances)"], fontsize=7)
+    ax_gt.set_yticks([0.5], [plotting.literal(", ".join(labels)) if labels else "(no instances)"],
+                     fontsize=7)
   else:
     ax_gt.set_yticks([0.5], ["no ground truth"], fontsize=7)
   ax_gt.set_ylabel("GT", fontsize=8)
@@ -93,7 +94,7 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   for signal, style, suffix in curves:
     for k, c in enumerate(kept):
       ax_cam.plot(times, signal[:, k], lw=0.9, ls=style, color=color(classes[c]),
-                  label=f"{classes[c]}{suffix} (p={probs[c]:.2f})")
+                  label=f"{plotting.literal(classes[c])}{suffix} (p={probs[c]:.2f})")
   ax_cam.set_ylabel(label, fontsize=8)
   entries = len(ax_cam.get_legend_handles_labels()[0])
   ax_cam.legend(fontsize=6, loc="upper right", ncol=max(1, -(-entries // LEGEND_ROWS)))
