@@ -101,6 +101,21 @@ def test_videos_named_with_wildcard_characters_leave_no_chunks_or_marks(tmp_path
   assert sorted(json.loads((out / "gt.json").read_text())["database"]) == sorted(names)
 
 
+def test_a_link_to_a_missing_video_fails_by_name(videos, tmp_path):
+  """A link whose target is not there (an unmounted disk, a git-annex file not fetched)
+  was ignored without a word, as a file of another kind."""
+  (videos / "day2.mp4").symlink_to(tmp_path / "unmounted" / "day2.mp4")
+  out = tmp_path / "out"
+  with pytest.raises(UserError, match="1 of 4 videos failed"):
+    pipeline.extract(small_cfg(videos, out))
+  failures = json.loads(pathlib.Path(steps.failures_path(str(out), "test")).read_text())
+  assert failures == [{"video": str(videos / "day2.mp4"), "reason": (
+      f"{videos / 'day2.mp4'}: cannot read (a link to {tmp_path / 'unmounted' / 'day2.mp4'}, "
+      "which does not exist)")}]
+  gt = json.loads((out / "gt.json").read_text())["database"]
+  assert sorted(gt) == ["b", "c", "long"]
+
+
 def test_storage_deletes_the_file_named_and_no_other(tmp_path):
   for name in ("match [2].npz", "match 2.npz", "a*.npz", "ab.npz", "a?.npz"):
     (tmp_path / name).write_bytes(b"x")

@@ -49,9 +49,11 @@ def test_list_videos_takes_every_camera_extension_in_any_case_and_counts_the_res
   for n in others:
     (tmp_path / n).write_bytes(b"x")
   (tmp_path / "sub.mp4").mkdir()  # a directory is not a video file
+  (tmp_path / "r.mp4").symlink_to(tmp_path / "unmounted.mp4")  # listed, to fail by name
+  (tmp_path / "s.txt").symlink_to(tmp_path / "unmounted.txt")
   paths, ignored = video.list_videos(str(tmp_path))
-  assert paths == [str(tmp_path / n) for n in sorted(names)]
-  assert ignored == sorted(others + ["sub.mp4"])
+  assert paths == [str(tmp_path / n) for n in sorted(names + ["r.mp4"])]
+  assert ignored == sorted(others + ["sub.mp4", "s.txt"])
 
 
 def test_list_videos_errors(tmp_path):

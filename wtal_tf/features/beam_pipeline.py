@@ -216,7 +216,12 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
                         path: str, gt) -> tuple[Optional[dict], list[dict]]:
   """(its skipped record, []) for a video complete as `settings` make it, else (None, its
   work items). gt: its GTVideo of --annotations, or None."""
-  made = {"settings": settings, "video_identity": provenance.video_identity(path)}
+  try:
+    made = {"settings": settings, "video_identity": provenance.video_identity(path)}
+  except OSError as e:  # a link to a file that is not there (list_videos), or gone since
+    why = (f"a link to {os.readlink(path)}, which does not exist" if os.path.islink(path)
+           else e.strerror)
+    return {"video": path, "status": FAILED, "reason": f"{path}: cannot read ({why})"}, []
   record, changed = completed(cfg, name, made)
   if record is None:
     if changed:

@@ -128,8 +128,10 @@ def list_videos(video_dir: str) -> tuple[list[str], list[str]]:
 
   A video file is a regular file (or a link to one) whose name ends with one of
   VIDEO_EXTENSIONS in any letter case and does not start with "." (hidden
-  files, e.g. macOS's "._clip.mp4", are ignored). Everything else in the
-  directory (other names, hidden files, subdirectories) is returned as ignored.
+  files, e.g. macOS's "._clip.mp4", are ignored). A link of such a name whose
+  target is missing (an unmounted disk, a git-annex file not fetched) is listed
+  too, so that the run reports it as failed. Everything else in the directory
+  (other names, hidden files, subdirectories) is returned as ignored.
   UserError if the directory is missing, holds no video, or two videos have the
   same name without extension (they would write the same feature file).
   """
@@ -138,7 +140,7 @@ def list_videos(video_dir: str) -> tuple[list[str], list[str]]:
   paths, ignored = [], []
   for entry in sorted(os.listdir(video_dir)):
     path = os.path.join(video_dir, entry)
-    if is_video_name(entry) and os.path.isfile(path):
+    if is_video_name(entry) and (os.path.isfile(path) or not os.path.exists(path)):
       paths.append(path)
     else:
       ignored.append(entry)
