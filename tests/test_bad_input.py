@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import REPO, tiny_config, write_dataset
 from wtal_tf import config as C
+from wtal_tf import io_utils
 from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import activitynet
 from wtal_tf.evaluation import metrics as evaluation
@@ -259,6 +261,34 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
   with pytest.raises(UserError, match=r"/m: the model was trained on classes \['A', 'B'\], "
                      r"but .*classes.txt gives \['A', 'B', 'C'\]"):
     batch.localize_to_file(tiny_model.replace(data={"class_list": str(tmp_path / "classes.txt")}))
+
+
+def test_an_output_over_a_file_the_command_reads_is_refused_before_any_work(
+    tiny_model, good, tmp_path, monkeypatch):
+  """Found by a new user: localize --output=DATA/gt.json replaced the ground truth with
+  detections, evaluate --output=DETECTIONS replaced them with scores (exit 0)."""
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  model_dir = pathlib.Path(tiny_model.train.model_dir)
+  before = {p: p.read_bytes() for p in (good / "gt.json", model_dir / "model.json")}
+  for output, what in ((good / "gt.json", "ground truth of the dataset"),
+                       (model_dir / "model.json", "model spec of --model_dir")):
+    with pytest.raises(UserError, match=re.escape(
+        f"{output}: cannot write the detections file (it is the {what})")):
+      batch.localize_to_file(tiny_model, str(output))
+  assert {p: p.read_bytes() for p in before} == before
+  monkeypatch.chdir(good)  # the same file by a relative path and through a link
+  (tmp_path / "link.json").symlink_to(good / "gt.json")
+  for same in ("gt.json", str(tmp_path / "link.json")):
+    with pytest.raises(UserError, match="it is the ground truth of --gt"):
+      io_utils.check_writable(same, "scores file", {str(good / "gt.json"): "ground truth of --gt"})
+  io_utils.check_writable("other.json", "scores file", {str(good / "gt.json"): "ground truth"})
+  dets = tmp_path / "dets.json"
+  dets.write_text(json.dumps(activitynet.document({})))
+  proc = run_cli("wtal_tf.evaluate", f"--gt={good / 'gt.json'}", f"--detections={dets}",
+                 f"--output={dets}")
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+      f"error: {dets}: cannot write the scores file (it is the detections of --detections)"]
+  assert json.loads(dets.read_text()) == activitynet.document({})
 
 
 def test_the_model_under_another_keras_backend_is_one_line(tmp_path, monkeypatch):

@@ -225,6 +225,9 @@ def cli_cases(root) -> dict[str, list[str]]:
                           f"--timeline={below_a_file / 'timeline.png'}"],
       "detect_timeline_jpg": [*detect, f"--output={root / 'dets.json'}",
                               f"--timeline={root / 'timeline.jpg'}"],
+      "detect_output_is_the_video": [*detect, f"--output={clip}"],
+      "detect_output_is_the_timeline": [*detect, f"--output={root / 'both.png'}",
+                                        f"--timeline={root / 'both.png'}"],
       "extract_truncated_checkpoint": [
           "wtal_tf.extract", f"--video_dir={videos}", f"--output_dir={root / 'out_flow'}",
           "--streams=flow", f"--flow_checkpoint={prefix}", "--resize_shorter=40",
@@ -459,6 +462,13 @@ def test_detect_checks_its_outputs_before_loading_anything(cli):
   assert one_error_line(procs["detect_timeline_jpg"]) == (
       f"error: --timeline={root / 'timeline.jpg'}: the timeline is a PNG picture: give a .png "
       "name")
+  assert one_error_line(procs["detect_output_is_the_video"]) == (
+      f"error: {root / 'new.mkv'}: cannot write the detections file (it is the video of "
+      "--video)")
+  assert (root / "new.mkv").read_bytes() == b"only checked to exist before the outputs"
+  assert one_error_line(procs["detect_output_is_the_timeline"]) == (
+      f"error: {root / 'both.png'}: cannot write the timeline picture (it is the detections "
+      "file this command writes)")
 
 
 def test_truncated_checkpoint_is_one_line_naming_the_data_file(cli, tmp_path):

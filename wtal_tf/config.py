@@ -252,7 +252,7 @@ class ExtractConfig:
 class DetectConfig:
   """Detections for one new video (wtal_tf.detect)."""
   video: str = param("", "detect: the video file.")
-  output: str = param("", "detect: detections JSON (default MODEL_DIR/detections_<video>.json).")
+  output: str = param("", "detect: detections JSON (default MODEL_DIR/detect_<video>.json).")
   timeline: str = param("", "detect: write the timeline picture to this PNG.")
 
 

@@ -36,7 +36,8 @@ def main(argv):
   cfg = cli.config_from_flags()
   detections, gt = cli.require(f.detections, "detections"), cli.require(f.gt, "gt")
   if f.output:
-    io_utils.check_writable(f.output, "scores file")
+    io_utils.check_writable(f.output, "scores file", {gt: "ground truth of --gt",
+                                                      detections: "detections of --detections"})
   result = metrics.evaluate_files(gt, detections, f.subset or cfg.data.test_subset,
                                   cfg.eval.thresholds)
   print(metrics.format_table(result, cfg.eval.averages, f.per_class))

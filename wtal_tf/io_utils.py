@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from wtal_tf.errors import UserError
 
@@ -26,10 +26,16 @@ def ensure_writable_dir(path: str, what: str = "model dir") -> None:
     raise UserError(f"{path}: {what} is not writable")
 
 
-def check_writable(path: str, what: str = "output file") -> None:
+def check_writable(path: str, what: str = "output file",
+                   taken: Optional[dict[str, str]] = None) -> None:
   """A UserError unless `path` could be written (atomically) now: it is not a
-  folder, and its nearest existing parent folder is a writable folder."""
+  folder, its nearest existing parent folder is a writable folder, and it is none
+  of the files `taken` ({path: what it is, e.g. "video of --video"}: what the
+  command reads, or writes besides), which writing it would destroy."""
   path = os.fspath(path)
+  for other, other_what in (taken or {}).items():
+    if other and os.path.realpath(other) == os.path.realpath(path):
+      raise UserError(f"{path}: cannot write the {what} (it is the {other_what})")
   if os.path.isdir(path):
     raise UserError(f"{path}: cannot write the {what} (it is a folder)")
   parent = os.path.dirname(os.path.abspath(path))

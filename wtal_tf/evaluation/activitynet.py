@@ -134,8 +134,14 @@ def document(results: dict, external_data: dict | None = None) -> dict:
 
 
 def default_path(model_dir: str, subset: str) -> str:
-  """MODEL_DIR/detections_<subset>.json."""
+  """MODEL_DIR/detections_<subset>.json: localize's detections of a subset."""
   return os.path.join(model_dir, f"detections_{subset}.json")
+
+
+def default_video_path(model_dir: str, video: str) -> str:
+  """MODEL_DIR/detect_<video>.json: detect's detections of one video (not named as a
+  subset's: a video named `test` would replace localize's detections of the test set)."""
+  return os.path.join(model_dir, f"detect_{video}.json")
 
 
 def results_path(detections_path: str) -> str:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from wtal_tf import contract
 from wtal_tf import io_utils
 from wtal_tf.config import Config
 from wtal_tf.data import datasets as data
@@ -24,6 +25,7 @@ from wtal_tf.evaluation import activitynet
 from wtal_tf.inference.predictor import Predictor, load_predictor
 from wtal_tf.localization.localize import localize
 from wtal_tf.localization.outputs import StreamOutput
+from wtal_tf.modeling import checkpoints
 
 OUTPUT_KEYS = {"attention": "attention", "tcam": "cas", "class_probs": "class_probs"}
 
@@ -86,6 +88,10 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   Returns the path written, the results it holds and the (test-only) dataset read.
   """
   model_dir = cfg.train.model_dir
+  output = output or activitynet.default_path(model_dir, cfg.data.test_subset)
+  io_utils.check_writable(output, "detections file", {  # before the work
+      cfg.data.gt_file or contract.gt_path(cfg.data.data_dir): "ground truth of the dataset",
+      cfg.data.class_list: "class list of --class_list", **checkpoints.model_files(model_dir)})
   predictor = load_predictor(model_dir, cfg.localize)
   if set(cfg.data.streams) != set(predictor.streams):  # before reading a missing stream
     raise UserError(f"--streams={','.join(cfg.data.streams)} but the model in {model_dir} "

@@ -16,6 +16,7 @@ from wtal_tf.features import extraction
 from wtal_tf.features import video as video_lib
 from wtal_tf.inference import batch
 from wtal_tf.inference.predictor import load_predictor
+from wtal_tf.modeling import checkpoints
 from wtal_tf.viz import plotting
 from wtal_tf.viz import timeline
 
@@ -25,14 +26,16 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   model_dir, path = cfg.train.model_dir, cfg.detect.video
   if not os.path.isfile(path):
     raise UserError(f"{path}: video not found")
-  output = cfg.detect.output or activitynet.default_path(model_dir, video_lib.name(path))
+  output = cfg.detect.output or activitynet.default_video_path(model_dir, video_lib.name(path))
   picture = cfg.detect.timeline or None
   # Before any model loading or extraction, which can take minutes.
-  io_utils.check_writable(output, "detections file")
+  taken = {path: "video of --video", **checkpoints.model_files(model_dir)}
+  io_utils.check_writable(output, "detections file", taken)
   if picture:
     if not picture.lower().endswith(".png"):
       raise UserError(f"--timeline={picture}: the timeline is a PNG picture: give a .png name")
-    io_utils.check_writable(picture, "timeline picture")
+    io_utils.check_writable(picture, "timeline picture",
+                            {**taken, output: "detections file this command writes"})
   predictor = load_predictor(model_dir, cfg.localize)
   wrong = {s: d for s, d in predictor.feature_dims.items() if d != contract.FEATURE_DIM}
   if wrong:

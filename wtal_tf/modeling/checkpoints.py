@@ -82,6 +82,13 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
   io_utils.write_json(os.path.join(model_dir, SPEC_FILE), model_spec, indent=1)
 
 
+def model_files(model_dir: str) -> dict[str, str]:
+  """{path: what it is} of the model dir's files a tool reads (io_utils.check_writable's
+  `taken`: an output given one of their paths would destroy the model)."""
+  return {os.path.join(model_dir, SPEC_FILE): "model spec of --model_dir",
+          os.path.join(model_dir, FLAGS_FILE): "training flags of --model_dir"}
+
+
 def read_spec(model_dir: str) -> tuple[str, dict]:
   """(path, contents) of the model dir's model.json; a UserError when absent or unreadable."""
   spec_path = os.path.join(model_dir, SPEC_FILE)
