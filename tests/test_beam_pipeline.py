@@ -27,6 +27,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import beam_steps as steps
 from wtal_tf.features import extraction
+from wtal_tf.features import provenance
 from wtal_tf.features import storage
 
 SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
@@ -192,7 +193,6 @@ def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos,
 
 
 def test_weights_are_identified_by_the_bytes_of_their_files(tmp_path, monkeypatch):
-  provenance = pipeline.provenance
   pickle_file, prefix = tmp_path / "rgb.ckpt", tmp_path / "ckpt" / "model.ckpt"
   data_file, index_file = (pathlib.Path(f"{prefix}{suffix}")
                            for suffix in (".data-00000-of-00001", ".index"))
@@ -237,6 +237,48 @@ def test_the_skip_rule_checks_the_feature_files(videos, tmp_path):
   assert features(tmp_path / "out", "b").shape == (2, 1024)
 
 
+def test_streams_not_extracted_again_are_kept_if_made_alike_else_removed(tmp_path, caplog):
+  """Found by a new user: rgb extracted again at another crop left the flow features of
+  the old crop beside it, named by no record, for `localize --streams=rgb,flow` to mix."""
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  write_video(videos / "v.mkv", smooth_frames(33, 48, 64, seed=4))
+  out = tmp_path / "out"
+  both = small_cfg(videos, out, streams=("rgb", "flow"))
+  pipeline.extract(both)
+  flow = pathlib.Path(contract.feature_path(str(out), "test", "flow", "v"))
+  made_flow = flow.read_bytes()
+  # rgb again (its file damaged), as flow was made: flow is kept, and recorded.
+  pathlib.Path(contract.feature_path(str(out), "test", "rgb", "v")).write_bytes(b"damaged")
+  assert pipeline.extract(small_cfg(videos, out))["v"]["status"] == steps.OK
+  assert flow.read_bytes() == made_flow
+  assert pipeline.extract(both)["v"]["status"] == steps.SKIPPED
+  # rgb again at another crop: flow, made at the old one, is removed, with a warning.
+  caplog.set_level("WARNING")
+  record = pipeline.extract(small_cfg(videos, out, crop_size=CROP - 8))["v"]
+  assert record["status"] == steps.OK and list(record["provenance"]["streams"]) == ["rgb"]
+  assert not flow.exists()
+  assert any("removed its flow features, made with other settings" in r.getMessage()
+             for r in caplog.records)
+
+
+def test_other_streams_are_kept_only_when_made_alike():
+  rgb, flow = {"rgb": "random:0"}, {"flow": "random:0"}
+  base = {"feature_version": 1, "crop_size": 32}
+  old = {"provenance": {**base, "flow_engine": "opencv", "streams": flow},
+         "video_identity": {"size": 1}}
+  made = {"settings": {**base, "streams": rgb}, "video_identity": {"size": 1}}
+  assert provenance.other_streams(old, made) == (
+      {**base, "flow_engine": "opencv", "streams": {**flow, **rgb}}, [])
+  for changed in ({"settings": {**base, "crop_size": 24, "streams": rgb}},
+                  {"video_identity": {"size": 2}}):
+    assert provenance.other_streams(old, {**made, **changed}) == (
+        {**made, **changed}["settings"], ["flow"])
+  assert provenance.other_streams(None, made) == (made["settings"], [])
+  assert provenance.other_streams({"provenance": {**base, "streams": rgb}}, made) == (
+      made["settings"], [])
+
+
 def test_records_come_through_the_pipeline_not_from_files_on_the_driver(videos, tmp_path):
   cfg = small_cfg(videos, tmp_path / "out")
   with mock.patch.object(pipeline.storage, "read_json", wraps=storage.read_json) as reads:
@@ -245,8 +287,9 @@ def test_records_come_through_the_pipeline_not_from_files_on_the_driver(videos, 
     steps.merge_gt(cfg.output_dir)  # as the pipeline's last step does, once
   status_reads = [c for c in reads.call_args_list if steps.STATUS_DIR in str(c)]
   merged = [c for c in merge_reads.call_args_list if steps.STATUS_DIR in str(c)]
-  # the skip check before the run, one per video, and the gt.json merge of the last step
-  assert len(merged) == 3 and len(status_reads) == 3 + len(merged)
+  # the skip check before the run and the assembly's (provenance.other_streams), one per
+  # video each, and the gt.json merge of the last step
+  assert len(merged) == 3 and len(status_reads) == 3 + 3 + len(merged)
   assert {r["status"] for r in records.values()} == {"ok"}
   # A pipeline that wrote no summary is an error, not a guess from old records.
   with mock.patch.object(pipeline, "run_pipeline"), pytest.raises(UserError,

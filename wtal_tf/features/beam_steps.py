@@ -47,6 +47,7 @@ from wtal_tf import config
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.errors import UserError
+from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
 
@@ -219,16 +220,23 @@ class AssembleVideoFn(_WritesOutFn):
       features = {s: np.concatenate([c["features"][s] for c in chunks]).astype(np.float32)
                   for s in cfg.streams}
       made = chunks[0]["made"]
+      settings, stale = provenance.other_streams(
+          storage.read_json(status_path(cfg.output_dir, cfg.split, name)), made)
       record = {"video": path, "status": OK, "frames": frames,
                 "segments": len(features[cfg.streams[0]]), "duration": frames / contract.FPS,
                 "chunks": len(chunks), "workers": sorted({c["worker"] for c in chunks}),
                 "warnings": [c["warning"] for c in chunks if c.get("warning")],
-                "provenance": made["settings"], "video_identity": made["video_identity"]}
+                "provenance": settings, "video_identity": made["video_identity"]}
+      if stale:
+        record["warnings"].append(
+            f"{path}: removed its {' and '.join(stale)} features, made with other settings "
+            "or from another file of this name (extract them again to have them)")
     record["run"] = self.run_id
     record[GT_KEY] = gt_entry(cfg, record, self.annotations.get(name))
     try:
       for s, x in features.items():
         storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
+      storage.delete([contract.feature_path(cfg.output_dir, cfg.split, s, name) for s in stale])
       storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
     except UserError as e:  # OUT refused a write: the video fails (its status unwritten:
       # not skipped by a rerun, which reuses its chunks)

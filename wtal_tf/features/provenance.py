@@ -6,6 +6,8 @@ stream's weights (a SHA-256 of the weights files, or the random-init seed)
 and the identity of the video file (size and modification time). A rerun
 skips a video only when its stored provenance equals the current one for
 every stream it extracts; otherwise it says what changed and extracts again.
+A run that extracts some streams again keeps the others' features only when
+they were made as its own are (recorded), else removes them (other_streams).
 """
 
 import glob
@@ -63,3 +65,26 @@ def differences(stored: dict, current: dict) -> list[str]:
     elif stored_streams[s] != identity:
       out.append(f"{s} weights {stored_streams[s][:19]}… -> {identity[:19]}…")
   return out
+
+
+def other_streams(old_record, made: dict) -> tuple[dict, list[str]]:
+  """(the provenance a video's new status record states, the streams whose feature
+  files no longer fit it), for a run that extracted the streams of made["settings"].
+
+  The old record's other streams keep their feature files when they were made as this
+  run makes its own, from the same video file: the new provenance names them too
+  (with the settings only they use, e.g. the flow engine). Otherwise those files were
+  made another way (other geometry, another file under the video's name) and must go:
+  a record names how every feature file of the video was made.
+  """
+  settings = made["settings"]
+  old = old_record.get("provenance") if isinstance(old_record, dict) else None
+  if not isinstance(old, dict) or not isinstance(old.get("streams"), dict):
+    return settings, []
+  others = {s: i for s, i in old["streams"].items() if s not in settings["streams"]}
+  if not others:
+    return settings, []
+  if (old_record.get("video_identity") != made["video_identity"]
+      or differences(old, {**settings, "streams": {}})):
+    return settings, sorted(others)
+  return {**old, **settings, "streams": {**others, **settings["streams"]}}, []
