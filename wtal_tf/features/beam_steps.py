@@ -213,7 +213,7 @@ class AssembleVideoFn(_WritesOutFn):
     total = chunks[-1].get("total_frames")
     if not errors and total != frames:
       errors = [f"{path}: the chunks cover {frames} frames, the video has {total}"]
-    features = {}
+    features, stale = {}, []
     if errors:
       record = {"video": path, "status": FAILED, "reason": errors[0]}
     else:
