@@ -1,6 +1,7 @@
 """Readers for both layouts, the THUMOS14 converter, and the training order."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -141,6 +142,33 @@ def test_make_synthetic_cli(tmp_path):
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   assert again.returncode == 2 and "already exists" in again.stderr
   assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]  # no partial dirs left
+
+
+def test_converter_refuses_rows_that_are_not_segments_and_a_lost_class_file(tmp_path):
+  """Found by a new user: such rows were converted (exit 0) into a gt.json that the
+  loaders then refused; a byte-order mark became part of a video's name; a class file
+  missing from one subset dropped its instances without a word."""
+  splits = {"validation": tmp_path / "val", "test": tmp_path / "test"}
+  for subset, folder in splits.items():
+    folder.mkdir()
+    for label in ("Diving", "Billiards"):
+      (folder / f"{label}{thumos14.SUFFIX[subset]}").write_text(f"video_{subset}_1 1.0 2.5\n")
+  diving = splits["validation"] / "Diving_val.txt"
+  for row in ("video_validation_2 9.0 5.0", "video_validation_2 -3.0 5.0",
+              "video_validation_2 nan 5.0", "video_validation_2 1.0 inf"):
+    diving.write_text(f"video_validation_1 1.0 2.5\n{row}\n")
+    with pytest.raises(UserError, match=re.escape(
+        f"{diving}: line 2: start {row.split()[1]} and end {row.split()[2]} are not a segment")):
+      thumos14.read_official({k: str(v) for k, v in splits.items()})
+  diving.write_bytes(b"\xef\xbb\xbfvideo_validation_1 1.0 2.5\r\n")  # a BOM, Windows lines
+  got = thumos14.read_official({k: str(v) for k, v in splits.items()})
+  assert sorted(got) == ["video_test_1", "video_validation_1"]
+  assert len(got["video_validation_1"].instances) == 2
+  (splits["test"] / "Billiards_test.txt").unlink()
+  with pytest.raises(UserError, match=re.escape(
+      f"{splits['test']}: no Billiards_test.txt, which {splits['validation']} has as "
+      "Billiards_val.txt")):
+    thumos14.read_official({k: str(v) for k, v in splits.items()})
 
 
 def test_converter_refuses_bad_video_info_and_unwritable_output(tmp_path):

@@ -1,5 +1,6 @@
 """THUMOS14's official annotation files (per-class txt) as ground truth."""
 
+import itertools
 import math
 import os
 from typing import Mapping, Optional
@@ -26,7 +27,7 @@ def _read_split(directory: str, subset: str):
   for fn in files:
     label = fn[:-len(suffix)]
     path = os.path.join(directory, fn)
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # (a byte-order mark is not a video's name)
       for n, line in enumerate(f, 1):
         parts = line.split()
         if not parts:
@@ -37,6 +38,9 @@ def _read_split(directory: str, subset: str):
           start, end = float(parts[1]), float(parts[2])
         except ValueError:
           raise UserError(f"{path}: line {n}: start/end are not numbers") from None
+        if not (math.isfinite(start) and math.isfinite(end)) or not 0 <= start <= end:
+          raise UserError(f"{path}: line {n}: start {parts[1]} and end {parts[2]} are not a "
+                          "segment (0 <= start <= end, in seconds)")
         if label != groundtruth.AMBIGUOUS:
           rows.append((parts[0], label, start, end))
   return rows
@@ -51,8 +55,10 @@ def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = Non
   """
   info = groundtruth.load_json(video_info) if video_info else {}
   grouped: dict[str, tuple[str, list]] = {}
+  rows = {subset: _read_split(directory, subset) for subset, directory in split_dirs.items()}
+  _check_same_classes(split_dirs)
   for subset, directory in split_dirs.items():
-    for video, label, start, end in _read_split(directory, subset):
+    for video, label, start, end in rows[subset]:
       if wtal_standard and video in WTAL_STANDARD_DROPS:
         continue
       grouped.setdefault(video, (subset, []))[1].append((start, end, label))
@@ -66,6 +72,20 @@ def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = Non
         video, subset, _duration(info.get(video), video_info, video),
         tuple(groundtruth.Instance(l, s, e) for s, e, l in sorted(rows)))
   return videos
+
+
+def _check_same_classes(split_dirs: Mapping[str, str]) -> None:
+  """A UserError naming a class file one subset's folder has and another's lacks (a file
+  lost in copying would silently drop that class's instances)."""
+  files = {subset: {f[:-len(SUFFIX[subset])] for f in os.listdir(split_dirs[subset])
+                    if f.endswith(SUFFIX[subset])} for subset in split_dirs}
+  for subset, other in itertools.permutations(files, 2):
+    missing = sorted(files[other] - files[subset])
+    if missing:
+      raise UserError(f"{split_dirs[subset]}: no {missing[0]}{SUFFIX[subset]}, which "
+                      f"{split_dirs[other]} has as {missing[0]}{SUFFIX[other]}"
+                      + (f" ({len(missing) - 1} more classes missing)" if len(missing) > 1
+                         else ""))
 
 
 def _duration(entry, source: str, video: str) -> Optional[float]:
