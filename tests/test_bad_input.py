@@ -79,11 +79,14 @@ def test_bad_feature_file(good, how, message):
 
 
 @pytest.mark.parametrize("how,message", FEATURE_CASES[:3])
-def test_skip_invalid_videos(good, how, message):
+def test_skip_invalid_videos(good, how, message, caplog):
   corrupt(feature(good, "train", "rgb", "b"), how)
+  caplog.set_level("WARNING")
   ds = load(good, skip_invalid_videos=True)
   assert [v.name for v in ds.train] == ["a"]
   assert len(ds.skipped) == 1 and message in ds.skipped[0]
+  # Said by the loader, so by every tool (localize, visualize, attention_stats said nothing).
+  assert [r.getMessage() for r in caplog.records] == [f"skipped: {ds.skipped[0]}"]
 
 
 def test_a_skipped_test_video_counts_as_one_without_detections(tmp_path):
@@ -261,6 +264,14 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
   with pytest.raises(UserError, match=r"/m: the model was trained on classes \['A', 'B'\], "
                      r"but .*classes.txt gives \['A', 'B', 'C'\]"):
     batch.localize_to_file(tiny_model.replace(data={"class_list": str(tmp_path / "classes.txt")}))
+
+
+def test_visualize_names_a_video_skipped_as_invalid(tiny_model, good, tmp_path):
+  from wtal_tf.inference import timelines  # pylint: disable=import-outside-toplevel
+  corrupt(feature(good, "test", "rgb", "x"), "garbage")
+  cfg = tiny_model.replace(data={"skip_invalid_videos": True})
+  with pytest.raises(UserError, match=r"--videos: x is skipped as invalid"):
+    timelines.draw(cfg, [cfg.train.model_dir], ["x"], 1, str(tmp_path / "pictures"))
 
 
 def test_an_output_over_a_file_the_command_reads_is_refused_before_any_work(

@@ -14,6 +14,7 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
+from absl import logging
 import numpy as np
 
 from wtal_tf.config import DataConfig
@@ -315,6 +316,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
                        cfg.skip_invalid_videos, skipped, require_labels=False)
   if include_train and not train:
     raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
+  for message in skipped:  # (every tool that loads the data says so, not only train)
+    logging.warning("skipped: %s", message)
   # test_gt keeps a skipped test video: it is scored as a video without detections.
   return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
                  train=train, test=test, test_gt=dict(test_gt),

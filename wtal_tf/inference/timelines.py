@@ -17,6 +17,10 @@ def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
   models = [(os.path.normpath(d), load_predictor(d, cfg.localize)) for d in model_dirs]
   dataset = data.load_dataset(cfg.data, include_train=False, known_classes=models[0][1].classes)
   by_name = {v.name: v for v in dataset.test}
+  unusable = [v for v in videos if v not in by_name and v in dataset.test_gt]
+  if unusable:
+    raise UserError(f"--videos: {unusable[0]} is skipped as invalid (--skip_invalid_videos; "
+                    "the warning above says why)")
   unknown = [v for v in videos if v not in by_name]
   if unknown:
     raise UserError(f"--videos: not in the test subset {cfg.data.test_subset!r}: {unknown}")

@@ -112,8 +112,6 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   io_utils.ensure_writable_dir(model_dir)
   if dataset is None:
     dataset = data.load_dataset(cfg.data)
-  for message in dataset.skipped:
-    logging.warning("skipped: %s", message)
   if cfg.train.deterministic:
     tf.config.experimental.enable_op_determinism()
 
