@@ -43,10 +43,14 @@ ensure_env() (
 
 # The value of --NAME=VALUE among the arguments, else the default.
 flag_value() {
-  local name=$1 default=$2 arg
+  local name=$1 default=$2 arg next=""
   shift 2
-  for arg in "$@"; do
-    case "$arg" in --"$name"=*) default="${arg#--"$name"=}" ;; esac
+  for arg in "$@"; do  # every spelling absl takes: --name=V, --name V, -name=V, -name V
+    if [ -n "$next" ]; then default=$arg; next=""; continue; fi
+    case "$arg" in
+      --"$name"=*|-"$name"=*) default="${arg#*=}" ;;
+      --"$name"|-"$name") next=1 ;;
+    esac
   done
   echo "$default"
 }

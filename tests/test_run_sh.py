@@ -67,6 +67,22 @@ def test_no_argument_and_a_named_dataset(run_sh):
       "--model_dir=HERE/runs/thumos14 --data_dir=/d --seed=1"]
 
 
+@pytest.mark.parametrize("spelling", ["--data_dir", "--data_dir=", "-data_dir", "-data_dir="])
+def test_a_data_dir_in_any_spelling_absl_takes_is_the_one_used(run_sh, tmp_path, spelling):
+  """Found by a new user: `--data_dir D` generated the embedded dataset (and mv its
+  microvideos, passed as --extra_train) in data/synthetic, then trained on D."""
+  d = tmp_path / "d"
+  (d / "micro").mkdir(parents=True)
+  (d / "gt.json").write_text("{}")  # a dataset there already: nothing to generate
+  (d / "micro" / "labels.csv").write_text("")
+  given = [spelling + str(d)] if spelling.endswith("=") else [spelling, str(d)]
+  for command in ("synthetic", "mv"):
+    status, _, _, calls, _ = run_sh(command, *given)
+    assert status == 0 and len(calls) == 1, calls
+    assert f"--data_dir={d} " in calls[0] and "HERE/data" not in calls[0]
+    assert (f"--extra_train={d / 'micro'}" in calls[0]) == (command == "mv")
+
+
 def test_paths_given_are_taken_from_the_callers_folder(run_sh, tmp_path):
   elsewhere = tmp_path / "elsewhere"
   elsewhere.mkdir()
