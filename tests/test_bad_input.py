@@ -6,6 +6,7 @@ import pathlib
 import re
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -171,6 +172,9 @@ def test_detections_with_unknown_label(good, tmp_path):
     ({"x": [{"label": "A", "score": 1, "segment": [0]}]}, "segment must be [start, end]"),
     ({"x": [{"label": "A", "score": 1, "segment": "12"}]}, "segment must be [start, end]"),
     ({"x": [{"label": "A", "score": 1, "segment": [0, float("nan")]}]}, "non-finite"),
+    ({"x": [{"label": "A", "score": 1, "segment": [0, 1]},
+            {"label": "A", "score": 1, "segment": [9, 5]}]},
+     "detection 1: reversed segment [9.0, 5.0] (end before start)"),
     ({"x": ["A"]}, "needs 'label', 'score' and 'segment'"),
     ({"x": {"label": "A"}}, "must be a list"),
 ])
@@ -266,6 +270,28 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
     batch.localize_to_file(tiny_model.replace(data={"class_list": str(tmp_path / "classes.txt")}))
 
 
+def test_a_damaged_model_dir_is_one_line_for_resuming_and_restoring(tiny_model):
+  """Found by a new user: a truncated checkpoint gave tracebacks (IndexError); deleted
+  files of the latest one made localize say there is no checkpoint."""
+  from wtal_tf.modeling import checkpoints  # pylint: disable=import-outside-toplevel
+  folder = pathlib.Path(tiny_model.train.model_dir, checkpoints.CHECKPOINT_DIR)
+  data_file = next(folder.glob("ckpt-2.data-*"))
+  data_file.write_bytes(data_file.read_bytes()[:10])
+  broken = re.escape(f"{folder / 'ckpt-2'}: cannot restore checkpoint (")
+  with pytest.raises(UserError, match=broken):
+    checkpoints.restore(tiny_model.train.model_dir)
+  with pytest.raises(UserError, match=broken):
+    training.train(tiny_model.replace(train={"train_steps": 3}))
+  for f in folder.glob("ckpt-2.*"):
+    f.unlink()
+  gone = re.escape(f"{folder / 'ckpt-2'}.index: not found, though {folder / 'checkpoint'} names "
+                   "it the latest checkpoint")
+  for call in (lambda: checkpoints.restore(tiny_model.train.model_dir),
+               lambda: training.train(tiny_model.replace(train={"train_steps": 3}))):
+    with pytest.raises(UserError, match=gone):
+      call()
+
+
 def test_visualize_names_a_video_skipped_as_invalid(tiny_model, good, tmp_path):
   from wtal_tf.inference import timelines  # pylint: disable=import-outside-toplevel
   corrupt(feature(good, "test", "rgb", "x"), "garbage")
@@ -350,6 +376,29 @@ def test_a_file_for_a_folder_and_a_folder_for_a_file_are_named(tmp_path):
   with pytest.raises(UserError, match=r"^--model_dir=.*model.json: a file; give the folder "
                      r"training wrote \(it holds model.json and checkpoints/\)$"):
     checkpoints.read_spec(str(spec))
+
+
+def test_an_output_folder_below_a_file_is_one_line(tiny_model, tmp_path):
+  """Found by a new user: visualize did the model work, then failed with a traceback;
+  make_synthetic failed with one."""
+  from wtal_tf.inference import timelines  # pylint: disable=import-outside-toplevel
+  afile = tmp_path / "afile"
+  afile.write_text("x")
+  with pytest.raises(UserError, match=re.escape(f"{afile}: cannot create output dir")):
+    with mock.patch.object(timelines, "load_predictor") as load:
+      timelines.draw(tiny_model, [tiny_model.train.model_dir], [], 1, str(afile))
+  load.assert_not_called()
+  proc = run_cli("wtal_tf.tools.make_synthetic", f"--output_dir={afile / 'x'}")
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+      f"error: {afile / 'x'}: cannot write the dataset folder ({afile} is not a folder)"]
+
+
+def test_proposal_thresholds_must_be_given_and_in_0_1():
+  """Found by a new user: an empty --attention_thresholds, or 2, wrote no detections."""
+  for taus in ((), (0.1, 2.0), (-0.1,)):
+    with pytest.raises(ValueError, match=r"at least one threshold, each in \[0, 1\]"):
+      C.LocalizeConfig(attention_thresholds=taus)
+  assert C.LocalizeConfig(attention_thresholds=(0.0, 1.0)).attention_thresholds == (0.0, 1.0)
 
 
 def test_ctrl_c_is_one_line_with_the_shells_status():

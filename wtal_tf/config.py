@@ -165,6 +165,12 @@ class LocalizeConfig:
   stpn_upsample: int = param(24, "stpn proposals: samples per segment of the linearly "
                              "upsampled signals.", lower=1)
 
+  def __post_init__(self):
+    taus = self.attention_thresholds
+    if not taus or any(not 0.0 <= t <= 1.0 for t in taus):  # (the signals are in [0, 1])
+      raise ValueError(f"--attention_thresholds={','.join(f'{t:g}' for t in taus)}: at least "
+                       "one threshold, each in [0, 1]")
+
   def for_model(self, cls_loss: str) -> "LocalizeConfig":
     """This config with "auto" resolved for a model trained with `cls_loss`."""
     if self.proposal_source != "auto":

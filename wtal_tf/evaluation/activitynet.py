@@ -87,6 +87,8 @@ def _parse_fast(results: dict) -> Predictions:
   scores = np.asarray(scores, np.float64)
   if not (np.isfinite(scores).all() and np.isfinite(starts).all() and np.isfinite(ends).all()):
     raise ValueError("non-finite")
+  if (ends < starts).any():
+    raise ValueError("reversed")
   return Predictions(videos, labels, scores, starts, ends)
 
 
@@ -108,6 +110,8 @@ def _parse_checked(results: dict, source: str) -> Predictions:
         raise UserError(f"{where}: segment and score must be numbers") from None
       if not all(map(math.isfinite, (s, e, sc))):
         raise UserError(f"{where}: non-finite segment or score")
+      if e < s:  # (its tIoU with anything would be a negative union's)
+        raise UserError(f"{where}: reversed segment {[s, e]} (end before start)")
       videos.append(video)
       labels.append(str(d["label"]))
       scores.append(sc)

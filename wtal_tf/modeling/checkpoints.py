@@ -2,6 +2,7 @@
 
 import json
 import os
+from typing import Optional
 
 from absl import logging
 import tensorflow as tf
@@ -60,7 +61,7 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
   MODEL_DIR/flags.cfg, with a warning naming the flags that differ from those it held
   when resuming (e.g. more --train_steps), and the spec to model.json.
   """
-  resuming = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR)) is not None
+  resuming = latest(model_dir) is not None
   if resuming:
     path, old_spec = read_spec(model_dir)
     changed = _model_changes(old_spec, model_spec)
@@ -104,6 +105,36 @@ def read_spec(model_dir: str) -> tuple[str, dict]:
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
 
 
+def latest(model_dir: str) -> Optional[str]:
+  """The prefix of the model dir's latest checkpoint, None when it has none; a UserError
+  when its state file names one whose files are gone (TensorFlow would then say there
+  is no checkpoint, or fail on resuming with a traceback)."""
+  folder = os.path.join(model_dir, CHECKPOINT_DIR)
+  state = tf.train.get_checkpoint_state(folder)
+  if state is None or not state.model_checkpoint_path:
+    return None
+  prefix = state.model_checkpoint_path  # (joined to `folder` by TensorFlow)
+  if not os.path.isfile(prefix + ".index"):
+    raise UserError(f"{prefix}.index: not found, though {os.path.join(folder, 'checkpoint')} "
+                    "names it the latest checkpoint (its files were deleted?)")
+  return prefix
+
+
+def load(checkpoint: tf.train.Checkpoint, prefix: str, partial: bool = False) -> None:
+  """Restores `checkpoint` from `prefix` (partial: the model only, not the optimizer); a
+  UserError naming the checkpoint when it cannot (truncated or corrupt files, another
+  model's variables)."""
+  try:
+    status = checkpoint.restore(prefix)
+    if partial:
+      status.expect_partial()
+    status.assert_existing_objects_matched()
+  except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
+    # (IndexError: a truncated .data file, "Read less bytes than requested")
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # (one line)
+    raise UserError(f"{prefix}: cannot restore checkpoint ({reason})") from None
+
+
 def manager(model_dir: str, **trackables) -> tf.train.CheckpointManager:
   ckpt = tf.train.Checkpoint(**trackables)
   return tf.train.CheckpointManager(ckpt, os.path.join(model_dir, CHECKPOINT_DIR),
@@ -118,12 +149,8 @@ def restore(model_dir: str) -> tuple[WTALModel, dict]:
   except (ValueError, KeyError, TypeError) as e:
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
   model.build_for(model_spec["feature_dims"])
-  latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
-  if latest is None:
+  prefix = latest(model_dir)
+  if prefix is None:
     raise UserError(f"{os.path.join(model_dir, CHECKPOINT_DIR)}: no checkpoint")
-  try:
-    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-    status.assert_existing_objects_matched()
-  except (tf.errors.OpError, AssertionError, ValueError) as e:
-    raise UserError(f"{latest}: cannot restore checkpoint ({e})") from None
+  load(tf.train.Checkpoint(model=model), prefix, partial=True)
   return model, model_spec

@@ -10,6 +10,7 @@ import os
 from absl import flags
 
 from wtal_tf import cli
+from wtal_tf import io_utils
 from wtal_tf.data import synthetic
 from wtal_tf.errors import UserError
 
@@ -39,6 +40,7 @@ def main(argv):
   out = cli.require(f.output_dir, "output_dir")
   if os.path.exists(out):
     raise UserError(f"{out}: already exists; remove it to generate again")
+  io_utils.check_writable(out, "dataset folder")  # (e.g. below a file)
   cfg = synthetic.SyntheticConfig(num_train=f.num_train_videos, num_test=f.num_test_videos,
                                   num_micro=f.num_microvideos, feature_dim=f.feature_dim,
                                   seed=f.seed, fps=f.feature_fps,

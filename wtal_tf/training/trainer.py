@@ -123,7 +123,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
                       flags_text)
   manager = checkpoints.manager(model_dir, model=model, optimizer=model.optimizer, step=step)
   if manager.latest_checkpoint:
-    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    checkpoints.load(manager.checkpoint, manager.latest_checkpoint)
     logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
   start = int(step.numpy())
   saved = start if manager.latest_checkpoint else None
