@@ -51,9 +51,8 @@ def _define_field(field: dataclasses.Field, fv: flags.FlagValues) -> None:
     flags.DEFINE_list(name, values, help_text, **where)
     if choices:
       flags.register_validator(
-          name, lambda v: bool(v) and set(v) <= set(choices) and len(set(v)) == len(v),
-          flag_values=fv,
-          message=f"--{name}: items must be from {','.join(choices)} (at least one, each once)")
+          name, lambda v: bool(v) and set(v) <= set(choices), flag_values=fv,
+          message=f"--{name}: items must be from {','.join(choices)} (at least one)")
   elif kind is bool:
     flags.DEFINE_boolean(name, default, help_text, **where)
   elif kind is int:
