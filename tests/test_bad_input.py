@@ -313,6 +313,13 @@ def test_an_output_over_a_file_the_command_reads_is_refused_before_any_work(
         f"{output}: cannot write the detections file (it is the {what})")):
       batch.localize_to_file(tiny_model, str(output))
   assert {p: p.read_bytes() for p in before} == before
+  from wtal_tf.training import train_eval  # pylint: disable=import-outside-toplevel
+  fresh = tiny_config(good, tmp_path / "fresh", train={"train_steps": 2})
+  with pytest.raises(UserError, match=re.escape(f"{good / 'gt.json'}: cannot write the "
+                                                "detections file (it is the ground truth")):
+    train_eval.train_and_evaluate(fresh, str(good / "gt.json"))  # (./run.sh's path)
+  assert not (tmp_path / "fresh").exists()  # refused before training
+  assert {p: p.read_bytes() for p in before} == before
   monkeypatch.chdir(good)  # the same file by a relative path and through a link
   (tmp_path / "link.json").symlink_to(good / "gt.json")
   for same in ("gt.json", str(tmp_path / "link.json")):

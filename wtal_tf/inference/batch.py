@@ -74,11 +74,21 @@ def detect(predictor: Predictor, videos: Sequence[data.Video], classes: Sequence
   return results, kept
 
 
-def write_detections(cfg: Config, results: dict, output: str = "") -> str:
-  """Writes `results` as the ActivityNet JSON of cfg's model dir; returns the path."""
+def detections_path(cfg: Config, output: str = "") -> str:
+  """Where the test set's detections go (`output`, default MODEL_DIR/detections_<test
+  subset>.json), checked before the work: writable, and none of the files the run reads."""
   model_dir = cfg.train.model_dir
-  return write_document(output or activitynet.default_path(model_dir, cfg.data.test_subset),
-                        results, model_dir=os.path.abspath(model_dir))
+  output = output or activitynet.default_path(model_dir, cfg.data.test_subset)
+  io_utils.check_writable(output, "detections file", {
+      cfg.data.gt_file or contract.gt_path(cfg.data.data_dir): "ground truth of the dataset",
+      cfg.data.class_list: "class list of --class_list", **checkpoints.model_files(model_dir)})
+  return output
+
+
+def write_detections(cfg: Config, results: dict, output: str) -> str:
+  """Writes `results` as the ActivityNet JSON of cfg's model dir to `output` (see
+  detections_path); returns the path."""
+  return write_document(output, results, model_dir=os.path.abspath(cfg.train.model_dir))
 
 
 def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
@@ -88,10 +98,7 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   Returns the path written, the results it holds and the (test-only) dataset read.
   """
   model_dir = cfg.train.model_dir
-  output = output or activitynet.default_path(model_dir, cfg.data.test_subset)
-  io_utils.check_writable(output, "detections file", {  # before the work
-      cfg.data.gt_file or contract.gt_path(cfg.data.data_dir): "ground truth of the dataset",
-      cfg.data.class_list: "class list of --class_list", **checkpoints.model_files(model_dir)})
+  output = detections_path(cfg, output)
   predictor = load_predictor(model_dir, cfg.localize)
   if set(cfg.data.streams) != set(predictor.streams):  # before reading a missing stream
     raise UserError(f"--streams={','.join(cfg.data.streams)} but the model in {model_dir} "

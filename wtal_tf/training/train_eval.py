@@ -17,6 +17,7 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   they go to `output` (default MODEL_DIR/detections_<test_subset>.json), their
   scores beside them. flags_text: as trainer.train's.
   """
+  output = batch.detections_path(cfg, output)  # checked before training
   result = trainer.train(cfg, flags_text=flags_text)
   if result.eval is None:
     raise UserError(f"no test videos in subset {cfg.data.test_subset!r}: nothing to evaluate")
