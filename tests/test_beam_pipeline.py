@@ -262,6 +262,32 @@ def test_streams_not_extracted_again_are_kept_if_made_alike_else_removed(tmp_pat
              for r in caplog.records)
 
 
+def test_a_stream_another_run_made_meanwhile_is_kept(tmp_path):
+  """Two runs at once on one OUT, one extracting rgb, the other flow: the assembly reads
+  the video's record then, not at planning, so the flow run keeps (and names) the rgb
+  features made meanwhile, although the rgb it saw when planning was made another way."""
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  write_video(videos / "v.mkv", smooth_frames(33, 48, 64, seed=4))
+  out = tmp_path / "out"
+  pipeline.extract(small_cfg(videos, out, crop_size=CROP - 8))  # rgb, made another way
+  real_run = pipeline._run
+
+  def rgb_run_meanwhile(*args, **kwargs):
+    # The flow run has planned; an rgb run, made as the flow run makes its own, finishes.
+    with mock.patch.object(pipeline, "_run", real_run):
+      assert pipeline.extract(small_cfg(videos, out))["v"]["status"] == steps.OK
+    return real_run(*args, **kwargs)
+
+  with mock.patch.object(pipeline, "_run", side_effect=rgb_run_meanwhile) as run:
+    record = pipeline.extract(small_cfg(videos, out, streams=("flow",)))["v"]
+  assert run.call_count == 1 and record["status"] == steps.OK
+  assert record["provenance"]["streams"].keys() == {"rgb", "flow"}
+  assert features(out, "v", "rgb").shape == features(out, "v", "flow").shape == (2, 1024)
+  assert pipeline.extract(small_cfg(videos, out, streams=("rgb", "flow")))["v"][
+      "status"] == steps.SKIPPED
+
+
 def test_other_streams_are_kept_only_when_made_alike():
   rgb, flow = {"rgb": "random:0"}, {"flow": "random:0"}
   base = {"feature_version": 1, "crop_size": 32}
@@ -274,6 +300,12 @@ def test_other_streams_are_kept_only_when_made_alike():
                   {"video_identity": {"size": 2}}):
     assert provenance.other_streams(old, {**made, **changed}) == (
         {**made, **changed}["settings"], ["flow"])
+  # Flow's own setting (its engine) says nothing of rgb: rgb is kept when flow is made.
+  old_rgb = {"provenance": {**base, "streams": rgb}, "video_identity": {"size": 1}}
+  made_flow = {"settings": {**base, "flow_engine": "opencv", "streams": flow},
+               "video_identity": {"size": 1}}
+  assert provenance.other_streams(old_rgb, made_flow) == (
+      {**base, "flow_engine": "opencv", "streams": {**rgb, **flow}}, [])
   assert provenance.other_streams(None, made) == (made["settings"], [])
   assert provenance.other_streams({"provenance": {**base, "streams": rgb}}, made) == (
       made["settings"], [])

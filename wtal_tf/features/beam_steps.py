@@ -220,6 +220,9 @@ class AssembleVideoFn(_WritesOutFn):
       features = {s: np.concatenate([c["features"][s] for c in chunks]).astype(np.float32)
                   for s in cfg.streams}
       made = chunks[0]["made"]
+      # The record is read here, not taken from the driver's read at planning: another
+      # run on the same OUT may have written the video's other streams since, and their
+      # files must be kept and named, not removed as stale (one small read per video).
       settings, stale = provenance.other_streams(
           storage.read_json(status_path(cfg.output_dir, cfg.split, name)), made)
       record = {"video": path, "status": OK, "frames": frames,

@@ -19,6 +19,7 @@ from wtal_tf.features import weights
 from wtal_tf.features.install_weights import file_digest
 
 FEATURE_VERSION = 1  # raise when the code computes different features from the same inputs
+STREAM_SETTINGS = {"flow": ("flow_engine",)}  # settings that shape one stream's features only
 
 
 def weights_identity(cfg: ExtractConfig, stream: str) -> str:
@@ -44,9 +45,15 @@ def settings(cfg: ExtractConfig, weight_ids: dict[str, str]) -> dict:
   made = {"feature_version": FEATURE_VERSION, "fps": contract.FPS,
           "segment_frames": contract.SEGMENT_FRAMES, "resize_shorter": cfg.resize_shorter,
           "crop_size": cfg.crop_size, "streams": {s: weight_ids[s] for s in cfg.streams}}
-  if "flow" in cfg.streams:
-    made["flow_engine"] = cfg.flow_engine
+  for s in cfg.streams:
+    made.update({k: getattr(cfg, k) for k in STREAM_SETTINGS.get(s, ())})
   return made
+
+
+def _shared(settings: dict) -> dict:
+  """The settings that shape every stream's features (not "streams", not STREAM_SETTINGS)."""
+  own = {k for keys in STREAM_SETTINGS.values() for k in keys}
+  return {k: v for k, v in settings.items() if k != "streams" and k not in own}
 
 
 def differences(stored: dict, current: dict) -> list[str]:
@@ -75,7 +82,8 @@ def other_streams(old_record, made: dict) -> tuple[dict, list[str]]:
   run makes its own, from the same video file: the new provenance names them too
   (with the settings only they use, e.g. the flow engine). Otherwise those files were
   made another way (other geometry, another file under the video's name) and must go:
-  a record names how every feature file of the video was made.
+  a record names how every feature file of the video was made. Only the settings every
+  stream shares are compared: flow's engine says nothing of the rgb features.
   """
   settings = made["settings"]
   old = old_record.get("provenance") if isinstance(old_record, dict) else None
@@ -85,6 +93,6 @@ def other_streams(old_record, made: dict) -> tuple[dict, list[str]]:
   if not others:
     return settings, []
   if (old_record.get("video_identity") != made["video_identity"]
-      or differences(old, {**settings, "streams": {}})):
+      or differences(_shared(old), _shared(settings))):
     return settings, sorted(others)
   return {**old, **settings, "streams": {**others, **settings["streams"]}}, []
