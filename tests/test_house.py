@@ -200,6 +200,21 @@ def test_evaluate_unwritable_default_location_is_a_warning(tmp_path):
   assert len(warnings) == 1 and str(tmp_path / "in" / "results.eval.json") in warnings[0]
 
 
+def test_evaluate_default_location_that_is_the_ground_truth_is_left_alone(tmp_path):
+  """Found by a new user: a ground truth named <detections>.eval.json was replaced by the
+  scores, exit 0 (an explicit --output there was refused)."""
+  gt, dets = reference_detections(tmp_path)
+  there = tmp_path / "in" / "results.eval.json"
+  shutil.copy(gt, there)
+  before = there.read_bytes()
+  proc = run_cli("wtal_tf.evaluate", f"--gt={there}", f"--detections={dets}")
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr
+  assert "17.70" in proc.stdout and there.read_bytes() == before
+  assert [l for l in proc.stderr.splitlines() if l.startswith("warning:")] == [
+      f"warning: {there}: cannot write the scores file (it is the ground truth of --gt); "
+      "pass --output=FILE to keep them"]
+
+
 def test_evaluate_unwritable_output_is_an_error_before_any_work(tmp_path):
   (tmp_path / "file").write_text("x")
   bad = tmp_path / "file" / "s.json"  # below a file: cannot be written

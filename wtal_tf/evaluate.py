@@ -5,8 +5,9 @@ python -m wtal_tf.evaluate --gt=GT.json --detections=FILE --subset=test [--tiou=
 
 The scores go to --output, by default beside the detections (FILE's extension replaced
 by .eval.json).
-A default location that cannot be written is a warning (the table is still
-printed); an --output that cannot be written is an error before any work.
+A default location that cannot be written, or that is one of the inputs, is a
+warning (the table is still printed, nothing is written); such an --output is an
+error before any work.
 """
 
 import sys
@@ -35,20 +36,27 @@ def main(argv):
   f = cli.FLAGS
   cfg = cli.config_from_flags()
   detections, gt = cli.require(f.detections, "detections"), cli.require(f.gt, "gt")
-  if f.output:
-    io_utils.check_writable(f.output, "scores file", {gt: "ground truth of --gt",
-                                                      detections: "detections of --detections"})
-  result = metrics.evaluate_files(gt, detections, f.subset or cfg.data.test_subset,
-                                  cfg.eval.thresholds)
-  print(metrics.format_table(result, cfg.eval.averages, f.per_class))
-  try:
-    metrics.write_scores(result, cfg.eval.averages,
-                         f.output or activitynet.results_path(detections))
+  output = f.output or activitynet.results_path(detections)
+  unwritten = None  # why the default location cannot take the scores
+  try:  # before any work; the default location may not be an input either
+    io_utils.check_writable(output, "scores file", {gt: "ground truth of --gt",
+                                                    detections: "detections of --detections"})
   except UserError as e:
     if f.output:
       raise
-    print(f"warning: {e}; pass --output=FILE to keep them", file=sys.stderr)
-
+    unwritten = e
+  result = metrics.evaluate_files(gt, detections, f.subset or cfg.data.test_subset,
+                                  cfg.eval.thresholds)
+  print(metrics.format_table(result, cfg.eval.averages, f.per_class))
+  if unwritten is None:
+    try:
+      metrics.write_scores(result, cfg.eval.averages, output)
+    except UserError as e:
+      if f.output:
+        raise
+      unwritten = e
+  if unwritten is not None:
+    print(f"warning: {unwritten}; pass --output=FILE to keep them", file=sys.stderr)
 
 if __name__ == "__main__":
   define_flags()
