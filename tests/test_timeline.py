@@ -119,6 +119,20 @@ def test_twenty_detected_classes_draw_the_most_probable_without_a_layout_warning
   assert len([l for l in labels if " rgb " in l]) == timeline.MAX_CLASSES_DRAWN
 
 
+def test_stpn_curves_are_each_streams_own_proposal_classes_with_its_own_p():
+  """Found by a new user: each stream's curve was labelled with the fused probability,
+  and drawn for a class the stream makes no proposal of (its p below the threshold)."""
+  rng = np.random.default_rng(0)
+  probs = {"rgb": np.array([0.6, 0.24, 0.05]), "flow": np.array([0.4, 0.03, 0.05])}
+  outs = {s: StreamOutput(rng.random(60), rng.normal(size=(60, 4)), p) for s, p in probs.items()}
+  cfg = LocalizeConfig(proposal_source="stpn")
+  dets = localize(outs, cfg)
+  assert set(dets.classes.tolist()) == {0, 1}
+  fig = timeline.render([timeline.Panel("m", outs, dets, cfg)], CLASSES, 0.64)
+  assert sorted(fig.axes[2].get_legend_handles_labels()[1]) == [
+      "A flow (p=0.40)", "A rgb (p=0.60)", "B rgb (p=0.24)", "cut"]
+
+
 def test_dollar_signs_in_names_are_drawn_as_written():
   """A video named `price_$10_to_$20` made matplotlib parse maths and fail to draw."""
   cfg = LocalizeConfig(proposal_source="attention")

@@ -45,7 +45,8 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   The dashed line is the largest proposal threshold τ, on the row whose
   signal the model's proposals come from: the fused attention (the paper) or
   the fused λ·sigmoid(T-CAM) of each kept class ("tcam"); for STPN's own
-  post-processing ("stpn") each stream's λˢ·sigmoid(T-CAMˢ) and its 0.05 cut.
+  post-processing ("stpn") each stream's λˢ·sigmoid(T-CAMˢ) and its 0.05 cut, for
+  the classes the stream makes proposals of (its own p above --class_threshold).
   """
   ax_gt, ax_att, ax_cam, ax_det = axes
   outputs, dets, cfg = panel.outputs, panel.detections, panel.localize
@@ -74,27 +75,31 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
     ax_att.plot(times, attention, lw=1.2, color="k", label="λ fused")
   ax_att.set_ylim(-0.05, 1.05)
   ax_att.set_ylabel("attention", fontsize=8)
-  curves = []  # (signal [T, K], line style, legend suffix)
-  if cfg.proposal_source == "stpn":  # each stream's λˢ·σ(T-CAMˢ), cut at one value
-    for s in outputs:
+  curves = []  # (signal [T, K], line style, legend suffix, probability [K], drawn [K])
+  fused = (probs[kept], np.ones(len(kept), bool))
+  if cfg.proposal_source == "stpn":  # each stream's λˢ·σ(T-CAMˢ), cut at one value, for
+    for s, out in outputs.items():  # the classes it makes proposals of, with its own p
       psi, _ = stpn_proposals.stream_signals(outputs, s, np.asarray(kept), cfg.theta)
-      curves.append((psi, STREAM_STYLES.get(s, "-"), f" {s}" if len(outputs) > 1 else ""))
+      p = out.class_probs[kept]
+      curves.append((psi, STREAM_STYLES.get(s, "-"), f" {s}" if len(outputs) > 1 else "",
+                     p, p > cfg.class_threshold))
     label, ax_proposals, cut = "λˢ·σ(T-CAMˢ)", ax_cam, stpn_proposals.STPN_SIGNAL_THRESHOLD
     ax_cam.set_ylim(-0.05, 1.05)
   elif cfg.proposal_source == "tcam":
-    curves.append((localization.tcam_signal(outputs, cfg.theta, kept).T, "-", ""))
+    curves.append((localization.tcam_signal(outputs, cfg.theta, kept).T, "-", "", *fused))
     label, ax_proposals, cut = "λ·σ(T-CAM)", ax_cam, max(cfg.attention_thresholds)
     ax_cam.set_ylim(-0.05, 1.05)
   else:
-    curves.append((wcas[:, kept], "-", ""))
+    curves.append((wcas[:, kept], "-", "", *fused))
     label, ax_proposals, cut = "weighted\nT-CAM", ax_att, max(cfg.attention_thresholds)
   ax_proposals.axhline(cut, ls="--", lw=0.8, color="0.4",
                        label="cut" if cfg.proposal_source == "stpn" else "largest τ")
   ax_att.legend(fontsize=6, loc="upper right", ncol=4)
-  for signal, style, suffix in curves:
-    for k, c in enumerate(kept):
+  for signal, style, suffix, p, drawn in curves:
+    for k in np.flatnonzero(drawn):
+      c = kept[k]
       ax_cam.plot(times, signal[:, k], lw=0.9, ls=style, color=color(classes[c]),
-                  label=f"{plotting.literal(classes[c])}{suffix} (p={probs[c]:.2f})")
+                  label=f"{plotting.literal(classes[c])}{suffix} (p={p[k]:.2f})")
   ax_cam.set_ylabel(label, fontsize=8)
   entries = len(ax_cam.get_legend_handles_labels()[0])
   ax_cam.legend(fontsize=6, loc="upper right", ncol=max(1, -(-entries // LEGEND_ROWS)))
