@@ -197,9 +197,14 @@ def test_converter_refuses_bad_video_info_and_unwritable_output(tmp_path):
   info.write_text(json.dumps({"video_test_1": {"duration": 9.5}}))  # partial: one duration
   got = thumos14.read_official(splits, str(info))
   assert got["video_test_1"].duration == 9.5 and got["video_validation_1"].duration is None
-  proc = subprocess.run([sys.executable, "-m", "wtal_tf.tools.thumos14_to_json",
-                         f"--val_annotations={splits['validation']}",
-                         f"--test_annotations={splits['test']}", f"--output={tmp_path}"],
-                        cwd=REPO, capture_output=True, text=True)
+  convert = lambda *extra: subprocess.run(
+      [sys.executable, "-m", "wtal_tf.tools.thumos14_to_json",
+       f"--val_annotations={splits['validation']}", f"--test_annotations={splits['test']}",
+       *extra], cwd=REPO, capture_output=True, text=True)
+  proc = convert(f"--output={tmp_path}")
   assert proc.returncode == 2 and proc.stderr.strip() == (
       f"error: {tmp_path}: cannot write the ground-truth file (it is a folder)")
+  proc = convert(f"--output={tmp_path / 'gt.json'}", f"--video_info={info}")
+  assert proc.returncode == 0 and proc.stderr.strip() == (  # found by a new user: silent
+      f"warning: {info}: no duration for 1 of 2 videos (e.g. video_validation_1): their "
+      "detections are not clipped to the video's end")

@@ -9,6 +9,8 @@ video_test_0000270 and video_test_0001496 (the 210-video test convention of
 BaS-Net/UM/CoLA).
 """
 
+import sys
+
 from absl import flags
 
 from wtal_tf import cli
@@ -37,6 +39,11 @@ def main(argv):
   videos = thumos14.read_official(splits, f.video_info, f.wtal_standard)
   io_utils.write_json(out, groundtruth.to_activitynet(videos.values(), thumos14.VERSION), indent=1)
   print(f"{out}: {len(videos)} videos, {sum(len(v.instances) for v in videos.values())} instances")
+  undated = sorted(k for k, v in videos.items() if v.duration is None)
+  if f.video_info and undated:  # (a file for other videos matches none and is refused)
+    print(f"warning: {f.video_info}: no duration for {len(undated)} of {len(videos)} videos "
+          f"(e.g. {undated[0]}): their detections are not clipped to the video's end",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
