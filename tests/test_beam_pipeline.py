@@ -306,6 +306,11 @@ def test_other_streams_are_kept_only_when_made_alike():
                "video_identity": {"size": 1}}
   assert provenance.other_streams(old_rgb, made_flow) == (
       {**base, "flow_engine": "opencv", "streams": {**rgb, **flow}}, [])
+  assert provenance.differences(old_rgb["provenance"], made_flow["settings"]) == [
+      "no flow features"]  # (not also "flow_engine None -> 'opencv'")
+  assert provenance.differences(old["provenance"], {**made_flow["settings"],
+                                                    "flow_engine": "keras"}) == [
+      "flow_engine 'opencv' -> 'keras'"]
   assert provenance.other_streams(None, made) == (made["settings"], [])
   assert provenance.other_streams({"provenance": {**base, "streams": rgb}}, made) == (
       made["settings"], [])

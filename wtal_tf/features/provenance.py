@@ -63,9 +63,11 @@ def differences(stored: dict, current: dict) -> list[str]:
   """
   if not isinstance(stored, dict):
     return ["no provenance recorded"]
-  out = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in current.items()
-         if k != "streams" and stored.get(k) != v]
   stored_streams = stored.get("streams") or {}
+  owner = {k: s for s, keys in STREAM_SETTINGS.items() for k in keys}
+  out = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in current.items()
+         if k != "streams" and stored.get(k) != v  # (a stream not stored: "no s features")
+         and (k not in owner or owner[k] in stored_streams)]
   for s, identity in current.get("streams", {}).items():
     if s not in stored_streams:
       out.append(f"no {s} features")
