@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -458,6 +459,40 @@ def test_videos_annotated_for_another_subset_are_found_where_they_were_written(v
   ds = data.load_dataset(DataConfig(data_dir=str(out), streams=("rgb",)))
   assert sorted(v.name for v in ds.train) == ["b", "long"]
   assert [v.name for v in ds.test] == ["c"]
+
+
+def test_a_rerun_keeps_the_labels_gt_json_gives_videos_its_annotations_do_not_list(
+    videos, tmp_path, caplog):
+  """Found by a new user: a rerun without --annotations, or with a file listing only a new
+  video, wrote every other video's entry with no annotations (exit 0), so evaluation
+  scored true detections as false positives."""
+  out = tmp_path / "out"
+  entry = lambda label, subset="test": {"subset": subset,
+                                        "annotations": [{"label": label, "segment": [0, 1]}]}
+  labels = lambda: {n: (e["subset"], [a["label"] for a in e["annotations"]])
+                    for n, e in json.loads((out / "gt.json").read_text())["database"].items()}
+  pipeline.extract(small_cfg(videos, out, annotations=write_annotations(
+      tmp_path / "a.json", {"long": entry("A", "validation"), "b": entry("B")})))
+  by_hand = json.loads((out / "gt.json").read_text())  # labels the user adds in gt.json
+  by_hand["database"]["c"]["annotations"] = entry("C")["annotations"]
+  (out / "gt.json").write_text(json.dumps(by_hand))
+  caplog.set_level("INFO")
+  pipeline.extract(small_cfg(videos, out))  # no --annotations: all done, labels kept
+  assert labels() == {"long": ("validation", ["A"]), "b": ("test", ["B"]), "c": ("test", ["C"])}
+  assert f"3 videos not in --annotations keep the labels {out / 'gt.json'} gives them" in (
+      caplog.text)
+  # Annotations listing one video (b, its labels removed) and a video made again: the
+  # others keep theirs, b takes the file's.
+  pipeline.extract(small_cfg(videos, out, crop_size=CROP - 8, annotations=write_annotations(
+      tmp_path / "b.json", {"b": {"subset": "test", "annotations": []}})))
+  assert labels() == {"long": ("validation", ["A"]), "b": ("test", []), "c": ("test", ["C"])}
+  # A malformed entry of a video being extracted is one line before any work.
+  by_hand["database"]["c"]["annotations"] = [{"label": "C"}]
+  (out / "gt.json").write_text(json.dumps(by_hand))
+  with mock.patch.object(pipeline, "run_pipeline") as run, pytest.raises(
+      UserError, match=re.escape(f"{out / 'gt.json'}: video 'c': annotation 0 needs")):
+    pipeline.extract(small_cfg(videos, out, crop_size=CROP - 4))
+  run.assert_not_called()
 
 
 def test_a_rerun_removes_stale_temporary_files_only(videos, tmp_path):
