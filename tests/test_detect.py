@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -15,6 +17,7 @@ from wtal_tf.config import ExtractConfig
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import weights
+from wtal_tf.inference import new_video
 
 SHORTER, CROP = 40, 32
 VIDEOS = {  # name: (subset, label, frames)
@@ -86,7 +89,22 @@ def test_detect_cli_on_a_new_video(trained, tmp_path):
   assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_flow_without_checkpoint_is_one_clear_error():
+def test_flow_without_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
   cfg = ExtractConfig(streams=("flow",))
-  with pytest.raises(UserError, match="pass --flow_checkpoint=PATH"):
+  with pytest.raises(UserError, match=re.escape(
+      "pass --flow_checkpoint=PATH (a DeepMind kinetics-i3d checkpoint, e.g. "
+      "flow_imagenet/model.ckpt), or leave the stream out (e.g. --streams=rgb)")):
     weights.check_weights(cfg, cfg.streams)  # extract checks this before any work
+  # detect extracts the model's streams, whatever --streams says: it names the model's
+  # need, not --streams (found by a new user).
+  write_video(tmp_path / "v.mkv", smooth_frames(20, 48, 64))
+  monkeypatch.setattr(new_video, "load_predictor", lambda *_: types.SimpleNamespace(
+      streams=("rgb", "flow"), feature_dims={"rgb": 1024, "flow": 1024}))
+  cfg = tiny_config(tmp_path, tmp_path / "m", data={"streams": ("rgb",)},
+                    detect={"video": str(tmp_path / "v.mkv")})
+  with pytest.raises(UserError) as error:
+    new_video.detect_video(cfg)
+  assert str(error.value) == (
+      f"{tmp_path / 'm'}: the model has a flow stream, and no flow I3D weights are packaged: "
+      "pass --flow_checkpoint=PATH (a DeepMind kinetics-i3d checkpoint, e.g. "
+      "flow_imagenet/model.ckpt)")

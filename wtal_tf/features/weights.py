@@ -59,6 +59,17 @@ def first_names(names: Sequence[str]) -> str:
   return first_few(names, MAX_NAMES)
 
 
+class MissingWeights(UserError):
+  """A stream without packaged weights and no checkpoint given. `need` says what to pass;
+  the message adds extract's other way out (leaving the stream out)."""
+
+  def __init__(self, stream: str):
+    self.stream = stream
+    self.need = (f"no {stream} I3D weights are packaged: pass --{stream}_checkpoint=PATH "
+                 f"(a DeepMind kinetics-i3d checkpoint, e.g. {stream}_imagenet/model.ckpt)")
+    super().__init__(f"{self.need}, or leave the stream out (e.g. --streams=rgb)")
+
+
 def weights_file(stream: str, checkpoint: str | None) -> str:
   """Where `stream`'s weights come from: the given DeepMind checkpoint, else the
   packaged Kinetics-400 RGB pickle (rgb only). UserError when there is none."""
@@ -66,15 +77,7 @@ def weights_file(stream: str, checkpoint: str | None) -> str:
     return checkpoint
   if stream == "rgb":
     return kinetics400_rgb_path()
-  raise missing_checkpoint_error(stream)
-
-
-def missing_checkpoint_error(stream: str) -> UserError:
-  """The error for a stream without packaged weights and no checkpoint given."""
-  return UserError(
-      f"no {stream} I3D weights are packaged: pass --{stream}_checkpoint=PATH "
-      f"(a DeepMind kinetics-i3d checkpoint, e.g. {stream}_imagenet/model.ckpt), or leave "
-      f"the stream out (e.g. --streams=rgb)")
+  raise MissingWeights(stream)
 
 
 # ---------------------------------------------------------------- restricted pickle

@@ -14,6 +14,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
 from wtal_tf.features import extraction
 from wtal_tf.features import video as video_lib
+from wtal_tf.features import weights
 from wtal_tf.inference import batch
 from wtal_tf.inference.predictor import load_predictor
 from wtal_tf.modeling import checkpoints
@@ -41,7 +42,11 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   if wrong:
     raise UserError(f"{model_dir}: the model was trained on {wrong}-dimensional features, "
                     f"not the {contract.FEATURE_DIM}-d I3D features extracted from a video")
-  result = extraction.Extractor(cfg.extract, predictor.streams)(path)
+  try:
+    extractor = extraction.Extractor(cfg.extract, predictor.streams)
+  except weights.MissingWeights as e:  # (the model's streams, not --streams, are extracted)
+    raise UserError(f"{model_dir}: the model has a {e.stream} stream, and {e.need}") from None
+  result = extractor(path)
   name, classes = video_lib.name(path), predictor.classes
   results, outputs, dets = batch.detect_one(predictor, result.features, classes,
                                             contract.SECONDS_PER_SEGMENT, result.duration)
