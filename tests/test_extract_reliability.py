@@ -34,6 +34,7 @@ from wtal_tf.config import ExtractConfig, TrainConfig
 from wtal_tf.errors import UserError
 from wtal_tf import contract
 from wtal_tf.features import beam_options
+from wtal_tf.features import beam_pipeline
 from wtal_tf.features import beam_worker
 from wtal_tf.features import i3d_weights
 from wtal_tf.features import install_weights as IW
@@ -566,7 +567,6 @@ def test_an_unreachable_dask_scheduler_is_one_line_before_any_work(tmp_path):
   with pytest.raises(UserError, match=rf"^Dask scheduler tcp://127.0.0.1:{port}: cannot "
                      r"connect \("):
     beam_options.worker_slots(options)
-  from wtal_tf.features import beam_pipeline  # pylint: disable=import-outside-toplevel
   (tmp_path / "videos").mkdir()
   write_video(tmp_path / "videos" / "clip.mkv", smooth_frames(20, 48, 64))
   cfg = ExtractConfig(video_dir=str(tmp_path / "videos"), output_dir=str(tmp_path / "out"),
@@ -589,3 +589,9 @@ def test_unknown_options_and_bad_values_are_user_errors():
   # The space-separated form is an option too.
   assert beam_options.pipeline_options(["--flink_master", "h:8081"]).get_all_options()[
       "flink_master"] == "h:8081"
+  # A misspelt required flag is named as unknown, not as the required one missing (found
+  # by a new user: --vide_dir gave "--video_dir is required").
+  with pytest.raises(UserError, match="^unknown flags --vide_dir: neither"):
+    beam_pipeline.extract(ExtractConfig(output_dir="o", pipeline_args=("--vide_dir=v",)))
+  with pytest.raises(UserError, match="^--output_dir is required$"):
+    beam_pipeline.extract(ExtractConfig(video_dir="v"))

@@ -19,8 +19,6 @@ def define_flags(fv=flags.FLAGS):
 
 def main(argv):
   cfg = cli.config_from_flags(pipeline_args=tuple(argv[1:]))
-  cli.require(cfg.extract.video_dir, "video_dir")
-  cli.require(cfg.extract.output_dir, "output_dir")
   beam_pipeline.extract(cfg.extract)
 
 

@@ -287,6 +287,9 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   Raises UserError (after writing everything else) if some videos failed.
   """
   options = pipeline_options(cfg.pipeline_args)  # every Beam argument checked before any work
+  for required in ("video_dir", "output_dir"):  # (after the unknown flags: a misspelt one)
+    if not getattr(cfg, required):
+      raise UserError(f"--{required} is required")
   storage.configure(options)
   quiet_driver_logs()
   paths, ignored = video.list_videos(cfg.video_dir)
