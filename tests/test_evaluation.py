@@ -1,6 +1,7 @@
 """The evaluator against the benchmark's definition: published numbers, hand cases, a loop oracle."""
 
 import json
+import re
 
 from absl.testing import parameterized
 import numpy as np
@@ -204,3 +205,19 @@ def test_detections_of_videos_outside_the_subset_are_a_warning(tmp_path, caplog)
   caplog.clear()
   evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,))
   assert "not in subset" not in caplog.text
+
+
+def test_a_subset_without_annotated_instances_is_named_as_such(tmp_path):
+  """Found by a new user: test videos extracted without --annotations gave 'detections
+  have labels unknown to the ground truth', blaming the detections."""
+  gt = tmp_path / "gt.json"
+  gt.write_text(json.dumps({"database": {
+      "v1": {"subset": "test", "duration": 10, "annotations": []},
+      "v2": {"subset": "validation", "duration": 10, "annotations": [
+          {"label": "A", "segment": [0, 2]}]}}}))
+  dets = tmp_path / "dets.json"
+  dets.write_text(json.dumps({"results": {"v1": [det("A", 0.9, 0, 2)]}}))
+  with pytest.raises(UserError, match=re.escape(
+      f"{gt}: no annotated instance in subset 'test' (its 1 videos have none): nothing to "
+      "score against")):
+    evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,))
