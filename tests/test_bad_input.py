@@ -104,6 +104,17 @@ def test_a_skipped_test_video_counts_as_one_without_detections(tmp_path):
   np.testing.assert_allclose(result.mean_ap, [0.5, 0.5])
 
 
+def test_a_training_video_without_labels_names_the_ground_truth_and_the_way_out(good):
+  """Found by a new user: `video 'b': training video without any label` named neither
+  the file nor --skip_invalid_videos."""
+  edit_gt(good, lambda db: db["b"].update(annotations=[]))
+  with pytest.raises(UserError, match=re.escape(
+      f"{good / 'gt.json'}: video 'b': training video (subset 'validation') without any "
+      "label (--skip_invalid_videos leaves such videos out)")):
+    load(good)
+  assert [v.name for v in load(good, skip_invalid_videos=True).train] == ["a"]
+
+
 GT_CASES = [
     (lambda db: db["a"]["annotations"].append({"label": "A", "segment": [-1, 2]}),
      "negative or reversed segment"),

@@ -155,8 +155,9 @@ def check_features(source: FeatureSource, name: str, streams: Sequence[str],
 
 
 def _build_videos(gt_videos, classes, source_of, streams, dims, skip_invalid, skipped,
-                  require_labels):
-  """source_of(video) -> the FeatureSource holding its features."""
+                  require_labels, gt_source):
+  """source_of(video) -> the FeatureSource holding its features; gt_source: the ground
+  truth's file, named by a label error."""
   index = {c: k for k, c in enumerate(classes)}
   videos = []
   for v in gt_videos:
@@ -164,13 +165,15 @@ def _build_videos(gt_videos, classes, source_of, streams, dims, skip_invalid, sk
     unknown = [l for l in v.labels if l not in index]
     try:
       if unknown:
-        raise UserError(f"video {v.name!r}: labels not in the class list: {unknown}")
+        raise UserError(f"{gt_source}: video {v.name!r}: labels not in the class list: "
+                        f"{unknown}")
       if require_labels and not v.labels:
-        raise UserError(f"video {v.name!r}: training video without any label")
+        raise UserError(f"{gt_source}: video {v.name!r}: training video (subset "
+                        f"{v.subset!r}) without any label")
       t = check_features(source, v.name, streams, dims)
     except UserError as e:
       if not skip_invalid:
-        raise
+        raise UserError(f"{e} (--skip_invalid_videos leaves such videos out)") from None
       skipped.append(str(e))
       continue
     videos.append(Video(v.name, tuple(index[l] for l in v.labels), t, v.duration, source))
@@ -309,11 +312,13 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   if include_train:
     train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
     train = _build_videos(train_gt.values(), classes, train_source, cfg.streams, dims,
-                          cfg.skip_invalid_videos, skipped, require_labels=True)
+                          cfg.skip_invalid_videos, skipped, require_labels=True,
+                          gt_source=gt_source)
     extra = load_extra(cfg.extra_train, classes, cfg.streams, dims)
     train += extra
   test = _build_videos(test_gt.values(), classes, test_source, cfg.streams, dims,
-                       cfg.skip_invalid_videos, skipped, require_labels=False)
+                       cfg.skip_invalid_videos, skipped, require_labels=False,
+                       gt_source=gt_source)
   if include_train and not train:
     raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
   for message in skipped:  # (every tool that loads the data says so, not only train)
