@@ -2,7 +2,9 @@
 
 import json
 import os
+import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -11,6 +13,7 @@ import pytest
 
 from conftest import IN_MEMORY, REPO, tiny_config
 from video_helpers import smooth_frames, write_video
+from wtal_tf.data import datasets as data
 from wtal_tf.inference import batch as inference
 from wtal_tf.training import trainer as training
 from wtal_tf.config import ExtractConfig
@@ -87,6 +90,50 @@ def test_detect_cli_on_a_new_video(trained, tmp_path):
     assert d["label"] in ("A", "B") and 0 <= d["segment"][0] <= d["segment"][1] <= 70 / 25
   assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
   assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_features_made_otherwise_than_the_training_features_are_refused_or_named(
+    extracted, trained, tmp_path, caplog):
+  """Found by a new user: detect with its default geometry and weights, on a model trained
+  on other features, gave other scores with exit 0; so did localize on test videos
+  extracted otherwise than the training videos."""
+  cfg, _ = trained
+  made = json.loads((pathlib.Path(cfg.train.model_dir) / "model.json").read_text())[
+      "features_made"]
+  assert (made["crop_size"], made["resize_shorter"], made["streams"]) == (
+      CROP, SHORTER, {"rgb": "random:0"})
+  video = write_video(tmp_path / "clip.mkv", smooth_frames(40, 48, 64, seed=9))
+  detect = lambda **extract: new_video.detect_video(cfg.replace(
+      detect={"video": str(video), "output": str(tmp_path / "d.json")},
+      extract={"random_init_seed": 0, "resize_shorter": SHORTER, "crop_size": CROP,
+               **extract}))
+  with pytest.raises(UserError, match=re.escape(
+      "the model was trained on features made otherwise than these flags make them "
+      f"(trained vs now: crop_size {CROP} vs {CROP - 8}; rgb weights 'random:0' vs "
+      "'random:1'): pass the extraction flags")):
+    detect(crop_size=CROP - 8, random_init_seed=1)
+  assert not (tmp_path / "d.json").exists()
+  assert detect()[0] == str(tmp_path / "d.json")  # made alike: detections
+  # Test videos extracted again at another crop, beside the training videos: the loader
+  # and localize name it.
+  out, test_videos = tmp_path / "data", tmp_path / "test_videos"
+  shutil.copytree(extracted / "out", out)
+  test_videos.mkdir()
+  for name in ("te_1", "te_2"):
+    shutil.copy(extracted / "videos" / f"{name}.mkv", test_videos)
+  pipeline.extract(ExtractConfig(
+      video_dir=str(test_videos), output_dir=str(out), split="all", streams=("rgb",),
+      resize_shorter=SHORTER, crop_size=CROP - 8, random_init_seed=0, pipeline_args=IN_MEMORY))
+  caplog.set_level("WARNING")
+  data_cfg = cfg.replace(data={"data_dir": str(out)})
+  assert data.load_dataset(data_cfg.data).features_made is None
+  assert ("made in 2 ways by wtal_tf.extract: 4 videos (e.g. tr_a1) and 2 (e.g. te_1) differ "
+          f"in crop_size {CROP} vs {CROP - 8}; a model takes them as one kind of input") in (
+              caplog.text)
+  caplog.clear()
+  inference.localize_to_file(data_cfg, output=str(tmp_path / "l.json"))
+  assert (f"the model was trained on features made otherwise than these (crop_size {CROP} vs "
+          f"{CROP - 8}): its scores on them are not to be trusted") in caplog.text
 
 
 def test_flow_without_checkpoint_is_one_clear_error(tmp_path, monkeypatch):

@@ -27,6 +27,9 @@ EXTRA_LABELS = "labels.csv"
 EXTRA_LABEL_SEP = ";"
 WTALC_FEATURES = "Thumos14reduced-I3D-JOINTFeatures.npy"
 WTALC_ANNOTATIONS = "Thumos14reduced-Annotations"
+STATUS_DIR = "extract_status"  # DATA_DIR/extract_status/<split>/<video>.json: how
+# wtal_tf.extract made a video's features (its "provenance"), beside its outcome
+STREAM_SETTINGS = {"flow": ("flow_engine",)}  # provenance settings of one stream's features only
 
 
 def num_segments(num_frames: int) -> int:

@@ -11,6 +11,7 @@ kept apart (`Dataset.test_gt`) and used for evaluation only.
 
 import csv
 import dataclasses
+import json
 import os
 from typing import Optional, Sequence
 
@@ -53,15 +54,30 @@ class FeatureSource:
     """A human-readable location of one video's stream, for messages."""
     raise NotImplementedError
 
+  def made(self, name: str) -> Optional[dict]:  # pylint: disable=unused-argument
+    """How wtal_tf.extract made the video's features (its status record's provenance);
+    None when no record says."""
+    return None
+
   def load_stream(self, name: str, stream: str) -> np.ndarray:
     raise NotImplementedError
 
 
 class PerVideoSource(FeatureSource):
-  """`ROOT/<stream>/<video>.npy` files."""
+  """`ROOT/<stream>/<video>.npy` files (status_root: the folder of their status records
+  when wtal_tf.extract wrote them)."""
 
-  def __init__(self, root: str):
-    self.root = root
+  def __init__(self, root: str, status_root: Optional[str] = None):
+    self.root, self.status_root = root, status_root
+
+  def made(self, name):
+    path = os.path.join(self.status_root, name + ".json") if self.status_root else None
+    try:
+      with open(path, encoding="utf-8") as f:
+        made = json.load(f).get("provenance")
+    except (TypeError, OSError, ValueError, AttributeError):  # (none, unreadable, not a dict)
+      return None
+    return made if isinstance(made, dict) else None
 
   def path(self, name, stream):
     return contract.stream_file(self.root, stream, name)
@@ -115,6 +131,9 @@ class Dataset:
   # known_classes given to load_dataset when it has none, make the class list)
   num_extra: int = 0  # the last num_extra training videos come from --extra_train
   skipped: list[str] = dataclasses.field(default_factory=list)
+  # How wtal_tf.extract made the features of the videos read (features_made); None: no
+  # status record says, or the records disagree
+  features_made: Optional[dict] = None
 
   @property
   def num_classes(self) -> int:
@@ -298,7 +317,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
     def source_of(v, default_split):  # an entry may name its split (wtal_tf.extract does)
       split = v.split or default_split
       if split not in sources:
-        sources[split] = PerVideoSource(contract.split_dir(cfg.data_dir, split))
+        sources[split] = PerVideoSource(contract.split_dir(cfg.data_dir, split),
+                                        os.path.join(cfg.data_dir, contract.STATUS_DIR, split))
       return sources[split]
 
     train_source = lambda v: source_of(v, cfg.train_split)  # noqa: E731
@@ -327,7 +347,49 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
                  train=train, test=test, test_gt=dict(test_gt),
                  gt_source=gt_source, class_source=cfg.class_list or gt_source,
-                 num_extra=len(extra) if include_train else 0, skipped=skipped)
+                 num_extra=len(extra) if include_train else 0, skipped=skipped,
+                 features_made=features_made(train + test, cfg.streams))
+
+
+def _made_for(made: dict, streams: Sequence[str]) -> dict:
+  """A status record's provenance restricted to `streams` (other streams, and their
+  own settings, left out)."""
+  owner = {k: s for s, keys in contract.STREAM_SETTINGS.items() for k in keys}
+  out = {k: v for k, v in made.items()
+         if k != "streams" and (k not in owner or owner[k] in streams)}
+  stored = made.get("streams") if isinstance(made.get("streams"), dict) else {}
+  return {**out, "streams": {s: stored[s] for s in streams if s in stored}}
+
+
+def made_differences(a: dict, b: dict) -> list[str]:
+  """What differs between two provenances of features ("crop_size 224 vs 56", "rgb
+  weights 'random:0' vs 'sha256:…'"); streams only one of them has are left out."""
+  a, b = ({k: v for k, v in x.items() if k != "streams"} | {
+      f"{s} weights": i for s, i in (x.get("streams") or {}).items()} for x in (a, b))
+  return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) & set(b))
+          if a.get(k) != b.get(k)]
+
+
+def features_made(videos: Sequence[Video], streams: Sequence[str]) -> Optional[dict]:
+  """How the videos' features of `streams` were made (their status records' provenance,
+  wtal_tf/features/provenance.py), when every record says the same; None when no video
+  has a record. Records that disagree (e.g. test videos extracted at another crop, or
+  with other weights, than the training videos) are a warning naming what differs, and
+  None: a model sees such features as one kind of input and gives wrong scores."""
+  groups: dict[str, list[str]] = {}
+  for v in videos:
+    made = v.source.made(v.name)
+    if made is not None:
+      groups.setdefault(json.dumps(_made_for(made, streams), sort_keys=True), []).append(v.name)
+  if len(groups) > 1:
+    (a, names_a), (b, names_b) = sorted(groups.items(), key=lambda g: -len(g[1]))[:2]
+    differ = "; ".join(made_differences(json.loads(a), json.loads(b)))
+    logging.warning("the features of these videos were made in %d ways by wtal_tf.extract: "
+                    "%d videos (e.g. %s) and %d (e.g. %s) differ in %s; a model takes them as "
+                    "one kind of input: extract them alike", len(groups), len(names_a),
+                    names_a[0], len(names_b), names_b[0], differ)
+    return None
+  return json.loads(next(iter(groups))) if groups else None
 
 
 def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:

@@ -51,8 +51,8 @@ from wtal_tf.features import provenance
 from wtal_tf.features import storage
 from wtal_tf.features import video
 
-STATUS_DIR, CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = (
-    "extract_status", "extract_chunks", "extract_runs", "extract_progress")
+STATUS_DIR = contract.STATUS_DIR
+CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = "extract_chunks", "extract_runs", "extract_progress"
 MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done,
 # holding the worker's name (not empty: Beam's S3 upload cannot store an empty object)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"

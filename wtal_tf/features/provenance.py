@@ -19,7 +19,6 @@ from wtal_tf.features import weights
 from wtal_tf.features.install_weights import file_digest
 
 FEATURE_VERSION = 1  # raise when the code computes different features from the same inputs
-STREAM_SETTINGS = {"flow": ("flow_engine",)}  # settings that shape one stream's features only
 
 
 def weights_identity(cfg: ExtractConfig, stream: str) -> str:
@@ -46,13 +45,13 @@ def settings(cfg: ExtractConfig, weight_ids: dict[str, str]) -> dict:
           "segment_frames": contract.SEGMENT_FRAMES, "resize_shorter": cfg.resize_shorter,
           "crop_size": cfg.crop_size, "streams": {s: weight_ids[s] for s in cfg.streams}}
   for s in cfg.streams:
-    made.update({k: getattr(cfg, k) for k in STREAM_SETTINGS.get(s, ())})
+    made.update({k: getattr(cfg, k) for k in contract.STREAM_SETTINGS.get(s, ())})
   return made
 
 
 def _shared(settings: dict) -> dict:
-  """The settings that shape every stream's features (not "streams", not STREAM_SETTINGS)."""
-  own = {k for keys in STREAM_SETTINGS.values() for k in keys}
+  """The settings that shape every stream's features (not "streams", not a stream's own)."""
+  own = {k for keys in contract.STREAM_SETTINGS.values() for k in keys}
   return {k: v for k, v in settings.items() if k != "streams" and k not in own}
 
 
@@ -64,7 +63,7 @@ def differences(stored: dict, current: dict) -> list[str]:
   if not isinstance(stored, dict):
     return ["no provenance recorded"]
   stored_streams = stored.get("streams") or {}
-  owner = {k: s for s, keys in STREAM_SETTINGS.items() for k in keys}
+  owner = {k: s for s, keys in contract.STREAM_SETTINGS.items() for k in keys}
   out = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in current.items()
          if k != "streams" and stored.get(k) != v  # (a stream not stored: "no s features")
          and (k not in owner or owner[k] in stored_streams)]

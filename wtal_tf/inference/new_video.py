@@ -5,14 +5,17 @@ the model was trained on), then the model, localization and export of
 `wtal_tf.localize`.
 """
 
+import dataclasses
 import os
 
 from wtal_tf import io_utils
 from wtal_tf.config import Config
 from wtal_tf import contract
+from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
 from wtal_tf.features import extraction
+from wtal_tf.features import provenance
 from wtal_tf.features import video as video_lib
 from wtal_tf.features import weights
 from wtal_tf.inference import batch
@@ -20,6 +23,22 @@ from wtal_tf.inference.predictor import load_predictor
 from wtal_tf.modeling import checkpoints
 from wtal_tf.viz import plotting
 from wtal_tf.viz import timeline
+
+
+def _check_made_alike(cfg: Config, predictor) -> None:
+  """A UserError when the model's training features (its model.json's features_made, when
+  wtal_tf.extract made them) were made otherwise than this command would make the
+  video's: other geometry or weights give features the model was not trained on."""
+  if not predictor.features_made:
+    return
+  extract = dataclasses.replace(cfg.extract, streams=predictor.streams)
+  now = provenance.settings(extract, {s: provenance.weights_identity(extract, s)
+                                      for s in predictor.streams})
+  differ = data.made_differences(predictor.features_made, now)
+  if differ:
+    raise UserError(f"{cfg.train.model_dir}: the model was trained on features made otherwise "
+                    f"than these flags make them (trained vs now: {'; '.join(differ)}): pass "
+                    "the extraction flags its features were made with")
 
 
 def detect_video(cfg: Config) -> tuple[str, str | None]:
@@ -46,6 +65,7 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
     extractor = extraction.Extractor(cfg.extract, predictor.streams)
   except weights.MissingWeights as e:  # (the model's streams, not --streams, are extracted)
     raise UserError(f"{model_dir}: the model has a {e.stream} stream, and {e.need}") from None
+  _check_made_alike(cfg, predictor)
   result = extractor(path)
   name, classes = video_lib.name(path), predictor.classes
   results, outputs, dets = batch.detect_one(predictor, result.features, classes,

@@ -1,5 +1,6 @@
 """Device-side forward pass over whole videos, returning numpy for the host."""
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -22,8 +23,9 @@ class Predictor:
   """
 
   def __init__(self, model: WTALModel, feature_dims: dict[str, int],
-               localize: LocalizeConfig, classes=None):
+               localize: LocalizeConfig, classes=None, features_made=None):
     self.model = model
+    self.features_made = features_made  # how its training features were made, if known
     self.streams = model.streams
     self.feature_dims = dict(feature_dims)
     self.classes = None if classes is None else tuple(classes)
@@ -56,6 +58,12 @@ class Predictor:
     if wrong:
       raise UserError(f"{model_dir}: the model was trained on features of sizes "
                       f"{ {s: self.feature_dims[s] for s in wrong} }, but the data has {wrong}")
+    if self.features_made and dataset.features_made:
+      differ = data.made_differences(self.features_made, dataset.features_made)
+      if differ:
+        logging.warning("%s: the model was trained on features made otherwise than these "
+                        "(%s): its scores on them are not to be trusted", model_dir,
+                        "; ".join(differ))
 
   def __call__(self, features: dict[str, np.ndarray]) -> dict[str, StreamOutput]:
     outs = self._forward({s: features[s] for s in self.model.streams})
@@ -65,4 +73,5 @@ class Predictor:
 def load_predictor(model_dir: str, localize: LocalizeConfig) -> Predictor:
   """The predictor of the latest checkpoint in `model_dir` (UserError if there is none)."""
   model, spec = checkpoints.restore(model_dir)
-  return Predictor(model, spec["feature_dims"], localize, spec["classes"])
+  return Predictor(model, spec["feature_dims"], localize, spec["classes"],
+                   spec.get("features_made"))

@@ -25,10 +25,14 @@ THE_MODEL = ("classes", "feature_dims", "model.num_classes", "model.streams",
              "model.attention_units", "model.loss_config.cls_loss", "model.dtype")
 
 
-def spec(model: WTALModel, classes, feature_dims) -> dict:
-  """What is needed to rebuild the model without the training flags (as JSON holds it)."""
+def spec(model: WTALModel, classes, feature_dims, features_made: Optional[dict] = None
+         ) -> dict:
+  """What is needed to rebuild the model without the training flags (as JSON holds it),
+  and how wtal_tf.extract made its training features when their records say
+  (features_made: detect extracts a new video's features alike)."""
+  made = {"features_made": features_made} if features_made is not None else {}
   return json.loads(json.dumps({"model": model.get_config(), "classes": list(classes),
-                                "feature_dims": dict(feature_dims)}))
+                                "feature_dims": dict(feature_dims), **made}))
 
 
 def _flat(value, key: str = "") -> dict:
