@@ -7,7 +7,8 @@ Keras picks its backend at import, so the JAX side runs in one subprocess
   the same clips go through a SegmentEncoder of InceptionI3d, and its pooled
   features and logits must match this process's within float32 tolerance;
 - beam_pipeline.extract with the Kinetics-400 weights (Beam's default worker
-  threads) must give the features this process extracts from the same video.
+  threads, two of them encoding at once) must give the features this process
+  extracts from the same video.
 """
 
 import os
@@ -27,7 +28,10 @@ from wtal_tf.features import i3d
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLIP = (2, i3d.SEGMENT_FRAMES, 32, 32, 3)  # two tiny RGB clips [N, T, H, W, C]
-EXTRACT = {"streams": ("rgb",), "resize_shorter": 40, "crop_size": 32}  # small frames
+# Small frames, and a chunk per segment on two worker threads: chunks encoded at once
+# (Keras's predict_on_batch, shared by the threads, crashed under JAX: a new user found it).
+EXTRACT = {"streams": ("rgb",), "resize_shorter": 40, "crop_size": 32, "chunk_segments": 1,
+           "pipeline_args": ("--direct_num_workers=2",)}
 
 # Runs in the subprocess: argv = weights .npz, clips .npy, output .npz, video dir, OUT.
 CHILD = """

@@ -1,5 +1,7 @@
 """One stream's I3D with its weights, as a function from a batch of segments to features."""
 
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -16,7 +18,8 @@ class SegmentEncoder:
   a signature of unknown batch and frame size, so batches of any N, H, W share one
   trace; the whole batch runs on the device and crosses to the host once, at the
   end. Under another Keras backend (JAX): Keras's own compiled prediction
-  (`predict_on_batch`, compiled once per input shape), the logits run as they come.
+  (`predict_on_batch`, compiled once per input shape; one call at a time, as it is not
+  safe across threads), the logits run as they come.
   """
 
   def __init__(self, stream: str, model: InceptionI3d, has_logits: bool = True):
@@ -37,7 +40,16 @@ class SegmentEncoder:
           model.logits, jit_compile=False,
           input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32)])
     else:
-      self._features, self._logits = model.predict_on_batch, model.logits
+      self._features, self._logits = self._predict_one_at_a_time, model.logits
+      self._predict_lock = threading.Lock()
+
+  def _predict_one_at_a_time(self, clips):
+    # Keras's compiled prediction hands the model's state to the computation, which
+    # deletes those buffers (JAX: "Array has been deleted"): the threads of one
+    # extraction, sharing this encoder, call it one at a time (XLA's own threads still
+    # share a call out over the cores).
+    with self._predict_lock:
+      return self.model.predict_on_batch(clips)
 
   def _features_fn(self, clips):
     self.trace_count += 1
