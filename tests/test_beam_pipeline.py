@@ -331,7 +331,7 @@ def test_records_come_through_the_pipeline_not_from_files_on_the_driver(videos, 
   assert {r["status"] for r in records.values()} == {"ok"}
   # A pipeline that wrote no summary is an error, not a guess from old records.
   with mock.patch.object(pipeline, "run_pipeline"), pytest.raises(UserError,
-                                                                  match="without writing"):
+                                                                  match="ended without writing"):
     pipeline.extract(dataclasses.replace(cfg, random_init_seed=2))
 
 
@@ -621,7 +621,7 @@ def test_tensorflow_is_imported_before_the_progress_lines_when_workers_are_threa
   monkeypatch.setattr(pipeline, "run_pipeline", lambda *args: calls.append("pipeline"))
   cfg = small_cfg(tmp_path, tmp_path / "out", pipeline_args=mode)
   run = pipeline._run  # pylint: disable=protected-access
-  with pytest.raises(UserError, match="finished without writing its summary"):
+  with pytest.raises(UserError, match="ended without writing its summary"):
     run(cfg, pipeline.pipeline_options(mode), [], [], {})
   assert calls == (["import"] if imported_first else []) + ["progress", "pipeline"]
 

@@ -276,8 +276,10 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
   storage.delete([summary] + storage.match(storage.join(cfg.output_dir, PROGRESS_DIR, run_id,
                                                         "*")), prune=True)
   if not isinstance(records, list):
-    raise UserError(f"{cfg.output_dir}: the pipeline finished without writing its summary "
-                    f"({RUNS_DIR}/{run_id}.json)")
+    raise UserError(f"{cfg.output_dir}: the pipeline ended without writing its summary "
+                    f"({RUNS_DIR}/{run_id}.json): the run was cut off (on a cluster: its "
+                    "scheduler or workers lost?); run the command again: finished chunks "
+                    "are kept")
   return records
 
 
