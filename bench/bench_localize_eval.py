@@ -3,6 +3,7 @@
 python -m bench.bench_localize_eval
 """
 
+import argparse
 import itertools
 import operator
 import time
@@ -93,6 +94,7 @@ def bench_evaluation(rng, predictions=50_000, videos=200):
 
 
 def main():
+  argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
   rng = np.random.default_rng(0)
   bench_localization(rng)
   bench_evaluation(rng)

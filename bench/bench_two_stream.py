@@ -8,6 +8,7 @@ Keras engine compiles once per frame size).
 flock -x /tmp/wtal_heavy.lock .venv/bin/python -m bench.bench_two_stream
 """
 
+import argparse
 import json
 import os
 import time
@@ -21,15 +22,18 @@ CLIP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--clip", default=CLIP, help="the video extracted (default: %(default)s)")
+  clip = parser.parse_args().clip
   rows = []
   rgb = extraction.build_encoders(ExtractConfig(), ("rgb",))  # the packaged weights
   for engine in FLOW_ENGINES:
     flow = extraction.build_encoders(ExtractConfig(random_init_seed=0), ("flow",))
     extractor = extraction.Extractor(ExtractConfig(flow_engine=engine), ("rgb", "flow"),
                                      encoders={**rgb, **flow})
-    extractor(CLIP)  # warm-up: traces and compiles
+    extractor(clip)  # warm-up: traces and compiles
     start = time.perf_counter()
-    result = extractor(CLIP)
+    result = extractor(clip)
     seconds = time.perf_counter() - start
     segments = len(result.features["flow"])
     rows.append({"flow_engine": engine, "segments": segments, "seconds": seconds,

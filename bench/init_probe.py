@@ -8,6 +8,8 @@ initialiser. Prints mean λ on action / background segments at the end.
 python -m bench.init_probe
 """
 
+import argparse
+
 import numpy as np
 import keras
 import tensorflow as tf
@@ -49,6 +51,7 @@ def run(init_stddev, seed, data):
 
 
 def main():
+  argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
   data = videos(np.random.default_rng(0))
   for name, stddev in (("glorot", 0.0), ("N(0, 0.001^2)", 1e-3)):
     for seed in range(4):

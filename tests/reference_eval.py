@@ -1,6 +1,6 @@
 """A straightforward per-prediction loop of the ActivityNet detection mAP.
 
-The baseline of bench/bench_eval.py and the oracle of tests/test_evaluation.py:
+The baseline of bench/bench_localize_eval.py and the oracle of tests/test_evaluation.py:
 it follows ActivityNet's compute_average_precision_detection line by line
 (without pandas), one prediction and one threshold at a time.
 """

@@ -3,6 +3,10 @@ steps stay free of TensorFlow, and --proposal_source=auto is resolved where the
 localization config meets the model."""
 
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from conftest import REPO, frameworks_loaded_by, tiny_config, write_dataset
@@ -47,3 +51,31 @@ def test_predictor_resolves_auto_for_its_model(tmp_path, cls_loss):
   predictor = Predictor(training.build_model(cfg, ds), ds.feature_dims, cfg.localize)
   assert predictor.localize_config == cfg.localize.for_model(cls_loss)
   assert predictor.localize_config.proposal_source != "auto"
+
+
+# Runs in a subprocess: each bench script as `python -m bench.<name> --help`, in turn.
+HELP_CHILD = """
+import contextlib, io, runpy, sys
+for name in sys.argv[1:]:
+  sys.argv = [name, "--help"]
+  out = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+      runpy.run_module(name, run_name="__main__", alter_sys=True)
+  except SystemExit as e:
+    assert e.code in (0, 1) and out.getvalue().strip(), (name, e.code, out.getvalue())
+  else:
+    raise AssertionError(name + " --help ran without exiting")
+"""
+
+
+def test_every_bench_script_answers_help_without_running():
+  """Found by a new user: `python -m bench.bench_two_stream --help` started the benchmark
+  (minutes of both cores). absl's --help (bench.loop) exits 1, argparse's 0."""
+  names = sorted(f"bench.{p.stem}" for p in (REPO / "bench").glob("*.py")
+                 if "__main__" in p.read_text())
+  assert len(names) >= 11
+  proc = subprocess.run([sys.executable, "-c", HELP_CHILD, *names], cwd=REPO,
+                        capture_output=True, text=True, timeout=180,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
