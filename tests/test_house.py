@@ -77,7 +77,9 @@ def test_flags_parse_back_into_the_same_config():
 
 
 def test_tool_flags_stay_with_their_tools():
-  help_text = run_cli("wtal_tf.train", "--helpfull").stdout
+  proc = run_cli("wtal_tf.train", "--helpfull")
+  assert proc.returncode == 0
+  help_text = proc.stdout
   assert "--train_steps:" in help_text
   for tool_flag in ("videos", "val_annotations", "gt", "per_class", "video_dir",
                     "ablation_rows", "num_microvideos"):
@@ -86,7 +88,9 @@ def test_tool_flags_stay_with_their_tools():
 
 
 def test_help_lists_every_flag_of_the_command_and_keeps_the_usage_lines():
-  extract = run_cli("wtal_tf.extract", "--help").stdout
+  proc = run_cli("wtal_tf.extract", "--help")
+  assert proc.returncode == 0  # (absl exits 1: `extract --help && ...` failed)
+  extract = proc.stdout
   assert "--video_dir:" in extract and "--chunk_segments:" in extract
   assert "--train_steps:" not in extract  # not an extract flag
   evaluate = run_cli("wtal_tf.evaluate", "--help").stdout

@@ -196,6 +196,9 @@ def fail(message: str, status: int = ERROR_STATUS) -> typing.NoReturn:
   sys.exit(status)
 
 
+HELP_ARGS = ("--help", "-h", "-?", "--helpfull", "--helpshort", "--helpxml")  # (absl's)
+
+
 def parse_flags(argv: list[str], known_only: bool = False,
                 fv: flags.FlagValues = FLAGS) -> list[str]:
   """fv(argv), with a bad flag (unknown, unparsable value, out of bounds, failed
@@ -206,6 +209,10 @@ def parse_flags(argv: list[str], known_only: bool = False,
   except flags.Error as e:
     message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
     fail(message.removeprefix("ERROR::").strip())  # absl's prefix of a flagfile's errors
+  except SystemExit as e:  # absl's --help and its kin print, then exit 1: asked-for help
+    if e.code == 1 and any(a.split("=")[0] in HELP_ARGS for a in argv[1:]):
+      sys.exit(0)  # is no failure (`extract --help && ...`)
+    raise
 
 
 def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
