@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import importlib.machinery
 import io
+import logging
 import os
 import queue
 import re
@@ -394,6 +395,23 @@ def test_quiet_only_in_entrypoints_and_the_workers_they_start():
                         capture_output=True, text=True, cwd=REPO,
                         env=quiet_env(**{startup.QUIET_ENV: "1"}), check=True)
   assert proc.stdout.split() == ["3", "True"] and proc.stderr == "", proc.stderr
+
+
+def test_the_driver_quiets_dask_here_and_in_the_workers_it_starts(monkeypatch):
+  """Found by a new user: --runner=DaskRunner without an address printed about 40 lines
+  of the local cluster's start-up (its workers' too, each a process of its own)."""
+  monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+  monkeypatch.setattr(logging.getLogger("distributed"), "level", logging.NOTSET)
+  beam_options.quiet_driver_logs()
+  assert logging.getLogger("distributed").level == logging.WARNING
+  probe = ("import dask, distributed; print(dask.config.get('logging.distributed'), "
+           "logging.getLogger('distributed').getEffectiveLevel())")
+  proc = subprocess.run([sys.executable, "-c", "import logging; " + probe],
+                        capture_output=True, text=True, cwd=REPO, check=True)
+  assert proc.stdout.split() == ["warning", str(logging.WARNING)]  # (a worker's start)
+  monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "debug")  # the user's own is kept
+  beam_options.quiet_driver_logs()
+  assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "debug"
 
 
 @pytest.mark.parametrize("tool", list(TOOLS))
