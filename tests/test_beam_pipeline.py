@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -461,8 +460,8 @@ def test_videos_annotated_for_another_subset_are_found_where_they_were_written(v
   assert [v.name for v in ds.test] == ["c"]
 
 
-def test_a_rerun_keeps_the_labels_gt_json_gives_videos_its_annotations_do_not_list(
-    videos, tmp_path, caplog):
+def test_a_rerun_keeps_the_labels_given_before_to_videos_its_annotations_do_not_list(
+    videos, tmp_path):
   """Found by a new user: a rerun without --annotations, or with a file listing only a new
   video, wrote every other video's entry with no annotations (exit 0), so evaluation
   scored true detections as false positives."""
@@ -473,26 +472,24 @@ def test_a_rerun_keeps_the_labels_gt_json_gives_videos_its_annotations_do_not_li
                     for n, e in json.loads((out / "gt.json").read_text())["database"].items()}
   pipeline.extract(small_cfg(videos, out, annotations=write_annotations(
       tmp_path / "a.json", {"long": entry("A", "validation"), "b": entry("B")})))
-  by_hand = json.loads((out / "gt.json").read_text())  # labels the user adds in gt.json
-  by_hand["database"]["c"]["annotations"] = entry("C")["annotations"]
-  (out / "gt.json").write_text(json.dumps(by_hand))
-  caplog.set_level("INFO")
-  pipeline.extract(small_cfg(videos, out))  # no --annotations: all done, labels kept
-  assert labels() == {"long": ("validation", ["A"]), "b": ("test", ["B"]), "c": ("test", ["C"])}
-  assert f"3 videos not in --annotations keep the labels {out / 'gt.json'} gives them" in (
-      caplog.text)
-  # Annotations listing one video (b, its labels removed) and a video made again: the
-  # others keep theirs, b takes the file's.
+  given = {"long": ("validation", ["A"]), "b": ("test", ["B"]), "c": ("test", [])}
+  assert labels() == given
+  pipeline.extract(small_cfg(videos, out))  # no --annotations, all done: labels kept
+  assert labels() == given
+  # Annotations of c only, with every video made again (another crop): the others keep
+  # theirs; then b's removed by listing it without annotations.
+  pipeline.extract(small_cfg(videos, out, crop_size=CROP - 8, annotations=write_annotations(
+      tmp_path / "c.json", {"c": entry("C")})))
+  assert labels() == {**given, "c": ("test", ["C"])}
   pipeline.extract(small_cfg(videos, out, crop_size=CROP - 8, annotations=write_annotations(
       tmp_path / "b.json", {"b": {"subset": "test", "annotations": []}})))
-  assert labels() == {"long": ("validation", ["A"]), "b": ("test", []), "c": ("test", ["C"])}
-  # A malformed entry of a video being extracted is one line before any work.
-  by_hand["database"]["c"]["annotations"] = [{"label": "C"}]
-  (out / "gt.json").write_text(json.dumps(by_hand))
-  with mock.patch.object(pipeline, "run_pipeline") as run, pytest.raises(
-      UserError, match=re.escape(f"{out / 'gt.json'}: video 'c': annotation 0 needs")):
-    pipeline.extract(small_cfg(videos, out, crop_size=CROP - 4))
-  run.assert_not_called()
+  assert labels() == {**given, "c": ("test", ["C"]), "b": ("test", [])}
+  # A run into another split leaves them as they are.
+  other = tmp_path / "other"
+  other.mkdir()
+  write_video(other / "d.mkv", smooth_frames(16, 48, 64, seed=5))
+  pipeline.extract(small_cfg(other, out, split="train"))
+  assert labels() == {**given, "c": ("test", ["C"]), "b": ("test", []), "d": ("train", [])}
 
 
 def test_a_rerun_removes_stale_temporary_files_only(videos, tmp_path):

@@ -197,18 +197,6 @@ def match_annotations(given: dict, names: Sequence[str], source: str) -> dict:
   return matched
 
 
-def earlier_labels(cfg: ExtractConfig, database: dict, names: Sequence[str]
-                   ) -> dict[str, groundtruth.GTVideo]:
-  """{video: its labels (subset, annotations)} for the `names` that OUT/gt.json's
-  `database` already labels in cfg.split: a rerun without --annotations, or with one
-  that lists only new videos, keeps the labels an earlier run (or the user) wrote."""
-  in_split = {n: database[n] for n in names if n in database and (
-      database[n].get("split", cfg.split) if isinstance(database[n], dict) else cfg.split
-  ) == cfg.split}
-  labelled = groundtruth.parse_database(in_split, contract.gt_path(cfg.output_dir))
-  return {n: v for n, v in labelled.items() if v.instances or v.subset != cfg.split}
-
-
 def _check_writable(cfg: ExtractConfig) -> None:
   """OUT must take the run's files (one line, before any work): on a local filesystem
   every folder the run writes; elsewhere a file written and deleted (a missing bucket
@@ -239,7 +227,7 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
     if changed:
       logging.info("re-extracting %s: %s", name, "; ".join(changed))
     return None, plan(path, cfg.chunk_segments, made, workers)
-  entry = gt_entry(cfg, record, gt)
+  entry = gt_entry(cfg, record, gt, record.get(GT_KEY))
   if record.get(GT_KEY) != entry:  # other annotations, or a record from before GT_KEY
     record = {**record, GT_KEY: entry}
     storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
@@ -301,12 +289,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   weights.check_weights(cfg, cfg.streams)
   workers = cfg.chunk_workers or worker_slots(options) or 1  # (asks a Dask scheduler)
   _check_writable(cfg)  # (makes OUT's folders: after everything that can fail without it)
-  earlier = earlier_labels(cfg, read_database(cfg.output_dir),  # (a bad OUT/gt.json
-                           [n for n in names if n not in annotations])  # fails now)
-  if earlier:
-    logging.info("%d videos not in --annotations keep the labels %s gives them", len(earlier),
-                 contract.gt_path(cfg.output_dir))
-  annotations = {**earlier, **annotations}
+  read_database(cfg.output_dir)  # a bad OUT/gt.json fails now, not after the work
   removed = storage.remove_stale_temporaries(cfg.output_dir)
   abandoned = remove_abandoned_progress(cfg.output_dir)
   settings = provenance.settings(cfg, {s: provenance.weights_identity(cfg, s)

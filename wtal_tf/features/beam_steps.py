@@ -213,7 +213,7 @@ class AssembleVideoFn(_WritesOutFn):
     total = chunks[-1].get("total_frames")
     if not errors and total != frames:
       errors = [f"{path}: the chunks cover {frames} frames, the video has {total}"]
-    features, stale = {}, []
+    features, stale, old_record = {}, [], None
     if errors:
       record = {"video": path, "status": FAILED, "reason": errors[0]}
     else:
@@ -223,8 +223,8 @@ class AssembleVideoFn(_WritesOutFn):
       # The record is read here, not taken from the driver's read at planning: another
       # run on the same OUT may have written the video's other streams since, and their
       # files must be kept and named, not removed as stale (one small read per video).
-      settings, stale = provenance.other_streams(
-          storage.read_json(status_path(cfg.output_dir, cfg.split, name)), made)
+      old_record = storage.read_json(status_path(cfg.output_dir, cfg.split, name))
+      settings, stale = provenance.other_streams(old_record, made)
       record = {"video": path, "status": OK, "frames": frames,
                 "segments": len(features[cfg.streams[0]]), "duration": frames / contract.FPS,
                 "chunks": len(chunks), "workers": sorted({c["worker"] for c in chunks}),
@@ -235,7 +235,8 @@ class AssembleVideoFn(_WritesOutFn):
             f"{path}: removed its {' and '.join(stale)} features, made with other settings "
             "or from another file of this name (extract them again to have them)")
     record["run"] = self.run_id
-    record[GT_KEY] = gt_entry(cfg, record, self.annotations.get(name))
+    record[GT_KEY] = gt_entry(cfg, record, self.annotations.get(name),
+                              old_record.get(GT_KEY) if isinstance(old_record, dict) else None)
     try:
       for s, x in features.items():
         storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
@@ -268,15 +269,23 @@ class FinishRunFn(_WritesOutFn):
 
 # ---------------------------------------------------------------- dataset files
 
-def gt_entry(cfg: ExtractConfig, record: dict, gt) -> Optional[dict]:
+def gt_entry(cfg: ExtractConfig, record: dict, gt, previous=None) -> Optional[dict]:
   """The gt.json entry of a video's status record (None for a failed video): duration,
-  split, and subset and annotations from `gt` (its GTVideo of --annotations, or None)."""
+  split, and subset and annotations from `gt` (its GTVideo of --annotations), else from
+  `previous` (the entry its earlier status record holds: a rerun without --annotations,
+  or with a file of other videos, keeps the labels given before), else subset = split
+  and none."""
   if record.get("status") == FAILED:
     return None
-  return {"subset": gt.subset if gt else cfg.split, "split": cfg.split,
-          "duration": record["duration"],
-          "annotations": [] if gt is None else [
-              {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
+  if gt is not None:
+    labels = {"subset": gt.subset, "annotations": [
+        {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
+  elif isinstance(previous, dict) and {"subset", "annotations"} <= set(previous):
+    labels = {"subset": previous["subset"], "annotations": previous["annotations"]}
+  else:
+    labels = {"subset": cfg.split, "annotations": []}
+  return {"subset": labels["subset"], "split": cfg.split, "duration": record["duration"],
+          "annotations": labels["annotations"]}
 
 
 def read_database(out: str) -> dict:
