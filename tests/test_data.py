@@ -9,6 +9,7 @@ import pytest
 
 from conftest import shared_path, write_dataset, write_video
 from wtal_tf import config as C
+from wtal_tf import contract
 from wtal_tf.data import datasets as data
 from wtal_tf.data import groundtruth
 from wtal_tf.training import input_pipeline
@@ -208,3 +209,36 @@ def test_converter_refuses_bad_video_info_and_unwritable_output(tmp_path):
   assert proc.returncode == 0 and proc.stderr.strip() == (  # found by a new user: silent
       f"warning: {info}: no duration for 1 of 2 videos (e.g. video_validation_1): their "
       "detections are not clipped to the video's end")
+
+
+def test_features_made_only_when_every_video_read_has_a_record_and_they_agree(tmp_path,
+                                                                              caplog):
+  """What a model records of how its training features were made (model.json), and the
+  warning when a dataset's videos were made otherwise than each other."""
+  root = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                       classes=("A", "B"))
+
+  def record(split, name, crop):
+    path = root / contract.STATUS_DIR / split / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"provenance": {
+        "crop_size": crop, "flow_engine": "opencv",
+        "streams": {"rgb": "random:0", "flow": "random:0"}}}))
+
+  load = lambda **kw: data.load_dataset(C.DataConfig(data_dir=str(root), **kw))
+  record("test", "x", 56)  # the test video only (found in review: it stood for all)
+  assert load().features_made is None
+  assert load(streams=("rgb",)).features_made is None
+  tested = data.load_dataset(C.DataConfig(data_dir=str(root), streams=("rgb",)),
+                             include_train=False).features_made
+  assert tested == {"crop_size": 56, "streams": {"rgb": "random:0"}}  # (flow's own left out)
+  for name in ("a", "b"):
+    record("train", name, 224)
+  caplog.set_level("WARNING")
+  assert load().features_made == {"crop_size": 224, "flow_engine": "opencv",
+                                  "streams": {"rgb": "random:0", "flow": "random:0"}}
+  assert ("made in 2 ways by wtal_tf.extract: 2 videos (e.g. a) and 1 (e.g. x) differ "
+          "(crop_size 224 vs 56)") in caplog.text
+  caplog.clear()
+  record("test", "x", 224)
+  assert load().features_made["crop_size"] == 224 and "made in" not in caplog.text

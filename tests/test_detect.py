@@ -21,6 +21,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import weights
 from wtal_tf.inference import new_video
+from wtal_tf.modeling import checkpoints
 
 SHORTER, CROP = 40, 32
 VIDEOS = {  # name: (subset, label, frames)
@@ -126,14 +127,32 @@ def test_features_made_otherwise_than_the_training_features_are_refused_or_named
       resize_shorter=SHORTER, crop_size=CROP - 8, random_init_seed=0, pipeline_args=IN_MEMORY))
   caplog.set_level("WARNING")
   data_cfg = cfg.replace(data={"data_dir": str(out)})
-  assert data.load_dataset(data_cfg.data).features_made is None
+  assert data.load_dataset(data_cfg.data).features_made == made  # the training videos'
   assert ("made in 2 ways by wtal_tf.extract: 4 videos (e.g. tr_a1) and 2 (e.g. te_1) differ "
-          f"in crop_size {CROP} vs {CROP - 8}; a model takes them as one kind of input") in (
+          f"(crop_size {CROP} vs {CROP - 8}); a model takes them as one kind of input") in (
               caplog.text)
   caplog.clear()
   inference.localize_to_file(data_cfg, output=str(tmp_path / "l.json"))
   assert (f"the model was trained on features made otherwise than these (crop_size {CROP} vs "
           f"{CROP - 8}): its scores on them are not to be trusted") in caplog.text
+
+
+def test_a_resume_on_features_made_otherwise_is_refused_and_none_keeps_what_it_learnt(
+    trained, tmp_path):
+  """Found in review: resuming on data extracted again at another crop replaced the
+  model's features_made without a word (detect then checked against the wrong one)."""
+  model_dir = tmp_path / "m"
+  shutil.copytree(trained[0].train.model_dir, model_dir)
+  _, spec = checkpoints.read_spec(str(model_dir))
+  other = {**spec, "features_made": {**spec["features_made"], "crop_size": CROP - 8}}
+  with pytest.raises(UserError, match=re.escape(
+      f"its checkpoints were trained on features made otherwise than these (trained vs now: "
+      f"crop_size {CROP} vs {CROP - 8})")):
+    checkpoints.prepare(str(model_dir), other)
+  assert checkpoints.read_spec(str(model_dir))[1] == spec  # left as it was
+  unrecorded = {k: v for k, v in spec.items() if k != "features_made"}
+  checkpoints.prepare(str(model_dir), unrecorded)  # data without records now: kept
+  assert checkpoints.read_spec(str(model_dir))[1] == spec
 
 
 def test_flow_without_checkpoint_is_one_clear_error(tmp_path, monkeypatch):

@@ -131,8 +131,9 @@ class Dataset:
   # known_classes given to load_dataset when it has none, make the class list)
   num_extra: int = 0  # the last num_extra training videos come from --extra_train
   skipped: list[str] = dataclasses.field(default_factory=list)
-  # How wtal_tf.extract made the features of the videos read (features_made); None: no
-  # status record says, or the records disagree
+  # How wtal_tf.extract made the features a model learns from (the training videos', not
+  # --extra_train's), or is tested on when those are not read (features_made); None: a
+  # video has no status record, or the records disagree
   features_made: Optional[dict] = None
 
   @property
@@ -341,6 +342,10 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
                        gt_source=gt_source)
   if include_train and not train:
     raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
+  own = train[:len(train) - len(extra)] if include_train else []  # (extra: no records)
+  made = features_made(own + test, cfg.streams)  # (warns when they were made otherwise)
+  if include_train:  # what the model learns from: its training features
+    made = features_made(own, cfg.streams, warn=False)
   for message in skipped:  # (every tool that loads the data says so, not only train)
     logging.warning("skipped: %s", message)
   # test_gt keeps a skipped test video: it is scored as a video without detections.
@@ -348,7 +353,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
                  train=train, test=test, test_gt=dict(test_gt),
                  gt_source=gt_source, class_source=cfg.class_list or gt_source,
                  num_extra=len(extra) if include_train else 0, skipped=skipped,
-                 features_made=features_made(train + test, cfg.streams))
+                 features_made=made)
 
 
 def _made_for(made: dict, streams: Sequence[str]) -> dict:
@@ -370,26 +375,32 @@ def made_differences(a: dict, b: dict) -> list[str]:
           if a.get(k) != b.get(k)]
 
 
-def features_made(videos: Sequence[Video], streams: Sequence[str]) -> Optional[dict]:
+def features_made(videos: Sequence[Video], streams: Sequence[str], warn: bool = True
+                  ) -> Optional[dict]:
   """How the videos' features of `streams` were made (their status records' provenance,
-  wtal_tf/features/provenance.py), when every record says the same; None when no video
-  has a record. Records that disagree (e.g. test videos extracted at another crop, or
-  with other weights, than the training videos) are a warning naming what differs, and
-  None: a model sees such features as one kind of input and gives wrong scores."""
+  wtal_tf/features/provenance.py), when every video has a record and all say the same;
+  else None. Records that disagree (e.g. test videos extracted at another crop, or with
+  other weights, than the training videos) are a warning naming what differs (`warn`):
+  a model takes such features as one kind of input and gives wrong scores."""
   groups: dict[str, list[str]] = {}
+  unrecorded = 0
   for v in videos:
     made = v.source.made(v.name)
-    if made is not None:
+    if made is None:
+      unrecorded += 1
+    else:
       groups.setdefault(json.dumps(_made_for(made, streams), sort_keys=True), []).append(v.name)
   if len(groups) > 1:
-    (a, names_a), (b, names_b) = sorted(groups.items(), key=lambda g: -len(g[1]))[:2]
-    differ = "; ".join(made_differences(json.loads(a), json.loads(b)))
-    logging.warning("the features of these videos were made in %d ways by wtal_tf.extract: "
-                    "%d videos (e.g. %s) and %d (e.g. %s) differ in %s; a model takes them as "
-                    "one kind of input: extract them alike", len(groups), len(names_a),
-                    names_a[0], len(names_b), names_b[0], differ)
+    if warn:
+      (a, names_a), (b, names_b) = sorted(groups.items(), key=lambda g: -len(g[1]))[:2]
+      logging.warning("the features of these videos were made in %d ways by wtal_tf.extract: "
+                      "%d videos (e.g. %s) and %d (e.g. %s) differ (%s); a model takes them "
+                      "as one kind of input: extract them alike", len(groups), len(names_a),
+                      names_a[0], len(names_b), names_b[0],
+                      "; ".join(made_differences(json.loads(a), json.loads(b)))
+                      or "in what only one of them records")
     return None
-  return json.loads(next(iter(groups))) if groups else None
+  return json.loads(next(iter(groups))) if groups and not unrecorded else None
 
 
 def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:

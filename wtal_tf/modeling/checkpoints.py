@@ -8,6 +8,7 @@ from absl import logging
 import tensorflow as tf
 
 from wtal_tf import io_utils
+from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError, first_few, shorten
 from wtal_tf.modeling.model import WTALModel
 
@@ -74,6 +75,14 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
           f"{path}: this model dir holds checkpoints of another model "
           f"({first_few(changed, MAX_CHANGES_SHOWN, '; ')}"
           "): resume with the flags and data it was trained with, or use a new --model_dir")
+    made, made_now = old_spec.get("features_made"), model_spec.get("features_made")
+    if made and made_now and made != made_now:
+      raise UserError(
+          f"{path}: its checkpoints were trained on features made otherwise than these "
+          f"(trained vs now: {'; '.join(data.made_differences(made, made_now))}): resume "
+          "with the data they were trained on, or use a new --model_dir")
+    if made and not made_now:  # (data without status records now): what it learnt from
+      model_spec = {**model_spec, "features_made": made}
   if flags_text:
     path = os.path.join(model_dir, FLAGS_FILE)
     if resuming and os.path.isfile(path):
