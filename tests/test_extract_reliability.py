@@ -400,7 +400,8 @@ def test_quiet_only_in_entrypoints_and_the_workers_they_start():
 def test_the_driver_quiets_dask_here_and_in_the_workers_it_starts(monkeypatch):
   """Found by a new user: --runner=DaskRunner without an address printed about 40 lines
   of the local cluster's start-up (its workers' too, each a process of its own)."""
-  monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+  monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "")  # (so that monkeypatch restores it)
+  monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED")
   monkeypatch.setattr(logging.getLogger("distributed"), "level", logging.NOTSET)
   beam_options.quiet_driver_logs()
   assert logging.getLogger("distributed").level == logging.WARNING

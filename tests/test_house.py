@@ -90,6 +90,7 @@ def test_tool_flags_stay_with_their_tools():
 def test_help_lists_every_flag_of_the_command_and_keeps_the_usage_lines():
   proc = run_cli("wtal_tf.extract", "--help")
   assert proc.returncode == 0  # (absl exits 1: `extract --help && ...` failed)
+  assert run_cli("wtal_tf.evaluate", "-helpshort").returncode == 0  # (absl's one dash)
   extract = proc.stdout
   assert "--video_dir:" in extract and "--chunk_segments:" in extract
   assert "--train_steps:" not in extract  # not an extract flag

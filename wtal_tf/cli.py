@@ -196,7 +196,7 @@ def fail(message: str, status: int = ERROR_STATUS) -> typing.NoReturn:
   sys.exit(status)
 
 
-HELP_ARGS = ("--help", "-h", "-?", "--helpfull", "--helpshort", "--helpxml")  # (absl's)
+HELP_FLAGS = ("help", "h", "?", "helpfull", "helpshort", "helpxml")  # absl's, with - or --
 
 
 def parse_flags(argv: list[str], known_only: bool = False,
@@ -210,7 +210,8 @@ def parse_flags(argv: list[str], known_only: bool = False,
     message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
     fail(message.removeprefix("ERROR::").strip())  # absl's prefix of a flagfile's errors
   except SystemExit as e:  # absl's --help and its kin print, then exit 1: asked-for help
-    if e.code == 1 and any(a.split("=")[0] in HELP_ARGS for a in argv[1:]):
+    if e.code == 1 and any(a.startswith("-") and a.lstrip("-").split("=")[0] in HELP_FLAGS
+                           for a in argv[1:]):
       sys.exit(0)  # is no failure (`extract --help && ...`)
     raise
 

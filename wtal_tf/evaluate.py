@@ -58,6 +58,7 @@ def main(argv):
   if unwritten is not None:
     print(f"warning: {unwritten}; pass --output=FILE to keep them", file=sys.stderr)
 
+
 if __name__ == "__main__":
   define_flags()
   cli.run(main)

@@ -36,9 +36,11 @@ def _check_made_alike(cfg: Config, predictor) -> None:
                                       for s in predictor.streams})
   differ = data.made_differences(predictor.features_made, now)
   if differ:
+    fix = ("train it on features this version of the code makes" if any(
+        d.startswith("feature_version ") for d in differ) else
+           "pass the extraction flags its features were made with")
     raise UserError(f"{cfg.train.model_dir}: the model was trained on features made otherwise "
-                    f"than these flags make them (trained vs now: {'; '.join(differ)}): pass "
-                    "the extraction flags its features were made with")
+                    f"than these flags make them (trained vs now: {'; '.join(differ)}): {fix}")
 
 
 def detect_video(cfg: Config) -> tuple[str, str | None]:
