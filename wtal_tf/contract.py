@@ -30,6 +30,7 @@ WTALC_ANNOTATIONS = "Thumos14reduced-Annotations"
 STATUS_DIR = "extract_status"  # DATA_DIR/extract_status/<split>/<video>.json: how
 # wtal_tf.extract made a video's features (its "provenance"), beside its outcome
 STREAM_SETTINGS = {"flow": ("flow_engine",)}  # provenance settings of one stream's features only
+STREAM_OF_SETTING = {k: s for s, keys in STREAM_SETTINGS.items() for k in keys}
 
 
 def num_segments(num_frames: int) -> int:

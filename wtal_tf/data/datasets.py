@@ -355,9 +355,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
 def _made_for(made: dict, streams: Sequence[str]) -> dict:
   """A status record's provenance restricted to `streams` (other streams, and their
   own settings, left out)."""
-  owner = {k: s for s, keys in contract.STREAM_SETTINGS.items() for k in keys}
   out = {k: v for k, v in made.items()
-         if k != "streams" and (k not in owner or owner[k] in streams)}
+         if k != "streams" and contract.STREAM_OF_SETTING.get(k, "") in ("", *streams)}
   stored = made.get("streams") if isinstance(made.get("streams"), dict) else {}
   return {**out, "streams": {s: stored[s] for s in streams if s in stored}}
 

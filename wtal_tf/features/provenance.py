@@ -51,8 +51,8 @@ def settings(cfg: ExtractConfig, weight_ids: dict[str, str]) -> dict:
 
 def _shared(settings: dict) -> dict:
   """The settings that shape every stream's features (not "streams", not a stream's own)."""
-  own = {k for keys in contract.STREAM_SETTINGS.values() for k in keys}
-  return {k: v for k, v in settings.items() if k != "streams" and k not in own}
+  return {k: v for k, v in settings.items()
+          if k != "streams" and k not in contract.STREAM_OF_SETTING}
 
 
 def differences(stored: dict, current: dict) -> list[str]:
@@ -63,10 +63,9 @@ def differences(stored: dict, current: dict) -> list[str]:
   if not isinstance(stored, dict):
     return ["no provenance recorded"]
   stored_streams = stored.get("streams") or {}
-  owner = {k: s for s, keys in contract.STREAM_SETTINGS.items() for k in keys}
   out = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in current.items()
          if k != "streams" and stored.get(k) != v  # (a stream not stored: "no s features")
-         and (k not in owner or owner[k] in stored_streams)]
+         and contract.STREAM_OF_SETTING.get(k, "") in ("", *stored_streams)]
   for s, identity in current.get("streams", {}).items():
     if s not in stored_streams:
       out.append(f"no {s} features")
