@@ -58,7 +58,9 @@ from wtal_tf.features import beam_worker
 BEAM_LOG_LEVEL = "CRITICAL"  # Beam's own logs (driver and workers) below this are dropped:
 # its ERRORs re-tell a failed step as tracebacks, while the failure itself reaches the
 # driver as the run's exception (one line for a user error, the traceback for a bug)
-DASK_LOG_LEVEL = "WARNING"  # Dask's logs in the driver and a local cluster's workers
+DASK_LOG_LEVEL = BEAM_LOG_LEVEL  # Dask's logs in the driver and a local cluster's workers:
+# their start-up lines (INFO), and a lost scheduler's tracebacks, which re-tell what the
+# run's one line says (it was cut off)
 DEFAULT_RUNNER = "DirectRunner"
 DEFAULT_DIRECT_MODE = "multi_threading"  # the DirectRunner's workers: threads of the driver
 PROCESSES_MODE = "multi_processing"  # its workers: processes (started as beam_worker)
@@ -199,7 +201,8 @@ def quiet_driver_logs() -> None:
   # Dask's start-up lines (about 40, of the cluster the Dask runner starts without an
   # address): in this process, and in its workers, which read Dask's config from the
   # environment they inherit. A DASK_LOGGING__DISTRIBUTED of the user's own is kept.
-  logging.getLogger("distributed").setLevel(DASK_LOG_LEVEL)
+  for name in ("distributed", "distributed.client"):  # (Dask's config sets both)
+    logging.getLogger(name).setLevel(DASK_LOG_LEVEL)
   os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", DASK_LOG_LEVEL.lower())
 
 
