@@ -71,11 +71,12 @@ class PerVideoSource(FeatureSource):
     self.root, self.status_root = root, status_root
 
   def made(self, name):
-    path = os.path.join(self.status_root, name + ".json") if self.status_root else None
+    if not self.status_root:
+      return None
     try:
-      with open(path, encoding="utf-8") as f:
+      with open(os.path.join(self.status_root, name + ".json"), encoding="utf-8") as f:
         made = json.load(f).get("provenance")
-    except (TypeError, OSError, ValueError, AttributeError):  # (none, unreadable, not a dict)
+    except (OSError, ValueError, AttributeError):  # (none, unreadable, not an object)
       return None
     return made if isinstance(made, dict) else None
 
@@ -339,9 +340,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   if include_train and not train:
     raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
   own = train[:len(train) - len(extra)] if include_train else []  # (extra: no records)
-  made = features_made(own + test, cfg.streams)  # (warns when they were made otherwise)
-  if include_train:  # what the model learns from: its training features
-    made = features_made(own, cfg.streams, warn=False)
+  made = features_made(own + test, cfg.streams, own if include_train else test)
   for message in skipped:  # (every tool that loads the data says so, not only train)
     logging.warning("skipped: %s", message)
   # test_gt keeps a skipped test video: it is scored as a video without detections.
@@ -370,32 +369,34 @@ def made_differences(a: dict, b: dict) -> list[str]:
           if a.get(k) != b.get(k)]
 
 
-def features_made(videos: Sequence[Video], streams: Sequence[str], warn: bool = True
-                  ) -> Optional[dict]:
-  """How the videos' features of `streams` were made (their status records' provenance,
-  wtal_tf/features/provenance.py), when every video has a record and all say the same;
-  else None. Records that disagree (e.g. test videos extracted at another crop, or with
-  other weights, than the training videos) are a warning naming what differs (`warn`):
-  a model takes such features as one kind of input and gives wrong scores."""
-  groups: dict[str, list[str]] = {}
-  unrecorded = 0
+def features_made(videos: Sequence[Video], streams: Sequence[str],
+                  learnt_from: Sequence[Video]) -> Optional[dict]:
+  """How the features of `streams` of `learnt_from` (some of `videos`: the training
+  videos, or the test videos when those are not read) were made (their status records'
+  provenance, wtal_tf/features/provenance.py), when every one has a record and all say
+  the same; else None. Records of `videos` that disagree (e.g. test videos extracted at
+  another crop, or with other weights, than the training videos) are a warning naming
+  what differs: a model takes such features as one kind of input and gives wrong
+  scores. Each record is read once."""
+  keys = {}  # video name -> its provenance (for streams) as a JSON key; None: no record
   for v in videos:
     made = v.source.made(v.name)
-    if made is None:
-      unrecorded += 1
-    else:
-      groups.setdefault(json.dumps(_made_for(made, streams), sort_keys=True), []).append(v.name)
+    keys[v.name] = None if made is None else json.dumps(_made_for(made, streams),
+                                                        sort_keys=True)
+  groups: dict[str, list[str]] = {}
+  for name, key in keys.items():
+    if key is not None:
+      groups.setdefault(key, []).append(name)
   if len(groups) > 1:
-    if warn:
-      (a, names_a), (b, names_b) = sorted(groups.items(), key=lambda g: -len(g[1]))[:2]
-      logging.warning("the features of these videos were made in %d ways by wtal_tf.extract: "
-                      "%d videos (e.g. %s) and %d (e.g. %s) differ (%s); a model takes them "
-                      "as one kind of input: extract them alike", len(groups), len(names_a),
-                      names_a[0], len(names_b), names_b[0],
-                      "; ".join(made_differences(json.loads(a), json.loads(b)))
-                      or "in what only one of them records")
-    return None
-  return json.loads(next(iter(groups))) if groups and not unrecorded else None
+    (a, names_a), (b, names_b) = sorted(groups.items(), key=lambda g: -len(g[1]))[:2]
+    logging.warning("the features of these videos were made in %d ways by wtal_tf.extract: "
+                    "%d videos (e.g. %s) and %d (e.g. %s) differ (%s); a model takes them "
+                    "as one kind of input: extract them alike", len(groups), len(names_a),
+                    names_a[0], len(names_b), names_b[0],
+                    "; ".join(made_differences(json.loads(a), json.loads(b)))
+                    or "in what only one of them records")
+  learnt = {keys[v.name] for v in learnt_from}
+  return json.loads(learnt.pop()) if len(learnt) == 1 and None not in learnt else None
 
 
 def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
