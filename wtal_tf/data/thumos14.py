@@ -14,7 +14,8 @@ WTAL_STANDARD_DROPS = ("video_test_0000270", "video_test_0001496")
 SUFFIX = {"validation": "_val.txt", "test": "_test.txt"}
 
 
-def _read_split(directory: str, subset: str):
+def _read_split(directory: str, subset: str) -> tuple[set[str], list[tuple]]:
+  """(the classes of the folder's annotation files, its (video, label, start, end) rows)."""
   if not os.path.isdir(directory):
     problem = "a file, not" if os.path.exists(directory) else "not found:"
     raise UserError(f"{directory}: {problem} the folder of <Class>{SUFFIX[subset]} "
@@ -43,7 +44,7 @@ def _read_split(directory: str, subset: str):
                           "segment (0 <= start <= end, in seconds)")
         if label != groundtruth.AMBIGUOUS:
           rows.append((parts[0], label, start, end))
-  return rows
+  return {fn[:-len(suffix)] for fn in files}, rows
 
 
 def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = None,
@@ -55,10 +56,10 @@ def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = Non
   """
   info = groundtruth.load_json(video_info) if video_info else {}
   grouped: dict[str, tuple[str, list]] = {}
-  rows = {subset: _read_split(directory, subset) for subset, directory in split_dirs.items()}
-  _check_same_classes(split_dirs)
-  for subset, directory in split_dirs.items():
-    for video, label, start, end in rows[subset]:
+  read = {subset: _read_split(directory, subset) for subset, directory in split_dirs.items()}
+  _check_same_classes(split_dirs, {subset: classes for subset, (classes, _) in read.items()})
+  for subset, (_, rows) in read.items():
+    for video, label, start, end in rows:
       if wtal_standard and video in WTAL_STANDARD_DROPS:
         continue
       grouped.setdefault(video, (subset, []))[1].append((start, end, label))
@@ -74,11 +75,10 @@ def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = Non
   return videos
 
 
-def _check_same_classes(split_dirs: Mapping[str, str]) -> None:
+def _check_same_classes(split_dirs: Mapping[str, str], files: Mapping[str, set[str]]) -> None:
   """A UserError naming a class file one subset's folder has and another's lacks (a file
-  lost in copying would silently drop that class's instances)."""
-  files = {subset: {f[:-len(SUFFIX[subset])] for f in os.listdir(split_dirs[subset])
-                    if f.endswith(SUFFIX[subset])} for subset in split_dirs}
+  lost in copying would silently drop that class's instances). files: {subset: the
+  classes of its folder's files}."""
   for subset, other in itertools.permutations(files, 2):
     missing = sorted(files[other] - files[subset])
     if missing:
