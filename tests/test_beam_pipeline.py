@@ -177,7 +177,7 @@ def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos,
   # Other weights (here: another random init) are extracted again, and the log says why.
   records = pipeline.extract(dataclasses.replace(cfg, random_init_seed=1))
   assert {r["status"] for r in records.values()} == {"ok"}
-  assert "re-extracting b: rgb weights random:0" in caplog.text
+  assert "re-extracting b: rgb weights random-numpy:0" in caplog.text
   assert not np.array_equal(features(out, "b"), first)
   # Other geometry.
   records = pipeline.extract(dataclasses.replace(cfg, random_init_seed=1, crop_size=24))

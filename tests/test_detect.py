@@ -102,7 +102,7 @@ def test_features_made_otherwise_than_the_training_features_are_refused_or_named
   made = json.loads((pathlib.Path(cfg.train.model_dir) / "model.json").read_text())[
       "features_made"]
   assert (made["crop_size"], made["resize_shorter"], made["streams"]) == (
-      CROP, SHORTER, {"rgb": "random:0"})
+      CROP, SHORTER, {"rgb": "random-numpy:0"})
   video = write_video(tmp_path / "clip.mkv", smooth_frames(40, 48, 64, seed=9))
   detect = lambda **extract: new_video.detect_video(cfg.replace(
       detect={"video": str(video), "output": str(tmp_path / "d.json")},
@@ -110,8 +110,8 @@ def test_features_made_otherwise_than_the_training_features_are_refused_or_named
                **extract}))
   with pytest.raises(UserError, match=re.escape(
       "the model was trained on features made otherwise than these flags make them "
-      f"(trained vs now: crop_size {CROP} vs {CROP - 8}; rgb weights 'random:0' vs "
-      "'random:1'): pass the extraction flags")):
+      f"(trained vs now: crop_size {CROP} vs {CROP - 8}; rgb weights 'random-numpy:0' vs "
+      "'random-numpy:1'): pass the extraction flags")):
     detect(crop_size=CROP - 8, random_init_seed=1)
   assert not (tmp_path / "d.json").exists()
   assert detect()[0] == str(tmp_path / "d.json")  # made alike: detections

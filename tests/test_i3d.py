@@ -102,6 +102,31 @@ def test_mixed_module_concatenates_branches_with_maxpool_branch():
   np.testing.assert_allclose(got[..., 9:], want, rtol=1e-4, atol=1e-4)
 
 
+def test_seeded_he_normal_is_keras_he_normal_drawn_by_numpy():
+  """Random I3D weights come from numpy's generator (the same under every backend): a
+  normal truncated at 2 std with std sqrt(2 / fan_in) / 0.8796, as Keras's HeNormal."""
+  shape = (3, 3, 3, 16, 32)  # [kt, kh, kw, in, out]: fan_in 3*3*3*16
+  init = i3d.SeededHeNormal(7)
+  values = keras.ops.convert_to_numpy(init(shape))
+  assert values.shape == shape and values.dtype == np.float32
+  np.testing.assert_array_equal(values, keras.ops.convert_to_numpy(init(shape)))
+  assert not np.array_equal(values, keras.ops.convert_to_numpy(i3d.SeededHeNormal(8)(shape)))
+  # By hand: numpy's standard normals, those beyond 2 redrawn in order, scaled.
+  rng = np.random.default_rng(7)
+  z = rng.standard_normal(shape)
+  while (far := np.abs(z) > 2).any():
+    z[far] = rng.standard_normal(int(far.sum()))
+  std = np.sqrt(2 / (27 * 16)) / 0.87962566103423978
+  np.testing.assert_allclose(values, (z * std).astype(np.float32), rtol=1e-6)
+  assert np.abs(values).max() <= 2 * std * (1 + 1e-6)
+  assert abs(values.std() / np.sqrt(2 / (27 * 16)) - 1) < 0.05  # He's variance
+  clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(init))
+  assert isinstance(clone, i3d.SeededHeNormal) and clone.get_config() == {"seed": 7}
+  unit = i3d.Unit3D(32, (3, 3, 3), seed=7)
+  unit.build((None, 4, 4, 4, 16))
+  np.testing.assert_array_equal(unit.conv.kernel.numpy(), values)
+
+
 # ---------------------------------------------------------------- model shapes, traces
 
 @pytest.fixture(scope="module")

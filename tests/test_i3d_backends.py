@@ -42,8 +42,8 @@ from wtal_tf.config import ExtractConfig
 from wtal_tf.features import beam_pipeline, encoder, i3d
 assert keras.backend.backend() == "jax", keras.backend.backend()
 weights = np.load(sys.argv[1])
-# Every variable is overwritten below: no random draws (JAX compiles one per kernel shape).
-model = i3d.InceptionI3d(3, random_init=False, name="inception_i3d_rgb")
+seeded = i3d.InceptionI3d(3, seed=0, name="inception_i3d_rgb")  # random weights, seed 0
+model = i3d.InceptionI3d(3, random_init=False, name="inception_i3d_rgb")  # overwritten next
 names = [w.path for w in model.weights]
 assert names == list(weights["names"]), "variable order differs"
 model.set_weights([weights[f"w{k}"] for k in range(len(names))])
@@ -52,7 +52,8 @@ encode = encoder.SegmentEncoder("rgb", model)
 features = encode(clips)
 # another batch size (compiled again): the same clip's features
 np.testing.assert_allclose(encode(clips[:1]), features[:1], rtol=1e-5, atol=1e-6)
-np.savez(sys.argv[3], features=features, logits=encode.logits(features))
+np.savez(sys.argv[3], features=features, logits=encode.logits(features),
+         **{f"seeded{k}": keras.ops.convert_to_numpy(w) for k, w in enumerate(seeded.weights)})
 beam_pipeline.extract(ExtractConfig(video_dir=sys.argv[4], output_dir=sys.argv[5], **%r))
 """ % (EXTRACT,)
 
@@ -110,6 +111,18 @@ def test_inception_i3d_same_under_jax_and_tensorflow(random_weights, jax_run):
   assert np.abs(features).max() > 1e-3 and (features > 0).mean() > 0.1  # not a dead network
   np.testing.assert_allclose(other["features"], features, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(other["logits"], logits, rtol=1e-4, atol=1e-4)
+
+
+def test_random_weights_of_a_seed_are_the_same_under_jax_and_tensorflow(jax_run):
+  """--random_init_seed names its weights random-numpy:<seed> whatever the backend: Keras's
+  own initialisers gave other weights under JAX than under TensorFlow."""
+  other, _, _, _ = jax_run
+  mine = [w.numpy() for w in i3d.InceptionI3d(3, seed=0, name="inception_i3d_rgb").weights]
+  theirs = [other[f"seeded{k}"] for k in range(sum(n.startswith("seeded") for n in other))]
+  assert len(theirs) == len(mine) > 100
+  for a, b in zip(theirs, mine):
+    np.testing.assert_array_equal(a, b)
+  assert np.abs(mine[0]).max() > 0.01  # random kernels, not zeros
 
 
 def test_extraction_under_jax_gives_the_features_of_tensorflow(jax_run, tmp_path):

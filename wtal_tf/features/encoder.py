@@ -89,8 +89,7 @@ def build_encoder(stream: str, checkpoint: str | None = None, *,
   """
   if stream not in STREAM_CHANNELS:
     raise ValueError(f"unknown stream {stream!r}; one of {sorted(STREAM_CHANNELS)}")
-  # Weights loaded next replace every variable: no random draws first (under JAX each
-  # kernel shape would compile its own, about half a minute for I3D).
+  # Weights loaded next replace every variable: no random draws first (12M wasted draws).
   model = InceptionI3d(STREAM_CHANNELS[stream], seed=random_init_seed,
                        random_init=random_init_seed is not None, name=f"inception_i3d_{stream}")
   if random_init_seed is not None:

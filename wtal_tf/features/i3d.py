@@ -20,6 +20,7 @@ checkpoint variables onto.
 from typing import Sequence
 
 import keras
+import numpy as np
 
 from wtal_tf.contract import SEGMENT_FRAMES
 
@@ -50,8 +51,35 @@ POOL_BEFORE = {"Mixed_4b": "MaxPool3d_4a_3x3", "Mixed_5b": "MaxPool3d_5a_2x2"}  
 LOGITS_PATH = "Logits/Conv3d_0c_1x1"
 
 
+HE_TRUNCATION = 2.0            # He-normal draws beyond this many standard deviations are redrawn
+HE_STDDEV_CORRECTION = .87962566103423978  # std of a unit normal truncated at +-2 (Keras's)
+
+
 def _keras_name(path: str) -> str:
   return path.replace("/", "_")  # Keras layer names may not contain "/"
+
+
+@keras.saving.register_keras_serializable("wtal_tf")
+class SeededHeNormal(keras.initializers.Initializer):
+  """He-normal kernels (Keras's HeNormal: a normal truncated at 2 std, std sqrt(2 / fan_in))
+  drawn from numpy's generator, so one seed gives the same random weights under every Keras
+  backend: Keras's own initialisers draw from the backend's generator, and a seed gives
+  other weights under JAX than under TensorFlow. seed None: other weights each time."""
+
+  def __init__(self, seed: int | None = None):
+    self.seed = seed
+
+  def __call__(self, shape, dtype=None):
+    rng = np.random.default_rng(self.seed)
+    fan_in = int(np.prod(shape[:-1]))  # [..., in, out]: receptive field x input channels
+    values = rng.standard_normal(shape)
+    while np.any(out := np.abs(values) > HE_TRUNCATION):
+      values[out] = rng.standard_normal(int(out.sum()))
+    std = np.sqrt(2.0 / max(fan_in, 1)) / HE_STDDEV_CORRECTION
+    return keras.ops.convert_to_tensor((values * std).astype(dtype or "float32"))
+
+  def get_config(self):
+    return {"seed": self.seed}
 
 
 @keras.saving.register_keras_serializable("wtal_tf")
@@ -74,8 +102,8 @@ class Unit3D(keras.layers.Layer):
     self.seed, self.random_init = seed, random_init
     self.conv = keras.layers.Conv3D(
         self.output_channels, self.kernel_shape, strides=self.stride, padding="same",
-        use_bias=use_bias, kernel_initializer=(keras.initializers.HeNormal(seed=seed)
-                                               if random_init else "zeros"),
+        use_bias=use_bias,
+        kernel_initializer=SeededHeNormal(seed) if random_init else "zeros",
         name="conv_3d")
     self.bn = (keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, center=True,
                                                scale=False, name="batch_norm")

@@ -22,9 +22,11 @@ FEATURE_VERSION = 1  # raise when the code computes different features from the 
 
 
 def weights_identity(cfg: ExtractConfig, stream: str) -> str:
-  """The identity of `stream`'s weights: "random:<seed>" or "sha256:<digest of the files>"."""
+  """The identity of `stream`'s weights: "random-numpy:<seed>" (i3d.SeededHeNormal: the same
+  under every Keras backend; "random:<seed>" were the earlier backend-dependent draws) or
+  "sha256:<digest of the files>"."""
   if cfg.random_init_seed is not None:
-    return f"random:{cfg.random_init_seed}"
+    return f"random-numpy:{cfg.random_init_seed}"
   path = weights.weights_file(stream, cfg.checkpoint(stream))
   files = [path] if os.path.isfile(path) else sorted(
       glob.glob(glob.escape(path) + ".index") + glob.glob(glob.escape(path) + ".data-*"))
