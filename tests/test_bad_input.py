@@ -384,6 +384,37 @@ def test_a_bad_flagfile_is_one_short_line(tmp_path):
   assert "and 97 more (flags are --name=value, also in a --flagfile)" in proc.stderr
 
 
+def test_a_bad_flag_in_a_flagfile_names_the_flagfile(tmp_path, capsys):
+  """A typo in a flagfile (nested ones too) is named with the file it is in; a flag set in
+  several places is left to the message's value."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from wtal_tf import cli  # pylint: disable=import-outside-toplevel
+
+  def error(*args):
+    fv = flags.FlagValues()
+    cli.define_flags(fv=fv)
+    with pytest.raises(SystemExit) as e:
+      cli.parse_flags(["train", *args], fv=fv)
+    lines = capsys.readouterr().err.splitlines()
+    assert e.value.code == 2 and len(lines) == 1, lines
+    return lines[0]
+
+  typo, value = tmp_path / "typo.cfg", tmp_path / "value.cfg"
+  typo.write_text("# mine\n--lr=1e-3\n")
+  value.write_text("--train_steps=abc\n")
+  outer = tmp_path / "outer.cfg"
+  outer.write_text(f"--seed=1\n--flagfile={typo}\n")
+  fine = REPO / "flags" / "thumos14.cfg"
+  assert error(f"--flagfile={fine}", f"--flagfile={typo}") == (
+      f"error: {typo}: Unknown command line flag 'lr'")
+  assert error(f"--flagfile={outer}") == f"error: {typo}: Unknown command line flag 'lr'"
+  assert error("--flagfile", str(value)) == (
+      f"error: {value}: flag --train_steps=abc: invalid literal for int() with base 10: 'abc'")
+  assert error("--lr=1") == "error: Unknown command line flag 'lr'"  # the command line's
+  assert error(f"--flagfile={value}", "--train_steps=5").startswith(
+      "error: flag --train_steps=abc: ")  # set twice: the value tells which
+
+
 def test_a_file_for_a_folder_and_a_folder_for_a_file_are_named(tmp_path):
   from wtal_tf.data import groundtruth  # pylint: disable=import-outside-toplevel
   from wtal_tf.modeling import checkpoints  # pylint: disable=import-outside-toplevel

@@ -10,6 +10,7 @@ Nothing here runs at import time (the quiet start-up is wtal_tf.startup's).
 
 import dataclasses
 import os
+import re
 import sys
 import typing
 from typing import Callable, Iterable, Optional
@@ -26,6 +27,7 @@ CONFIG_MODULE = cfg_lib.__name__  # absl's record of where the config fields' fl
 # from, which tells them from a tool's own flag of the same name (evaluate's --output)
 ERROR_STATUS = 2  # exit status after a user error or a bad flag
 INTERRUPTED_STATUS = 130  # exit status after Ctrl-C: 128 + SIGINT, as shells report it
+MAX_FLAGFILE_DEPTH = 10  # flagfiles naming flagfiles: how deep an error's source is sought
 
 
 def _kind(field: dataclasses.Field) -> tuple[type, Optional[type]]:
@@ -208,12 +210,54 @@ def parse_flags(argv: list[str], known_only: bool = False,
     return fv(argv, known_only=known_only)
   except flags.Error as e:
     message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    fail(message.removeprefix("ERROR::").strip())  # absl's prefix of a flagfile's errors
+    message = message.removeprefix("ERROR::").strip()  # absl's prefix of a flagfile's errors
+    # A flag set by one flagfile only: the error names it (set in several places, the
+    # message's value tells which).
+    named = re.match(r"flag --(\w+)=", message)  # a bad value: "flag --name=value: ..."
+    name = getattr(e, "flagname", None) or (named and named[1])
+    sources = set(_setting_sources(name, argv[1:])) if name else set()
+    fail(f"{sources.pop()}: {message}" if len(sources) == 1 and "" not in sources
+         else message)
   except SystemExit as e:  # absl's --help and its kin print, then exit 1: asked-for help
     if e.code == 1 and any(a.startswith("-") and a.lstrip("-").split("=")[0] in HELP_FLAGS
                            for a in argv[1:]):
       sys.exit(0)  # is no failure (`extract --help && ...`)
     raise
+
+
+def _flagfile_lines(path: str) -> list[str]:
+  """The flag lines of a flagfile as absl reads them (no comments, no blank lines)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = [line.strip() for line in f]
+  except (OSError, UnicodeDecodeError):
+    return []
+  return [line for line in lines if line and not line.startswith(("#", "//"))]
+
+
+def _setting_sources(name: str, args: list[str], source: str = "", depth: int = 0
+                     ) -> list[str]:
+  """Where flag `name` is set in `args`, which come from `source` ("" for the command
+  line), following flagfiles as absl does: one entry per setting, in absl's order."""
+  if depth > MAX_FLAGFILE_DEPTH:
+    return []
+  spellings = (f"--{name}", f"-{name}", f"--no{name}", f"-no{name}")
+  out, files = [], None
+  for arg in args:
+    if files == "":  # --flagfile PATH
+      files = arg
+    elif arg in ("--flagfile", "-flagfile"):
+      files = ""
+      continue
+    elif arg.startswith(("--flagfile=", "-flagfile=")):
+      files = arg.split("=", 1)[1]
+    elif arg.split("=", 1)[0] in spellings:
+      out.append(source)
+    if files:
+      path = os.path.expanduser(files)
+      out += _setting_sources(name, _flagfile_lines(path), path, depth + 1)
+    files = None
+  return out
 
 
 def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
