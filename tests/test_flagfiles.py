@@ -55,6 +55,20 @@ def test_flag_reference_page_matches_the_definitions():
                                "`python -m wtal_tf.tools.flags_table > docs/flags.md`")
 
 
+def test_flag_reference_tool_takes_no_arguments(capsys):
+  """It ignored them: `flags_table docs/flags.md` printed the page as if nothing was given."""
+  from wtal_tf.tools import flags_table  # pylint: disable=import-outside-toplevel
+  for args in (["docs/flags.md"], ["--output=x"]):
+    with pytest.raises(SystemExit) as e:
+      flags_table.main(["flags_table", *args])
+    err = capsys.readouterr()
+    assert e.value.code == 2 and err.out == "" and err.err == (
+        f"error: no arguments are taken (got {args[0]}); usage: "
+        "python -m wtal_tf.tools.flags_table > docs/flags.md\n")
+  flags_table.main(["flags_table", "--help"])
+  assert capsys.readouterr().out.startswith("Prints docs/flags.md")
+
+
 def test_a_tools_own_flag_is_not_taken_for_a_config_field_of_the_same_name():
   from absl import flags  # pylint: disable=import-outside-toplevel
   from wtal_tf import cli  # pylint: disable=import-outside-toplevel

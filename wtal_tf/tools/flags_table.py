@@ -5,6 +5,7 @@ python -m wtal_tf.tools.flags_table > docs/flags.md
 
 import dataclasses
 import importlib
+import sys
 
 from absl import flags
 
@@ -65,9 +66,18 @@ def page() -> str:
   return "\n".join(parts).rstrip()
 
 
-def main():
-  print(page())
+def main(argv: list[str]) -> None:
+  """No flags (absl's app.run is not used: its log handler, installed before the tools'
+  modules are imported here, would print Beam's import-time INFO lines)."""
+  args = argv[1:]
+  if args and args[0].lstrip("-") in cli.HELP_FLAGS:
+    print(__doc__.strip())
+  elif args:
+    cli.fail(f"no arguments are taken (got {' '.join(args)}); usage: "
+             f"{__doc__.strip().splitlines()[-1]}")
+  else:
+    print(page())
 
 
 if __name__ == "__main__":
-  main()
+  main(sys.argv)
