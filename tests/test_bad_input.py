@@ -18,7 +18,7 @@ from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import activitynet
 from wtal_tf.evaluation import metrics as evaluation
 from wtal_tf.training import trainer as training
-from wtal_tf.errors import UserError, first_few
+from wtal_tf.errors import UserError, first_few, reading
 
 
 @pytest.fixture
@@ -160,6 +160,25 @@ def test_unknown_label_with_class_list(good, tmp_path):
   (tmp_path / "classes.txt").write_text("A\n")
   with pytest.raises(UserError, match=r"ground-truth labels not in the class list: \['B'\]"):
     load(good, class_list=str(tmp_path / "classes.txt"))
+
+
+def test_text_files_that_cannot_be_read_are_named(good, tmp_path):
+  """A class list, THUMOS14 annotation file or flagfile that is not UTF-8 (e.g. Latin-1
+  from an old editor) was a UnicodeDecodeError traceback."""
+  from wtal_tf.data import thumos14  # pylint: disable=import-outside-toplevel
+  classes = tmp_path / "classes.txt"
+  classes.write_bytes("A\nB\nCafé\n".encode("latin-1"))
+  with pytest.raises(UserError, match=rf"^{classes}: not UTF-8 text \(byte 7: invalid "):
+    load(good, class_list=str(classes))
+  split = tmp_path / "test_annotations"
+  split.mkdir()
+  txt = split / "Diving_test.txt"
+  txt.write_bytes("video_test_1  1.0 2.0\nvidéo 3.0 4.0\n".encode("latin-1"))
+  with pytest.raises(UserError, match=rf"^{txt}: not UTF-8 text \(byte 25: "):
+    thumos14.read_official({"test": str(split)})
+  with pytest.raises(UserError, match=rf"^{tmp_path}: cannot read \(Is a directory\)$"):
+    with reading(tmp_path):
+      open(tmp_path, encoding="utf-8").read()
 
 
 def test_missing_data_dir_explains_layout_in_one_line(tmp_path):
@@ -410,6 +429,10 @@ def test_a_bad_flag_in_a_flagfile_names_the_flagfile(tmp_path, capsys):
   assert error(f"--flagfile={outer}") == f"error: {typo}: Unknown command line flag 'lr'"
   assert error("--flagfile", str(value)) == (
       f"error: {value}: flag --train_steps=abc: invalid literal for int() with base 10: 'abc'")
+  latin = tmp_path / "latin.cfg"
+  latin.write_bytes("--seed=1\n# café\n".encode("latin-1"))  # (it was a traceback)
+  assert error(f"--flagfile={outer}", f"--flagfile={latin}") == (
+      f"error: {latin}: not UTF-8 text (byte 14: invalid continuation byte)")
   assert error("--lr=1") == "error: Unknown command line flag 'lr'"  # the command line's
   assert error(f"--flagfile={value}", "--train_steps=5").startswith(
       "error: flag --train_steps=abc: ")  # set twice: the value tells which
@@ -425,6 +448,16 @@ def test_a_file_for_a_folder_and_a_folder_for_a_file_are_named(tmp_path):
   with pytest.raises(UserError, match=r"^--model_dir=.*model.json: a file; give the folder "
                      r"training wrote \(it holds model.json and checkpoints/\)$"):
     checkpoints.read_spec(str(spec))
+  # A model.json without a key the tools read (it was a KeyError traceback), or no object.
+  model_dir = tmp_path / "m"
+  model_dir.mkdir()
+  for text in ('{"model": {}, "classes": ["A"]}', '[]', '{"model": {}, "classes": "A", '
+               '"feature_dims": {}}'):
+    (model_dir / "model.json").write_text(text)
+    with pytest.raises(UserError, match=re.escape(
+        f"{model_dir / 'model.json'}: unreadable model spec (expected a JSON object with "
+        "model (dict), classes (list), feature_dims (dict))")):
+      checkpoints.read_spec(str(model_dir))
 
 
 def test_an_output_folder_below_a_file_is_one_line(tiny_model, tmp_path):

@@ -65,6 +65,8 @@ def test_extra_videos_are_seen_each_epoch(base, tmp_path):
     ({"m1": (["A"], 2)}, "no_csv", "labels.csv: extra training labels not found"),
     ({"m1": (["A"], 2)}, "dup", "duplicate video"),
     ({"m1": ([], 2)}, None, "no labels"),
+    ({"m1": (["A"], 2)}, "latin1", "labels.csv: not UTF-8 text (byte 21: "),
+    ({"m1": (["A"], 2)}, "empty", "labels.csv: expected a header 'video,labels'"),
 ])
 def test_bad_extra_input_fails_before_training(base, tmp_path, videos, edit, message):
   root = write_extra(tmp_path / "mv", videos)
@@ -76,6 +78,10 @@ def test_bad_extra_input_fails_before_training(base, tmp_path, videos, edit, mes
     (root / "labels.csv").unlink()
   elif edit == "dup":
     (root / "labels.csv").write_text("video,labels\nm1,A\nm1,A\n")
+  elif edit == "latin1":  # (it was a UnicodeDecodeError traceback)
+    (root / "labels.csv").write_bytes("video,labels\nm1,A;Café\n".encode("latin-1"))
+  elif edit == "empty":
+    (root / "labels.csv").write_text("")
   with pytest.raises(UserError) as e:
     data.load_dataset(C.DataConfig(data_dir=str(base), extra_train=(str(root),)))
   assert message in str(e.value) and str(root) in str(e.value)

@@ -13,13 +13,13 @@ import os
 import re
 import sys
 import typing
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from absl import app
 from absl import flags
 
 from wtal_tf import config as cfg_lib
-from wtal_tf.errors import UserError, unexpected_arguments
+from wtal_tf.errors import UserError, not_text, unexpected_arguments
 
 FLAGS = flags.FLAGS
 GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
@@ -215,9 +215,12 @@ def parse_flags(argv: list[str], known_only: bool = False,
     # message's value tells which).
     named = re.match(r"flag --(\w+)=", message)  # a bad value: "flag --name=value: ..."
     name = getattr(e, "flagname", None) or (named and named[1])
-    sources = set(_setting_sources(name, argv[1:])) if name else set()
+    sources = _setting_sources(name, argv[1:]) if name else set()
     fail(f"{sources.pop()}: {message}" if len(sources) == 1 and "" not in sources
          else message)
+  except UnicodeDecodeError as e:  # absl reads flagfiles as UTF-8
+    where = next((path for path, arg in _walk(argv[1:]) if arg is None), "a --flagfile")
+    fail(str(not_text(where, e)))
   except SystemExit as e:  # absl's --help and its kin print, then exit 1: asked-for help
     if e.code == 1 and any(a.startswith("-") and a.lstrip("-").split("=")[0] in HELP_FLAGS
                            for a in argv[1:]):
@@ -225,39 +228,50 @@ def parse_flags(argv: list[str], known_only: bool = False,
     raise
 
 
-def _flagfile_lines(path: str) -> list[str]:
-  """The flag lines of a flagfile as absl reads them (no comments, no blank lines)."""
+def _flagfile_lines(path: str) -> Optional[list[str]]:
+  """The flag lines of a flagfile as absl reads them (no comments, no blank lines); []
+  when it cannot be opened (absl says so), None when it is not UTF-8 text."""
   try:
     with open(path, encoding="utf-8") as f:
       lines = [line.strip() for line in f]
-  except (OSError, UnicodeDecodeError):
+  except OSError:
     return []
+  except UnicodeDecodeError:
+    return None
   return [line for line in lines if line and not line.startswith(("#", "//"))]
 
 
-def _setting_sources(name: str, args: list[str], source: str = "", depth: int = 0
-                     ) -> list[str]:
-  """Where flag `name` is set in `args`, which come from `source` ("" for the command
-  line), following flagfiles as absl does: one entry per setting, in absl's order."""
+def _walk(args: list[str], source: str = "", depth: int = 0
+          ) -> Iterator[tuple[str, Optional[str]]]:
+  """(where, argument) of each argument absl reads from `args`, which come from `source`
+  ("" for the command line), following flagfiles as absl does; (path, None) for a
+  flagfile that is not UTF-8 text."""
   if depth > MAX_FLAGFILE_DEPTH:
-    return []
-  spellings = (f"--{name}", f"-{name}", f"--no{name}", f"-no{name}")
-  out, files = [], None
+    return
+  pending = False
   for arg in args:
-    if files == "":  # --flagfile PATH
-      files = arg
+    path = None
+    if pending:  # --flagfile PATH
+      path, pending = arg, False
     elif arg in ("--flagfile", "-flagfile"):
-      files = ""
-      continue
+      pending = True
     elif arg.startswith(("--flagfile=", "-flagfile=")):
-      files = arg.split("=", 1)[1]
-    elif arg.split("=", 1)[0] in spellings:
-      out.append(source)
-    if files:
-      path = os.path.expanduser(files)
-      out += _setting_sources(name, _flagfile_lines(path), path, depth + 1)
-    files = None
-  return out
+      path = arg.split("=", 1)[1]
+    else:
+      yield source, arg
+    if path:
+      path = os.path.expanduser(path)
+      lines = _flagfile_lines(path)
+      if lines is None:
+        yield path, None
+      else:
+        yield from _walk(lines, path, depth + 1)
+
+
+def _setting_sources(name: str, args: list[str]) -> set[str]:
+  """Where flag `name` is set in `args` (flagfiles followed): "" for the command line."""
+  spellings = (f"--{name}", f"-{name}", f"--no{name}", f"-no{name}")
+  return {where for where, arg in _walk(args) if arg and arg.split("=", 1)[0] in spellings}
 
 
 def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:

@@ -1,5 +1,6 @@
 """The one exception type for problems with the user's input, and its messages' helpers."""
 
+import contextlib
 import shlex
 
 
@@ -33,3 +34,20 @@ def unexpected_arguments(args) -> UserError:
   more = f" and {len(args) - MAX_ARGS_SHOWN} more" if len(args) > MAX_ARGS_SHOWN else ""
   return UserError(f"unexpected arguments {' '.join(shown)}{more} (flags are --name=value, "
                    "also in a --flagfile)")
+
+
+@contextlib.contextmanager
+def reading(path: str):
+  """Runs the block that reads text file `path`, with a file that cannot be read (no
+  permission, a folder) or is not UTF-8 text as one UserError naming it."""
+  try:
+    yield
+  except UnicodeDecodeError as e:
+    raise not_text(path, e) from None
+  except OSError as e:
+    raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def not_text(path: str, e: UnicodeDecodeError) -> UserError:
+  """The error of a file read as UTF-8 text that is not."""
+  return UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})")

@@ -23,7 +23,7 @@ from wtal_tf import contract
 from wtal_tf.data import groundtruth
 from wtal_tf.data import npy
 from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, reading
 
 LAYOUT_HELP = ("expected DATA_DIR/gt.json and DATA_DIR/features/<split>/<stream>/<video>.npy "
                "(float32 [T, 1024], as BaS-Net/UM/CoLA release THUMOS14), or with "
@@ -257,28 +257,30 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
     if not os.path.isfile(path):
       raise UserError(f"{path}: extra training labels not found")
     source = PerVideoSource(d)
-    with open(path, newline="", encoding="utf-8") as f:
+    with reading(path), open(path, newline="", encoding="utf-8") as f:
       reader = csv.DictReader(f)
-      if reader.fieldnames is None or not {"video", "labels"} <= set(reader.fieldnames):
-        raise UserError(f"{path}: expected a header 'video,labels'")
-      seen = set()
-      for row in reader:
-        name = (row["video"] or "").strip()
-        names = [l.strip() for l in (row["labels"] or "").split(EXTRA_LABEL_SEP) if l.strip()]
-        where = f"{path}: line {reader.line_num} ({name!r})"
-        if not name:
-          raise UserError(f"{where}: empty video name")
-        if name in seen:
-          raise UserError(f"{where}: duplicate video")
-        seen.add(name)
-        if not names:
-          raise UserError(f"{where}: no labels")
-        unknown = [l for l in names if l not in index]
-        if unknown:
-          raise UserError(f"{where}: labels not in the class list: {unknown} (the dataset's "
-                          "labels unless --class_list names more)")
-        t = check_features(source, name, streams, dims)
-        videos.append(Video(name, tuple(sorted({index[l] for l in names})), t, None, source))
+      fields = reader.fieldnames
+      rows = [(reader.line_num, row) for row in reader]
+    if fields is None or not {"video", "labels"} <= set(fields):
+      raise UserError(f"{path}: expected a header 'video,labels'")
+    seen = set()
+    for line, row in rows:
+      name = (row["video"] or "").strip()
+      names = [l.strip() for l in (row["labels"] or "").split(EXTRA_LABEL_SEP) if l.strip()]
+      where = f"{path}: line {line} ({name!r})"
+      if not name:
+        raise UserError(f"{where}: empty video name")
+      if name in seen:
+        raise UserError(f"{where}: duplicate video")
+      seen.add(name)
+      if not names:
+        raise UserError(f"{where}: no labels")
+      unknown = [l for l in names if l not in index]
+      if unknown:
+        raise UserError(f"{where}: labels not in the class list: {unknown} (the dataset's "
+                        "labels unless --class_list names more)")
+      t = check_features(source, name, streams, dims)
+      videos.append(Video(name, tuple(sorted({index[l] for l in names})), t, None, source))
     if not seen:
       raise UserError(f"{path}: no videos listed")
   return videos

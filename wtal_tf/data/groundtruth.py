@@ -12,7 +12,7 @@ import math
 import os
 from typing import Iterable, Optional, Sequence
 
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, reading
 
 AMBIGUOUS = "Ambiguous"
 
@@ -161,7 +161,7 @@ def class_names(videos: Iterable[GTVideo], class_list: str = "", source: str = "
     return tuple(present) if present else tuple(known)
   if not os.path.isfile(class_list):
     raise UserError(f"{class_list}: class list file not found")
-  with open(class_list, encoding="utf-8") as f:
+  with reading(class_list), open(class_list, encoding="utf-8") as f:
     names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
   if len(set(names)) != len(names):
     raise UserError(f"{class_list}: duplicate class names")

@@ -6,7 +6,7 @@ import os
 from typing import Mapping, Optional
 
 from wtal_tf.data import groundtruth
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, reading
 
 VERSION = "THUMOS14 official temporal annotations (Ambiguous removed)"
 # Test videos dropped by the 210-video convention (BaS-Net, UM, CoLA, ...).
@@ -28,7 +28,8 @@ def _read_split(directory: str, subset: str) -> tuple[set[str], list[tuple]]:
   for fn in files:
     label = fn[:-len(suffix)]
     path = os.path.join(directory, fn)
-    with open(path, encoding="utf-8-sig") as f:  # (a byte-order mark is not a video's name)
+    # (a byte-order mark is not a video's name)
+    with reading(path), open(path, encoding="utf-8-sig") as f:
       for n, line in enumerate(f, 1):
         parts = line.split()
         if not parts:

@@ -22,6 +22,7 @@ MAX_CHANGES_SHOWN = 4  # differences named in the message refusing a resume
 # What makes a model dir's checkpoints one model (model.json's keys, flattened): the
 # weights' shapes and what its outputs mean. Other settings (loss weights, seed, ...)
 # may change on a resume; the flags' warning names them.
+SPEC_TYPES = {"model": dict, "classes": list, "feature_dims": dict}  # what model.json holds
 THE_MODEL = ("classes", "feature_dims", "model.num_classes", "model.streams",
              "model.attention_units", "model.loss_config.cls_loss", "model.dtype")
 
@@ -113,9 +114,14 @@ def read_spec(model_dir: str) -> tuple[str, dict]:
     raise UserError(f"{spec_path}: not found (is {model_dir} a trained model dir?)")
   try:
     with open(spec_path, encoding="utf-8") as f:
-      return spec_path, json.load(f)
-  except (OSError, ValueError) as e:
+      model_spec = json.load(f)
+  except (OSError, ValueError) as e:  # (UnicodeDecodeError is a ValueError)
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
+  if not isinstance(model_spec, dict) or not all(
+      isinstance(model_spec.get(k), t) for k, t in SPEC_TYPES.items()):
+    raise UserError(f"{spec_path}: unreadable model spec (expected a JSON object with "
+                    f"{', '.join(f'{k} ({t.__name__})' for k, t in SPEC_TYPES.items())})")
+  return spec_path, model_spec
 
 
 def latest(model_dir: str) -> Optional[str]:
