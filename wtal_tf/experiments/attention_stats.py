@@ -144,6 +144,7 @@ def report(cfg: Config) -> str:
   predict = load_predictor(cfg.train.model_dir, cfg.localize)
   streams = predict.streams
   dataset = data.load_dataset(cfg.data)
+  predict.check_fits(dataset, cfg.train.model_dir)
   gt, _, _ = data.ground_truth(cfg.data)
   top = max(cfg.localize.attention_thresholds)
   splits = {"train": [v for v in dataset.train if v.name in gt],  # not --extra_train clips
