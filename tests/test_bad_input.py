@@ -90,6 +90,23 @@ def test_skip_invalid_videos(good, how, message, caplog):
   assert [r.getMessage() for r in caplog.records] == [f"skipped: {ds.skipped[0]}"]
 
 
+def test_no_usable_test_video_stops_a_scoring_run_before_training(good, tmp_path):
+  """Every test video skipped as invalid: train_eval trained, then said so; ablation and
+  mv trained their first row, then failed with an AttributeError traceback."""
+  from wtal_tf.experiments import ablation  # pylint: disable=import-outside-toplevel
+  from wtal_tf.training import train_eval  # pylint: disable=import-outside-toplevel
+  corrupt(feature(good, "test", "flow", "x"), "missing")
+  cfg = tiny_config(good, tmp_path / "m", data={"skip_invalid_videos": True})
+  message = (f"^{good / 'gt.json'}: no usable test videos in subset 'test' \\(each was "
+             "skipped: the warnings above say why\\): nothing to evaluate$")
+  with pytest.raises(UserError, match=message):
+    train_eval.train_and_evaluate(cfg)
+  with pytest.raises(UserError, match=message):
+    ablation.run(cfg, 1, flagfile=lambda c: "")
+  assert not (tmp_path / "m").exists() or not any((tmp_path / "m").rglob("*.index"))
+  assert len(load(good, skip_invalid_videos=True).train) == 2  # (training alone can run)
+
+
 def test_a_skipped_test_video_counts_as_one_without_detections(tmp_path):
   root = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)},
                        {"x": (["A"], 5), "y": (["A"], 6)}, classes=("A", "B"))
@@ -282,6 +299,7 @@ def test_localizing_unlabelled_videos_takes_the_models_classes(tiny_model, good,
 
 def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
   from wtal_tf.inference import batch, timelines  # pylint: disable=import-outside-toplevel
+  from wtal_tf.experiments import attention_stats  # pylint: disable=import-outside-toplevel
   with pytest.raises(UserError, match=r"--streams=rgb but the model in .*/m has streams "
                      r"rgb,flow: pass --streams=rgb,flow"):
     batch.localize_to_file(tiny_model.replace(data={"streams": ("rgb",)}))
@@ -294,6 +312,8 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
     batch.localize_to_file(other)
   with pytest.raises(UserError, match=sizes):
     timelines.draw(other, [tiny_model.train.model_dir], [], 1, str(tmp_path / "pictures"))
+  with pytest.raises(UserError, match=sizes):  # (it was a traceback from TensorFlow)
+    attention_stats.report(other)
   (tmp_path / "classes.txt").write_text("A\nB\nC\n")
   with pytest.raises(UserError, match=r"/m: the model was trained on classes \['A', 'B'\], "
                      r"but .*classes.txt gives \['A', 'B', 'C'\]"):

@@ -353,6 +353,15 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
                  features_made=made)
 
 
+def check_test_videos(dataset: Dataset, test_subset: str) -> Dataset:
+  """`dataset`, or a UserError when none of its test videos is usable (each skipped as
+  invalid): a run that scores the test set would train for nothing."""
+  if not dataset.test:
+    raise UserError(f"{dataset.gt_source}: no usable test videos in subset {test_subset!r} "
+                    "(each was skipped: the warnings above say why): nothing to evaluate")
+  return dataset
+
+
 def _made_for(made: dict, streams: Sequence[str]) -> dict:
   """A status record's provenance restricted to `streams` (other streams, and their
   own settings, left out)."""

@@ -1,7 +1,7 @@
 """Train, then localize and score the test set once with the final model."""
 
 from wtal_tf.config import Config
-from wtal_tf.errors import UserError
+from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import activitynet
 from wtal_tf.evaluation import metrics
 from wtal_tf.inference import batch
@@ -17,10 +17,9 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   they go to `output` (default MODEL_DIR/detections_<test_subset>.json), their
   scores beside them. flags_text: as trainer.train's.
   """
-  output = batch.detections_path(cfg, output)  # checked before training
-  result = trainer.train(cfg, flags_text=flags_text)
-  if result.eval is None:
-    raise UserError(f"no test videos in subset {cfg.data.test_subset!r}: nothing to evaluate")
+  output = batch.detections_path(cfg, output)  # checked before training, as the test set
+  dataset = data.check_test_videos(data.load_dataset(cfg.data), cfg.data.test_subset)
+  result = trainer.train(cfg, dataset, flags_text=flags_text)
   path = batch.write_detections(cfg, result.detections, output)
   metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path))
   return (f"detections: {path}\n"
