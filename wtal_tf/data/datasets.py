@@ -25,10 +25,11 @@ from wtal_tf.data import npy
 from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
 from wtal_tf.errors import UserError, reading
 
-LAYOUT_HELP = ("expected DATA_DIR/gt.json and DATA_DIR/features/<split>/<stream>/<video>.npy "
-               "(float32 [T, 1024], as BaS-Net/UM/CoLA release THUMOS14), or with "
-               "--layout=wtalc W-TALC's Thumos14reduced-I3D-JOINTFeatures.npy and "
-               "Thumos14reduced-Annotations/ (README, \"Datasets\")")
+LAYOUT_HELP = (f"expected DATA_DIR/{contract.GT_FILE} and DATA_DIR/{contract.FEATURES_DIR}/"
+               f"<split>/<stream>/<video>{contract.FEATURE_EXT} (float32 "
+               f"[T, {contract.FEATURE_DIM}], as BaS-Net/UM/CoLA release THUMOS14), or with "
+               f"--layout=wtalc W-TALC's {WTALC_FEATURES} and {WTALC_ANNOTATIONS}/ (README, "
+               "\"Datasets\")")
 
 
 def load_npy(path: str, what: str, allow_pickle: bool = False) -> np.ndarray:
@@ -299,9 +300,10 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
     raise UserError(f"--data_dir is required: the dataset folder; {LAYOUT_HELP}")
   if not os.path.isdir(cfg.data_dir):
     raise UserError(f"{cfg.data_dir}: data directory not found; {LAYOUT_HELP}")
-  unknown_streams = set(cfg.streams) - {"rgb", "flow"}
+  unknown_streams = set(cfg.streams) - set(contract.STREAMS)
   if not cfg.streams or unknown_streams:
-    raise UserError(f"--streams={','.join(cfg.streams)}: choose from rgb, flow")
+    raise UserError(f"--streams={','.join(cfg.streams)}: choose from "
+                    f"{', '.join(contract.STREAMS)}")
   gt, gt_source, classes = ground_truth(cfg, known_classes)
   if cfg.layout == "wtalc":
     feat_path = os.path.join(cfg.data_dir, WTALC_FEATURES)

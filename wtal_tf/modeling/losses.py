@@ -138,7 +138,16 @@ def sparsity_loss(attention: tf.Tensor) -> tf.Tensor:
 
 
 def stream_losses(out: dict, labels: tf.Tensor, cfg: LossConfig) -> dict:
-  """The enabled, unweighted loss terms of one stream's outputs (see model.py)."""
+  """The enabled, unweighted loss terms of one stream's outputs.
+
+  Args:
+    out: one branch's outputs (model.py): attention [T], frame_logits [T, C+1],
+      fg_logits and bg_logits [C+1], cluster_fg and cluster_bg [2].
+    labels: [C] multi-hot.
+    cfg: which terms.
+  Returns:
+    {term: scalar}, for "fg" and each enabled term of cfg.losses.
+  """
   terms = {}
   if cfg.cls_loss == "sigmoid":
     terms["fg"] = stpn_classification_loss(out["fg_logits"], labels)
