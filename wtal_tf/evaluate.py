@@ -15,9 +15,6 @@ import sys
 from absl import flags
 
 from wtal_tf import cli
-from wtal_tf import io_utils
-from wtal_tf.errors import UserError
-from wtal_tf.evaluation import activitynet
 from wtal_tf.evaluation import metrics
 
 
@@ -33,30 +30,13 @@ def define_flags(fv=flags.FLAGS):
 
 def main(argv):
   del argv
-  f = cli.FLAGS
-  cfg = cli.config_from_flags()
-  detections, gt = cli.require(f.detections, "detections"), cli.require(f.gt, "gt")
-  output = f.output or activitynet.results_path(detections)
-  unwritten = None  # why the default location cannot take the scores
-  try:  # before any work; the default location may not be an input either
-    io_utils.check_writable(output, "scores file", {gt: "ground truth of --gt",
-                                                    detections: "detections of --detections"})
-  except UserError as e:
-    if f.output:
-      raise
-    unwritten = e
-  result = metrics.evaluate_files(gt, detections, f.subset or cfg.data.test_subset,
-                                  cfg.eval.thresholds)
-  print(metrics.format_table(result, cfg.eval.averages, f.per_class))
-  if unwritten is None:
-    try:
-      metrics.write_scores(result, cfg.eval.averages, output)
-    except UserError as e:
-      if f.output:
-        raise
-      unwritten = e
-  if unwritten is not None:
-    print(f"warning: {unwritten}; pass --output=FILE to keep them", file=sys.stderr)
+  f, cfg = cli.FLAGS, cli.config_from_flags()
+  warning = metrics.evaluate_to_file(
+      cli.require(f.gt, "gt"), cli.require(f.detections, "detections"),
+      f.subset or cfg.data.test_subset, cfg.eval.thresholds, cfg.eval.averages, f.output,
+      f.per_class)
+  if warning:
+    print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

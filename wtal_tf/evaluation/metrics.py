@@ -11,7 +11,7 @@ never interact, so all groups advance together, one prediction each.
 """
 
 import dataclasses
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -20,7 +20,7 @@ import pandas as pd
 from wtal_tf import io_utils
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
-from wtal_tf.evaluation.activitynet import Predictions, parse_detections
+from wtal_tf.evaluation.activitynet import Predictions, parse_detections, results_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,3 +221,33 @@ def write_scores(result: EvalResult, spans, path: str) -> None:
     io_utils.write_json(path, result.to_dict(spans), indent=1)
   except OSError as e:
     raise UserError(f"{path}: cannot write the scores ({e.strerror or e})") from None
+
+
+def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spans,
+                     output: str = "", per_class: bool = False,
+                     show: Callable[[str], None] = print) -> Optional[str]:
+  """Scores a detections file (evaluate_files), shows the table, and writes the scores
+  to `output`, by default beside the detections (results_path).
+
+  An `output` that cannot be written, or is one of the inputs, is a UserError before
+  any work (or, found only when writing, after the table is shown). The default
+  location is only a convenience: then the returned warning says why nothing was
+  written (None: written).
+  """
+  path = output or results_path(detections_path)
+
+  def unless_default(step) -> Optional[str]:
+    try:
+      step()
+      return None
+    except UserError as e:
+      if output:
+        raise
+      return f"{e}; pass --output=FILE to keep them"
+
+  unwritten = unless_default(lambda: io_utils.check_writable(
+      path, "scores file", {gt_path: "ground truth of --gt",
+                            detections_path: "detections of --detections"}))
+  result = evaluate_files(gt_path, detections_path, subset, tious)
+  show(format_table(result, spans, per_class))
+  return unwritten or unless_default(lambda: write_scores(result, spans, path))
