@@ -198,6 +198,22 @@ def test_text_files_that_cannot_be_read_are_named(good, tmp_path):
       open(tmp_path, encoding="utf-8").read()
 
 
+def test_synthetic_data_is_written_only_to_a_new_folder(tmp_path):
+  from wtal_tf.data import synthetic  # pylint: disable=import-outside-toplevel
+  cfg = synthetic.SyntheticConfig(num_train=1, num_test=1, num_micro=1, feature_dim=2)
+  (tmp_path / "old").mkdir()
+  (tmp_path / "old" / "mine.txt").write_text("kept")
+  (tmp_path / "file").write_text("x")
+  for generate in (synthetic.generate, synthetic.generate_microvideos):
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'old'}: already exists; remove it "):
+      generate(cfg, str(tmp_path / "old"))
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'file' / 'd'}: cannot write the "
+                       "dataset folder"):
+      generate(cfg, str(tmp_path / "file" / "d"))
+  assert (tmp_path / "old" / "mine.txt").read_text() == "kept"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "old"]
+
+
 def test_missing_data_dir_explains_layout_in_one_line(tmp_path):
   with pytest.raises(UserError, match="data directory not found; expected DATA_DIR/gt.json") as e:
     load(tmp_path / "nope")

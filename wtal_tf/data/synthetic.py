@@ -28,6 +28,7 @@ import numpy as np
 from wtal_tf import io_utils
 from wtal_tf import contract
 from wtal_tf.data import groundtruth
+from wtal_tf.errors import UserError
 
 # THUMOS14's 20 classes and their validation-set instance counts (official annotations).
 THUMOS14_CLASSES = {
@@ -197,15 +198,24 @@ def _video(world: _World, rng, name, subset, duration_log, micro=False, classes_
   return gt, feats
 
 
+def _check_new(output_dir: str) -> None:
+  """A UserError unless `output_dir` is absent and can be made (e.g. not below a file)."""
+  if os.path.exists(output_dir):
+    raise UserError(f"{output_dir}: already exists; remove it to generate again")
+  io_utils.check_writable(output_dir, "dataset folder")
+
+
 def generate_microvideos(cfg: SyntheticConfig, output_dir: str) -> str:
-  """Writes cfg.num_micro microvideos for --extra_train (atomically)."""
+  """Writes cfg.num_micro microvideos for --extra_train to a new output_dir (atomically)."""
+  _check_new(output_dir)
   with io_utils.atomic_dir(output_dir) as tmp:
     _microvideos(cfg, tmp)
   return output_dir
 
 
 def generate(cfg: SyntheticConfig, output_dir: str) -> str:
-  """Writes the dataset to output_dir (atomically: built aside, then renamed)."""
+  """Writes the dataset to a new output_dir (atomically: built aside, then renamed)."""
+  _check_new(output_dir)
   with io_utils.atomic_dir(output_dir) as tmp:
     rng = np.random.default_rng(cfg.seed)
     world = _World(cfg, rng)

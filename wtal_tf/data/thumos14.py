@@ -5,6 +5,7 @@ import math
 import os
 from typing import Mapping, Optional
 
+from wtal_tf import io_utils
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError, reading
 
@@ -74,6 +75,23 @@ def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = Non
         video, subset, _duration(info.get(video), video_info, video),
         tuple(groundtruth.Instance(l, s, e) for s, e, l in sorted(rows)))
   return videos
+
+
+def convert(split_dirs: Mapping[str, str], output: str, video_info: Optional[str] = None,
+            wtal_standard: bool = False) -> tuple[str, Optional[str]]:
+  """Writes read_official's ground truth as ActivityNet JSON at `output` (checked before
+  reading); returns (a summary line, a warning when `video_info` gives no duration for
+  some videos, else None)."""
+  io_utils.check_writable(output, "ground-truth file")
+  videos = read_official(split_dirs, video_info, wtal_standard)
+  io_utils.write_json(output, groundtruth.to_activitynet(videos.values(), VERSION), indent=1)
+  summary = (f"{output}: {len(videos)} videos, "
+             f"{sum(len(v.instances) for v in videos.values())} instances")
+  undated = sorted(k for k, v in videos.items() if v.duration is None)
+  if not (video_info and undated):  # (a file for other videos matches none and is refused)
+    return summary, None
+  return summary, (f"{video_info}: no duration for {len(undated)} of {len(videos)} videos "
+                   f"(e.g. {undated[0]}): their detections are not clipped to the video's end")
 
 
 def _check_same_classes(split_dirs: Mapping[str, str], files: Mapping[str, set[str]]) -> None:

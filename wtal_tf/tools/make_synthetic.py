@@ -5,14 +5,10 @@ python -m wtal_tf.tools.make_synthetic --microvideos_only --num_microvideos=915 
     --output_dir=data/synthetic/micro
 """
 
-import os
-
 from absl import flags
 
 from wtal_tf import cli
-from wtal_tf import io_utils
 from wtal_tf.data import synthetic
-from wtal_tf.errors import UserError
 
 DEFAULTS = synthetic.SyntheticConfig()
 
@@ -37,16 +33,12 @@ def define_flags(fv=flags.FLAGS):
 def main(argv):
   del argv
   f = cli.FLAGS
-  out = cli.require(f.output_dir, "output_dir")
-  if os.path.exists(out):
-    raise UserError(f"{out}: already exists; remove it to generate again")
-  io_utils.check_writable(out, "dataset folder")  # (e.g. below a file)
   cfg = synthetic.SyntheticConfig(num_train=f.num_train_videos, num_test=f.num_test_videos,
                                   num_micro=f.num_microvideos, feature_dim=f.feature_dim,
                                   seed=f.seed, fps=f.feature_fps,
                                   segment_frames=f.segment_frames)
   generate = synthetic.generate_microvideos if f.microvideos_only else synthetic.generate
-  print(generate(cfg, out))
+  print(generate(cfg, cli.require(f.output_dir, "output_dir")))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ import sys
 from absl import flags
 
 from wtal_tf import cli
-from wtal_tf import io_utils
-from wtal_tf.data import groundtruth
 from wtal_tf.data import thumos14
 
 
@@ -34,16 +32,11 @@ def main(argv):
   f = cli.FLAGS
   splits = {"validation": cli.require(f.val_annotations, "val_annotations"),
             "test": cli.require(f.test_annotations, "test_annotations")}
-  out = cli.require(f.output, "output")
-  io_utils.check_writable(out, "ground-truth file")  # before the work
-  videos = thumos14.read_official(splits, f.video_info, f.wtal_standard)
-  io_utils.write_json(out, groundtruth.to_activitynet(videos.values(), thumos14.VERSION), indent=1)
-  print(f"{out}: {len(videos)} videos, {sum(len(v.instances) for v in videos.values())} instances")
-  undated = sorted(k for k, v in videos.items() if v.duration is None)
-  if f.video_info and undated:  # (a file for other videos matches none and is refused)
-    print(f"warning: {f.video_info}: no duration for {len(undated)} of {len(videos)} videos "
-          f"(e.g. {undated[0]}): their detections are not clipped to the video's end",
-          file=sys.stderr)
+  summary, warning = thumos14.convert(splits, cli.require(f.output, "output"), f.video_info,
+                                      f.wtal_standard)
+  print(summary)
+  if warning:
+    print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":
