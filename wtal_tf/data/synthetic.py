@@ -60,6 +60,18 @@ CONTEXT_SEGMENTS = (1, 4)  # run-up segments before an action, drawn in [lo, hi)
 MICRO_DURATION_S = (6.0, 15.0)
 MICRO_FOREGROUND = (0.5, 0.9)
 MICRO_DIR = "micro"  # under the dataset dir
+MICRO_INSTANCES = (1, 3)  # instances per microvideo, drawn in [lo, hi)
+MEAN_INSTANCES_PER_VIDEO = 15.0  # over classes, weighted by THUMOS14_CLASSES' counts
+INSTANCES_DISPERSION = 1.2  # negative-binomial n of the instances per video beyond the first
+MIN_EXTRA_INSTANCES = 0.1  # floor of their mean, for the rarest classes
+MOTION_WEIGHT = {"rgb": 0.3, "flow": 1.0}  # class-agnostic motion per stream: mostly in flow
+PEAK_POSITION = (0.2, 0.8)  # discriminative moment, as a fraction of the action's length
+MIN_PEAK_WIDTH = 0.5  # segments: the narrowest class-evidence peak
+CONTEXT_RAMP_START = 0.3  # run-up evidence at its first segment, rising to 1 at the action
+DISTRACTOR_SEGMENTS = 60.0  # background motion bursts: one per this many segments, on average
+DISTRACTOR_LENGTH = (2, 8)  # segments of a burst, drawn in [lo, hi)
+DISTRACTOR_MOTION = 0.7  # a burst's motion level (an action's is 1)
+SCENE_DIMMING = 0.5  # the scene's share lost during an action
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +112,8 @@ class _World:
     for k, group in enumerate(VENUES):
       self.venue_of[[names.index(n) for n in group]] = k
     self.motion = {s: rng.standard_normal(d) for s in contract.STREAMS}
-    self.motion_weight = {"rgb": 0.3, "flow": 1.0}
     counts = np.array(list(THUMOS14_CLASSES.values()), np.float64)
-    self.instances_per_video = counts / counts.sum() * 15.0 * c  # mean 15 per video
+    self.instances_per_video = counts / counts.sum() * MEAN_INSTANCES_PER_VIDEO * c
 
   def features(self, rng, labels, t, instances):
     """[T, d] per stream for one video with instances [(class, start, end)]."""
@@ -117,8 +128,8 @@ class _World:
       length = e0 - s0 + 1
       # Class evidence peaks around a discriminative moment; the class-agnostic
       # motion covers the whole instance.
-      peak = rng.uniform(0.2, 0.8) * (length - 1)
-      width = max(cfg.discriminative_width * length, 0.5)
+      peak = rng.uniform(*PEAK_POSITION) * (length - 1)
+      width = max(cfg.discriminative_width * length, MIN_PEAK_WIDTH)
       ramp = cfg.class_floor + (1 - cfg.class_floor) * np.exp(
           -0.5 * ((np.arange(length) - peak) / width) ** 2)
       for s in profile:
@@ -128,23 +139,24 @@ class _World:
       k = int(rng.integers(*CONTEXT_SEGMENTS))
       lo = max(0, s0 - k)
       for s in profile:
-        ctx = np.linspace(0.3, 1.0, s0 - lo)[:, None] if s0 > lo else np.zeros((0, 1))
+        ctx = (np.linspace(CONTEXT_RAMP_START, 1.0, s0 - lo)[:, None] if s0 > lo
+               else np.zeros((0, 1)))
         outside = fg[lo:s0, None] == 0
         profile[s][lo:s0] += cfg.context_amplitude * ctx * self.action[s][c] * outside
     # distractor motion bursts in the background
-    for _ in range(int(rng.poisson(t / 60.0))):
+    for _ in range(int(rng.poisson(t / DISTRACTOR_SEGMENTS))):
       s0 = int(rng.integers(0, t))
-      e0 = min(t, s0 + int(rng.integers(2, 8)))
-      motion[s0:e0] = np.maximum(motion[s0:e0], 0.7 * (fg[s0:e0] == 0))
+      e0 = min(t, s0 + int(rng.integers(*DISTRACTOR_LENGTH)))
+      motion[s0:e0] = np.maximum(motion[s0:e0], DISTRACTOR_MOTION * (fg[s0:e0] == 0))
     for s in contract.STREAMS:
       scene = self.scene[s][venue] + cfg.scene_variation * rng.standard_normal(cfg.feature_dim)
-      scene_weight = cfg.scene_amplitude * (1.0 - 0.5 * fg)[:, None]
+      scene_weight = cfg.scene_amplitude * (1.0 - SCENE_DIMMING * fg)[:, None]
       noise = rng.standard_normal((t, cfg.feature_dim))
       for i in range(1, t):  # AR(1) temporal correlation with unit variance
         noise[i] = cfg.noise_correlation * noise[i - 1] + np.sqrt(
             1 - cfg.noise_correlation ** 2) * noise[i]
       x = (scene_weight * scene + profile[s]
-           + cfg.motion_amplitude * self.motion_weight[s] * motion[:, None] * self.motion[s]
+           + cfg.motion_amplitude * MOTION_WEIGHT[s] * motion[:, None] * self.motion[s]
            + cfg.noise * noise)
       out[s] = x.astype(np.float32)
     return out
@@ -176,11 +188,12 @@ def _video(world: _World, rng, name, subset, duration_log, micro=False, classes_
     labels.append(int(rng.choice([k for k in range(c) if k != labels[0]])))
   if micro:
     budget = int(round(t * rng.uniform(*MICRO_FOREGROUND)))
-    n = int(rng.integers(1, 3))
+    n = int(rng.integers(*MICRO_INSTANCES))
   else:
     budget = int(t * MAX_FOREGROUND_FRACTION)
     mean = np.mean([world.instances_per_video[l] for l in labels])
-    n = 1 + int(rng.negative_binomial(1.2, 1.2 / (1.2 + max(mean - 1, 0.1))))
+    n = 1 + int(rng.negative_binomial(INSTANCES_DISPERSION, INSTANCES_DISPERSION / (
+        INSTANCES_DISPERSION + max(mean - 1, MIN_EXTRA_INSTANCES))))
   lengths = [max(1, int(round(np.exp(rng.normal(*INSTANCE_LENGTH_LOG)) / sps))) for _ in range(n)]
   if micro:
     lengths = [max(1, budget // n)] * n
