@@ -98,6 +98,10 @@ VIDEO_EXTENSIONS = (
 MAX_ERROR_RATE = 2 / 3  # failed / (decoded + failed) above which a video fails (ffmpeg's default)
 CUT_SHORT_SLACK_S = 0.5  # decoded duration may fall short of the declared one by this + 1 %
 CUT_SHORT_SLACK_FRACTION = 0.01
+DEFAULT_STREAM_BONUS = 5_000_000  # ffmpeg's map_auto_video: added to width x height of the
+# stream with the "default" disposition
+DISPLAY_MATRIX_ONE = 65536.0  # 1.0 in a display matrix's 16.16 fixed-point entries
+ANGLE_TOLERANCE_DEG = 1.0  # a display rotation within this of a right angle is that angle
 _MICROSECOND = fractions.Fraction(1, 1_000_000)
 
 _LOG = logging.getLogger(__name__)
@@ -183,8 +187,8 @@ def select_stream(streams: Sequence):
     if s.type != "video" or _is_cover(s):
       continue
     ctx = s.codec_context
-    score = (getattr(ctx, "width", 0) or 0) * (getattr(ctx, "height", 0) or 0) + 5_000_000 * bool(
-        s.disposition & av.stream.Disposition.default)
+    score = ((getattr(ctx, "width", 0) or 0) * (getattr(ctx, "height", 0) or 0)
+             + DEFAULT_STREAM_BONUS * bool(s.disposition & av.stream.Disposition.default))
     if score > best_score:
       best, best_score = s, score
   return best
@@ -200,7 +204,7 @@ def display_rotation(matrix: Optional[Sequence[int]]) -> float:
   picture by (NaN for a degenerate matrix, 0 for none)."""
   if matrix is None:
     return 0.0
-  m = [v / 65536.0 for v in matrix[:6]]
+  m = [v / DISPLAY_MATRIX_ONE for v in matrix[:6]]
   scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
   if scale0 == 0 or scale1 == 0:
     return math.nan
@@ -214,17 +218,17 @@ def orient(image: np.ndarray, matrix: Optional[Sequence[int]]) -> np.ndarray:
   if matrix is None:
     return image
   theta = display_rotation(matrix)
-  if abs(theta - 90) < 1:
+  if abs(theta - 90) < ANGLE_TOLERANCE_DEG:
     out = image.transpose(1, 0, 2) if matrix[3] > 0 else np.rot90(image, -1)  # cclock_flip / clock
-  elif abs(theta - 180) < 1:
+  elif abs(theta - 180) < ANGLE_TOLERANCE_DEG:
     out = image
     if matrix[0] < 0:
       out = out[:, ::-1]  # hflip
     if matrix[4] < 0:
       out = out[::-1]  # vflip
-  elif abs(theta - 270) < 1:
+  elif abs(theta - 270) < ANGLE_TOLERANCE_DEG:
     out = np.rot90(image, -1)[::-1] if matrix[3] < 0 else np.rot90(image, 1)  # clock_flip / cclock
-  elif abs(theta) < 1 and matrix[4] < 0:
+  elif abs(theta) < ANGLE_TOLERANCE_DEG and matrix[4] < 0:
     out = image[::-1]
   else:
     return image  # no turn, or an odd angle (warned about by the decoder)
@@ -374,7 +378,8 @@ class _Decoding:
       matrix = _frame_matrix(frame)
       if matrix is not None:
         theta = display_rotation(matrix)
-        if not math.isnan(theta) and min(abs(theta - a) for a in (0, 90, 180, 270, 360)) >= 1:
+        if not math.isnan(theta) and min(
+            abs(theta - a) for a in (0, 90, 180, 270, 360)) >= ANGLE_TOLERANCE_DEG:
           self._odd_angles.add(round(theta, 1))
       held[1] = orient(frame.to_ndarray(format="rgb24"), matrix)
       held[0] = None
