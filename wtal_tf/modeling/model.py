@@ -14,23 +14,27 @@ import keras
 import tensorflow as tf
 
 from wtal_tf.modeling import losses
-from wtal_tf.config import LossConfig
+from wtal_tf import contract
+from wtal_tf.config import LossConfig, ModelConfig
 from wtal_tf.errors import UserError
 
 BACKEND = "tensorflow"  # the Keras backend the model trains and runs on
+DEFAULTS = ModelConfig()  # the layers' defaults are the flags'
+SEED_STRIDE = 1_000_003  # a prime: the run seeds' stream seeds do not collide
+SEED_MODULUS = 2**31 - 1  # stream seeds stay positive int32s
 
 
 def stream_seed(seed: int, stream: str) -> int:
   """A per-stream initialiser seed: a branch starts the same with or without the other."""
-  return (seed * 1_000_003 + zlib.crc32(stream.encode())) % (2**31 - 1)
+  return (seed * SEED_STRIDE + zlib.crc32(stream.encode())) % SEED_MODULUS
 
 
 @keras.saving.register_keras_serializable("wtal_tf")
 class StreamBranch(keras.layers.Layer):
   """One stream's attention, classifier and clustering heads."""
 
-  def __init__(self, num_classes: int, attention_units: int = 256, seed: int = 0,
-               init_stddev: float = 1e-3, **kwargs):
+  def __init__(self, num_classes: int, attention_units: int = DEFAULTS.attention_units,
+               seed: int = 0, init_stddev: float = DEFAULTS.init_stddev, **kwargs):
     super().__init__(**kwargs)
     self.num_classes, self.attention_units, self.seed = num_classes, attention_units, seed
     self.init_stddev = init_stddev
@@ -85,9 +89,9 @@ class StreamBranch(keras.layers.Layer):
 class WTALModel(keras.Model):
   """One branch per stream; `train_step` sums the enabled, weighted losses of all."""
 
-  def __init__(self, num_classes: int, streams=("rgb", "flow"), attention_units: int = 256,
-               loss_config: dict | None = None, seed: int = 0, init_stddev: float = 1e-3,
-               **kwargs):
+  def __init__(self, num_classes: int, streams=contract.STREAMS,
+               attention_units: int = DEFAULTS.attention_units, loss_config: dict | None = None,
+               seed: int = 0, init_stddev: float = DEFAULTS.init_stddev, **kwargs):
     if keras.backend.backend() != BACKEND:
       raise UserError(f"KERAS_BACKEND={keras.backend.backend()}: the localization model "
                       f"trains and runs on {BACKEND} only (feature extraction runs under "
