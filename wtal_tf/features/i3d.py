@@ -51,6 +51,9 @@ POOL_BEFORE = {"Mixed_4b": "MaxPool3d_4a_3x3", "Mixed_5b": "MaxPool3d_5a_2x2"}  
 LOGITS_PATH = "Logits/Conv3d_0c_1x1"
 
 
+MODEL_SEED_STRIDE = 1000  # random init: a model seed's blocks take seeds from seed * this
+BLOCK_SEED_STRIDE = 10  # ... in steps of this (more than a Mixed module's 6 units)
+LOGITS_BLOCK = 99  # the logits unit's block number (after the stem's 3 and 9 Mixed modules)
 HE_TRUNCATION = 2.0            # He-normal draws beyond this many standard deviations are redrawn
 HE_STDDEV_CORRECTION = .87962566103423978  # std of a unit normal truncated at +-2 (Keras's)
 
@@ -196,8 +199,8 @@ class InceptionI3d(keras.Model):
     self.in_channels, self.num_classes, self.seed = int(in_channels), int(num_classes), seed
     self.random_init = random_init
 
-    def s(k):
-      return None if seed is None else seed * 1000 + k * 10
+    def s(k):  # the seed of the k-th block; a Mixed module's units take s(k) + 0..5
+      return None if seed is None else seed * MODEL_SEED_STRIDE + k * BLOCK_SEED_STRIDE
 
     init = {"random_init": random_init}
     self.stem = {
@@ -211,7 +214,7 @@ class InceptionI3d(keras.Model):
     self.mixed = {name: MixedModule(ch, seed=s(3 + k), name=name, **init)
                   for k, (name, ch) in enumerate(MIXED_CHANNELS)}
     self.logits_unit = Unit3D(num_classes, (1, 1, 1), use_batch_norm=False, use_bias=True,
-                              activation=False, seed=s(99), name=_keras_name(LOGITS_PATH),
+                              activation=False, seed=s(LOGITS_BLOCK), name=_keras_name(LOGITS_PATH),
                               **init)
     self.build((None, SEGMENT_FRAMES, None, None, self.in_channels))
 
