@@ -13,7 +13,7 @@ from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import config as C
 from wtal_tf.data import datasets as data
 from wtal_tf.data import groundtruth
-from wtal_tf.localization import detections as localization
+from wtal_tf.localization import fusion
 from wtal_tf.training import trainer as training
 from wtal_tf.inference.predictor import Predictor
 
@@ -43,7 +43,7 @@ def test_training_learns_to_attend_to_planted_actions(small_synthetic, tmp_path)
   sps = SMALL_SYNTHETIC.seconds_per_segment
   scores, labels = [], []
   for v in ds.train + ds.test:
-    _, attention, _ = localization.fuse(predict(v.load(ds.streams)), 0.5)
+    _, attention, _ = fusion.fuse(predict(v.load(ds.streams)), 0.5)
     y = np.zeros(v.num_segments, bool)
     for inst in gt[v.name].instances:
       y[int(round(inst.start / sps)):int(round(inst.end / sps))] = True

@@ -4,7 +4,8 @@ from absl.testing import parameterized
 import numpy as np
 
 from wtal_tf import config as C
-from wtal_tf.localization import detections as localization
+from wtal_tf.localization import detections
+from wtal_tf.localization import nms
 from wtal_tf.localization import threshold_proposals
 from wtal_tf.localization.localize import localize
 from wtal_tf.localization.outputs import StreamOutput
@@ -72,7 +73,7 @@ class LocalizationTest(parameterized.TestCase):
     starts = rng.integers(0, 50, n)
     ends = starts + rng.integers(0, 12, n)
     scores = rng.random(n)
-    keep = localization.nms(starts, ends, scores, 0.5)
+    keep = nms.nms(starts, ends, scores, 0.5)
     self.assertEqual(keep.tolist(), slow_nms(list(zip(starts, ends)), scores, 0.5))
 
   def test_eq12_scores_on_hand_built_video(self):
@@ -94,8 +95,8 @@ class LocalizationTest(parameterized.TestCase):
     self.assertAlmostEqual(dets.scores[0], (t1 + t2) / 2)
 
   def test_class_selection_fallback(self):
-    self.assertEqual(localization.select_classes(np.array([0.05, 0.3, 0.2]), 0.1).tolist(), [1, 2])
-    self.assertEqual(localization.select_classes(np.array([0.05, 0.08, 0.02]), 0.1).tolist(), [1])
+    self.assertEqual(detections.select_classes(np.array([0.05, 0.3, 0.2]), 0.1).tolist(), [1, 2])
+    self.assertEqual(detections.select_classes(np.array([0.05, 0.08, 0.02]), 0.1).tolist(), [1])
 
   def test_interval_scores_match_loop(self):
     rng = np.random.default_rng(0)
@@ -139,8 +140,8 @@ class LocalizationTest(parameterized.TestCase):
       localize({"rgb": out}, C.LocalizeConfig())
 
   def test_seconds_and_clipping(self):
-    dets = localization.Detections(np.array([0, 0]), np.array([0, 10]), np.array([2, 12]),
+    dets = detections.Detections(np.array([0, 0]), np.array([0, 10]), np.array([2, 12]),
                                    np.array([1.0, 0.5]))
-    start, end = localization.to_seconds(dets, 16 / 25, duration=7.5)
+    start, end = detections.to_seconds(dets, 16 / 25, duration=7.5)
     np.testing.assert_allclose(start, [0.0, 6.4])
     np.testing.assert_allclose(end, [3 * 0.64, 7.5])

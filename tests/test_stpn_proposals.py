@@ -5,7 +5,7 @@ import pytest
 from scipy import special
 
 from wtal_tf import config as C
-from wtal_tf.localization import detections as localization
+from wtal_tf.localization import detections
 from wtal_tf.localization.localize import localize
 from wtal_tf.localization import stpn_proposals
 from wtal_tf.localization.outputs import StreamOutput
@@ -45,7 +45,7 @@ def test_fractional_boundaries_and_score():
   # score: the mean over the run of λ·T-CAM = (2/σ(2))·ψ (a lone stream has θ_s = 1)
   expected = 2.0 / SIG2 * np.mean([0.0625, 0.0875, 0.0925, 0.0775, 0.0625])
   assert dets.scores[0] == pytest.approx(expected)
-  start, end = localization.to_seconds(dets, 0.64)
+  start, end = detections.to_seconds(dets, 0.64)
   assert (start[0], end[0]) == (pytest.approx(0.64), pytest.approx(2.25 * 0.64))
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from wtal_tf import __version__
 from wtal_tf.errors import UserError
-from wtal_tf.localization import detections as localization
+from wtal_tf.localization.detections import Detections, to_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,10 +122,10 @@ def _parse_checked(results: dict, source: str) -> Predictions:
                      np.asarray(ends, np.float64))
 
 
-def video_results(dets: localization.Detections, classes: Sequence[str],
+def video_results(dets: Detections, classes: Sequence[str],
                   seconds_per_segment: float, duration: Optional[float] = None) -> list[dict]:
   """One video's detections as ActivityNet result entries, by descending score."""
-  start, end = localization.to_seconds(dets, seconds_per_segment, duration)
+  start, end = to_seconds(dets, seconds_per_segment, duration)
   order = np.argsort(-dets.scores, kind="stable")
   return [{"label": classes[int(dets.classes[i])], "score": float(dets.scores[i]),
            "segment": [float(start[i]), float(end[i])]} for i in order]

@@ -24,7 +24,7 @@ from wtal_tf.data import datasets as data
 from wtal_tf.data import groundtruth
 from wtal_tf.data.datasets import Video, multi_hot
 from wtal_tf.inference.predictor import load_predictor
-from wtal_tf.localization.detections import fuse, stream_weights
+from wtal_tf.localization.fusion import fuse, stream_weights
 from wtal_tf.modeling import losses
 
 

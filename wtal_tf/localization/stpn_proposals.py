@@ -40,7 +40,9 @@ import numpy as np
 from scipy import special
 
 from wtal_tf.config import LocalizeConfig
-from wtal_tf.localization import detections as localization
+from wtal_tf.localization import detections
+from wtal_tf.localization import fusion
+from wtal_tf.localization import nms
 from wtal_tf.localization.outputs import StreamOutput
 
 STPN_SIGNAL_THRESHOLD = 0.05  # ψ = λ·σ(T-CAM) (unitless) kept where >= this
@@ -69,7 +71,7 @@ def stream_signals(outputs: Mapping[str, StreamOutput], stream: str, classes: np
   stream's own weight (θ for rgb, 1−θ for flow, 1 when alone).
   """
   out = outputs[stream]
-  own = localization.stream_weights(list(outputs), theta)[stream]
+  own = fusion.stream_weights(list(outputs), theta)[stream]
   cam = out.cas[:, 1:][:, classes]
   mixed = own * cam
   for other, o in outputs.items():
@@ -89,15 +91,15 @@ def stream_proposals(outputs: Mapping[str, StreamOutput], stream: str,
   psi, phi = stream_signals(outputs, stream, classes, cfg.theta)
   u = cfg.stpn_upsample
   psi, phi = upsample(psi, u), upsample(phi, u)  # [T·U, K]
-  rows, first, last = localization.true_runs((psi >= STPN_SIGNAL_THRESHOLD).T)
+  rows, first, last = detections.true_runs((psi >= STPN_SIGNAL_THRESHOLD).T)
   prefix = np.concatenate([np.zeros((1, phi.shape[1])), np.cumsum(phi, axis=0)])
   scores = (prefix[last + 1, rows] - prefix[first, rows]) / (last + 1 - first)
   return classes[rows], first / u, (last + 1) / u, scores
 
 
 def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig
-             ) -> localization.Detections:
+             ) -> detections.Detections:
   """STPN's detections of one video; starts/ends fractional, ends as end + 1 = stop."""
   parts = [stream_proposals(outputs, s, cfg) for s in outputs]
   classes, starts, stops, scores = (np.concatenate(p) for p in zip(*parts))
-  return localization.classwise_nms(classes, starts, stops - 1.0, scores, cfg.nms_threshold)
+  return nms.classwise_nms(classes, starts, stops - 1.0, scores, cfg.nms_threshold)

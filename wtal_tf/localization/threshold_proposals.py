@@ -12,6 +12,8 @@ import numpy as np
 
 from wtal_tf.config import LocalizeConfig
 from wtal_tf.localization import detections
+from wtal_tf.localization import fusion
+from wtal_tf.localization import nms
 from wtal_tf.localization.outputs import StreamOutput
 
 
@@ -48,10 +50,10 @@ def interval_scores(wcas: np.ndarray, starts, ends, classes) -> np.ndarray:
 
 def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig) -> detections.Detections:
   """Detections of one video from the fused attention ("attention") or T-CAM ("tcam")."""
-  probs, attention, wcas = detections.fuse(outputs, cfg.theta)
+  probs, attention, wcas = fusion.fuse(outputs, cfg.theta)
   kept = detections.select_classes(probs, cfg.class_threshold)
   if cfg.proposal_source == "tcam":
-    signal = detections.tcam_signal(outputs, cfg.theta, kept)
+    signal = fusion.tcam_signal(outputs, cfg.theta, kept)
     rows, starts, ends = unique_proposals(*connected_components(signal, cfg.attention_thresholds))
     classes = kept[rows]
   else:
@@ -60,4 +62,4 @@ def localize(outputs: Mapping[str, StreamOutput], cfg: LocalizeConfig) -> detect
     classes = np.repeat(kept, len(starts))
     starts, ends = np.tile(starts, len(kept)), np.tile(ends, len(kept))
   scores = interval_scores(wcas, starts, ends, classes)
-  return detections.classwise_nms(classes, starts, ends, scores, cfg.nms_threshold)
+  return nms.classwise_nms(classes, starts, ends, scores, cfg.nms_threshold)

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 
 from wtal_tf.config import LocalizeConfig
 from wtal_tf.data.groundtruth import GTVideo
-from wtal_tf.localization import detections as localization
+from wtal_tf.localization.detections import Detections, to_seconds
+from wtal_tf.localization.fusion import fuse, tcam_signal
 from wtal_tf.localization import stpn_proposals
 from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.viz import plotting
@@ -30,7 +31,7 @@ class Panel(NamedTuple):
   """One model's view of the video: its outputs, detections and resolved localization."""
   title: str
   outputs: Mapping[str, StreamOutput]
-  detections: localization.Detections
+  detections: Detections
   localize: LocalizeConfig  # proposal_source resolved (attention, tcam or stpn)
 
 
@@ -52,7 +53,7 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   outputs, dets, cfg = panel.outputs, panel.detections, panel.localize
   t = len(next(iter(outputs.values())).attention)
   times = (np.arange(t) + 0.5) * seconds_per_segment
-  probs, attention, wcas = localization.fuse(outputs, cfg.theta)
+  probs, attention, wcas = fuse(outputs, cfg.theta)
   detected = sorted(set(dets.classes.tolist())) or [int(np.argmax(probs))]
   kept = sorted(sorted(detected, key=lambda c: -probs[c])[:MAX_CLASSES_DRAWN])
   more = (f" (the {len(kept)} most probable of {len(detected)} detected classes)"
@@ -86,7 +87,7 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
     label, ax_proposals, cut = "λˢ·σ(T-CAMˢ)", ax_cam, stpn_proposals.STPN_SIGNAL_THRESHOLD
     ax_cam.set_ylim(-0.05, 1.05)
   elif cfg.proposal_source == "tcam":
-    curves.append((localization.tcam_signal(outputs, cfg.theta, kept).T, "-", "", *fused))
+    curves.append((tcam_signal(outputs, cfg.theta, kept).T, "-", "", *fused))
     label, ax_proposals, cut = "λ·σ(T-CAM)", ax_cam, max(cfg.attention_thresholds)
     ax_cam.set_ylim(-0.05, 1.05)
   else:
@@ -103,7 +104,7 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   ax_cam.set_ylabel(label, fontsize=8)
   entries = len(ax_cam.get_legend_handles_labels()[0])
   ax_cam.legend(fontsize=6, loc="upper right", ncol=max(1, -(-entries // LEGEND_ROWS)))
-  start, end = localization.to_seconds(dets, seconds_per_segment)
+  start, end = to_seconds(dets, seconds_per_segment)
   for c in kept:
     idx = np.flatnonzero(dets.classes == c)
     idx = idx[np.argsort(-dets.scores[idx], kind="stable")][:MAX_DETECTIONS_PER_CLASS]
