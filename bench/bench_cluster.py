@@ -66,6 +66,8 @@ PRELOAD = "wtal_tf.features.dask_preload"
 ONE_CHUNK = 10**6  # segments per chunk: the whole video as one work item
 POLL_S = 0.5  # seconds between RSS samples of the workers
 STOP_TIMEOUT_S = 20.0  # seconds a cluster process may take to stop before it is killed
+START_TIMEOUT_S = 120.0  # seconds the cluster may take to start (scheduler, workers joined)
+START_POLL_S = 0.2  # seconds between looks for the scheduler's address file
 
 
 @contextlib.contextmanager
@@ -81,9 +83,11 @@ def dask_cluster(workers: int, root: str, preload: bool = True):
                              scheduler_file], cwd=REPO, env=env, stdout=log,
                             stderr=log)]
   try:
-    address = None
+    address, deadline = None, time.time() + START_TIMEOUT_S
     while address is None:  # the file may exist before the scheduler has written it
-      time.sleep(0.2)
+      if procs[0].poll() is not None or time.time() > deadline:
+        raise RuntimeError(f"the Dask scheduler did not start (see {log.name})")
+      time.sleep(START_POLL_S)
       with contextlib.suppress(OSError, ValueError, KeyError):
         with open(scheduler_file, encoding="utf-8") as f:
           address = json.load(f)["address"]
@@ -93,8 +97,8 @@ def dask_cluster(workers: int, root: str, preload: bool = True):
                                cwd=REPO, env=env, stdout=log, stderr=log)
               for _ in range(workers)]
     import distributed  # pylint: disable=import-outside-toplevel
-    with distributed.Client(address, timeout=120) as client:
-      client.wait_for_workers(workers, timeout=120)
+    with distributed.Client(address, timeout=START_TIMEOUT_S) as client:
+      client.wait_for_workers(workers, timeout=START_TIMEOUT_S)
     yield address, [p.pid for p in procs[1:]]
   finally:
     for p in procs:
