@@ -64,6 +64,8 @@ FEATURE_CASES = [
     (np.ones((4, 7), np.float32), "feature dimension 7, expected 4"),
     (np.array([[np.nan] * 4] * 4, np.float32), "16 NaN/inf values"),
     (np.array([[np.inf, 0, 0, 0]] * 4, np.float32), "4 NaN/inf values"),
+    # float64 beyond float32's range: inf once read as float32 (it passed, then broke training)
+    (np.array([[1e300, 0, 0, 0]] * 4), "4 NaN/inf values (as float32, which they are read as)"),
     (np.ones((9, 4), np.float32), "stream lengths differ"),
     (np.array([{"a": 1}], dtype=object), "cannot read as .npy"),
 ]

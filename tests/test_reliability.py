@@ -95,6 +95,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert "the last good checkpoint is kept" in str(e.value)
   model, _ = checkpointing.restore(str(tmp_path / "m"))
   assert all(np.isfinite(w.numpy()).all() for w in model.weights)
+  # Before the first checkpoint: said so (it said "the last good checkpoint is kept (None)").
+  with pytest.raises(training.NonFiniteLoss, match="before any checkpoint was saved$"):
+    training.train(cfg.replace(train={"model_dir": str(tmp_path / "m2"),
+                                      "checkpoint_every": 100}))
 
 
 def _model_dir_files(model_dir):

@@ -25,6 +25,7 @@ from wtal_tf.data import npy
 from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
 from wtal_tf.errors import UserError, reading
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are read as float32
 LAYOUT_HELP = (f"expected DATA_DIR/{contract.GT_FILE} and DATA_DIR/{contract.FEATURES_DIR}/"
                f"<split>/<stream>/<video>{contract.FEATURE_EXT} (float32 "
                f"[T, {contract.FEATURE_DIM}], as BaS-Net/UM/CoLA release THUMOS14), or with "
@@ -166,9 +167,11 @@ def check_features(source: FeatureSource, name: str, streams: Sequence[str],
     if x.shape[1] != expected:
       raise UserError(f"{where}: feature dimension {x.shape[1]}, expected {expected} "
                       "(as in the other videos)")
-    if not np.isfinite(x).all():
-      bad = int(np.size(x) - np.isfinite(x).sum())
-      raise UserError(f"{where}: {bad} NaN/inf values")
+    finite = np.isfinite(x) & (np.abs(x) <= FLOAT32_MAX)  # (read as float32: larger is inf)
+    if not finite.all():
+      bad = int(np.size(x) - finite.sum())
+      raise UserError(f"{where}: {bad} NaN/inf values"
+                      + (" (as float32, which they are read as)" if np.isfinite(x).all() else ""))
     lengths[stream] = x.shape[0]
   if len(set(lengths.values())) > 1:
     raise UserError(f"video {name!r}: stream lengths differ {lengths} "

@@ -146,11 +146,15 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   window_start, first_step_seconds = time.perf_counter(), 0.0
   last_means, history, loss_history, result, detections = {}, [], [], None, {}
 
+  def kept() -> str:
+    last = manager.latest_checkpoint
+    return (f"the last good checkpoint is kept ({last})" if last
+            else "before any checkpoint was saved")
+
   def save(s):
     """Checkpoints, unless an update overflowed the weights (then the last good one stays)."""
     if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.weights):
-      raise NonFiniteLoss(f"weights became non-finite by step {s}; stopped, the last good "
-                          f"checkpoint is kept ({manager.latest_checkpoint})")
+      raise NonFiniteLoss(f"weights became non-finite by step {s}; stopped, {kept()}")
     manager.save(checkpoint_number=s)
 
   def run_eval(s):
@@ -173,8 +177,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     if not (math.isfinite(total) and float(logs["finite"])):
       what = total if not math.isfinite(total) else "finite, but a gradient was not"
       raise NonFiniteLoss(f"loss became {what} at step {s}; stopped without applying that "
-                          f"update, the last good checkpoint is kept "
-                          f"({manager.latest_checkpoint})")
+                          f"update, {kept()}")
     for k, v in logs.items():
       if k == "finite":
         continue
