@@ -332,6 +332,17 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
     timelines.draw(other, [tiny_model.train.model_dir], [], 1, str(tmp_path / "pictures"))
   with pytest.raises(UserError, match=sizes):  # (it was a traceback from TensorFlow)
     attention_stats.report(other)
+  # Another time base than training's: detections in the wrong seconds, exit 0 (found by
+  # a new user: a model trained at --feature_fps=30 localized at the default 25).
+  timing = re.escape(f"{tiny_model.train.model_dir}: the model was trained on features of "
+                     "--feature_fps=25 --segment_frames=16, but these flags say "
+                     "--feature_fps=30 --segment_frames=16: pass --feature_fps=25 "
+                     "--segment_frames=16")
+  with pytest.raises(UserError, match=f"^{timing}$"):
+    batch.localize_to_file(tiny_model.replace(data={"feature_fps": 30.0}))
+  with pytest.raises(UserError, match=f"^{timing}$"):
+    timelines.draw(tiny_model.replace(data={"feature_fps": 30.0}),
+                   [tiny_model.train.model_dir], [], 1, str(tmp_path / "pictures"))
   (tmp_path / "classes.txt").write_text("A\nB\nC\n")
   with pytest.raises(UserError, match=r"/m: the model was trained on classes \['A', 'B'\], "
                      r"but .*classes.txt gives \['A', 'B', 'C'\]"):

@@ -115,6 +115,19 @@ def test_features_made_otherwise_than_the_training_features_are_refused_or_named
     detect(crop_size=CROP - 8, random_init_seed=1)
   assert not (tmp_path / "d.json").exists()
   assert detect()[0] == str(tmp_path / "d.json")  # made alike: detections
+  # A model trained on features of another time base (own features at 30 fps) is refused
+  # before extraction: the detections would be in the wrong seconds.
+  spec_path = pathlib.Path(cfg.train.model_dir) / "model.json"
+  spec = json.loads(spec_path.read_text())
+  assert spec["segment_timing"] == {"feature_fps": 25.0, "segment_frames": 16}
+  spec_path.write_text(json.dumps({**spec, "segment_timing": {"feature_fps": 30.0,
+                                                              "segment_frames": 16}}))
+  try:
+    with pytest.raises(UserError, match="trained on features of --feature_fps=30 "
+                       "--segment_frames=16, but extraction makes --feature_fps=25 "):
+      detect()
+  finally:
+    spec_path.write_text(json.dumps(spec))
   # Test videos extracted again at another crop, beside the training videos: the loader
   # and localize name it.
   out, test_videos = tmp_path / "data", tmp_path / "test_videos"

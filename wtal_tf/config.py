@@ -69,6 +69,10 @@ class DataConfig:
   def seconds_per_segment(self) -> float:
     return self.segment_frames / self.feature_fps
 
+  def segment_timing(self) -> dict:
+    """What a feature segment is in time (a trained model records it in model.json)."""
+    return {"feature_fps": self.feature_fps, "segment_frames": self.segment_frames}
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:

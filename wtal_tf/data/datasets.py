@@ -138,6 +138,7 @@ class Dataset:
   # --extra_train's), or is tested on when those are not read (features_made); None: a
   # video has no status record, or the records disagree
   features_made: Optional[dict] = None
+  timing: Optional[dict] = None  # DataConfig.segment_timing: what a segment is in time
 
   @property
   def num_classes(self) -> int:
@@ -355,7 +356,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
                  train=train, test=test, test_gt=dict(test_gt),
                  gt_source=gt_source, class_source=cfg.class_list or gt_source,
                  num_extra=len(extra) if include_train else 0, skipped=skipped,
-                 features_made=made)
+                 features_made=made, timing=cfg.segment_timing())
 
 
 def check_test_videos(dataset: Dataset, test_subset: str) -> Dataset:

@@ -1,5 +1,7 @@
 """Device-side forward pass over whole videos, returning numpy for the host."""
 
+from typing import Optional
+
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -23,9 +25,10 @@ class Predictor:
   """
 
   def __init__(self, model: WTALModel, feature_dims: dict[str, int],
-               localize: LocalizeConfig, classes=None, features_made=None):
+               localize: LocalizeConfig, classes=None, features_made=None, timing=None):
     self.model = model
     self.features_made = features_made  # how its training features were made, if known
+    self.timing = timing  # what a segment of its training features is in time, if known
     self.streams = model.streams
     self.feature_dims = dict(feature_dims)
     self.classes = None if classes is None else tuple(classes)
@@ -58,6 +61,7 @@ class Predictor:
     if wrong:
       raise UserError(f"{model_dir}: the model was trained on features of sizes "
                       f"{ {s: self.feature_dims[s] for s in wrong} }, but the data has {wrong}")
+    self.check_timing(dataset.timing, model_dir, "these flags say")
     if self.features_made and dataset.features_made:
       differ = data.made_differences(self.features_made, dataset.features_made)
       if differ:
@@ -65,13 +69,25 @@ class Predictor:
                         "(%s): its scores on them are not to be trusted", model_dir,
                         "; ".join(differ))
 
+  def check_timing(self, timing: Optional[dict], model_dir: str, now: str) -> None:
+    """A UserError when segments of `timing` are another length in time than the model's
+    training features' (detections would be in the wrong seconds)."""
+    if self.timing and timing and self.timing != timing:
+      raise UserError(f"{model_dir}: the model was trained on features of "
+                      f"{_timing_flags(self.timing)}, but {now} {_timing_flags(timing)}: pass "
+                      f"{_timing_flags(self.timing)}")
+
   def __call__(self, features: dict[str, np.ndarray]) -> dict[str, StreamOutput]:
     outs = self._forward({s: features[s] for s in self.model.streams})
     return {s: StreamOutput(**{k: v.numpy() for k, v in o.items()}) for s, o in outs.items()}
+
+
+def _timing_flags(timing: dict) -> str:
+  return " ".join(f"--{k}={v:g}" for k, v in sorted(timing.items()))
 
 
 def load_predictor(model_dir: str, localize: LocalizeConfig) -> Predictor:
   """The predictor of the latest checkpoint in `model_dir` (UserError if there is none)."""
   model, spec = checkpoints.restore(model_dir)
   return Predictor(model, spec["feature_dims"], localize, spec["classes"],
-                   spec.get("features_made"))
+                   spec.get("features_made"), spec.get("segment_timing"))

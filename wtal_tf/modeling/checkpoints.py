@@ -27,12 +27,14 @@ THE_MODEL = ("classes", "feature_dims", "model.num_classes", "model.streams",
              "model.attention_units", "model.loss_config.cls_loss", "model.dtype")
 
 
-def spec(model: WTALModel, classes, feature_dims, features_made: Optional[dict] = None
-         ) -> dict:
+def spec(model: WTALModel, classes, feature_dims, features_made: Optional[dict] = None,
+         timing: Optional[dict] = None) -> dict:
   """What is needed to rebuild the model without the training flags (as JSON holds it),
-  and how wtal_tf.extract made its training features when their records say
-  (features_made: detect extracts a new video's features alike)."""
+  how wtal_tf.extract made its training features when their records say (features_made:
+  detect extracts a new video's features alike), and what a segment of them is in time
+  (segment_timing: --feature_fps and --segment_frames, which turn segments into seconds)."""
   made = {"features_made": features_made} if features_made is not None else {}
+  made.update({"segment_timing": timing} if timing is not None else {})
   return json.loads(json.dumps({"model": model.get_config(), "classes": list(classes),
                                 "feature_dims": dict(feature_dims), **made}))
 
