@@ -1,6 +1,7 @@
 """Supplementary weakly-labelled videos: format, sampling, generator, bad input."""
 
 import collections
+import dataclasses
 import csv
 import pathlib
 
@@ -67,6 +68,9 @@ def test_extra_videos_are_seen_each_epoch(base, tmp_path):
     ({"m1": ([], 2)}, None, "no labels"),
     ({"m1": (["A"], 2)}, "latin1", "labels.csv: not UTF-8 text (byte 21: "),
     ({"m1": (["A"], 2)}, "empty", "labels.csv: expected a header 'video,labels'"),
+    # labels separated by commas: the second was dropped without a word
+    ({"m1": (["A"], 2)}, "commas", "labels.csv: line 2 ('m1'): 1 more field(s) than the "
+     "header 'video,labels' (labels are separated by ';')"),
 ])
 def test_bad_extra_input_fails_before_training(base, tmp_path, videos, edit, message):
   root = write_extra(tmp_path / "mv", videos)
@@ -82,9 +86,29 @@ def test_bad_extra_input_fails_before_training(base, tmp_path, videos, edit, mes
     (root / "labels.csv").write_bytes("video,labels\nm1,A;Café\n".encode("latin-1"))
   elif edit == "empty":
     (root / "labels.csv").write_text("")
+  elif edit == "commas":
+    (root / "labels.csv").write_text("video,labels\nm1,A,B\n")
   with pytest.raises(UserError) as e:
     data.load_dataset(C.DataConfig(data_dir=str(base), extra_train=(str(root),)))
   assert message in str(e.value) and str(root) in str(e.value)
+
+
+def test_extra_labels_from_excel_and_invalid_extra_videos_skipped(base, tmp_path, caplog):
+  """Found by a new user: a labels.csv with a byte-order mark (Excel's "CSV UTF-8") was
+  "expected a header 'video,labels'"; --skip_invalid_videos did not apply to extra videos."""
+  root = write_extra(tmp_path / "mv", {"m1": (["A"], 2), "m2": (["B"], 3)})
+  (root / "labels.csv").write_bytes("\ufeffvideo,labels\r\nm1,A\r\nm2,B\r\n".encode("utf-8"))
+  cfg = C.DataConfig(data_dir=str(base), extra_train=(str(root),))
+  assert [v.name for v in data.load_dataset(cfg).train[-2:]] == ["m1", "m2"]
+  np.save(root / "rgb" / "m2.npy", np.ones((3, 9), np.float32))
+  with pytest.raises(UserError, match=r"m2.npy: feature dimension 9, expected 4 .*\(--skip_"
+                     r"invalid_videos leaves such videos out\)$"):
+    data.load_dataset(cfg)
+  caplog.set_level("WARNING")
+  ds = data.load_dataset(dataclasses.replace(cfg, skip_invalid_videos=True))
+  assert [v.name for v in ds.train[-1:]] == ["m1"] and ds.num_extra == 1
+  assert len(ds.skipped) == 1 and "m2.npy: feature dimension 9" in ds.skipped[0]
+  assert "skipped: " in caplog.text
 
 
 def test_generated_microvideos_rebalance_classes(tmp_path):

@@ -253,8 +253,13 @@ def ground_truth(cfg: DataConfig, known_classes: Optional[Sequence[str]] = None
 
 
 def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[str],
-               dims: dict[str, int]) -> list[Video]:
-  """Extra weakly-labelled videos: `DIR/labels.csv` (video,labels) + `DIR/<stream>/*.npy`."""
+               dims: dict[str, int], skip_invalid: bool = False,
+               skipped: Optional[list[str]] = None) -> list[Video]:
+  """Extra weakly-labelled videos: `DIR/labels.csv` (video,labels) + `DIR/<stream>/*.npy`.
+
+  skip_invalid: a video whose features are invalid is left out, its reason appended to
+  `skipped` (as _build_videos does), instead of being an error.
+  """
   index = {c: k for k, c in enumerate(classes)}
   videos = []
   for d in dirs:
@@ -262,7 +267,8 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
     if not os.path.isfile(path):
       raise UserError(f"{path}: extra training labels not found")
     source = PerVideoSource(d)
-    with reading(path), open(path, newline="", encoding="utf-8") as f:
+    # (utf-8-sig: a byte-order mark, as Excel writes, is not part of the header)
+    with reading(path), open(path, newline="", encoding="utf-8-sig") as f:
       reader = csv.DictReader(f)
       fields = reader.fieldnames
       rows = [(reader.line_num, row) for row in reader]
@@ -273,6 +279,9 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
       name = (row["video"] or "").strip()
       names = [l.strip() for l in (row["labels"] or "").split(EXTRA_LABEL_SEP) if l.strip()]
       where = f"{path}: line {line} ({name!r})"
+      if row.get(None):  # (csv's key for fields beyond the header's)
+        raise UserError(f"{where}: {len(row[None])} more field(s) than the header "
+                        f"'video,labels' (labels are separated by '{EXTRA_LABEL_SEP}')")
       if not name:
         raise UserError(f"{where}: empty video name")
       if name in seen:
@@ -284,7 +293,13 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
       if unknown:
         raise UserError(f"{where}: labels not in the class list: {unknown} (the dataset's "
                         "labels unless --class_list names more)")
-      t = check_features(source, name, streams, dims)
+      try:
+        t = check_features(source, name, streams, dims)
+      except UserError as e:
+        if not skip_invalid:
+          raise UserError(f"{e} (--skip_invalid_videos leaves such videos out)") from None
+        skipped.append(str(e))
+        continue
       videos.append(Video(name, tuple(sorted({index[l] for l in names})), t, None, source))
     if not seen:
       raise UserError(f"{path}: no videos listed")
@@ -340,7 +355,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
     train = _build_videos(train_gt.values(), classes, train_source, cfg.streams, dims,
                           cfg.skip_invalid_videos, skipped, require_labels=True,
                           gt_source=gt_source)
-    extra = load_extra(cfg.extra_train, classes, cfg.streams, dims)
+    extra = load_extra(cfg.extra_train, classes, cfg.streams, dims,
+                       cfg.skip_invalid_videos, skipped)
     train += extra
   test = _build_videos(test_gt.values(), classes, test_source, cfg.streams, dims,
                        cfg.skip_invalid_videos, skipped, require_labels=False,
