@@ -315,6 +315,26 @@ def test_localizing_unlabelled_videos_takes_the_models_classes(tiny_model, good,
                         str(tmp_path / "pictures")) == [str(tmp_path / "pictures" / "x.png")]
 
 
+def test_a_duration_that_disagrees_with_the_features_is_named(tiny_model, good, tmp_path,
+                                                               caplog):
+  """Found by a new user: a wrong duration in gt.json clipped most detections to zero length
+  ([5.0, 5.0]), exit 0 and not a word."""
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  edit_gt(good, lambda db: db["x"].update(duration=1.0))  # x: 5 segments = 3.2 s
+  caplog.set_level("WARNING")
+  _, results, _ = batch.localize_to_file(tiny_model, str(tmp_path / "d.json"))
+  assert (f"{good / 'gt.json'}: 1 of 1 videos have a duration that disagrees with their "
+          "features (e.g. 'x': 1 s, but 5 segments = 3.2 s at --feature_fps=25 "
+          "--segment_frames=16): detections are clipped to the duration; check the "
+          "durations or --feature_fps") in caplog.text
+  assert results["x"] and all(0 <= r["segment"][0] < r["segment"][1] <= 1.0
+                              for r in results["x"])  # none of zero length
+  caplog.clear()
+  edit_gt(good, lambda db: db["x"].update(duration=3.0))  # within a segment or two: fine
+  batch.localize_to_file(tiny_model, str(tmp_path / "d.json"))
+  assert "disagrees" not in caplog.text
+
+
 def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
   from wtal_tf.inference import batch, timelines  # pylint: disable=import-outside-toplevel
   from wtal_tf.experiments import attention_stats  # pylint: disable=import-outside-toplevel

@@ -26,6 +26,8 @@ from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, W
 from wtal_tf.errors import UserError, reading
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are read as float32
+DURATION_SLACK_SEGMENTS = 2  # a video's features may span its duration give or take this
+DURATION_SLACK_FRACTION = 0.1  # ... or this fraction of it, whichever is more
 LAYOUT_HELP = (f"expected DATA_DIR/{contract.GT_FILE} and DATA_DIR/{contract.FEATURES_DIR}/"
                f"<split>/<stream>/<video>{contract.FEATURE_EXT} (float32 "
                f"[T, {contract.FEATURE_DIM}], as BaS-Net/UM/CoLA release THUMOS14), or with "
@@ -367,12 +369,30 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   made = features_made(own + test, cfg.streams, own if include_train else test)
   for message in skipped:  # (every tool that loads the data says so, not only train)
     logging.warning("skipped: %s", message)
+  _warn_of_durations(train + test, cfg, gt_source)
   # test_gt keeps a skipped test video: it is scored as a video without detections.
   return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
                  train=train, test=test, test_gt=dict(test_gt),
                  gt_source=gt_source, class_source=cfg.class_list or gt_source,
                  num_extra=len(extra) if include_train else 0, skipped=skipped,
                  features_made=made, timing=cfg.segment_timing())
+
+
+def _warn_of_durations(videos: Sequence[Video], cfg: DataConfig, gt_source: str) -> None:
+  """A warning naming the videos whose ground-truth duration and features disagree by more
+  than DURATION_SLACK: detections are clipped to the duration, so a wrong one (or a wrong
+  --feature_fps) loses them."""
+  sps = cfg.seconds_per_segment
+  off = [v for v in videos if v.duration is not None and abs(v.num_segments * sps - v.duration)
+         > max(DURATION_SLACK_SEGMENTS * sps, DURATION_SLACK_FRACTION * v.duration)]
+  if off:
+    v = off[0]
+    logging.warning(
+        "%s: %d of %d videos have a duration that disagrees with their features (e.g. %r: "
+        "%g s, but %d segments = %g s at --feature_fps=%g --segment_frames=%d): detections "
+        "are clipped to the duration; check the durations or --feature_fps", gt_source,
+        len(off), len(videos), v.name, v.duration, v.num_segments, v.num_segments * sps,
+        cfg.feature_fps, cfg.segment_frames)
 
 
 def check_test_videos(dataset: Dataset, test_subset: str) -> Dataset:

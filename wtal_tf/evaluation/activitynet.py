@@ -124,11 +124,12 @@ def _parse_checked(results: dict, source: str) -> Predictions:
 
 def video_results(dets: Detections, classes: Sequence[str],
                   seconds_per_segment: float, duration: Optional[float] = None) -> list[dict]:
-  """One video's detections as ActivityNet result entries, by descending score."""
+  """One video's detections as ActivityNet result entries, by descending score; those that
+  begin at or after the video's end (`duration`) are left out."""
   start, end = to_seconds(dets, seconds_per_segment, duration)
   order = np.argsort(-dets.scores, kind="stable")
   return [{"label": classes[int(dets.classes[i])], "score": float(dets.scores[i]),
-           "segment": [float(start[i]), float(end[i])]} for i in order]
+           "segment": [float(start[i]), float(end[i])]} for i in order if end[i] > start[i]]
 
 
 def document(results: dict, external_data: dict | None = None) -> dict:
