@@ -170,6 +170,27 @@ def test_duplicate_video_id(good):
     load(good)
 
 
+def test_label_and_subset_slips_are_named(good, caplog):
+  """Found by a new user: a label "Jump " became a class of its own, a test-only label (a
+  typo) a class never trained, and videos of subset "Validation" were left out; all
+  without a word."""
+  edit_gt(good, lambda db: db["a"]["annotations"][0].update(label="A "))
+  with pytest.raises(UserError, match=r"gt.json: video 'a': annotation 0: label 'A ' has "
+                     r"spaces at its ends$"):
+    load(good)
+  edit_gt(good, lambda db: (db["a"]["annotations"][0].update(label="A"),
+                            db["x"]["annotations"].append({"label": "B", "segment": [2, 3]}),
+                            db["b"].update(subset="Validation")))
+  caplog.set_level("WARNING")
+  ds = load(good)
+  assert [v.name for v in ds.train] == ["a"]  # b left out, x has B: never trained
+  assert caplog.messages == [
+      f"{good / 'gt.json'}: 1 videos have subset 'Validation', not 'validation': they are "
+      "left out",
+      f"{good / 'gt.json'}: labels of test videos that no training video has: ['B'] (a "
+      "class the model never sees scores AP 0)"]
+
+
 def test_missing_subset(good):
   with pytest.raises(UserError, match="no videos in subset 'training'.*'test', 'validation'"):
     load(good, train_subset="training")

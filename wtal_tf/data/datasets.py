@@ -365,6 +365,11 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
                        gt_source=gt_source)
   if include_train and not train:
     raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
+  untrained = sorted({i.label for v in test_gt.values() for i in v.instances}
+                     - {classes[c] for v in train for c in v.labels}) if include_train else []
+  if untrained:  # (e.g. a typo in a test label): never a positive example, AP 0
+    logging.warning("%s: labels of test videos that no training video has: %s (a class "
+                    "the model never sees scores AP 0)", gt_source, untrained)
   own = train[:len(train) - len(extra)] if include_train else []  # (extra: no records)
   made = features_made(own + test, cfg.streams, own if include_train else test)
   for message in skipped:  # (every tool that loads the data says so, not only train)

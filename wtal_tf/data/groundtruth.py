@@ -6,15 +6,20 @@ segments may be numbers or strings and `duration` may be missing. THUMOS14's
 'Ambiguous' instances are not ground truth and are dropped on reading.
 """
 
+import collections
 import dataclasses
+import difflib
 import json
 import math
 import os
 from typing import Iterable, Optional, Sequence
 
+from absl import logging
+
 from wtal_tf.errors import UserError, reading
 
 AMBIGUOUS = "Ambiguous"
+NEAR_SUBSET = 0.8  # difflib similarity from which another subset's name looks like a typo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +85,8 @@ def parse_database(database: dict, source: str) -> dict[str, GTVideo]:
         label, seg = a["label"], a["segment"]
         if not isinstance(label, str) or not label:
           raise ValueError(f"annotation {k} has a bad label {label!r}")
+        if label != label.strip():  # ("Jump " would be a class of its own)
+          raise ValueError(f"annotation {k}: label {label!r} has spaces at its ends")
         if not isinstance(seg, (list, tuple)) or len(seg) != 2:
           raise ValueError(f"annotation {k} segment must be [start, end], got {seg!r}")
         start, end = (_number(v, f"annotation {k} segment") for v in seg)
@@ -143,6 +150,11 @@ def select_subset(videos: dict[str, GTVideo], subset: str, source: str) -> dict[
   if not chosen:
     present = sorted({v.subset for v in videos.values()})
     raise UserError(f"{source}: no videos in subset {subset!r} (subsets present: {present})")
+  others = collections.Counter(v.subset for v in videos.values() if v.subset != subset)
+  for near in difflib.get_close_matches(subset, others, n=max(len(others), 1),
+                                       cutoff=NEAR_SUBSET):
+    logging.warning("%s: %d videos have subset %r, not %r: they are left out", source,
+                    others[near], near, subset)
   return chosen
 
 
