@@ -55,6 +55,11 @@ def test_cut_keeps_exactly_005():
   assert (kept.starts.tolist(), (kept.ends + 1).tolist()) == ([0.0], [1.0])
   below = localize({"rgb": output([0.0999], [0.0], [0.9])}, cfg(stpn_upsample=3))
   assert len(below) == 0
+  # The cut is a flag (--stpn_signal_threshold): ψ = 0.05 is cut at 0.06, kept at 0.05.
+  assert len(localize({"rgb": output([0.1], [0.0], [0.9])},
+                      cfg(stpn_upsample=3, stpn_signal_threshold=0.06))) == 0
+  assert len(localize({"rgb": output([0.1], [0.0], [0.9])},
+                      cfg(stpn_upsample=3, stpn_signal_threshold=0.05))) == 1
 
 
 def test_classes_are_chosen_per_stream_above_01():

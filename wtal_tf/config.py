@@ -168,6 +168,8 @@ class LocalizeConfig:
       "model trained with --cls_loss=sigmoid, else attention.", choices=PROPOSAL_SOURCES)
   stpn_upsample: int = param(24, "stpn proposals: samples per segment of the linearly "
                              "upsampled signals.", lower=1)
+  stpn_signal_threshold: float = param(0.05, "stpn proposals: runs of λˢ·σ(T-CAMˢ) at or "
+                                       "above this.", lower=0.0, upper=1.0)
 
   def __post_init__(self):
     taus = self.attention_thresholds

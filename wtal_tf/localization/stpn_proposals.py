@@ -9,7 +9,7 @@ Host-side numpy, one video at a time:
    φˢ_t,c = λˢ_t·(θ_s·T-CAMˢ_t,c + (1−θ_s)·T-CAM^other_t,c), θ_rgb = θ,
    θ_flow = 1−θ (a lone stream: θ_s = 1), are upsampled linearly by
    `stpn_upsample` samples per segment (`upsample`);
-3. ψ is kept where ≥ STPN_SIGNAL_THRESHOLD; every maximal run of kept
+3. ψ is kept where ≥ `stpn_signal_threshold` (0.05); every maximal run of kept
    samples i..j is a proposal [i/U, (j+1)/U) in (fractional) segment units,
    scored by the mean of φ over the run;
 4. the proposals of a class from both streams are pooled and class-wise NMS
@@ -44,8 +44,6 @@ from wtal_tf.localization import detections
 from wtal_tf.localization import fusion
 from wtal_tf.localization import nms
 from wtal_tf.localization.outputs import StreamOutput
-
-STPN_SIGNAL_THRESHOLD = 0.05  # ψ = λ·σ(T-CAM) (unitless) kept where >= this
 
 
 def upsample(x: np.ndarray, factor: int) -> np.ndarray:
@@ -91,7 +89,7 @@ def stream_proposals(outputs: Mapping[str, StreamOutput], stream: str,
   psi, phi = stream_signals(outputs, stream, classes, cfg.theta)
   u = cfg.stpn_upsample
   psi, phi = upsample(psi, u), upsample(phi, u)  # [T·U, K]
-  rows, first, last = detections.true_runs((psi >= STPN_SIGNAL_THRESHOLD).T)
+  rows, first, last = detections.true_runs((psi >= cfg.stpn_signal_threshold).T)
   prefix = np.concatenate([np.zeros((1, phi.shape[1])), np.cumsum(phi, axis=0)])
   scores = (prefix[last + 1, rows] - prefix[first, rows]) / (last + 1 - first)
   return classes[rows], first / u, (last + 1) / u, scores

@@ -84,7 +84,7 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
       p = out.class_probs[kept]
       curves.append((psi, STREAM_STYLES.get(s, "-"), f" {s}" if len(outputs) > 1 else "",
                      p, p > cfg.class_threshold))
-    label, ax_proposals, cut = "λˢ·σ(T-CAMˢ)", ax_cam, stpn_proposals.STPN_SIGNAL_THRESHOLD
+    label, ax_proposals, cut = "λˢ·σ(T-CAMˢ)", ax_cam, cfg.stpn_signal_threshold
     ax_cam.set_ylim(-0.05, 1.05)
   elif cfg.proposal_source == "tcam":
     curves.append((tcam_signal(outputs, cfg.theta, kept).T, "-", "", *fused))
