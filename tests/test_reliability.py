@@ -139,6 +139,15 @@ def test_resuming_another_model_is_refused_before_anything_is_written(tmp_path, 
   assert "(--deterministic, --train_steps)" in caplog.text
   assert (model_dir / "flags.cfg").read_text() == "--train_steps=4\n--alpha=0.5\n--deterministic\n"
   assert json.loads((model_dir / "model.json").read_text())["model"]["loss_config"]["alpha"] == 0.5
+  # Run again when finished, with another weight: no step uses it, so the records stay
+  # (found by a new user: they said --alpha=0.3 of a model trained with 0.5).
+  before = _model_dir_files(model_dir)
+  caplog.clear()
+  training.train(cfg.replace(train={"train_steps": 4}, loss={"alpha": 0.3}),
+                 flags_text="--train_steps=4\n--alpha=0.3\n--deterministic\n")
+  assert (f"{model_dir / 'flags.cfg'}: training finished at step 4, so it keeps the flags "
+          "it was trained with (this run's differ: --alpha)") in caplog.text
+  assert _model_dir_files(model_dir) == before
 
 
 def test_a_run_that_fails_on_its_data_records_no_flags(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from typing import Optional
 
 from absl import logging
@@ -59,7 +60,8 @@ def _flag_names(lines) -> set[str]:
   return {n[2:] if n.startswith("no") and n[2:] in names else n for n in names}
 
 
-def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
+def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
+            train_steps: Optional[int] = None) -> None:
   """Readies `model_dir` for training `model_spec`, before anything else is written.
 
   A dir holding checkpoints of another model (THE_MODEL differs: other features,
@@ -67,9 +69,14 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
   was: resuming would fail to restore, or leave a model.json that no longer fits the
   checkpoints. Then flags_text (the run's experiment flags; "": none) is written to
   MODEL_DIR/flags.cfg, with a warning naming the flags that differ from those it held
-  when resuming (e.g. more --train_steps), and the spec to model.json.
+  when resuming (e.g. more --train_steps), and the spec to model.json. When the latest
+  checkpoint has already reached `train_steps`, no step will use the run's flags: both
+  files keep what the model was trained with (a warning names the flags that differ).
   """
-  resuming = latest(model_dir) is not None
+  prefix = latest(model_dir)
+  resuming = prefix is not None
+  step = re.search(r"-(\d+)$", prefix or "")  # (ckpt-<step>, as trainer saves them)
+  finished = bool(step and train_steps is not None and int(step[1]) >= train_steps)
   if resuming:
     path, old_spec = read_spec(model_dir)
     changed = _model_changes(old_spec, model_spec)
@@ -92,11 +99,17 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "") -> None:
       with open(path, encoding="utf-8") as f:
         old = set(f.read().split("\n"))
       changed = sorted(_flag_names(old ^ set(flags_text.split("\n"))))
+      if changed and finished:
+        logging.warning("%s: training finished at step %s, so it keeps the flags it was "
+                        "trained with (this run's differ: %s)", path, step[1],
+                        ", ".join(f"--{n}" for n in changed))
+        return
       if changed:
         logging.warning("%s: resuming with other flags than it recorded (%s); it now "
                         "records these", path, ", ".join(f"--{n}" for n in changed))
     io_utils.write_text(path, flags_text)
-  io_utils.write_json(os.path.join(model_dir, SPEC_FILE), model_spec, indent=1)
+  if not finished:
+    io_utils.write_json(os.path.join(model_dir, SPEC_FILE), model_spec, indent=1)
 
 
 def model_files(model_dir: str) -> dict[str, str]:

@@ -121,7 +121,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
   checkpoints.prepare(model_dir, checkpoints.spec(model, dataset.classes, dataset.feature_dims,
                                                   dataset.features_made, dataset.timing),
-                      flags_text)
+                      flags_text, cfg.train.train_steps)
   manager = checkpoints.manager(model_dir, model=model, optimizer=model.optimizer, step=step)
   if manager.latest_checkpoint:
     checkpoints.load(manager.checkpoint, manager.latest_checkpoint)
