@@ -157,3 +157,25 @@ def test_a_run_that_fails_on_its_data_records_no_flags(tmp_path):
                         text=True)
   assert proc.returncode == 2 and "absent" in proc.stderr and "Traceback" not in proc.stderr
   assert not (model_dir / "flags.cfg").exists()
+
+
+def test_evaluations_of_earlier_runs_stay_in_the_history(tmp_path):
+  """Found by a new user: a rerun or resume of an ablation rewrote its mAP-over-steps curve
+  with only that run's evaluations (the earlier ones were lost)."""
+  data = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)},
+                       {"x": (["A"], 5)}, classes=("A", "B"))
+  cfg = tiny_config(data, tmp_path / "m", train={"train_steps": 4, "eval_every": 2,
+                                                 "checkpoint_every": 2})
+  first = training.train(cfg)
+  assert [s for s, _ in first.history] == [2, 4]
+  longer = training.train(cfg.replace(train={"train_steps": 6}))
+  assert [s for s, _ in longer.history] == [2, 4, 6]
+  for (s, a), (t, b) in zip(first.history, longer.history):
+    assert s == t and np.array_equal(a, b)  # the earlier run's numbers, kept
+  again = training.train(cfg.replace(train={"train_steps": 6}))  # finished: step 6 again
+  assert [s for s, _ in again.history] == [2, 4, 6]
+  saved = json.loads((tmp_path / "m" / training.EVAL_HISTORY_FILE).read_text())
+  assert [s for s, _ in saved["history"]] == [2, 4, 6]
+  assert saved["tious"] == list(cfg.eval.thresholds)
+  other = training.train(cfg.replace(train={"train_steps": 6}, eval={"tiou": "0.5"}))
+  assert [s for s, _ in other.history] == [6]  # other tIoUs: the earlier numbers do not fit

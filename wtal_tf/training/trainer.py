@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import json
 import math
 import os
 import time
@@ -27,6 +28,22 @@ from wtal_tf.viz import plotting
 from wtal_tf.viz import timeline
 
 
+EVAL_HISTORY_FILE = "eval_history.json"  # MODEL_DIR/: every evaluation's mAP, across resumes
+
+
+def _earlier_evaluations(path: str, tious, start: int) -> list:
+  """[(step, mAP per tIoU)] of the earlier runs' evaluations up to `start` (later ones
+  were of steps about to be trained again), none when they used other tIoUs."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if saved["tious"] != list(tious):
+      return []
+    return [(int(s), np.asarray(m, np.float64)) for s, m in saved["history"] if s <= start]
+  except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: start anew
+    return []
+
+
 class NonFiniteLoss(UserError):
   """A loss became NaN or inf; the last good checkpoint is kept."""
 
@@ -37,7 +54,7 @@ class TrainResult:
   traces: int  # times train_step was traced in this run
   losses: dict  # mean of each loss over the last logging window
   eval: Optional[metrics.EvalResult]
-  history: list  # [(step, mAP per tIoU)] of the evaluations in this run
+  history: list  # [(step, mAP per tIoU)] of the model's evaluations, earlier runs' too
   loss_history: list  # [(step, mean total loss over the logging window)]
   first_step_seconds: float
   detections: dict  # {video: [ActivityNet results]} of the final evaluation ({} without one)
@@ -145,7 +162,9 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
 
   sums, count = collections.defaultdict(float), 0
   window_start, first_step_seconds = time.perf_counter(), 0.0
-  last_means, history, loss_history, result, detections = {}, [], [], None, {}
+  history_path = os.path.join(model_dir, EVAL_HISTORY_FILE)
+  history = _earlier_evaluations(history_path, cfg.eval.thresholds, start)
+  last_means, loss_history, result, detections = {}, [], None, {}
 
   def kept() -> str:
     last = manager.latest_checkpoint
@@ -162,7 +181,11 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     nonlocal result, detections
     detections, result, kept = evaluate_model(predictor, dataset, cfg, keep)
     _log_eval(eval_writer, result, cfg, s)
+    while history and history[-1][0] >= s:  # (an earlier run's evaluation of this step)
+      history.pop()
     history.append((s, result.mean_ap.copy()))
+    io_utils.write_json(history_path, {"tious": list(cfg.eval.thresholds), "history": [
+        [k, m.tolist()] for k, m in history]})
     logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
     _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
 
