@@ -90,6 +90,12 @@ def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
       "ablation.md", "ablation.csv"]
   curve = list(csv.reader(open(tmp_path / "out" / "ablation_curve.csv")))
   assert {row[0] for row in curve[1:]} == set(ablation.CURVE_ROWS)
+  # A run of other rows into the same folder: its table, and no curve of the earlier run
+  # beside it (found by a new user: the folder mixed two runs).
+  others = [r for r in results if r.name not in ablation.CURVE_ROWS]
+  ablation.write_curve(others, cfg, str(tmp_path / "out"), "ablation")
+  assert not (tmp_path / "out" / "ablation_curve.png").exists()
+  assert not (tmp_path / "out" / "ablation_curve.csv").exists()
 
 
 def test_stpn_rows_ignore_a_softmax_base(tmp_path, monkeypatch):
@@ -106,6 +112,8 @@ def test_select_rows():
   assert ablation.select_rows(["lfg_lsparse_stpn", "Lfg+Lbg"]) == (ablation.STPN,
                                                                     ablation.ROWS[3])
   assert ablation.select_rows(["stpn", "lfg"]) == (ablation.STPN, ablation.PAPER_ROWS[0])
+  assert ablation.select_rows(["stpn", "lfg", "lfg_lsparse_stpn", "lfg"]) == (
+      ablation.STPN, ablation.PAPER_ROWS[0])  # each once (a row named twice was two rows)
   import pytest
   from wtal_tf.errors import UserError
   with pytest.raises(UserError, match=r"unknown rows .* \(or 'stpn' for the STPN row\)$"):

@@ -7,6 +7,7 @@ mAP. Each row sets its losses, classification loss and proposal source, so
 base flags for those do not leak into it.
 """
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -196,9 +197,13 @@ def written_files(results: list[RowResult], prefix: str = "ablation") -> list[st
 
 
 def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) -> None:
-  """mAP (mean over tIoUs) against training steps for STPN and the full model."""
+  """mAP (mean over tIoUs) against training steps for STPN and the full model; without
+  either row, an earlier run's curve is removed (it would not match the table)."""
   curves = _curves(results)
   if not curves:
+    for ext in (".png", ".csv"):
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, f"{prefix}_curve{ext}"))
     return
   fig = plotting.figure(6.5, 3.6)
   ax = fig.add_subplot()
@@ -234,4 +239,8 @@ def select_rows(names: list[str]) -> tuple[Row, ...]:
   if unknown:
     raise UserError(f"--ablation_rows: unknown rows {unknown}; choose from "
                     f"{[slug(r.name) for r in ROWS]} (or {STPN_ALIAS!r} for the STPN row)")
-  return tuple(by_key[n] for n in names)
+  rows = []
+  for row in (by_key[n] for n in names):
+    if row not in rows:  # each row once, in the order given ("stpn,lfg_lsparse_stpn")
+      rows.append(row)
+  return tuple(rows)
