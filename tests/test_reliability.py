@@ -157,6 +157,17 @@ def test_a_run_that_fails_on_its_data_records_no_flags(tmp_path):
                         text=True)
   assert proc.returncode == 2 and "absent" in proc.stderr and "Traceback" not in proc.stderr
   assert not (model_dir / "flags.cfg").exists()
+  # ... and leaves no empty model dir it made (found by a new user), but keeps folders
+  # that were there before.
+  (tmp_path / "kept").mkdir()
+  for made in (tmp_path / "new" / "sub", tmp_path / "kept" / "sub"):
+    with pytest.raises(training.UserError, match="absent: data directory not found"):
+      training.train(tiny_config(tmp_path / "absent", made))
+  assert [p.name for p in tmp_path.iterdir()] == ["kept"]  # (m too: the command's)
+  assert not any((tmp_path / "kept").iterdir())
+  with pytest.raises(training.UserError):
+    training.train(tiny_config(tmp_path / "absent", tmp_path / "kept"))
+  assert (tmp_path / "kept").is_dir()  # there before: kept, though empty
 
 
 def test_evaluations_of_earlier_runs_stay_in_the_history(tmp_path):

@@ -16,14 +16,34 @@ def _umask() -> int:
   return mask
 
 
-def ensure_writable_dir(path: str, what: str = "model dir") -> None:
-  """Creates `path` if needed; a UserError if it cannot be created or written."""
+def ensure_writable_dir(path: str, what: str = "model dir") -> Optional[str]:
+  """Creates `path` if needed; a UserError if it cannot be created or written. Returns
+  the outermost folder it created (None: `path` existed), for remove_created."""
+  created, parent = None, os.path.abspath(path)
+  while not os.path.exists(parent) and parent != os.path.dirname(parent):
+    created, parent = parent, os.path.dirname(parent)
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
     raise UserError(f"{path}: cannot create {what} ({e.strerror})") from None
   if not os.access(path, os.W_OK | os.X_OK):
     raise UserError(f"{path}: {what} is not writable")
+  return created
+
+
+def remove_created(path: str, created: Optional[str]) -> None:
+  """Removes the folders ensure_writable_dir(path) created (`created`: the outermost),
+  from `path` up, as long as they are empty: a run that failed before writing anything
+  leaves no empty folder behind."""
+  folder = os.path.abspath(path)
+  while created:
+    try:
+      os.rmdir(folder)
+    except OSError:  # not empty (or gone): keep it and its parents
+      return
+    if folder == created:
+      return
+    folder = os.path.dirname(folder)
 
 
 def check_writable(path: str, what: str = "output file",

@@ -126,9 +126,13 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   model_dir = cfg.train.model_dir
   if not model_dir:
     raise UserError("--model_dir is required")
-  io_utils.ensure_writable_dir(model_dir)
+  created = io_utils.ensure_writable_dir(model_dir)
   if dataset is None:
-    dataset = data.load_dataset(cfg.data)
+    try:
+      dataset = data.load_dataset(cfg.data)
+    except UserError:
+      io_utils.remove_created(model_dir, created)  # (nothing written in it yet)
+      raise
   if cfg.train.deterministic:
     tf.config.experimental.enable_op_determinism()
 
