@@ -221,3 +221,17 @@ def test_a_subset_without_annotated_instances_is_named_as_such(tmp_path):
       f"{gt}: no annotated instance in subset 'test' (its 1 videos have none): nothing to "
       "score against")):
     evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,))
+
+
+def test_tiou_specs():
+  """Found by a new user: --tiou=0.5,0.3,0.5 printed a column twice; --tiou= said the
+  thresholds must be in (0, 1]."""
+  from wtal_tf import config as C  # pylint: disable=import-outside-toplevel
+  assert C.parse_tious("0.5,0.3") == (0.5, 0.3)
+  assert C.parse_tious("thumos14") == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+  for spec, problem in (("0.5,0.3,0.5", "a threshold given twice"),
+                        ("", "give activitynet or thumos14 or at least one threshold"),
+                        ("0,0.5", r"thresholds must be in \(0, 1\]"),
+                        ("x", "expected")):
+    with pytest.raises(ValueError, match=f"^--tiou='{spec}': {problem}"):
+      C.parse_tious(spec)

@@ -209,8 +209,13 @@ def parse_tious(spec: str) -> tuple[float, ...]:
   except ValueError:
     raise ValueError(f"--tiou={spec!r}: expected {sorted(TIOU_PRESETS)} "
                      "or a comma list of numbers") from None
-  if not values or any(not 0 < v <= 1 for v in values):
+  if not values:
+    raise ValueError(f"--tiou={spec!r}: give {' or '.join(sorted(TIOU_PRESETS))} or at least "
+                     "one threshold")
+  if any(not 0 < v <= 1 for v in values):
     raise ValueError(f"--tiou={spec!r}: thresholds must be in (0, 1]")
+  if len(set(values)) != len(values):
+    raise ValueError(f"--tiou={spec!r}: a threshold given twice")
   return values
 
 
