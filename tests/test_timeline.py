@@ -146,3 +146,19 @@ def test_dollar_signs_in_names_are_drawn_as_written():
            *fig.axes[2].get_legend_handles_labels()[1]]
   assert texts[0].startswith(r"price_\$10_to_\$20") and classes[0].replace("$", r"\$") in texts[1]
   assert not any(cbook.is_math_text(t) for t in texts)
+
+
+def test_names_the_font_lacks_are_drawn_without_warnings(tmp_path):
+  """Found by a new user: a video named in Japanese made matplotlib print a multi-line
+  warning per character on stderr."""
+  import warnings  # pylint: disable=import-outside-toplevel
+  cfg = LocalizeConfig(proposal_source="attention")
+  outs = outputs(40)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    fig = timeline.render([timeline.Panel("動画_ビデオ", outs, localize(outs, cfg), cfg)],
+                          ("A", "B", "C"), 0.64)
+    plotting.save_png(fig, str(tmp_path / "t.png"))
+    plotting.to_array(fig)
+  assert not [w for w in caught if "missing from font" in str(w.message)]
+  assert (tmp_path / "t.png").stat().st_size > 1000

@@ -1,6 +1,8 @@
 """Figures drawn with matplotlib's object API (no global pyplot state), saved atomically."""
 
+import contextlib
 import io
+import warnings
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -22,15 +24,27 @@ def literal(text: str) -> str:
   return text.replace("$", r"\$")
 
 
+@contextlib.contextmanager
+def missing_glyphs_quiet():
+  """Characters the font lacks (e.g. a video named in Japanese) are drawn as boxes;
+  matplotlib's multi-line warning for each is not printed."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font",
+                            category=UserWarning)
+    yield
+
+
 def to_array(fig: Figure) -> np.ndarray:
   """RGB uint8 [H, W, 3] of a drawn figure."""
-  fig.canvas.draw()
+  with missing_glyphs_quiet():
+    fig.canvas.draw()
   return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 def save_png(fig: Figure, path: str) -> None:
   buffer = io.BytesIO()
-  fig.savefig(buffer, format="png")
+  with missing_glyphs_quiet():
+    fig.savefig(buffer, format="png")
   with io_utils.atomic_path(path) as tmp:
     with open(tmp, "wb") as f:
       f.write(buffer.getvalue())

@@ -133,5 +133,6 @@ def render(panels: Sequence[Panel], classes: Sequence[str], seconds_per_segment:
   axes[-1].set_xlabel("time (s)")
   for ax in axes:
     ax.tick_params(labelsize=7)
-  fig.tight_layout(h_pad=0.3)
+  with plotting.missing_glyphs_quiet():  # (laying out measures the text)
+    fig.tight_layout(h_pad=0.3)
   return fig
