@@ -136,7 +136,9 @@ def test_mv_rows_and_per_class_change(base, tmp_path):
   change = mv.per_class_change(results, ["A"], 0.5)
   assert change[0][0] == "A" and all(np.isfinite(change[0][1:]))
   assert mv.rarest_classes(cfg, 1) == ["A"]  # A and B have one instance each: by name
-  assert (tmp_path / "out" / "mv.md").exists()
+  table = (tmp_path / "out" / "mv.md").read_text().splitlines()
+  assert table[0].startswith("| | 0.1 |")  # rows of models, not of losses (docs/microvideos.md)
+  assert [l.split(" | ")[0] for l in table[2:4]] == [f"| {mv.WITHOUT}", f"| {mv.WITH}"]
 
 
 def test_mv_checks_the_supplementary_videos_before_training_anything(base, tmp_path):

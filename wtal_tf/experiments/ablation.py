@@ -159,7 +159,9 @@ def _cell(values: np.ndarray) -> str:
 
 
 def markdown_table(results: list[RowResult], cols: list[str]) -> str:
-  lines = ["| Losses | " + " | ".join(cols) + " |",
+  # (mv's rows are models, not losses: no header, as docs/microvideos.md shows them)
+  first = "| Losses |" if {r.name for r in results} <= {row.name for row in ROWS} else "| |"
+  lines = [f"{first} " + " | ".join(cols) + " |",
            "|---|" + "---:|" * len(cols)]
   extra = {row.name for row in EXTRA_ROWS}
   for k, r in enumerate(results):

@@ -33,7 +33,7 @@ def foreground_loss(fg_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 
 
 def background_loss(bg_logits: tf.Tensor) -> tf.Tensor:
-  """L_bg = -log p_bg[0] (Eq 5). bg_logits: [C+1]. Returns a scalar."""
+  """L_bg = -log p_bg[0] (unnumbered, after Eq 5: p_bg). bg_logits: [C+1]. Returns a scalar."""
   return -tf.nn.log_softmax(bg_logits)[0]
 
 
