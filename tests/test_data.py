@@ -83,14 +83,18 @@ def _instances(videos):
   return {k: (v.subset, [(i.label, i.start, i.end) for i in v.instances]) for k, v in videos.items()}
 
 
-def test_converter_reproduces_normalised_gt():
+def test_converter_reproduces_normalised_gt(caplog):
   mm = shared_path("thumos14", "makecent_mmtad")
+  caplog.set_level("INFO")
   got = thumos14.read_official({"validation": str(mm / "annotations_val"),
                                 "test": str(mm / "annotations_test")},
                                str(mm / "TH14_video_info.json"))
   ref = groundtruth.load_activitynet(str(shared_path("thumos14", "thumos14_gt.json")))
   assert _instances(got) == _instances(ref)
   assert {k: v.duration for k, v in got.items()} == {k: v.duration for k, v in ref.items()}
+  # the one test video annotated only as Ambiguous is left out, and said so
+  assert ("1 videos whose only instances are Ambiguous are left out (e.g. "
+          "video_test_0001292)") in caplog.text
 
 
 def test_converter_cli_210_convention(tmp_path):

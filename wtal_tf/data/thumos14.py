@@ -5,6 +5,8 @@ import math
 import os
 from typing import Mapping, Optional
 
+from absl import logging
+
 from wtal_tf import io_utils
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError, reading
@@ -16,7 +18,8 @@ SUFFIX = {"validation": "_val.txt", "test": "_test.txt"}
 
 
 def _read_split(directory: str, subset: str) -> tuple[set[str], list[tuple]]:
-  """(the classes of the folder's annotation files, its (video, label, start, end) rows)."""
+  """(the classes of the folder's annotation files, its (video, label, start, end) rows,
+  Ambiguous ones too)."""
   if not os.path.isdir(directory):
     problem = "a file, not" if os.path.exists(directory) else "not found:"
     raise UserError(f"{directory}: {problem} the folder of <Class>{SUFFIX[subset]} "
@@ -44,8 +47,7 @@ def _read_split(directory: str, subset: str) -> tuple[set[str], list[tuple]]:
         if not (math.isfinite(start) and math.isfinite(end)) or not 0 <= start <= end:
           raise UserError(f"{path}: line {n}: start {parts[1]} and end {parts[2]} are not a "
                           "segment (0 <= start <= end, in seconds)")
-        if label != groundtruth.AMBIGUOUS:
-          rows.append((parts[0], label, start, end))
+        rows.append((parts[0], label, start, end))
   return {fn[:-len(suffix)] for fn in files}, rows
 
 
@@ -60,11 +62,19 @@ def read_official(split_dirs: Mapping[str, str], video_info: Optional[str] = Non
   grouped: dict[str, tuple[str, list]] = {}
   read = {subset: _read_split(directory, subset) for subset, directory in split_dirs.items()}
   _check_same_classes(split_dirs, {subset: classes for subset, (classes, _) in read.items()})
+  ambiguous = set()
   for subset, (_, rows) in read.items():
     for video, label, start, end in rows:
       if wtal_standard and video in WTAL_STANDARD_DROPS:
         continue
+      if label == groundtruth.AMBIGUOUS:  # not ground truth
+        ambiguous.add(video)
+        continue
       grouped.setdefault(video, (subset, []))[1].append((start, end, label))
+  only_ambiguous = sorted(ambiguous - set(grouped))
+  if only_ambiguous:  # (THUMOS14's test set has one: 212 videos, not 213)
+    logging.info("%d videos whose only instances are Ambiguous are left out (e.g. %s)",
+                 len(only_ambiguous), only_ambiguous[0])
   if video_info and not set(info) & set(grouped):
     raise UserError(f"{video_info}: none of its keys is an annotated video (expected "
                     f"{{video: {{\"duration\": seconds}}}}, e.g. {next(iter(grouped), '')!r})")
