@@ -336,6 +336,25 @@ def test_localizing_unlabelled_videos_takes_the_models_classes(tiny_model, good,
                         str(tmp_path / "pictures")) == [str(tmp_path / "pictures" / "x.png")]
 
 
+def test_localize_removes_the_scores_of_the_detections_it_replaces(tiny_model, tmp_path,
+                                                                   caplog):
+  """Found by a new user: localizing again left the old detections' .eval.json beside the
+  new detections."""
+  from wtal_tf.evaluation import metrics  # pylint: disable=import-outside-toplevel
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  dets, scores = tmp_path / "d.json", tmp_path / "d.eval.json"
+  batch.localize_to_file(tiny_model, str(dets))
+  gt = str(pathlib.Path(tiny_model.data.data_dir) / "gt.json")
+  metrics.evaluate_to_file(gt, str(dets), "test", (0.5,), (), show=lambda table: None)
+  assert scores.is_file()
+  caplog.set_level("WARNING")
+  batch.localize_to_file(tiny_model, str(dets))
+  assert not scores.exists() and f"{scores}: removed: the scores of the detections" in caplog.text
+  scores.write_text(json.dumps({"database": {}}))  # not scores (e.g. a ground truth): kept
+  batch.localize_to_file(tiny_model, str(dets))
+  assert json.loads(scores.read_text()) == {"database": {}}
+
+
 def test_a_duration_that_disagrees_with_the_features_is_named(tiny_model, good, tmp_path,
                                                                caplog):
   """Found by a new user: a wrong duration in gt.json clipped most detections to zero length

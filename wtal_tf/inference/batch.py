@@ -11,8 +11,11 @@ package's internals:
   classes               str [C]           the class names, in column order
 """
 
+import json
 import os
 from typing import Optional, Sequence
+
+from absl import logging
 
 import numpy as np
 
@@ -28,6 +31,7 @@ from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.modeling import checkpoints
 
 OUTPUT_KEYS = {"attention": "attention", "tcam": "cas", "class_probs": "class_probs"}
+SCORES_KEYS = ("tious", "mAP", "per_class_AP")  # what tells a scores file (EvalResult.to_dict)
 
 
 def save_outputs(path: str, outputs: dict[str, StreamOutput], classes: Sequence[str]) -> None:
@@ -110,4 +114,21 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
                       outputs_dir=outputs_dir or None)
-  return write_detections(cfg, results, output), results, dataset
+  write_detections(cfg, results, output)
+  _remove_stale_scores(output)
+  return output, results, dataset
+
+
+def _remove_stale_scores(detections: str) -> None:
+  """Removes the scores evaluate wrote beside an earlier `detections` file (they describe
+  the detections just replaced), with a warning; any other file there is left alone."""
+  stale = activitynet.results_path(detections)
+  try:
+    with open(stale, encoding="utf-8") as f:
+      scores = json.load(f)
+  except (OSError, ValueError):
+    return
+  if isinstance(scores, dict) and set(SCORES_KEYS) <= set(scores):
+    os.remove(stale)
+    logging.warning("%s: removed: the scores of the detections this run replaced (python -m "
+                    "wtal_tf.evaluate scores the new ones)", stale)
