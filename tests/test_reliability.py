@@ -145,9 +145,16 @@ def test_resuming_another_model_is_refused_before_anything_is_written(tmp_path, 
   caplog.clear()
   training.train(cfg.replace(train={"train_steps": 4}, loss={"alpha": 0.3}),
                  flags_text="--train_steps=4\n--alpha=0.3\n--deterministic\n")
-  assert (f"{model_dir / 'flags.cfg'}: training finished at step 4, so it keeps the flags "
-          "it was trained with (this run's differ: --alpha)") in caplog.text
+  assert (f"{model_dir / 'flags.cfg'}: training finished at step 4, so it keeps the "
+          "training flags it was trained with (this run's differ: --alpha)") in caplog.text
   assert _model_dir_files(model_dir) == before
+  # ... but its localization flags are this run's: its final evaluation used them.
+  training.train(cfg.replace(train={"train_steps": 4}, loss={"alpha": 0.3},
+                             localize={"theta": 0.3}),
+                 flags_text="--train_steps=4\n--alpha=0.3\n--nodeterministic\n--theta=0.3\n")
+  assert (model_dir / "flags.cfg").read_text() == (
+      "--train_steps=4\n--alpha=0.5\n--deterministic\n--theta=0.3\n")
+  assert json.loads((model_dir / "model.json").read_text())["model"]["loss_config"]["alpha"] == 0.5
 
 
 def test_a_run_that_fails_on_its_data_records_no_flags(tmp_path):
@@ -185,8 +192,13 @@ def test_evaluations_of_earlier_runs_stay_in_the_history(tmp_path):
     assert s == t and np.array_equal(a, b)  # the earlier run's numbers, kept
   again = training.train(cfg.replace(train={"train_steps": 6}))  # finished: step 6 again
   assert [s for s, _ in again.history] == [2, 4, 6]
-  saved = json.loads((tmp_path / "m" / training.EVAL_HISTORY_FILE).read_text())
-  assert [s for s, _ in saved["history"]] == [2, 4, 6]
-  assert saved["tious"] == list(cfg.eval.thresholds)
-  other = training.train(cfg.replace(train={"train_steps": 6}, eval={"tiou": "0.5"}))
-  assert [s for s, _ in other.history] == [6]  # other tIoUs: the earlier numbers do not fit
+  saved = json.loads((tmp_path / "m" / training.EVAL_HISTORY_FILE).read_text())["evaluations"]
+  assert len(saved) == 1 and [s for s, _ in saved[0]["history"]] == [2, 4, 6]
+  assert saved[0]["settings"]["tious"] == list(cfg.eval.thresholds)
+  # Other evaluation settings (tIoUs, localization): their own history; the first is kept.
+  for other in (cfg.replace(eval={"tiou": "0.5"}), cfg.replace(localize={"theta": 0.3})):
+    assert [s for s, _ in training.train(other.replace(train={"train_steps": 6})).history] == [6]
+  again = training.train(cfg.replace(train={"train_steps": 6}))
+  assert [s for s, _ in again.history] == [2, 4, 6]
+  saved = json.loads((tmp_path / "m" / training.EVAL_HISTORY_FILE).read_text())["evaluations"]
+  assert len(saved) == 3

@@ -1,5 +1,6 @@
 """The model directory: model spec, checkpoints, and restoring a model from them."""
 
+import dataclasses
 import json
 import os
 import re
@@ -8,6 +9,7 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
+from wtal_tf import config as cfg_lib
 from wtal_tf import io_utils
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError, first_few, shorten
@@ -23,6 +25,13 @@ MAX_CHANGES_SHOWN = 4  # differences named in the message refusing a resume
 # What makes a model dir's checkpoints one model (model.json's keys, flattened): the
 # weights' shapes and what its outputs mean. Other settings (loss weights, seed, ...)
 # may change on a resume; the flags' warning names them.
+_GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
+EXPERIMENT_FLAGS = frozenset(f.name for group in cfg_lib.EXPERIMENT_GROUPS
+                             for f in dataclasses.fields(_GROUPS[group]))
+# Flags that shape a model's evaluation, not its training: a finished model's rerun
+# records its own (its final evaluation uses them)
+EVALUATION_FLAGS = frozenset(f.name for group in ("localize", "eval")
+                             for f in dataclasses.fields(_GROUPS[group]))
 SPEC_TYPES = {"model": dict, "classes": list, "feature_dims": dict}  # what model.json holds
 THE_MODEL = ("classes", "feature_dims", "model.num_classes", "model.streams",
              "model.attention_units", "model.loss_config.cls_loss", "model.dtype")
@@ -54,6 +63,12 @@ def _model_changes(old_spec: dict, new_spec: dict) -> list[str]:
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _line_flag(line: str) -> str:
+  """The flag a flagfile line sets (--nox: x, for a boolean x)."""
+  name = line.split("=")[0].lstrip("-")
+  return name[2:] if name.startswith("no") and name[2:] in EXPERIMENT_FLAGS else name
+
+
 def _flag_names(lines) -> set[str]:
   """The flags flagfile `lines` set; a boolean flipped (--x and --nox both there) is x."""
   names = {line.split("=")[0].lstrip("-") for line in lines if line}
@@ -70,8 +85,9 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
   checkpoints. Then flags_text (the run's experiment flags; "": none) is written to
   MODEL_DIR/flags.cfg, with a warning naming the flags that differ from those it held
   when resuming (e.g. more --train_steps), and the spec to model.json. When the latest
-  checkpoint has already reached `train_steps`, no step will use the run's flags: both
-  files keep what the model was trained with (a warning names the flags that differ).
+  checkpoint has already reached `train_steps`, no step will use the run's training flags:
+  model.json and the training flags of flags.cfg stay as the model was trained (a
+  warning names those that differ); its localization and evaluation flags are the run's.
   """
   prefix = latest(model_dir)
   resuming = prefix is not None
@@ -97,13 +113,18 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
     path = os.path.join(model_dir, FLAGS_FILE)
     if resuming and os.path.isfile(path):
       with open(path, encoding="utf-8") as f:
-        old = set(f.read().split("\n"))
-      changed = sorted(_flag_names(old ^ set(flags_text.split("\n"))))
-      if changed and finished:
-        logging.warning("%s: training finished at step %s, so it keeps the flags it was "
-                        "trained with (this run's differ: %s)", path, step[1],
-                        ", ".join(f"--{n}" for n in changed))
-        return
+        old = f.read().split("\n")
+      if finished:  # the training flags it was trained with; this run's evaluation's
+        trained = {_line_flag(l): l for l in old if l}
+        lines = flags_text.split("\n")
+        flags_text = "\n".join(trained.get(_line_flag(l), l) if l and _line_flag(l)
+                               not in EVALUATION_FLAGS else l for l in lines)
+        differ = sorted(_flag_names(set(old) ^ set(lines)) - EVALUATION_FLAGS)
+        if differ:
+          logging.warning("%s: training finished at step %s, so it keeps the training flags "
+                          "it was trained with (this run's differ: %s)", path, step[1],
+                          ", ".join(f"--{n}" for n in differ))
+      changed = sorted(_flag_names(set(old) ^ set(flags_text.split("\n"))))
       if changed:
         logging.warning("%s: resuming with other flags than it recorded (%s); it now "
                         "records these", path, ", ".join(f"--{n}" for n in changed))

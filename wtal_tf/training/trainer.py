@@ -28,20 +28,33 @@ from wtal_tf.viz import plotting
 from wtal_tf.viz import timeline
 
 
-EVAL_HISTORY_FILE = "eval_history.json"  # MODEL_DIR/: every evaluation's mAP, across resumes
+EVAL_HISTORY_FILE = "eval_history.json"  # MODEL_DIR/: every evaluation's mAP, across resumes,
+# per evaluation settings
 
 
-def _earlier_evaluations(path: str, tious, start: int) -> list:
-  """[(step, mAP per tIoU)] of the earlier runs' evaluations up to `start` (later ones
-  were of steps about to be trained again), none when they used other tIoUs."""
+def _evaluation_settings(cfg: Config) -> dict:
+  """What an evaluation's numbers depend on besides the model (as JSON holds it)."""
+  return json.loads(json.dumps({"test_subset": cfg.data.test_subset,
+                                "tious": list(cfg.eval.thresholds),
+                                "localize": dataclasses.asdict(cfg.localize)}))
+
+
+def _read_evaluations(path: str) -> list:
+  """MODEL_DIR/eval_history.json's [{"settings", "history": [[step, mAP per tIoU]]}]; none
+  when it is absent or unreadable (then it starts anew)."""
   try:
     with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-    if saved["tious"] != list(tious):
-      return []
-    return [(int(s), np.asarray(m, np.float64)) for s, m in saved["history"] if s <= start]
-  except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: start anew
+      saved = json.load(f)["evaluations"]
+    return [e for e in saved if isinstance(e["settings"], dict) and isinstance(e["history"], list)]
+  except (OSError, ValueError, KeyError, TypeError):
     return []
+
+
+def _earlier_evaluations(saved: list, settings: dict, start: int) -> list:
+  """[(step, mAP per tIoU)] of earlier runs' evaluations under `settings` up to `start`
+  (later ones were of steps about to be trained again)."""
+  history = next((e["history"] for e in saved if e["settings"] == settings), [])
+  return [(int(s), np.asarray(m, np.float64)) for s, m in history if s <= start]
 
 
 class NonFiniteLoss(UserError):
@@ -167,10 +180,11 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   sums, count = collections.defaultdict(float), 0
   window_start, first_step_seconds = time.perf_counter(), 0.0
   history_path = os.path.join(model_dir, EVAL_HISTORY_FILE)
-  history = _earlier_evaluations(history_path, cfg.eval.thresholds, start)
+  settings, evaluations = _evaluation_settings(cfg), _read_evaluations(history_path)
+  history = _earlier_evaluations(evaluations, settings, start)
   last_means, loss_history, result, detections = {}, [], None, {}
 
-  def kept() -> str:
+  def kept_checkpoint() -> str:
     last = manager.latest_checkpoint
     return (f"the last good checkpoint is kept ({last})" if last
             else "before any checkpoint was saved")
@@ -178,7 +192,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   def save(s):
     """Checkpoints, unless an update overflowed the weights (then the last good one stays)."""
     if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.weights):
-      raise NonFiniteLoss(f"weights became non-finite by step {s}; stopped, {kept()}")
+      raise NonFiniteLoss(f"weights became non-finite by step {s}; stopped, "
+                          f"{kept_checkpoint()}")
     manager.save(checkpoint_number=s)
 
   def run_eval(s):
@@ -188,8 +203,9 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     while history and history[-1][0] >= s:  # (an earlier run's evaluation of this step)
       history.pop()
     history.append((s, result.mean_ap.copy()))
-    io_utils.write_json(history_path, {"tious": list(cfg.eval.thresholds), "history": [
-        [k, m.tolist()] for k, m in history]})
+    io_utils.write_json(history_path, {"evaluations": [
+        *(e for e in evaluations if e["settings"] != settings),  # (other settings' apart)
+        {"settings": settings, "history": [[k, m.tolist()] for k, m in history]}]})
     logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
     _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
 
@@ -205,7 +221,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     if not (math.isfinite(total) and float(logs["finite"])):
       what = total if not math.isfinite(total) else "finite, but a gradient was not"
       raise NonFiniteLoss(f"loss became {what} at step {s}; stopped without applying that "
-                          f"update, {kept()}")
+                          f"update, {kept_checkpoint()}")
     for k, v in logs.items():
       if k == "finite":
         continue
