@@ -189,6 +189,14 @@ def test_label_and_subset_slips_are_named(good, caplog):
       "left out",
       f"{good / 'gt.json'}: labels of test videos that no training video has: ['B'] (a "
       "class the model never sees scores AP 0)"]
+  # Numbered splits are not typos of each other (split1 vs split2, fold1 vs fold2).
+  from wtal_tf.data import groundtruth  # pylint: disable=import-outside-toplevel
+  caplog.clear()
+  videos = {f"v{k}": groundtruth.GTVideo(f"v{k}", subset, None, ())
+            for k, subset in enumerate(("split1", "split2", "fold1", "Split1"))}
+  assert list(groundtruth.select_subset(videos, "split1", "gt.json")) == ["v0"]
+  assert caplog.messages == ["gt.json: 1 videos have subset 'Split1', not 'split1': they are "
+                             "left out"]
 
 
 def test_missing_subset(good):
@@ -400,6 +408,12 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
                      "--segment_frames=16")
   with pytest.raises(UserError, match=f"^{timing}$"):
     batch.localize_to_file(tiny_model.replace(data={"feature_fps": 30.0}))
+  with pytest.raises(UserError, match=re.escape(  # (each value as it reads back: 29.97 is
+      "these flags say --feature_fps=29.97 --segment_frames=16: pass --feature_fps=25 ")):
+    batch.localize_to_file(tiny_model.replace(data={"feature_fps": 29.97}))  # not 30000/1001)
+  from wtal_tf.inference import predictor  # pylint: disable=import-outside-toplevel
+  assert predictor._timing_flags({"feature_fps": 30000 / 1001, "segment_frames": 16}) == (  # pylint: disable=protected-access
+      "--feature_fps=29.97002997002997 --segment_frames=16")
   with pytest.raises(UserError, match=f"^{timing}$"):
     timelines.draw(tiny_model.replace(data={"feature_fps": 30.0}),
                    [tiny_model.train.model_dir], [], 1, str(tmp_path / "pictures"))

@@ -123,8 +123,10 @@ def test_features_made_otherwise_than_the_training_features_are_refused_or_named
   spec_path.write_text(json.dumps({**spec, "segment_timing": {"feature_fps": 30.0,
                                                               "segment_frames": 16}}))
   try:
-    with pytest.raises(UserError, match="trained on features of --feature_fps=30 "
-                       "--segment_frames=16, but extraction makes --feature_fps=25 "):
+    with pytest.raises(UserError, match=re.escape(
+        "trained on features of --feature_fps=30 --segment_frames=16, but detect extracts "
+        "features of --feature_fps=25 --segment_frames=16: localize features made at the "
+        "model's time base instead")):
       detect()
   finally:
     spec_path.write_text(json.dumps(spec))

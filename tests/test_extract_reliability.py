@@ -249,7 +249,9 @@ def cli_cases(root) -> dict[str, list[str]]:
 
 BAD_FLAGS = {"--batch_segments=0": "0 is not a positive integer",
              "--crop_size=abc": "invalid literal for int()",
-             "--streams=": "items must be from rgb,flow (at least one)"}
+             "--streams=": "items must be from rgb,flow (at least one)",
+             # (numpy's generator, which draws the random weights, takes no negative seed)
+             "--random_init_seed=-1": "-1 is not a non-negative integer"}
 COMMAND_LINE_FLAG = "--batch_segments=0"  # the bad flag also given to the real commands
 TOOLS = {"extract": extract_tool, "detect": detect_tool}
 

@@ -246,7 +246,7 @@ class ExtractConfig:
   annotations: str = param("", "extract: ActivityNet-style ground truth copied into "
                            "OUT/gt.json.")
   random_init_seed: Optional[int] = param(None, "Random I3D weights (smoke tests and "
-                                          "benchmarks only).")
+                                          "benchmarks only).", lower=0)
   pipeline_args: tuple[str, ...] = param((), "Passed unchanged to Beam's PipelineOptions.",
                                          flag=False)
 

@@ -190,18 +190,29 @@ def _build_videos(gt_videos, classes, source_of, streams, dims, skip_invalid, sk
   videos = []
   for v in gt_videos:
     source = source_of(v)
-    try:  # (labels not in the class list were refused for the whole ground truth)
+
+    def check():  # (labels not in the class list were refused for the whole ground truth)
       if require_labels and not v.labels:
         raise UserError(f"{gt_source}: video {v.name!r}: training video (subset "
                         f"{v.subset!r}) without any label")
-      t = check_features(source, v.name, streams, dims)
-    except UserError as e:
-      if not skip_invalid:
-        raise UserError(f"{e} (--skip_invalid_videos leaves such videos out)") from None
-      skipped.append(str(e))
-      continue
-    videos.append(Video(v.name, tuple(index[l] for l in v.labels), t, v.duration, source))
+      return check_features(source, v.name, streams, dims)
+
+    t = _unless_skipped(check, skip_invalid, skipped)
+    if t is not None:
+      videos.append(Video(v.name, tuple(index[l] for l in v.labels), t, v.duration, source))
   return videos
+
+
+def _unless_skipped(check, skip_invalid: bool, skipped: list[str]):
+  """check(), or None when it raises a UserError and `skip_invalid` (its message appended
+  to `skipped`); else that error, saying --skip_invalid_videos would leave the video out."""
+  try:
+    return check()
+  except UserError as e:
+    if not skip_invalid:
+      raise UserError(f"{e} (--skip_invalid_videos leaves such videos out)") from None
+    skipped.append(str(e))
+    return None
 
 
 def _wtalc_ground_truth(data_dir: str) -> tuple[dict, str, tuple[str, ...]]:
@@ -295,14 +306,10 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
       if unknown:
         raise UserError(f"{where}: labels not in the class list: {unknown} (the dataset's "
                         "labels unless --class_list names more)")
-      try:
-        t = check_features(source, name, streams, dims)
-      except UserError as e:
-        if not skip_invalid:
-          raise UserError(f"{e} (--skip_invalid_videos leaves such videos out)") from None
-        skipped.append(str(e))
-        continue
-      videos.append(Video(name, tuple(sorted({index[l] for l in names})), t, None, source))
+      t = _unless_skipped(lambda: check_features(source, name, streams, dims), skip_invalid,
+                          skipped)
+      if t is not None:
+        videos.append(Video(name, tuple(sorted({index[l] for l in names})), t, None, source))
     if not seen:
       raise UserError(f"{path}: no videos listed")
   return videos
@@ -385,7 +392,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
 
 def _warn_of_durations(videos: Sequence[Video], cfg: DataConfig, gt_source: str) -> None:
   """A warning naming the videos whose ground-truth duration and features disagree by more
-  than DURATION_SLACK: detections are clipped to the duration, so a wrong one (or a wrong
+  than DURATION_SLACK_SEGMENTS or _FRACTION: detections are clipped to the duration, so a wrong one (or a wrong
   --feature_fps) loses them."""
   sps = cfg.seconds_per_segment
   off = [v for v in videos if v.duration is not None and abs(v.num_segments * sps - v.duration)
@@ -420,7 +427,7 @@ def _made_for(made: dict, streams: Sequence[str]) -> dict:
 
 def made_differences(a: dict, b: dict) -> list[str]:
   """What differs between two provenances of features ("crop_size 224 vs 56", "rgb
-  weights 'random:0' vs 'sha256:…'"); streams only one of them has are left out."""
+  weights 'random-numpy:0' vs 'sha256:…'"); streams only one of them has are left out."""
   a, b = ({k: v for k, v in x.items() if k != "streams"} | {
       f"{s} weights": i for s, i in (x.get("streams") or {}).items()} for x in (a, b))
   return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) & set(b))

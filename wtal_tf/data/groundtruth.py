@@ -12,6 +12,7 @@ import difflib
 import json
 import math
 import os
+import re
 from typing import Iterable, Optional, Sequence
 
 from absl import logging
@@ -20,6 +21,7 @@ from wtal_tf.errors import UserError, reading
 
 AMBIGUOUS = "Ambiguous"
 NEAR_SUBSET = 0.8  # difflib similarity from which another subset's name looks like a typo
+_NUMBERS = re.compile(r"\d+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +155,8 @@ def select_subset(videos: dict[str, GTVideo], subset: str, source: str) -> dict[
   others = collections.Counter(v.subset for v in videos.values() if v.subset != subset)
   for near in difflib.get_close_matches(subset, others, n=max(len(others), 1),
                                        cutoff=NEAR_SUBSET):
+    if _NUMBERS.sub("", near) == _NUMBERS.sub("", subset):
+      continue  # numbered splits (split1, split2; fold1, fold2): not a typo
     logging.warning("%s: %d videos have subset %r, not %r: they are left out", source,
                     others[near], near, subset)
   return chosen

@@ -204,7 +204,7 @@ def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) ->
   curves = _curves(results)
   if not curves:
     for ext in (".png", ".csv"):
-      with contextlib.suppress(FileNotFoundError):
+      with contextlib.suppress(OSError):  # (none there; or not a file: left alone)
         os.remove(os.path.join(out, f"{prefix}_curve{ext}"))
     return
   fig = plotting.figure(6.5, 3.6)

@@ -69,7 +69,8 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
     raise UserError(f"{model_dir}: the model has a {e.stream} stream, and {e.need}") from None
   _check_made_alike(cfg, predictor)
   predictor.check_timing({"feature_fps": contract.FPS, "segment_frames": contract.SEGMENT_FRAMES},
-                         model_dir, "extraction makes")
+                         model_dir, "detect extracts features of",
+                         "localize features made at the model's time base instead")
   result = extractor(path)
   name, classes = video_lib.name(path), predictor.classes
   results, outputs, dets = batch.detect_one(predictor, result.features, classes,

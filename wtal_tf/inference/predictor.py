@@ -61,7 +61,7 @@ class Predictor:
     if wrong:
       raise UserError(f"{model_dir}: the model was trained on features of sizes "
                       f"{ {s: self.feature_dims[s] for s in wrong} }, but the data has {wrong}")
-    self.check_timing(dataset.timing, model_dir, "these flags say")
+    self.check_timing(dataset.timing, model_dir)
     if self.features_made and dataset.features_made:
       differ = data.made_differences(self.features_made, dataset.features_made)
       if differ:
@@ -69,13 +69,15 @@ class Predictor:
                         "(%s): its scores on them are not to be trusted", model_dir,
                         "; ".join(differ))
 
-  def check_timing(self, timing: Optional[dict], model_dir: str, now: str) -> None:
+  def check_timing(self, timing: Optional[dict], model_dir: str,
+                   now: str = "these flags say", fix: str = "") -> None:
     """A UserError when segments of `timing` are another length in time than the model's
-    training features' (detections would be in the wrong seconds)."""
+    training features' (detections would be in the wrong seconds); `now` says where
+    `timing` comes from, `fix` what to do (default: pass the model's flags)."""
     if self.timing and timing and self.timing != timing:
       raise UserError(f"{model_dir}: the model was trained on features of "
-                      f"{_timing_flags(self.timing)}, but {now} {_timing_flags(timing)}: pass "
-                      f"{_timing_flags(self.timing)}")
+                      f"{_timing_flags(self.timing)}, but {now} {_timing_flags(timing)}: "
+                      f"{fix or 'pass ' + _timing_flags(self.timing)}")
 
   def __call__(self, features: dict[str, np.ndarray]) -> dict[str, StreamOutput]:
     outs = self._forward({s: features[s] for s in self.model.streams})
@@ -83,7 +85,9 @@ class Predictor:
 
 
 def _timing_flags(timing: dict) -> str:
-  return " ".join(f"--{k}={v:g}" for k, v in sorted(timing.items()))
+  """--feature_fps=30 --segment_frames=16, each value as short as it reads back the same."""
+  return " ".join(f"--{k}={v:g}" if float(f"{v:g}") == v else f"--{k}={v!r}"
+                  for k, v in sorted(timing.items()))
 
 
 def load_predictor(model_dir: str, localize: LocalizeConfig) -> Predictor:
