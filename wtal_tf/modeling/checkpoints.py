@@ -114,17 +114,20 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
     if resuming and os.path.isfile(path):
       with open(path, encoding="utf-8") as f:
         old = f.read().split("\n")
+      # A flag the record lacks is one a later version of the code added: not a change.
+      added = {_line_flag(l) for l in flags_text.split("\n") if l} - {
+          _line_flag(l) for l in old if l}
       if finished:  # the training flags it was trained with; this run's evaluation's
         trained = {_line_flag(l): l for l in old if l}
         lines = flags_text.split("\n")
         flags_text = "\n".join(trained.get(_line_flag(l), l) if l and _line_flag(l)
                                not in EVALUATION_FLAGS else l for l in lines)
-        differ = sorted(_flag_names(set(old) ^ set(lines)) - EVALUATION_FLAGS)
+        differ = sorted(_flag_names(set(old) ^ set(lines)) - EVALUATION_FLAGS - added)
         if differ:
           logging.warning("%s: training finished at step %s, so it keeps the training flags "
                           "it was trained with (this run's differ: %s)", path, step[1],
                           ", ".join(f"--{n}" for n in differ))
-      changed = sorted(_flag_names(set(old) ^ set(flags_text.split("\n"))))
+      changed = sorted(_flag_names(set(old) ^ set(flags_text.split("\n"))) - added)
       if changed:
         logging.warning("%s: resuming with other flags than it recorded (%s); it now "
                         "records these", path, ", ".join(f"--{n}" for n in changed))
