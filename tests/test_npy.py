@@ -69,3 +69,49 @@ def test_object_array_is_refused(tmp_path):
   np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
   with pytest.raises(ValueError, match="not a plain numeric array"):
     npy.read(str(path))
+
+
+def test_npz_archives_and_headers_without_ast(tmp_path, monkeypatch):
+  """An extraction's worker threads read earlier chunks (.npz) and the driver's threads
+  feature headers: np.load and numpy's header readers build AST objects there, and an
+  extraction failed once with "AST constructor recursion depth mismatch"."""
+  import io  # pylint: disable=import-outside-toplevel
+  import zipfile  # pylint: disable=import-outside-toplevel
+  from wtal_tf.features import storage  # pylint: disable=import-outside-toplevel
+  arrays = {"meta": np.asarray('{"frames": 3}'), "rgb": np.arange(8, dtype=np.float32)
+            .reshape(2, 4), "flow": np.asfortranarray(np.ones((2, 3), ">f8"))}
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  path = tmp_path / "f.npy"
+  np.save(path, arrays["rgb"])
+
+  def no_ast(*args, **kwargs):
+    raise AssertionError("ast used")
+
+  monkeypatch.setattr(ast, "literal_eval", no_ast)
+  monkeypatch.setattr(ast, "parse", no_ast)
+  got = npy.read_npz(buffer.getvalue())
+  assert got.keys() == arrays.keys() and str(got["meta"]) == '{"frames": 3}'
+  for name, array in arrays.items():
+    assert (got[name].dtype, got[name].shape) == (array.dtype, array.shape)
+    np.testing.assert_array_equal(got[name], array)
+  got["rgb"][0, 0] = 9  # writable, as np.load's arrays are
+  assert storage.npy_layout(str(path)) == (np.dtype(np.float32), (2, 4))
+  path.write_bytes(path.read_bytes()[:-4])
+  assert storage.npy_layout(str(path)) is None  # cut short
+  with pytest.raises(ValueError, match="truncated data"):
+    npy.read_npz(_truncated_npz(arrays))
+  with pytest.raises(zipfile.BadZipFile):
+    npy.read_npz(b"not an archive")
+
+
+def _truncated_npz(arrays) -> bytes:
+  """An .npz whose rgb member's data is cut short (its header intact)."""
+  import io  # pylint: disable=import-outside-toplevel
+  import zipfile  # pylint: disable=import-outside-toplevel
+  member = io.BytesIO()
+  np.save(member, arrays["rgb"])
+  out = io.BytesIO()
+  with zipfile.ZipFile(out, "w") as z:
+    z.writestr("rgb.npy", member.getvalue()[:-4])
+  return out.getvalue()

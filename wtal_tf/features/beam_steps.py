@@ -37,6 +37,7 @@ import logging
 import os
 import socket
 import threading
+import zipfile
 from typing import Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -46,6 +47,7 @@ import numpy as np
 from wtal_tf import config
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
+from wtal_tf.data import npy
 from wtal_tf.errors import UserError
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
@@ -89,11 +91,11 @@ def _load_chunk(path: str, task: dict) -> Optional[dict]:
   data = storage.read_bytes(path)
   if data is None:
     return None
-  try:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-      meta = json.loads(str(z["meta"]))
-      features = {s: z[s] for s in task["made"]["settings"]["streams"]}
-  except (ValueError, KeyError, OSError, EOFError):
+  try:  # (npy.read_npz: np.load's header parser is not safe in threads, npy's docstring)
+    z = npy.read_npz(data)
+    meta = json.loads(str(z["meta"]))
+    features = {s: z[s] for s in task["made"]["settings"]["streams"]}
+  except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile):
     return None
   if {k: meta.get(k) for k in _chunk_meta(task)} != _chunk_meta(task):
     return None

@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import BeamIOError, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from wtal_tf.data import npy
 from wtal_tf.errors import UserError
 
 T = TypeVar("T")
@@ -139,19 +140,12 @@ def read_json(path: str):
     return None
 
 
-_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}
-
-
 def npy_layout(path: str) -> Optional[tuple[np.dtype, tuple[int, ...]]]:
   """(dtype, shape) of a complete .npy array file, read from its header and its size
   alone (the data is not read); None if it is missing, not .npy or cut short."""
   try:
     with FileSystems.open(path, compression_type="uncompressed") as f:
-      reader = _NPY_HEADER_READERS.get(np.lib.format.read_magic(f))
-      if reader is None:
-        return None
-      shape, _, dtype = reader(f)
+      dtype, shape, _ = npy.read_header(f)  # (not numpy's: its parser is not thread-safe)
       data_offset = f.tell()
       size = f.seek(0, io.SEEK_END)  # the file's size, from the stream already open
   except ANY_CLIENT_ERROR:  # (ValueError: not .npy)
