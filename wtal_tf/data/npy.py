@@ -49,23 +49,19 @@ def read_header(f) -> tuple[np.dtype, tuple[int, ...], bool]:
 def read(path: str) -> np.ndarray:
   """The array in `path`; ValueError for anything but a numeric .npy (or a short file)."""
   with open(path, "rb") as f:
-    dtype, dims, fortran = read_header(f)
-    count = math.prod(dims)
-    data = np.fromfile(f, dtype=dtype, count=count)
-  if data.size != count:
-    raise ValueError(f"truncated data: {data.size} of {count} values")
-  return data.reshape(dims, order="F" if fortran else "C")
+    return read_stream(f)
 
 
 def read_stream(f) -> np.ndarray:
-  """The array of the .npy at stream `f`'s position (read, not memory-mapped), as read."""
+  """The array of the .npy at stream `f`'s position, read into a new array (not
+  memory-mapped); ValueError as `read`'s."""
   dtype, dims, fortran = read_header(f)
   count = math.prod(dims)
-  raw = f.read(count * dtype.itemsize)
-  if len(raw) != count * dtype.itemsize:
-    raise ValueError(f"truncated data: {len(raw)} of {count * dtype.itemsize} bytes")
-  return np.frombuffer(bytearray(raw), dtype=dtype, count=count).reshape(
-      dims, order="F" if fortran else "C")
+  data = np.empty(count, dtype)
+  got = f.readinto(data.view(np.uint8)) // dtype.itemsize if count else 0
+  if got != count:
+    raise ValueError(f"truncated data: {got} of {count} values")
+  return data.reshape(dims, order="F" if fortran else "C")
 
 
 def read_npz(data: bytes) -> dict[str, np.ndarray]:
