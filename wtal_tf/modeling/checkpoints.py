@@ -70,9 +70,8 @@ def _line_flag(line: str) -> str:
 
 
 def _flag_names(lines) -> set[str]:
-  """The flags flagfile `lines` set; a boolean flipped (--x and --nox both there) is x."""
-  names = {line.split("=")[0].lstrip("-") for line in lines if line}
-  return {n[2:] if n.startswith("no") and n[2:] in names else n for n in names}
+  """The flags flagfile `lines` set (a boolean flipped, --x and --nox, is x)."""
+  return {_line_flag(line) for line in lines if line}
 
 
 def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
@@ -115,8 +114,7 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
       with open(path, encoding="utf-8") as f:
         old = f.read().split("\n")
       # A flag the record lacks is one a later version of the code added: not a change.
-      added = {_line_flag(l) for l in flags_text.split("\n") if l} - {
-          _line_flag(l) for l in old if l}
+      added = _flag_names(flags_text.split("\n")) - _flag_names(old)
       if finished:  # the training flags it was trained with; this run's evaluation's
         trained = {_line_flag(l): l for l in old if l}
         lines = flags_text.split("\n")
