@@ -180,7 +180,8 @@ def test_flow_without_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
   # need, not --streams (found by a new user).
   write_video(tmp_path / "v.mkv", smooth_frames(20, 48, 64))
   monkeypatch.setattr(new_video, "load_predictor", lambda *_: types.SimpleNamespace(
-      streams=("rgb", "flow"), feature_dims={"rgb": 1024, "flow": 1024}))
+      streams=("rgb", "flow"), feature_dims={"rgb": 1024, "flow": 1024},
+      check_timing=lambda *args: None))  # (a model of extract's time base)
   cfg = tiny_config(tmp_path, tmp_path / "m", data={"streams": ("rgb",)},
                     detect={"video": str(tmp_path / "v.mkv")})
   with pytest.raises(UserError) as error:

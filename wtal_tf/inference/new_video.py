@@ -63,14 +63,14 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   if wrong:
     raise UserError(f"{model_dir}: the model was trained on {wrong}-dimensional features, "
                     f"not the {contract.FEATURE_DIM}-d I3D features extracted from a video")
+  predictor.check_timing({"feature_fps": contract.FPS, "segment_frames": contract.SEGMENT_FRAMES},
+                         model_dir, "detect extracts features of",  # (before loading I3D)
+                         "localize features made at the model's time base instead")
   try:
     extractor = extraction.Extractor(cfg.extract, predictor.streams)
   except weights.MissingWeights as e:  # (the model's streams, not --streams, are extracted)
     raise UserError(f"{model_dir}: the model has a {e.stream} stream, and {e.need}") from None
   _check_made_alike(cfg, predictor)
-  predictor.check_timing({"feature_fps": contract.FPS, "segment_frames": contract.SEGMENT_FRAMES},
-                         model_dir, "detect extracts features of",
-                         "localize features made at the model's time base instead")
   result = extractor(path)
   name, classes = video_lib.name(path), predictor.classes
   results, outputs, dets = batch.detect_one(predictor, result.features, classes,
