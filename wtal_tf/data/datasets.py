@@ -266,8 +266,7 @@ def ground_truth(cfg: DataConfig, known_classes: Optional[Sequence[str]] = None
 
 
 def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[str],
-               dims: dict[str, int], skip_invalid: bool = False,
-               skipped: Optional[list[str]] = None) -> list[Video]:
+               dims: dict[str, int], skip_invalid: bool, skipped: list[str]) -> list[Video]:
   """Extra weakly-labelled videos: `DIR/labels.csv` (video,labels) + `DIR/<stream>/*.npy`.
 
   skip_invalid: a video whose features are invalid is left out, its reason appended to
@@ -392,8 +391,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
 
 def _warn_of_durations(videos: Sequence[Video], cfg: DataConfig, gt_source: str) -> None:
   """A warning naming the videos whose ground-truth duration and features disagree by more
-  than DURATION_SLACK_SEGMENTS or _FRACTION: detections are clipped to the duration, so a wrong one (or a wrong
-  --feature_fps) loses them."""
+  than DURATION_SLACK_SEGMENTS or _FRACTION: detections are clipped to the duration, so a
+  wrong one (or a wrong --feature_fps) loses them."""
   sps = cfg.seconds_per_segment
   off = [v for v in videos if v.duration is not None and abs(v.num_segments * sps - v.duration)
          > max(DURATION_SLACK_SEGMENTS * sps, DURATION_SLACK_FRACTION * v.duration)]

@@ -45,7 +45,8 @@ def _read_evaluations(path: str) -> list:
   try:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)["evaluations"]
-    return [e for e in saved if isinstance(e["settings"], dict) and isinstance(e["history"], list)]
+    return [e for e in saved
+            if isinstance(e["settings"], dict) and isinstance(e["history"], list)]
   except (OSError, ValueError, KeyError, TypeError):
     return []
 
