@@ -1,5 +1,6 @@
 """Every shipped flagfile parses into a config; the STPN preset localizes like STPN."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -86,18 +87,41 @@ def test_a_config_written_as_a_flagfile_reads_back_as_itself(tmp_path):
   from wtal_tf import cli  # pylint: disable=import-outside-toplevel
   from wtal_tf import config as C  # pylint: disable=import-outside-toplevel
   cfg = C.Config().replace(
-      data={"streams": ("rgb",), "extra_train": ("a b", "c,d"), "skip_invalid_videos": True},
+      data={"streams": ("rgb",), "extra_train": ("/v/a b", "/v/c,d"),
+            "skip_invalid_videos": True},
       loss={"losses": ("fg", "sparse"), "cls_loss": "sigmoid", "alpha": 0.1 + 0.2},
-      train={"learning_rate": 1e-5, "deterministic": False, "model_dir": "runs/x"},
+      train={"learning_rate": 1e-5, "deterministic": False, "model_dir": "/runs/x"},
       localize={"proposal_source": "stpn", "attention_thresholds": (0.1, 0.123456789)})
   text = cli.config_flagfile(cfg)
-  assert "--nodeterministic\n" in text and '--extra_train=a b,"c,d"\n' in text
+  assert "--nodeterministic\n" in text and '--extra_train=/v/a b,"/v/c,d"\n' in text
   # It, an empty list (mv's row without extra videos) and the defaults read back.
   for given in (cfg, cfg.replace(data={"extra_train": ()}), C.Config()):
     (tmp_path / "flags.cfg").write_text(cli.config_flagfile(given))
     back = config_of_flagfile(tmp_path / "flags.cfg")
     for group in C.EXPERIMENT_GROUPS:  # (extract's fields are not experiment flags)
       assert getattr(back, group) == getattr(given, group), group
+
+
+def test_a_run_records_its_paths_absolute_to_read_the_same_from_any_folder(
+    tmp_path, monkeypatch):
+  """flags.cfg of a run given relative paths, used as --flagfile from another folder."""
+  from wtal_tf import cli  # pylint: disable=import-outside-toplevel
+  from wtal_tf import config as C  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)
+  paths = {"data_dir": "data/x", "gt_file": "gt.json", "class_list": "classes.txt",
+           "extra_train": ("own", "more/b")}
+  cfg = C.Config().replace(data=paths, train={"model_dir": "runs/x"})
+  (tmp_path / "flags.cfg").write_text(cli.config_flagfile(cfg))
+  (tmp_path / "elsewhere").mkdir()
+  monkeypatch.chdir(tmp_path / "elsewhere")
+  back = config_of_flagfile(tmp_path / "flags.cfg")
+  assert dataclasses.replace(back.data, **paths) == cfg.data  # the other fields as given
+  assert (back.data.data_dir, back.data.gt_file, back.data.class_list, back.data.extra_train,
+          back.train.model_dir) == (
+      f"{tmp_path}/data/x", f"{tmp_path}/gt.json", f"{tmp_path}/classes.txt",
+      (f"{tmp_path}/own", f"{tmp_path}/more/b"), f"{tmp_path}/runs/x")
+  # Unset paths stay unset (their defaults: DATA_DIR/gt.json, the labels' classes).
+  assert "--gt_file=\n" in cli.config_flagfile(C.Config())
 
 
 @pytest.mark.parametrize("tool, row", [

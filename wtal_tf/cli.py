@@ -174,9 +174,20 @@ def experiment_flags(fv: flags.FlagValues = FLAGS) -> str:
   """The experiment flags (what shapes the model, its training and its localization;
   no tool flags) as a flagfile: what training records as MODEL_DIR/flags.cfg."""
   defined = config_flags(fv)
-  names = [n for n in flag_fields(cfg_lib.EXPERIMENT_GROUPS) if n in defined]
-  lines = [fv[n].serialize() for n in names if fv[n].value is not None]
+  fields = flag_fields(cfg_lib.EXPERIMENT_GROUPS)
+  lines = [_recorded(fv[n], fields[n]) for n in fields if n in defined and fv[n].value is not None]
   return "\n".join(line for line in lines if line) + "\n"
+
+
+def _recorded(flag: flags.Flag, field: dataclasses.Field) -> str:
+  """The flag as experiment_flags records it: a path field's paths absolute, so the
+  record reads the same from any working folder."""
+  if not field.metadata["path"]:
+    return flag.serialize()
+  value = flag.value
+  absolute = ([os.path.abspath(v) for v in value] if isinstance(value, list)
+              else os.path.abspath(value) if value else value)
+  return f"--{flag.name}={flag.serializer.serialize(absolute)}"
 
 
 def config_flagfile(cfg: cfg_lib.Config) -> str:

@@ -31,28 +31,32 @@ AVERAGES = {
 }
 
 
-def param(default, help: str, *, lower=None, upper=None, choices=None, flag: bool = True):
+def param(default, help: str, *, lower=None, upper=None, choices=None, flag: bool = True,
+          path: bool = False):
   """A config field with what its flag needs: help text, bounds, choices.
 
   flag=False: a field set by code, never by a flag.
+  path=True: local paths (relative to the working folder), which a run's record of its
+  flags (MODEL_DIR/flags.cfg) holds as absolute paths, to read the same from any folder.
   """
   return dataclasses.field(default=default, metadata={
-      "help": help, "lower": lower, "upper": upper, "choices": choices, "flag": flag})
+      "help": help, "lower": lower, "upper": upper, "choices": choices, "flag": flag,
+      "path": path})
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where the features and labels are, and how segments map to seconds."""
-  data_dir: str = param("", "Dataset root (its layouts: README, Datasets).")
+  data_dir: str = param("", "Dataset root (its layouts: README, Datasets).", path=True)
   layout: str = param("per_video", "per_video: gt.json + features/{split}/{stream}/<video>.npy; "
                       "wtalc: W-TALC joint .npy.", choices=LAYOUTS)
-  gt_file: str = param("", "Ground-truth JSON (default DATA_DIR/gt.json).")
+  gt_file: str = param("", "Ground-truth JSON (default DATA_DIR/gt.json).", path=True)
   train_subset: str = param("validation", "Training subset name in gt.json.")
   test_subset: str = param("test", "Test subset name in gt.json.")
   train_split: str = param("train", "features/<split> of training videos.")
   test_split: str = param("test", "features/<split> of test videos.")
   class_list: str = param("", "File with one class name a line (default: sorted ground-truth "
-                          "labels; without labels, a trained model's classes).")
+                          "labels; without labels, a trained model's classes).", path=True)
   streams: tuple[str, ...] = param(contract.STREAMS, "Feature streams.", choices=contract.STREAMS)
   feature_fps: float = param(contract.FPS, "Frame rate of feature extraction (frames/s).",
                              lower=1e-6)
@@ -61,7 +65,7 @@ class DataConfig:
   skip_invalid_videos: bool = param(False, "Skip invalid videos with a warning instead of "
                                     "failing.")
   extra_train: tuple[str, ...] = param((), "Extra weakly-labelled video dirs (labels.csv + "
-                                       "{rgb,flow}/<video>.npy).")
+                                       "{rgb,flow}/<video>.npy).", path=True)
   extra_weight: float = param(1.0, "Times each extra video is seen per epoch (1 = simply "
                               "added).", lower=0.0)
 
@@ -136,7 +140,7 @@ def check_literal_folder(flag: str, path: str, reader: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  model_dir: str = param("", "Checkpoints, logs and outputs.")
+  model_dir: str = param("", "Checkpoints, logs and outputs.", path=True)
   train_steps: int = param(2000, "Training steps (one video each).", lower=0)
   learning_rate: float = param(1e-4, "Adam learning rate.", lower=0.0)
   seed: int = param(0, "Random seed.", lower=0)
