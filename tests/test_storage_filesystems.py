@@ -35,6 +35,7 @@ STORE: dict[str, tuple[bytes, float]] = {}  # path -> (bytes, last updated in se
 CREATED: list[str] = []  # every path create() was called with, in order
 FAIL_ON_CLOSE: set[str] = set()  # a writer whose path contains one of these fails on close
 DENY_ON_CLOSE: set[str] = set()  # ... fails as a cloud client does: not with an OSError
+DENY_ON_OPEN: set[str] = set()  # a reader of a path containing one of these is refused (403)
 _LOCK = threading.Lock()  # the pipeline's worker threads share STORE
 OPEN_DELAY_S = [0.0]  # how long each open() waits, as an object store's round trip does
 OPENS = {"now": 0, "most": 0}  # open() calls in flight, and the most at once
@@ -139,6 +140,8 @@ class MemFileSystem(FileSystem):
         OPENS["now"] -= 1
     if entry is None:
       raise BeamIOError("Open operation failed", {path: _missing(path)})
+    if any(part in path for part in DENY_ON_OPEN):
+      raise ClientError("403 GET: permission denied")
     return self._wrap(io.BytesIO(entry[0]), path, compression_type)
 
   def copy(self, source_file_names, destination_file_names):
@@ -205,11 +208,11 @@ class MemFileSystem(FileSystem):
 
 @pytest.fixture(autouse=True)
 def empty_store():
-  for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE):
+  for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE, DENY_ON_OPEN):
     state.clear()
   OPENS.update(now=0, most=0)
   yield
-  for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE):
+  for state in (STORE, CREATED, FAIL_ON_CLOSE, DENY_ON_CLOSE, DENY_ON_OPEN):
     state.clear()
   OPEN_DELAY_S[0] = 0.0
 
@@ -377,6 +380,40 @@ def test_gt_json_is_merged_from_records_read_at_once():
   steps.merge_gt(OUT)
   assert storage.read_json(contract.gt_path(OUT))["database"] == entries
   assert 1 < OPENS["most"] <= storage.CONCURRENT_CALLS
+
+
+def test_a_file_that_cannot_be_read_is_not_taken_for_a_missing_one_where_that_loses_data(
+    tmp_path):
+  storage.write_bytes(OUT + "/a.json", b"{}")
+  DENY_ON_OPEN.add("a.json")
+  assert storage.read_bytes(OUT + "/a.json") is None  # e.g. a chunk or a record: made again
+  with pytest.raises(UserError, match=rf"^{OUT}/a.json: cannot read \(403 GET: permission "
+                                      r"denied\)$"):
+    storage.read_json(OUT + "/a.json", strict=True)
+  assert storage.read_json(OUT + "/none.json", strict=True) is None
+  # gt.json is not made without the entry of a record it cannot read ...
+  for name in ("v0", "v1"):
+    storage.write_json(steps.status_path(OUT, "test", name), {
+        "status": steps.OK, steps.GT_KEY: {"subset": "test", "duration": 1.0,
+                                           "annotations": []}})
+  DENY_ON_OPEN.add("/v1.json")
+  with pytest.raises(UserError, match=r"status/test/v1.json: cannot read"):
+    steps.merge_gt(OUT)
+  assert not storage.exists(contract.gt_path(OUT))
+  DENY_ON_OPEN.discard("/v1.json")
+  steps.merge_gt(OUT)
+  gt = STORE[contract.gt_path(OUT)]
+  # ... nor remade from a gt.json it cannot read (before: "not ActivityNet ground truth").
+  DENY_ON_OPEN.add(contract.GT_FILE)
+  with pytest.raises(UserError, match=rf"{contract.GT_FILE}: cannot read \(403"):
+    steps.merge_gt(OUT)
+  assert STORE[contract.gt_path(OUT)] == gt
+  # A run whose summary cannot be read says so (before: "the run was cut off").
+  DENY_ON_OPEN.clear()
+  (tmp_path / "bad.mkv").write_bytes(b"not a video")
+  DENY_ON_OPEN.add(steps.RUNS_DIR + "/")
+  with pytest.raises(UserError, match=rf"^{OUT}/{steps.RUNS_DIR}/[^ ]+\.json: cannot read"):
+    pipeline.extract(small_rgb_config(tmp_path, OUT))
 
 
 def test_a_restart_reads_the_finished_chunks_back_from_the_object_store(chunked_videos):

@@ -260,7 +260,7 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
       forget_extractors()
   progress.report()
   summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
-  records = storage.read_json(summary)
+  records = storage.read_json(summary, strict=True)
   storage.delete([summary] + storage.match(storage.join(cfg.output_dir, PROGRESS_DIR, run_id,
                                                         "*")), prune=True)
   if not isinstance(records, list):

@@ -67,6 +67,12 @@ def status_path(out: str, split: str, name: str) -> str:
   return storage.join(out, STATUS_DIR, split, name + ".json")
 
 
+def read_record(path: str):
+  """A status record read to build gt.json: one that exists but cannot be read is a
+  UserError (taken for absent, its video's entry would be left out)."""
+  return storage.read_json(path, strict=True)
+
+
 def failures_path(out: str, split: str) -> str:
   return storage.join(out, f"failures_{split}.json")
 
@@ -295,7 +301,7 @@ def read_database(out: str) -> dict:
   path = contract.gt_path(out)
   if not storage.exists(path):
     return {}
-  data = storage.read_json(path)
+  data = storage.read_json(path, strict=True)
   if not isinstance(data, dict) or not isinstance(data.get("database", {}), dict):
     raise UserError(f"{path}: not ActivityNet ground truth (its 'database' must be an object "
                     "of videos); move it away or fix it")
@@ -310,7 +316,7 @@ def in_other_splits(out: str, split: str, names: Sequence[str]) -> dict[str, tup
   found = [(video.name(p), storage.name(storage.parent(p)), p)
            for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))]
   found = [(n, s, p) for n, s, p in found if n in wanted and s != split]
-  records = storage.concurrently(storage.read_json, [p for _, _, p in found])
+  records = storage.concurrently(read_record, [p for _, _, p in found])
   return {n: (s, p) for (n, s, p), r in zip(found, records)
           if isinstance(r, dict) and r.get(GT_KEY)}
 
@@ -337,7 +343,7 @@ def merge_gt(out: str) -> None:
       return
     changed = [status for status, stamp in listing.items()
                if status not in owned or owned[status][0] != stamp]
-    for status, record in zip(changed, storage.concurrently(storage.read_json, changed)):
+    for status, record in zip(changed, storage.concurrently(read_record, changed)):
       owns = isinstance(record, dict) and GT_KEY in record
       owned[status] = (listing[status], (video.name(status), record[GT_KEY]) if owns else None)
     entries = {}

@@ -120,18 +120,31 @@ def _hdfs_files(folder: str) -> list[FileMetadata]:
   return files
 
 
-def read_bytes(path: str) -> Optional[bytes]:
-  """The file's bytes, or None if it does not exist or cannot be read."""
+def read_bytes(path: str, strict: bool = False) -> Optional[bytes]:
+  """The file's bytes; None if it does not exist. A file that exists but cannot be read
+  (refused credentials, a lost connection): None too (it is made again), or with
+  strict=True, after one more try, a UserError naming it: for a read whose None would
+  be taken for "no such file" (a lost gt.json entry, a run reported cut off)."""
   try:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-      return f.read()
+    return _read(path)
   except ANY_CLIENT_ERROR:
-    return None
+    if not strict or not exists(path):
+      return None
+  try:  # there but not read (or written just now): once more
+    return _read(path)
+  except ANY_CLIENT_ERROR as e:
+    raise UserError(f"{path}: cannot read ({_reason(e)})") from None
 
 
-def read_json(path: str):
-  """The parsed JSON file, or None if it is missing, unreadable or not JSON."""
-  data = read_bytes(path)
+def _read(path: str) -> bytes:
+  with FileSystems.open(path, compression_type="uncompressed") as f:
+    return f.read()
+
+
+def read_json(path: str, strict: bool = False):
+  """The parsed JSON file, or None if it is missing or not JSON (or unreadable:
+  read_bytes' `strict`)."""
+  data = read_bytes(path, strict)
   if data is None:
     return None
   try:
