@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "tests"))
 from video_helpers import smooth_frames, write_video  # pylint: disable=wrong-import-position
 
-CROP = 224  # pixels, kinetics-i3d's input side
+CROP = ExtractConfig().crop_size  # pixels, kinetics-i3d's input side
 
 
 def bench_tvl1(num_fields: int) -> dict:

@@ -19,10 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 from bench.bench_train import matmul_flops_per_second
+from wtal_tf.config import ExtractConfig
 from wtal_tf.contract import SEGMENT_FRAMES
 from wtal_tf.features import encoder as encoder_lib
 
-CROP = 224  # pixels, kinetics-i3d's input size
+CROP = ExtractConfig().crop_size  # pixels, kinetics-i3d's input size
 
 
 def conv_flops_per_segment(encoder: encoder_lib.SegmentEncoder, size: int = CROP) -> int:

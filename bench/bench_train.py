@@ -20,13 +20,14 @@ import tensorflow as tf
 
 from bench.workload import thumos_lengths
 from wtal_tf import config as C
+from wtal_tf import contract
 from wtal_tf.data import datasets as data
 from wtal_tf.training import input_pipeline
 from wtal_tf.training import trainer as training
 
-D = 1024
-CLASSES = 20
-UNITS = 256
+D = contract.FEATURE_DIM
+CLASSES = 20  # THUMOS14's
+UNITS = C.ModelConfig().attention_units
 
 
 def matmul_flops_per_second(n=2048, repeats=20):

@@ -44,12 +44,14 @@ import time
 import keras
 import numpy as np
 
+from wtal_tf.config import ExtractConfig
 from wtal_tf.features import tvl1
 
-CROP = 224  # pixels
+CROP = ExtractConfig().crop_size  # pixels
+RESIZE_SHORTER = ExtractConfig().resize_shorter  # pixels
+FLOW_BOUND = 20.0  # pixels: features.flow.FLOW_BOUND (restated: this runs without cv2)
 DEFAULT_VIDEO = pathlib.Path(__file__).resolve().parents[1].parent / "shared/videos/bikes.mp4"
 BATCHES = tuple(int(b) for b in os.environ.get("TVL1_BENCH_BATCHES", "1,8,32").split(","))
-FLOW_BOUND = 20.0  # pixels: the flow stream's clipping
 
 
 def try_cv2():
@@ -86,7 +88,7 @@ def video_gray(path, n: int, first: int = 0) -> np.ndarray:
         frames.append(frame.to_ndarray(format="rgb24"))
       if len(frames) == n:
         break
-  return preprocess.gray(np.stack(frames), 256, CROP)
+  return preprocess.gray(np.stack(frames), RESIZE_SHORTER, CROP)
 
 
 def load_frames(kind: str, n: int, video: str):
