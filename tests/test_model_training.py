@@ -149,8 +149,9 @@ def test_fit_runs_the_same_train_step(three_videos, tmp_path):
   assert len(totals) == 6 and int(fitted.optimizer.iterations) == 6
   for a, b in zip(fitted.weights, looped.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
-  # fit reports what the last train_step returned (its logs are plain values)
-  assert history.history["total"][-1] == pytest.approx(totals[-1], rel=1e-5)
+  # fit logs each loss's mean over the epoch ("loss": the total), as Keras does
+  assert history.history["loss"] == [pytest.approx(np.mean(totals), rel=1e-5)]
+  assert history.history["finite"] == [1.0]
   assert totals[0] != totals[-1]  # the weights moved between steps
 
 
@@ -174,3 +175,113 @@ def test_stpn_first_logged_loss_is_the_class_averaged_cross_entropy(three_videos
   for s in ("rgb", "flow"):
     assert result.losses[f"{s}/fg"] == pytest.approx(np.log(2), abs=1e-3)
     assert 0 < result.losses[f"{s}/sparse"] <= 9 * 0.5 + 1e-3
+
+
+# ---------------------------------------------------------------- the model as a Keras model
+
+STREAM_DIMS = {"rgb": 8, "flow": 6}
+
+
+def videos(lengths=(3, 7, 11, 4), num_classes=5, seed=0):
+  rng = np.random.default_rng(seed)
+  return [({s: rng.normal(size=(t, d)).astype(np.float32) for s, d in STREAM_DIMS.items()},
+           np.eye(num_classes, dtype=np.float32)[t % num_classes]) for t in lengths]
+
+
+def generated(items, num_classes=5):
+  """A dataset of unknown length (a generator), one video per element, as a user makes."""
+  signature = ({s: tf.TensorSpec([None, d]) for s, d in STREAM_DIMS.items()},
+               tf.TensorSpec([num_classes]))
+  return tf.data.Dataset.from_generator(lambda: iter(items), output_signature=signature)
+
+
+def trained_like(model, seed=1):
+  """Weights far from the initial ones (as a trained model's), so a reload that kept the
+  fresh initialisation instead shows."""
+  rng = np.random.default_rng(seed)
+  for v in model.weights:
+    v.assign(rng.normal(size=v.shape).astype(np.float32) * 0.5)
+  return model
+
+
+def test_a_saved_keras_model_loads_with_its_weights_and_optimizer(tmp_path):
+  """Built as the project builds a model it restores (build_for), saved the Keras ways:
+  `.keras` and save_weights give back the same outputs (before: an unbuilt model, fresh
+  weights, no error), and the optimizer's state survives with loss terms off."""
+  x = videos()[0][0]
+  model = WTALModel(5, STREAM_DIMS, 16, {"losses": ["fg", "bg"]})
+  model.build_for(STREAM_DIMS)
+  trained_like(model)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  model.fit(generated(videos()), verbose=0)
+  want = model(x)
+  model.save(tmp_path / "m.keras")
+  loaded = keras.models.load_model(tmp_path / "m.keras")
+  assert len(loaded.weights) == len(model.weights)
+  for s in STREAM_DIMS:
+    for k in want[s]:
+      np.testing.assert_array_equal(loaded(x)[s][k], want[s][k])
+  assert int(loaded.optimizer.iterations) == 4  # (before: 22 saved variables, 26 built, 0)
+  model.save_weights(tmp_path / "m.weights.h5")
+  built = WTALModel(5, STREAM_DIMS, 16, {"losses": ["fg", "bg"]})
+  built.build({s: (None, d) for s, d in STREAM_DIMS.items()})  # the Keras way
+  built.load_weights(tmp_path / "m.weights.h5")
+  np.testing.assert_array_equal(built(x)["flow"]["attention"], want["flow"]["attention"])
+
+
+def test_fit_and_evaluate_log_the_epoch_mean_of_each_loss():
+  items = videos()
+  model = WTALModel(5, STREAM_DIMS, 16)
+  model.build_for(STREAM_DIMS)
+  trained_like(model)
+  model.compile(optimizer=keras.optimizers.Adam(0.0))  # the weights stay: known losses
+  per_video = [model.compute_losses(v) for v in items]
+  history = model.fit(generated(items), epochs=2, verbose=0).history
+  for name in ("rgb/fg", "flow/guide", "rgb/total"):
+    assert history[name] == [pytest.approx(np.mean([float(p[name]) for p in per_video]),
+                                           rel=1e-5)] * 2, name
+  mean_total = np.mean([float(p["total"]) for p in per_video])
+  assert history["loss"] == [pytest.approx(mean_total, rel=1e-5)] * 2  # (before: the last)
+  assert history["finite"] == [1.0, 1.0]
+  scores = model.evaluate(generated(items), return_dict=True, verbose=0)
+  assert scores["loss"] == pytest.approx(mean_total, rel=1e-5) and "finite" not in scores
+  # A step whose loss is not finite is skipped, and its epoch's logs say so.
+  bad = [items[0], ({s: np.full_like(v, np.nan) for s, v in items[1][0].items()}, items[1][1])]
+  history = model.fit(generated(bad), verbose=0).history
+  assert history["finite"] == [0.5] and np.isnan(history["loss"][0])
+
+
+def test_the_model_takes_one_video_per_call_and_says_so():
+  model = WTALModel(5, STREAM_DIMS, 16)
+  x = videos()[0][0]
+  with pytest.raises(ValueError, match=r"rgb_branch: expected one video's features \[T, d\] "
+                                       r"\(no batch axis\), got shape \(1, 3, 8\)"):
+    model({**x, "rgb": x["rgb"][None]})  # (before: pooled over the batch axis, silently)
+  with pytest.raises(ValueError, match=r"\['flow'\] missing"):
+    model({"rgb": x["rgb"]})
+  with pytest.raises(NotImplementedError, match="call the model on one video"):
+    model.predict(x)  # (before: outputs of 32-segment pieces, concatenated)
+  with pytest.raises(ValueError, match=r"compile\(loss, metrics=...\): WTALModel computes"):
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+
+
+def test_model_arguments_as_a_python_user_gives_them():
+  x, labels = videos()[0]
+  model = WTALModel(5, STREAM_DIMS, 16, C.LossConfig(alpha=0.5))  # a LossConfig, or its dict
+  assert model.loss_config == C.LossConfig(alpha=0.5)
+  assert WTALModel.from_config(model.get_config()).loss_config == model.loss_config
+  as_ints = model.compute_losses((x, labels.astype(np.int32)))  # (before: a TypeError)
+  assert float(as_ints["total"]) == float(model.compute_losses((x, labels))["total"])
+  policy = keras.mixed_precision.dtype_policy()
+  try:
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    with pytest.raises(ValueError, match="mixed_float16: not supported"):
+      WTALModel(5, STREAM_DIMS)
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # losses in float32
+    half = WTALModel(5, STREAM_DIMS, 16)
+    half.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = half.fit(generated(videos()), epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"])) and history["finite"] == [1.0, 1.0]
+  finally:
+    keras.mixed_precision.set_dtype_policy(policy)
+

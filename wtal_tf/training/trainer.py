@@ -65,7 +65,7 @@ class NonFiniteLoss(UserError):
 @dataclasses.dataclass
 class TrainResult:
   steps: int  # global step reached
-  traces: int  # times train_step was traced in this run
+  traces: int  # times the video step was traced in this run
   losses: dict  # mean of each loss over the last logging window
   eval: Optional[metrics.EvalResult]
   history: list  # [(step, mAP per tIoU)] of the model's evaluations, earlier runs' too
@@ -113,7 +113,7 @@ def _log_timelines(writer, kept: dict, dataset: data.Dataset, cfg: Config,
 
 
 def compiled_train_step(model: WTALModel, dataset: data.Dataset, strategy=None):
-  """model.train_step as one tf.function for every video length (no XLA).
+  """model.video_step as one tf.function for every video length (no XLA).
 
   Returns (fn(features, labels) -> logs, traces) where traces[0] counts traces.
   """
@@ -122,7 +122,7 @@ def compiled_train_step(model: WTALModel, dataset: data.Dataset, strategy=None):
 
   def step_fn(features, labels):
     traces[0] += 1
-    logs = strategy.run(model.train_step, args=((features, labels),))
+    logs = strategy.run(model.video_step, args=((features, labels),))
     return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
 
   signature = input_pipeline.element_signature(dataset.streams, dataset.feature_dims,
