@@ -285,3 +285,25 @@ def test_model_arguments_as_a_python_user_gives_them():
   finally:
     keras.mixed_precision.set_dtype_policy(policy)
 
+
+
+def test_an_exported_model_serves_videos_of_any_length(tmp_path):
+  """model.export: a SavedModel whose "serve" takes one video, any T (before: Keras'
+  export failed on the nested outputs)."""
+  model = WTALModel(5, STREAM_DIMS, 16)
+  model.build_for(STREAM_DIMS)
+  trained_like(model)
+  model.export(tmp_path / "served", verbose=False)
+  served = tf.saved_model.load(str(tmp_path / "served"))
+  for x, _ in videos(lengths=(1, 13)):
+    want = model(x)
+    got = served.serve(x)
+    assert set(got) == {f"{s}_{k}" for s in want for k in want[s]}
+    for s in want:
+      for k in want[s]:
+        np.testing.assert_allclose(got[f"{s}_{k}"], want[s][k], rtol=1e-6, atol=1e-6)
+    by_signature = served.signatures["serve"](**{s: tf.constant(v) for s, v in x.items()})
+    np.testing.assert_allclose(by_signature["rgb_attention"], want["rgb"]["attention"],
+                               rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="only 'tf_saved_model'"):
+    model.export(tmp_path / "x.onnx", format="onnx")

@@ -185,6 +185,30 @@ class WTALModel(keras.Model):
         "videos of a dataset; call the model on one video's features at a time, or use "
         "wtal_tf.inference.predictor (README, Python API)")
 
+  def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+             **kwargs):
+    """A TensorFlow SavedModel for serving (TF Serving, tf.saved_model.load): its endpoint
+    "serve" takes one video {stream: float32 [T, d]}, any T, and returns the branch
+    outputs flat, {"<stream>_<output>": tensor} (a serving signature's outputs cannot
+    nest). Keras' other formats add a batch axis, which the model does not take."""
+    if format != "tf_saved_model":
+      raise ValueError(f"export(format={format!r}): only 'tf_saved_model' (the model takes "
+                       "one video [T, d], no batch axis)")
+    if not self.built:
+      raise ValueError("export: build the model first (build_for, or a call on one video)")
+    if input_signature is None:
+      input_signature = [{s: tf.TensorSpec([None, b.attention_hidden.kernel.shape[0]],
+                                            tf.float32, name=s)
+                          for s, b in self.branches.items()}]
+    archive = keras.export.ExportArchive()
+    archive.track(self)
+    archive.add_endpoint("serve", self.flat_outputs, input_signature=input_signature)
+    archive.write_out(filepath, verbose=True if verbose is None else verbose, **kwargs)
+
+  def flat_outputs(self, features) -> dict:
+    """{"<stream>_<output>": tensor} of one video's features: the model's outputs, flat."""
+    return {f"{s}_{k}": v for s, out in self(features).items() for k, v in out.items()}
+
   def compute_losses(self, data):
     """(features {stream: [T, d]}, labels [C]) -> total_loss' {name: scalar}, in float32
     (as are the labels, whatever their dtype)."""
