@@ -11,6 +11,7 @@ from conftest import tiny_config, write_dataset
 from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import config as C
 from wtal_tf.data import datasets as data
+from wtal_tf.inference.predictor import Predictor
 from wtal_tf.training import input_pipeline
 from wtal_tf.training import trainer as training
 from wtal_tf.modeling.model import StreamBranch, WTALModel
@@ -307,3 +308,14 @@ def test_an_exported_model_serves_videos_of_any_length(tmp_path):
                                rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="only 'tf_saved_model'"):
     model.export(tmp_path / "x.onnx", format="onnx")
+
+
+def test_the_predictor_refuses_streams_of_other_lengths_and_empty_videos():
+  model = WTALModel(5, STREAM_DIMS, 16)
+  predictor = Predictor(model, STREAM_DIMS, C.LocalizeConfig())
+  x = videos(lengths=(9,))[0][0]
+  assert predictor(x)["rgb"].attention.shape == (9,)
+  for rgb, flow in ((9, 7), (0, 0)):
+    with pytest.raises(ValueError, match=rf"{{'rgb': {rgb}, 'flow': {flow}}} segments per "
+                                         r"stream; the streams must have the same number"):
+      predictor({"rgb": x["rgb"][:rgb], "flow": x["flow"][:flow]})  # (before: outputs)

@@ -80,6 +80,12 @@ class Predictor:
                       f"{fix or 'pass ' + _timing_flags(self.timing)}")
 
   def __call__(self, features: dict[str, np.ndarray]) -> dict[str, StreamOutput]:
+    """One video's outputs from its features {stream: [T, d]} (T > 0, the same in each
+    stream: its segments)."""
+    lengths = {s: len(features[s]) for s in self.model.streams}
+    if len(set(lengths.values())) > 1 or 0 in lengths.values():
+      raise ValueError(f"one video's features: {lengths} segments per stream; the streams "
+                       "must have the same number, above 0")
     outs = self._forward({s: features[s] for s in self.model.streams})
     return {s: StreamOutput(**{k: v.numpy() for k, v in o.items()}) for s, o in outs.items()}
 
