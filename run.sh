@@ -125,7 +125,7 @@ case "$cmd" in
       --data_dir="$data_dir" --model_dir="$HERE/runs/$cmd-$dataset" "${extra[@]}" "$@"
     ;;
   *)
-    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test|help] [flags]" >&2
+    echo "usage: ./run.sh [synthetic|thumos14|activitynet13|ablation [dataset]|mv [dataset]|extract|detect|test|help] [flags]; the other tools (train, localize, evaluate, ...): .venv/bin/python -m wtal_tf.<verb> (README, Commands)" >&2
     exit 2
     ;;
 esac

@@ -122,6 +122,9 @@ def test_an_empty_first_argument_is_the_default_and_arguments_keep_their_bounds(
 
 
 def test_an_unknown_command_is_the_usage_line(run_sh):
-  status, _, stderr, calls, _ = run_sh("thumos")
-  assert status == 2 and calls == []
-  assert stderr.startswith("usage: ./run.sh [synthetic|thumos14") and len(stderr.splitlines()) == 1
+  for command in ("thumos", "train"):
+    status, _, stderr, calls, _ = run_sh(command)
+    assert status == 2 and calls == []
+    assert stderr.startswith("usage: ./run.sh [synthetic|thumos14") and len(stderr.splitlines()) == 1
+    assert stderr.endswith("; the other tools (train, localize, evaluate, ...): .venv/bin/python "
+                           "-m wtal_tf.<verb> (README, Commands)\n")
