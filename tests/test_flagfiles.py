@@ -124,6 +124,28 @@ def test_a_run_records_its_paths_absolute_to_read_the_same_from_any_folder(
   assert "--gt_file=\n" in cli.config_flagfile(C.Config())
 
 
+def test_a_config_made_in_python_keeps_the_bounds_and_choices_of_its_flags():
+  from wtal_tf import config as C  # pylint: disable=import-outside-toplevel
+  checked = 0
+  for group in dataclasses.fields(C.Config):
+    for field in dataclasses.fields(group.type):
+      meta, default = field.metadata, field.default
+      wrong = []
+      if meta.get("lower") is not None:
+        wrong.append(meta["lower"] - 1)
+      if meta.get("upper") is not None:
+        wrong.append(meta["upper"] + 1)
+      if meta.get("choices"):
+        wrong.append(("nonesuch",) if isinstance(default, tuple) else "nonesuch")
+      for value in wrong:
+        if isinstance(default, float):
+          value = float(value)
+        with pytest.raises(ValueError, match=f"^--{field.name}"):
+          group.type(**{field.name: value})
+        checked += 1
+  assert checked > 25  # every bounded field of every group
+
+
 @pytest.mark.parametrize("tool, row", [
     ("evaluate", "| `--output` |  | Scores JSON"),
     ("visualize", "| `--output_dir` |  | Where the PNG files go."),

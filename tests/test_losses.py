@@ -130,5 +130,6 @@ class LossTest(parameterized.TestCase):
 
   def test_fg_only_and_unknown(self):
     self.assertEqual(C.LossConfig(losses=("bg",)).losses, ("fg", "bg"))
-    with self.assertRaisesRegex(ValueError, "unknown losses"):
+    with self.assertRaisesRegex(ValueError,
+                                "--losses: .nope. is not one of fg,bg,guide,cluster,sparse"):
       C.LossConfig(losses=("fg", "nope"))

@@ -271,6 +271,10 @@ def test_model_arguments_as_a_python_user_gives_them():
   model = WTALModel(5, STREAM_DIMS, 16, C.LossConfig(alpha=0.5))  # a LossConfig, or its dict
   assert model.loss_config == C.LossConfig(alpha=0.5)
   assert WTALModel.from_config(model.get_config()).loss_config == model.loss_config
+  for wrong in ({"num_classes": 0}, {"loss_config": {"alpha": -1.0}}):  # (before: accepted)
+    with pytest.raises(ValueError, match=r"^(num_classes=0: at least 1|--alpha=-1\.0: must be "
+                                         r">= 0)$"):
+      WTALModel(**{"num_classes": 5, "streams": STREAM_DIMS, **wrong})
   as_ints = model.compute_losses((x, labels.astype(np.int32)))  # (before: a TypeError)
   assert float(as_ints["total"]) == float(model.compute_losses((x, labels))["total"])
   policy = keras.mixed_precision.dtype_policy()

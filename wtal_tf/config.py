@@ -44,6 +44,23 @@ def param(default, help: str, *, lower=None, upper=None, choices=None, flag: boo
       "path": path})
 
 
+def check_params(cfg) -> None:
+  """A ValueError naming the first field (as its flag) outside its bounds or choices: what
+  the flags check, for a config made in Python."""
+  for field in dataclasses.fields(cfg):
+    meta, value = field.metadata, getattr(cfg, field.name)
+    for v in (value if isinstance(value, tuple) else (value,)):
+      if v is None or isinstance(v, bool):
+        continue
+      if meta.get("choices") and v not in meta["choices"]:
+        raise ValueError(f"--{field.name}: {v!r} is not one of {','.join(meta['choices'])}")
+      low, high = meta.get("lower"), meta.get("upper")
+      if (low is not None and v < low) or (high is not None and v > high):
+        bounds = " and ".join(b for b in (low is not None and f">= {low:g}",
+                                          high is not None and f"<= {high:g}") if b)
+        raise ValueError(f"--{field.name}={v!r}: must be {bounds}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where the features and labels are, and how segments map to seconds."""
@@ -77,6 +94,8 @@ class DataConfig:
     """What a feature segment is in time (a trained model records it in model.json)."""
     return {"feature_fps": self.feature_fps, "segment_frames": self.segment_frames}
 
+  __post_init__ = check_params
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -84,6 +103,8 @@ class ModelConfig:
   # Tiny weights keep the untrained classifier from steering the attention.
   init_stddev: float = param(1e-3, "Std of the N(0, s²) kernel initialiser (as STPN "
                              "reproductions); 0 for Glorot uniform.", lower=0.0)
+
+  __post_init__ = check_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +123,7 @@ class LossConfig:
                         choices=CLS_LOSSES)
 
   def __post_init__(self):
-    unknown = set(self.losses) - set(LOSS_NAMES)
-    if unknown:
-      raise ValueError(f"unknown losses {sorted(unknown)}; choose from {LOSS_NAMES}")
+    check_params(self)
     if "fg" not in self.losses:
       object.__setattr__(self, "losses", ("fg",) + tuple(self.losses))
 
@@ -153,6 +172,7 @@ class TrainConfig:
   deterministic: bool = param(True, "Deterministic TensorFlow ops (reproducible resume).")
 
   def __post_init__(self):
+    check_params(self)
     check_literal_folder("model_dir", self.model_dir, "TensorFlow's checkpoint lookup")
 
 
@@ -176,6 +196,7 @@ class LocalizeConfig:
                                        "above this.", lower=0.0, upper=1.0)
 
   def __post_init__(self):
+    check_params(self)
     taus = self.attention_thresholds
     if not taus or any(not 0.0 <= t <= 1.0 for t in taus):  # (the signals are in [0, 1])
       raise ValueError(f"--attention_thresholds={','.join(f'{t:g}' for t in taus)}: at least "
@@ -255,6 +276,7 @@ class ExtractConfig:
                                          flag=False)
 
   def __post_init__(self):
+    check_params(self)
     seps = {os.sep, os.altsep} - {None}
     if self.split in ("", ".", "..") or any(sep in self.split for sep in seps):
       raise ValueError(f"--split={self.split}: must be a folder name (features/<split>/), "

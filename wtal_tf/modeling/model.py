@@ -114,6 +114,8 @@ class WTALModel(keras.Model):
                       f"trains and runs on {BACKEND} only (feature extraction runs under "
                       f"JAX too); unset KERAS_BACKEND or set it to {BACKEND}")
     super().__init__(**kwargs)
+    if num_classes < 1:
+      raise ValueError(f"num_classes={num_classes}: at least 1")
     if self.dtype_policy.compute_dtype in UNSUPPORTED_COMPUTE_DTYPES:
       raise ValueError(f"dtype policy {self.dtype_policy.name}: not supported (its loss "
                        "scaling skips steps, which the train step takes for a diverged "
