@@ -4,8 +4,10 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import time
 from unittest import mock
 
 import numpy as np
@@ -614,3 +616,45 @@ def test_ctrl_c_is_one_line_with_the_shells_status():
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
   assert proc.stdout == "working\n"
   assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
+
+
+# A `python -m wtal_tf.<verb>` process (startup.on_package_import with argv ["-m"]),
+# told to print a line when it reaches the point where a Ctrl-C is sent.
+LOADING = """
+from wtal_tf import startup
+startup.on_package_import(argv=["-m"])
+print("loading", flush=True)
+import tensorflow  # (quietly: fd 2 is a temporary file meanwhile)
+import time
+time.sleep(60)
+"""
+IGNORING = """
+import time
+from wtal_tf import cli, startup
+startup.on_package_import(argv=["-m"])
+def main(argv):
+  print("working", flush=True)
+  for _ in range(600):
+    try:
+      time.sleep(0.1)
+    except KeyboardInterrupt:
+      pass  # as a callback does that Python calls with the exception ignored (gc's)
+cli.run(main)
+"""
+
+
+@pytest.mark.parametrize("code, at_most_s", [(LOADING, 30.0), (IGNORING, 30.0)])
+def test_ctrl_c_ends_a_command_while_it_loads_or_when_its_exception_is_ignored(code,
+                                                                              at_most_s):
+  """Found by a new user: a Ctrl-C during the imports printed a KeyboardInterrupt
+  traceback, and one raised where Python ignores it (a garbage collector's callback)
+  let train and detect run to the end and exit 0."""
+  proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=REPO)
+  first = proc.stdout.readline()
+  proc.send_signal(signal.SIGINT)
+  started = time.monotonic()
+  _, err = proc.communicate(timeout=120)
+  assert first in ("loading\n", "working\n")
+  assert (proc.returncode, err) == (130, "error: interrupted\n")
+  assert time.monotonic() - started < at_most_s  # (the grace period is 5 s)

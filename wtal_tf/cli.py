@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 
 from wtal_tf import config as cfg_lib
+from wtal_tf import startup
 from wtal_tf.errors import UserError, not_text, unexpected_arguments
 
 FLAGS = flags.FLAGS
@@ -26,7 +27,6 @@ GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
 CONFIG_MODULE = cfg_lib.__name__  # absl's record of where the config fields' flags come
 # from, which tells them from a tool's own flag of the same name (evaluate's --output)
 ERROR_STATUS = 2  # exit status after a user error or a bad flag
-INTERRUPTED_STATUS = 130  # exit status after Ctrl-C: 128 + SIGINT, as shells report it
 MAX_FLAGFILE_DEPTH = 10  # flagfiles naming flagfiles: how deep an error's source is sought
 
 
@@ -294,12 +294,13 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
   def wrapped(argv):
     if len(argv) > 1 and not pass_unknown:
       fail(str(unexpected_arguments(argv[1:])))
+    startup.running()  # (a Ctrl-C before this ends the process at once: nothing written)
     try:
       main(argv)
     except UserError as e:
       fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C: files are written whole, so a rerun resumes
-      fail("interrupted", INTERRUPTED_STATUS)
+      startup.interrupted()
 
   # --help lists every flag wtal_tf defined for this command: the config fields' and those
   # defined by helpers here or by an entrypoint run under another name (wtal_tf.pipeline).
