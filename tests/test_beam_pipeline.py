@@ -733,3 +733,52 @@ def test_a_failure_in_one_split_leaves_another_splits_entry(tmp_path):
     (out / steps.STATUS_DIR / split / "v.json").write_text(json.dumps({steps.GT_KEY: entry}))
   steps.merge_gt(str(out))
   assert json.loads((out / "gt.json").read_text())["database"]["v"]["split"] == "test"
+
+
+def test_a_failed_rerun_keeps_the_labels_for_the_run_that_extracts_the_video_again(
+    videos, tmp_path):
+  """Found by a new user: a video damaged for one rerun lost its labels for good (its
+  failed record held none, and the rerun after the repair made it subset 'test' without
+  annotations), and its old features stayed beside a record that says it failed."""
+  out = tmp_path / "out"
+  given = {"subset": "validation", "annotations": [{"label": "A", "segment": [0.0, 1.0]}]}
+  pipeline.extract(small_cfg(videos, out, annotations=write_annotations(
+      tmp_path / "a.json", {"long": given})))
+  good = (videos / "long.mp4").read_bytes()
+  truncate(videos / "long.mp4", 0.02)  # not a video any more
+  with pytest.raises(UserError, match="^1 of 3 videos failed"):
+    pipeline.extract(small_cfg(videos, out))
+  record = json.loads((out / steps.STATUS_DIR / "test" / "long.json").read_text())
+  assert record["status"] == steps.FAILED and record[steps.GT_KEY] is None
+  assert "long" not in json.loads((out / "gt.json").read_text())["database"]
+  assert not (out / "features" / "test" / "rgb" / "long.npy").exists()
+  (videos / "long.mp4").write_bytes(good)
+  assert pipeline.extract(small_cfg(videos, out))["long"]["status"] == steps.OK
+  entry = json.loads((out / "gt.json").read_text())["database"]["long"]
+  assert {k: entry[k] for k in given} == given
+
+
+def test_videos_whose_files_no_extraction_made_are_refused_and_those_files_kept(videos,
+                                                                               tmp_path):
+  """Found by a new user: extracting into a dataset folder replaced its features and its
+  gt.json entry of a video of the same name, without a word."""
+  out = tmp_path / "out"
+  (out / "features" / "test" / "rgb").mkdir(parents=True)
+  theirs = np.arange(8, dtype=np.float32).reshape(2, 4)
+  np.save(out / "features" / "test" / "rgb" / "long.npy", theirs)
+  entry = {"subset": "validation", "annotations": [{"label": "A", "segment": [0, 1]}]}
+  write_annotations(out / "gt.json", {"b": entry, "other": entry})
+  with pytest.raises(UserError, match="^2 of 3 videos failed"):
+    pipeline.extract(small_cfg(videos, out))
+  reasons = sorted(f["reason"] for f in json.loads((out / "failures_test.json").read_text()))
+  assert reasons == [
+      f"{videos / 'b.mkv'}: not extracted: {out} holds a gt.json entry of a video named 'b' "
+      "that no extraction made (no status record), which this one would replace: move it "
+      "away, or extract into another --output_dir",
+      f"{videos / 'long.mp4'}: not extracted: {out} holds a feature file "
+      f"({out / 'features' / 'test' / 'rgb' / 'long.npy'}) of a video named 'long' that no "
+      "extraction made (no status record), which this one would replace: move it away, or "
+      "extract into another --output_dir"]
+  assert np.array_equal(np.load(out / "features" / "test" / "rgb" / "long.npy"), theirs)
+  database = json.loads((out / "gt.json").read_text())["database"]
+  assert database["b"] == entry and database["other"] == entry and "c" in database

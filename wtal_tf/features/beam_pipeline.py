@@ -49,8 +49,8 @@ from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
     AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
-    forget_extractors, gt_entry, in_other_splits, read_database, status_path,
-    write_dataset_files)
+    forget_extractors, gt_entry, in_other_splits, labels_of, not_made_here, previous_labels,
+    read_database, status_path, write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -227,7 +227,7 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
     if changed:
       logging.info("re-extracting %s: %s", name, "; ".join(changed))
     return None, plan(path, cfg.chunk_segments, made, workers)
-  entry = gt_entry(cfg, record, gt, record.get(GT_KEY))
+  entry = gt_entry(cfg, record, labels_of(cfg, gt, previous_labels(record)))
   if record.get(GT_KEY) != entry:  # other annotations, or a record from before GT_KEY
     record = {**record, GT_KEY: entry}
     storage.write_json(status_path(cfg.output_dir, cfg.split, name), record)
@@ -289,7 +289,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   weights.check_weights(cfg, cfg.streams)
   workers = cfg.chunk_workers or worker_slots(options) or 1  # (asks a Dask scheduler)
   _check_writable(cfg)  # (makes OUT's folders: after everything that can fail without it)
-  read_database(cfg.output_dir)  # a bad OUT/gt.json fails now, not after the work
+  database = read_database(cfg.output_dir)  # a bad OUT/gt.json fails now, not after the work
   removed = storage.remove_stale_temporaries(cfg.output_dir)
   abandoned = remove_abandoned_progress(cfg.output_dir)
   settings = provenance.settings(cfg, {s: provenance.weights_identity(cfg, s)
@@ -301,12 +301,18 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
                f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
                else "")
   taken = in_other_splits(cfg.output_dir, cfg.split, names)
+  foreign = not_made_here(cfg.output_dir, cfg.split, names, database)
   refused = [{"video": p, "status": FAILED, "reason": (
       f"{p}: not extracted: a video named {n!r} is in {cfg.output_dir}'s split "
       f"{taken[n][0]!r} already ({taken[n][1]}), and gt.json holds one entry per name: "
       "rename the file, or delete that split's features and status record to move it")}
               for p, n in zip(paths, names) if n in taken]
-  kept = [(p, n) for p, n in zip(paths, names) if n not in taken]
+  refused += [{"video": p, "status": FAILED, "reason": (
+      f"{p}: not extracted: {cfg.output_dir} holds {foreign[n]} of a video named {n!r} "
+      "that no extraction made (no status record), which this one would replace: move it "
+      "away, or extract into another --output_dir")}
+              for p, n in zip(paths, names) if n in foreign and n not in taken]
+  kept = [(p, n) for p, n in zip(paths, names) if n not in taken and n not in foreign]
   prepared = storage.concurrently(  # (reads of OUT, a few per video)
       functools.partial(_skipped_or_planned, cfg, settings, workers), [n for _, n in kept],
       [p for p, _ in kept], [annotations.get(n) for _, n in kept])

@@ -60,6 +60,8 @@ MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segmen
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 GT_VERSION = "wtal_tf.extract"
 GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
+LABELS_KEY = "labels"  # a failed video's record: the subset and annotations its entry
+# had or was given, for the run that extracts it again
 MERGE_ROUNDS = 20  # most gt.json merges one run makes while others keep writing records
 
 
@@ -221,17 +223,19 @@ class AssembleVideoFn(_WritesOutFn):
     total = chunks[-1].get("total_frames")
     if not errors and total != frames:
       errors = [f"{path}: the chunks cover {frames} frames, the video has {total}"]
-    features, stale, old_record = {}, [], None
-    if errors:
-      record = {"video": path, "status": FAILED, "reason": errors[0]}
+    # The record is read here, not taken from the driver's read at planning: another
+    # run on the same OUT may have written the video's other streams since, and their
+    # files must be kept and named, not removed as stale (one small read per video).
+    old_record = storage.read_json(status_path(cfg.output_dir, cfg.split, name))
+    labels = labels_of(cfg, self.annotations.get(name), previous_labels(old_record))
+    features, stale = {}, []
+    if errors:  # its labels are kept for the next run; its old features go (another file's)
+      record = {"video": path, "status": FAILED, "reason": errors[0], LABELS_KEY: labels}
+      stale = list(contract.STREAMS)
     else:
       features = {s: np.concatenate([c["features"][s] for c in chunks]).astype(np.float32)
                   for s in cfg.streams}
       made = chunks[0]["made"]
-      # The record is read here, not taken from the driver's read at planning: another
-      # run on the same OUT may have written the video's other streams since, and their
-      # files must be kept and named, not removed as stale (one small read per video).
-      old_record = storage.read_json(status_path(cfg.output_dir, cfg.split, name))
       settings, stale = provenance.other_streams(old_record, made)
       record = {"video": path, "status": OK, "frames": frames,
                 "segments": len(features[cfg.streams[0]]), "duration": frames / contract.FPS,
@@ -243,8 +247,7 @@ class AssembleVideoFn(_WritesOutFn):
             f"{path}: removed its {' and '.join(stale)} features, made with other settings "
             "or from another file of this name (extract them again to have them)")
     record["run"] = self.run_id
-    record[GT_KEY] = gt_entry(cfg, record, self.annotations.get(name),
-                              old_record.get(GT_KEY) if isinstance(old_record, dict) else None)
+    record[GT_KEY] = gt_entry(cfg, record, labels)
     try:
       for s, x in features.items():
         storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
@@ -277,21 +280,32 @@ class FinishRunFn(_WritesOutFn):
 
 # ---------------------------------------------------------------- dataset files
 
-def gt_entry(cfg: ExtractConfig, record: dict, gt, previous=None) -> Optional[dict]:
+def labels_of(cfg: ExtractConfig, gt, previous=None) -> dict:
+  """A video's subset and annotations: from `gt` (its GTVideo of --annotations), else
+  from `previous` (what its earlier status record holds, previous_labels: a rerun
+  without --annotations, or with a file of other videos, keeps the labels given
+  before), else subset = split and none."""
+  if gt is not None:
+    return {"subset": gt.subset, "annotations": [
+        {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
+  if isinstance(previous, dict) and {"subset", "annotations"} <= set(previous):
+    return {"subset": previous["subset"], "annotations": previous["annotations"]}
+  return {"subset": cfg.split, "annotations": []}
+
+
+def previous_labels(record) -> Optional[dict]:
+  """The labels a status record holds: its gt.json entry's, or a failed video's kept
+  ones (LABELS_KEY); None for no record."""
+  if not isinstance(record, dict):
+    return None
+  return record.get(GT_KEY) or record.get(LABELS_KEY)
+
+
+def gt_entry(cfg: ExtractConfig, record: dict, labels: dict) -> Optional[dict]:
   """The gt.json entry of a video's status record (None for a failed video): duration,
-  split, and subset and annotations from `gt` (its GTVideo of --annotations), else from
-  `previous` (the entry its earlier status record holds: a rerun without --annotations,
-  or with a file of other videos, keeps the labels given before), else subset = split
-  and none."""
+  split, and the subset and annotations of `labels` (labels_of)."""
   if record.get("status") == FAILED:
     return None
-  if gt is not None:
-    labels = {"subset": gt.subset, "annotations": [
-        {"label": i.label, "segment": [i.start, i.end]} for i in gt.instances]}
-  elif isinstance(previous, dict) and {"subset", "annotations"} <= set(previous):
-    labels = {"subset": previous["subset"], "annotations": previous["annotations"]}
-  else:
-    labels = {"subset": cfg.split, "annotations": []}
   return {"subset": labels["subset"], "split": cfg.split, "duration": record["duration"],
           "annotations": labels["annotations"]}
 
@@ -319,6 +333,26 @@ def in_other_splits(out: str, split: str, names: Sequence[str]) -> dict[str, tup
   records = storage.concurrently(read_record, [p for _, _, p in found])
   return {n: (s, p) for (n, s, p), r in zip(found, records)
           if isinstance(r, dict) and r.get(GT_KEY)}
+
+
+def not_made_here(out: str, split: str, names: Sequence[str], database: dict
+                  ) -> dict[str, str]:
+  """{video name: what OUT holds of it} of the `names` with a feature file in `split` or
+  an entry in gt.json (`database`) but no status record in any split: files no
+  extraction made (another dataset's, or made by hand), which extracting the video
+  would replace."""
+  wanted = set(names)
+  made = {video.name(p) for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))}
+  found = {}
+  for p in storage.match(storage.join(out, contract.FEATURES_DIR, split, "*",
+                                      "*" + contract.FEATURE_EXT)):
+    n = video.name(p)
+    if n in wanted and n not in made:
+      found.setdefault(n, f"a feature file ({p})")
+  for n in wanted - made - set(found):
+    if n in database:
+      found[n] = "a gt.json entry"
+  return found
 
 
 def merge_gt(out: str) -> None:
