@@ -21,6 +21,7 @@ from conftest import IN_MEMORY, REPO, WORKER_PROCESSES
 from video_helpers import smooth_frames, truncate, write_video
 from wtal_tf.config import DataConfig, ExtractConfig
 from wtal_tf import contract
+from wtal_tf import io_utils
 from wtal_tf import startup
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
@@ -540,8 +541,8 @@ def test_progress_counts_videos_segments_per_second_and_time_left(tmp_path, capl
     progress.report()  # nothing finished yet
     marks = tmp_path / "out" / steps.PROGRESS_DIR / "this-run"
     marks.mkdir(parents=True)
-    for mark in ("long.0.2", "long.3.1", "b.0.2"):  # <video>.<chunk>.<segments>
-      (marks / (mark + steps.MARK_EXT)).write_text("worker")
+    for name, chunk, segments in (("long", 0, 2), ("long", 3, 1), ("b", 0, 2)):
+      (marks / f"{steps.mark_key(name)}.{chunk}.{segments}{steps.MARK_EXT}").write_text("w")
     progress.report()
   # 5 segments in 10 s; 3 of 6 chunks left at 10 s / 3 chunks each.
   assert [r.getMessage() for r in caplog.records] == [
@@ -782,3 +783,30 @@ def test_videos_whose_files_no_extraction_made_are_refused_and_those_files_kept(
   assert np.array_equal(np.load(out / "features" / "test" / "rgb" / "long.npy"), theirs)
   database = json.loads((out / "gt.json").read_text())["database"]
   assert database["b"] == entry and database["other"] == entry and "c" in database
+
+
+def test_a_video_named_with_most_of_the_bytes_a_file_name_may_have_is_extracted(tmp_path):
+  """Found by a new user: a legal name of 70 Japanese characters (214 bytes) failed with
+  "File name too long" for its temporary files and progress marks, which add to it; a
+  name whose status record would be too long fails alone, saying so."""
+  videos, out = tmp_path / "videos", tmp_path / "out"
+  videos.mkdir()
+  long_name = "クリケットの試合のハイライト" * 5  # 70 characters, 210 bytes
+  longest = "v" * (io_utils.MAX_NAME_BYTES - len(".json"))  # its status record: 255 bytes
+  too_long = "w" * (io_utils.MAX_NAME_BYTES - len(".mp4"))
+  for name in (long_name, longest, too_long):
+    write_video(videos / f"{name}.mp4", smooth_frames(40, 48, 64, seed=1), **H264)
+  with pytest.raises(UserError, match="^1 of 3 videos failed"):
+    pipeline.extract(small_cfg(videos, out))
+  [failure] = json.loads((out / "failures_test.json").read_text())
+  assert failure["reason"] == (
+      f"{videos / too_long}.mp4: not extracted: its name is {len(too_long)} bytes long, and "
+      f"its status record's ({too_long}.json) would be over the {io_utils.MAX_NAME_BYTES} "
+      f"a file name may have: rename it (at most {io_utils.MAX_NAME_BYTES - len('.json')} "
+      "bytes before the extension)")
+  database = json.loads((out / "gt.json").read_text())["database"]
+  assert set(database) == {long_name, longest}
+  assert features(out, long_name).shape == (2, contract.FEATURE_DIM)
+  with io_utils.atomic_path(tmp_path / f"{'d' * (io_utils.MAX_NAME_BYTES - 5)}.json") as tmp:
+    pathlib.Path(tmp).write_text("{}")  # (detect --output: the same temporary names)
+

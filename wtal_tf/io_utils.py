@@ -9,6 +9,15 @@ from typing import Any, Iterator, Optional
 
 from wtal_tf.errors import UserError
 
+MAX_NAME_BYTES = 255  # the longest file name ext4, XFS, Btrfs and APFS take (UTF-8 bytes)
+MKSTEMP_RANDOM_CHARS = 8  # what tempfile.mkstemp puts between its prefix and suffix
+
+
+def shortened(name: str, max_bytes: int) -> str:
+  """The longest start of `name` within `max_bytes` of UTF-8 (no character cut): how
+  much of a target's name its temporary file's name can carry."""
+  return name.encode("utf-8")[:max(max_bytes, 0)].decode("utf-8", errors="ignore")
+
 
 def _umask() -> int:
   mask = os.umask(0)
@@ -77,9 +86,11 @@ def atomic_path(path: str) -> Iterator[str]:
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  suffix = os.path.splitext(path)[1]
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                             suffix=".tmp" + suffix, dir=directory)
+  suffix = ".tmp" + os.path.splitext(path)[1]
+  room = MAX_NAME_BYTES - len(f"..{suffix}".encode()) - MKSTEMP_RANDOM_CHARS  # (a name of
+  # any length the filesystem takes has a temporary name it takes too)
+  fd, tmp = tempfile.mkstemp(prefix=f".{shortened(os.path.basename(path), room)}.",
+                             suffix=suffix, dir=directory)
   os.close(fd)
   try:
     yield tmp

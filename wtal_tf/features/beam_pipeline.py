@@ -48,9 +48,9 @@ from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
                                            workers_in_process)
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
-    AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
-    forget_extractors, gt_entry, in_other_splits, labels_of, not_made_here, previous_labels,
-    read_database, status_path, write_dataset_files)
+    STATUS_EXT, AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
+    forget_extractors, gt_entry, in_other_splits, labels_of, mark_key, not_made_here,
+    previous_labels, read_database, status_path, write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -125,15 +125,15 @@ class _Progress(threading.Thread):
     self.split, self.start_time = cfg.split, time.time()
     self.chunks = {}
     for t in tasks:
-      self.chunks.setdefault(t["name"], set()).add(t["index"])
+      self.chunks.setdefault(mark_key(t["name"]), set()).add(t["index"])
     self.stopped = threading.Event()
 
   def report(self) -> None:
     marks = storage.match(storage.join(self.root, "*" + MARK_EXT))  # one listing, no reads
     done, segments = {}, 0
     for path in marks:
-      name, index, count = os.path.basename(path)[:-len(MARK_EXT)].rsplit(".", 2)
-      done.setdefault(name, set()).add(int(index))
+      key, index, count = os.path.basename(path)[:-len(MARK_EXT)].rsplit(".", 2)
+      done.setdefault(key, set()).add(int(index))
       segments += int(count)
     videos = sum(done.get(n, set()) >= c for n, c in self.chunks.items())
     elapsed = time.time() - self.start_time
@@ -312,7 +312,15 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
       "that no extraction made (no status record), which this one would replace: move it "
       "away, or extract into another --output_dir")}
               for p, n in zip(paths, names) if n in foreign and n not in taken]
-  kept = [(p, n) for p, n in zip(paths, names) if n not in taken and n not in foreign]
+  room = io_utils.MAX_NAME_BYTES - len(STATUS_EXT)  # bytes of a video's name
+  too_long = {n for n in names if len(n.encode()) > room}
+  refused += [{"video": p, "status": FAILED, "reason": (
+      f"{p}: not extracted: its name is {len(n.encode())} bytes long, and its status "
+      f"record's ({n}{STATUS_EXT}) would be over the {io_utils.MAX_NAME_BYTES} a file name "
+      f"may have: rename it (at most {room} bytes before the extension)")}
+              for p, n in zip(paths, names) if n in too_long]
+  kept = [(p, n) for p, n in zip(paths, names)
+          if n not in taken and n not in foreign and n not in too_long]
   prepared = storage.concurrently(  # (reads of OUT, a few per video)
       functools.partial(_skipped_or_planned, cfg, settings, workers), [n for _, n in kept],
       [p for p, _ in kept], [annotations.get(n) for _, n in kept])

@@ -31,6 +31,7 @@ features.storage, each file complete or absent):
                                               beam_pipeline.ABANDONED_PROGRESS_S old)
 """
 
+import hashlib
 import io
 import json
 import logging
@@ -55,18 +56,26 @@ from wtal_tf.features import video
 
 STATUS_DIR = contract.STATUS_DIR
 CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = "extract_chunks", "extract_runs", "extract_progress"
-MARK_EXT = ".done"  # progress mark of a finished chunk: <video>.<chunk>.<segments>.done,
-# holding the worker's name (not empty: Beam's S3 upload cannot store an empty object)
+MARK_EXT = ".done"  # progress mark of a finished chunk: <key>.<chunk>.<segments>.done (key:
+# mark_key of the video's name), holding the worker's name (not empty: Beam's S3 upload
+# cannot store an empty object)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 GT_VERSION = "wtal_tf.extract"
+STATUS_EXT = ".json"  # of a status record: <video>.json, the longest name made from a video's
 GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
 LABELS_KEY = "labels"  # a failed video's record: the subset and annotations its entry
 # had or was given, for the run that extracts it again
 MERGE_ROUNDS = 20  # most gt.json merges one run makes while others keep writing records
 
 
+def mark_key(name: str) -> str:
+  """A video's name in its chunks' progress marks: a hash, so that a mark's name stays
+  short (a video's name may take most of the bytes a file name may have)."""
+  return hashlib.sha1(name.encode("utf-8")).hexdigest()[:16]
+
+
 def status_path(out: str, split: str, name: str) -> str:
-  return storage.join(out, STATUS_DIR, split, name + ".json")
+  return storage.join(out, STATUS_DIR, split, name + STATUS_EXT)
 
 
 def read_record(path: str):
@@ -198,7 +207,7 @@ class ExtractChunkFn(_WritesOutFn):
     except UserError as e:
       result = {"error": str(e), "segments": 0}
     mark = storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
-                        f"{name}.{task['index']}.{result['segments']}{MARK_EXT}")
+                        f"{mark_key(name)}.{task['index']}.{result['segments']}{MARK_EXT}")
     try:
       storage.write_bytes(mark, f"{_worker()}\n".encode())
     except UserError as e:

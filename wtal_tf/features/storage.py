@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import BeamIOError, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from wtal_tf import io_utils
 from wtal_tf.data import npy
 from wtal_tf.errors import UserError
 
@@ -204,7 +205,10 @@ def _write(path: str, data: bytes) -> None:
   if not data:
     raise ValueError("an empty file cannot be stored on every Beam filesystem (S3)")
   directory, name = FileSystems.split(path)
-  tmp = FileSystems.join(directory, f".{name}{TMP_MARK}{uuid.uuid4().hex}")
+  tail = f"{TMP_MARK}{uuid.uuid4().hex}"
+  room = io_utils.MAX_NAME_BYTES - len(f".{tail}".encode())  # (a name of any length the
+  # filesystem takes has a temporary name it takes too)
+  tmp = FileSystems.join(directory, f".{io_utils.shortened(name, room)}{tail}")
   try:
     if is_local(path):
       os.makedirs(directory, exist_ok=True)
