@@ -111,6 +111,34 @@ def test_no_usable_test_video_stops_a_scoring_run_before_training(good, tmp_path
   assert len(load(good, skip_invalid_videos=True).train) == 2  # (training alone can run)
 
 
+def test_an_unannotated_test_set_is_localized_not_scored(tmp_path, caplog):
+  """Found by a new user: test videos extracted without annotations gave a table of mAP
+  0.00 (and 0 in TensorBoard and eval_history.json), where evaluate says there is nothing
+  to score; the ablation trained for nothing."""
+  from wtal_tf.experiments import ablation  # pylint: disable=import-outside-toplevel
+  from wtal_tf.training import train_eval  # pylint: disable=import-outside-toplevel
+  root = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)},
+                       {"x": ([], 5), "y": ([], 6)}, classes=("A", "B"))
+  cfg = tiny_config(root, tmp_path / "m", train={"model_dir": str(tmp_path / "m"),
+                                                 "train_steps": 4, "eval_every": 2})
+  (tmp_path / "m").mkdir()
+  stale = tmp_path / "m" / "detections_test.eval.json"  # scores of earlier detections
+  stale.write_text(json.dumps({k: 0 for k in ("tious", "mAP", "per_class_AP")}))
+  caplog.set_level("WARNING")
+  report = train_eval.train_and_evaluate(cfg)
+  assert report == (f"detections: {tmp_path / 'm' / 'detections_test.json'}\n"
+                    f"not scored: subset 'test' of {root / 'gt.json'} has no annotated instance")
+  assert set(json.loads((tmp_path / "m" / "detections_test.json").read_text())["results"]) \
+      == {"x", "y"}
+  assert not stale.exists() and not (tmp_path / "m" / "eval_history.json").exists()
+  assert f"{root / 'gt.json'}: no annotated instance in subset 'test': its videos are " \
+         "localized at each evaluation, not scored" in caplog.text
+  with pytest.raises(UserError, match=f"^{root / 'gt.json'}: no annotated instance in subset "
+                                      r"'test' \(its 2 videos have none\): nothing to score"):
+    ablation.run(cfg.replace(train={"model_dir": str(tmp_path / "ab")}), 1,
+                 flagfile=lambda c: "")
+
+
 def test_a_skipped_test_video_counts_as_one_without_detections(tmp_path):
   root = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)},
                        {"x": (["A"], 5), "y": (["A"], 6)}, classes=("A", "B"))

@@ -146,6 +146,11 @@ class Dataset:
   def num_classes(self) -> int:
     return len(self.classes)
 
+  @property
+  def scored(self) -> bool:
+    """Whether the test videos have an annotated instance to score detections against."""
+    return any(v.instances for v in self.test_gt.values())
+
 
 def check_features(source: FeatureSource, name: str, streams: Sequence[str],
                    dims: dict[str, int]) -> int:
@@ -406,12 +411,16 @@ def _warn_of_durations(videos: Sequence[Video], cfg: DataConfig, gt_source: str)
         cfg.feature_fps, cfg.segment_frames)
 
 
-def check_test_videos(dataset: Dataset, test_subset: str) -> Dataset:
+def check_test_videos(dataset: Dataset, test_subset: str, scored: bool = False) -> Dataset:
   """`dataset`, or a UserError when none of its test videos is usable (each skipped as
-  invalid): a run that scores the test set would train for nothing."""
+  invalid), or (scored) none has an annotated instance: a run whose point is to score
+  the test set would train for nothing."""
   if not dataset.test:
     raise UserError(f"{dataset.gt_source}: no usable test videos in subset {test_subset!r} "
                     "(each was skipped: the warnings above say why): nothing to evaluate")
+  if scored and not dataset.scored:
+    raise UserError(f"{dataset.gt_source}: no annotated instance in subset {test_subset!r} "
+                    f"(its {len(dataset.test_gt)} videos have none): nothing to score against")
   return dataset
 
 

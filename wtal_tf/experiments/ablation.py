@@ -110,7 +110,8 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
   for row, key in zip(rows, keys):
     if key not in datasets:
       row_data = cfg.replace(data=row.data).data
-      datasets[key] = data.check_test_videos(data.load_dataset(row_data), row_data.test_subset)
+      datasets[key] = data.check_test_videos(data.load_dataset(row_data), row_data.test_subset,
+                                             scored=True)
   trained, results = {}, []
   for row, key in zip(rows, keys):
     result_row = RowResult(row.name, [], [], [], [])

@@ -115,11 +115,11 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
                       outputs_dir=outputs_dir or None)
   write_detections(cfg, results, output)
-  _remove_stale_scores(output)
+  remove_stale_scores(output)
   return output, results, dataset
 
 
-def _remove_stale_scores(detections: str) -> None:
+def remove_stale_scores(detections: str) -> None:
   """Removes the scores evaluate wrote beside an earlier `detections` file (they describe
   the detections just replaced), with a warning; any other file there is left alone."""
   stale = activitynet.results_path(detections)

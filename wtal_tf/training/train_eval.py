@@ -21,6 +21,10 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   dataset = data.check_test_videos(data.load_dataset(cfg.data), cfg.data.test_subset)
   result = trainer.train(cfg, dataset, flags_text=flags_text)
   path = batch.write_detections(cfg, result.detections, output)
+  if result.eval is None:  # (trainer.train warned: nothing to score against)
+    batch.remove_stale_scores(path)
+    return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
+            f"{dataset.gt_source} has no annotated instance")
   metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path))
   return (f"detections: {path}\n"
           + metrics.format_table(result.eval, cfg.eval.averages, per_class))

@@ -85,9 +85,12 @@ def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
 
 def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
                    keep_outputs=()):
-  """Detections for the test videos and their mAP; also the kept videos' outputs."""
+  """Detections for the test videos and their mAP (None: no annotated instance to score
+  against); also the kept videos' outputs."""
   results, kept = batch.detect(predictor, dataset.test, dataset.classes,
                                cfg.data.seconds_per_segment, keep_outputs)
+  if not dataset.scored:
+    return results, None, kept
   result = metrics.score_results(dataset.test_gt, results, cfg.eval.thresholds,
                                     known_labels=set(dataset.classes))
   return results, result, kept
@@ -147,6 +150,9 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     except UserError:
       io_utils.remove_created(model_dir, created)  # (nothing written in it yet)
       raise
+  if dataset.test and not dataset.scored:
+    logging.warning("%s: no annotated instance in subset %r: its videos are localized at "
+                    "each evaluation, not scored", dataset.gt_source, cfg.data.test_subset)
   if cfg.train.deterministic:
     tf.config.experimental.enable_op_determinism()
 
@@ -200,14 +206,15 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   def run_eval(s):
     nonlocal result, detections
     detections, result, kept = evaluate_model(predictor, dataset, cfg, keep)
-    _log_eval(eval_writer, result, cfg, s)
-    while history and history[-1][0] >= s:  # (an earlier run's evaluation of this step)
-      history.pop()
-    history.append((s, result.mean_ap.copy()))
-    io_utils.write_json(history_path, {"evaluations": [
-        *(e for e in evaluations if e["settings"] != settings),  # (other settings' apart)
-        {"settings": settings, "history": [[k, m.tolist()] for k, m in history]}]})
-    logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
+    if result is not None:
+      _log_eval(eval_writer, result, cfg, s)
+      while history and history[-1][0] >= s:  # (an earlier run's evaluation of this step)
+        history.pop()
+      history.append((s, result.mean_ap.copy()))
+      io_utils.write_json(history_path, {"evaluations": [
+          *(e for e in evaluations if e["settings"] != settings),  # (other settings' apart)
+          {"settings": settings, "history": [[k, m.tolist()] for k, m in history]}]})
+      logging.info("step %d: mAP %s", s, np.round(result.mean_ap * 100, 2).tolist())
     _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
 
   s = start
