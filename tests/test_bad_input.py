@@ -686,3 +686,15 @@ def test_ctrl_c_ends_a_command_while_it_loads_or_when_its_exception_is_ignored(c
   assert first in ("loading\n", "working\n")
   assert (proc.returncode, err) == (130, "error: interrupted\n")
   assert time.monotonic() - started < at_most_s  # (the grace period is 5 s)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_output_in_a_folder_that_refuses_files_is_refused_before_any_work(tmp_path):
+  """Found by a new user: detect --output=/proc/x.json (a folder root may write to, by
+  its permissions, that takes no file) extracted the whole video, then crashed with a
+  traceback."""
+  with pytest.raises(UserError, match=r"^/proc/x\.json: cannot write the detections file "
+                                      r"\(/proc: No such file or directory\)$"):
+    io_utils.check_writable("/proc/x.json", "detections file")
+  io_utils.check_writable(tmp_path / "new" / "x.json", "detections file")
+  assert list(tmp_path.iterdir()) == []  # (the probe file is gone)

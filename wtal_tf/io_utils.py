@@ -74,6 +74,12 @@ def check_writable(path: str, what: str = "output file",
     raise UserError(f"{path}: cannot write the {what} ({parent} is not a folder)")
   if not os.access(parent, os.W_OK | os.X_OK):
     raise UserError(f"{path}: cannot write the {what} ({parent} is not writable)")
+  try:  # (a folder the permissions allow may refuse files still: /proc, /sys, a full disk)
+    fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=parent)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"{path}: cannot write the {what} ({parent}: {e.strerror})") from None
 
 
 @contextlib.contextmanager
