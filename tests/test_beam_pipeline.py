@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from unittest import mock
 
 import numpy as np
@@ -810,3 +811,17 @@ def test_a_video_named_with_most_of_the_bytes_a_file_name_may_have_is_extracted(
   with io_utils.atomic_path(tmp_path / f"{'d' * (io_utils.MAX_NAME_BYTES - 5)}.json") as tmp:
     pathlib.Path(tmp).write_text("{}")  # (detect --output: the same temporary names)
 
+
+
+def test_annotation_keys_match_names_written_in_another_unicode_form(caplog):
+  """Found by a new user: a file named "vélo à Paris" as macOS writes it (NFD: e + a
+  combining accent) did not match the same key typed in an editor (NFC), and the run
+  called the visible file absent."""
+  nfc, nfd = "vélo à Paris", unicodedata.normalize("NFD", "vélo à Paris")
+  assert nfc != nfd
+  entry = {"subset": "validation", "annotations": []}
+  caplog.set_level("INFO")
+  assert pipeline.match_annotations({nfc: entry, "gone": entry}, [nfd, "b"], "a.json") == {
+      nfd: entry}
+  assert "a.json: 1 of 2 videos annotated; 1 annotated videos not in the video folder (gone)" \
+      in caplog.text

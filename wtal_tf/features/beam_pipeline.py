@@ -28,6 +28,7 @@ import re
 import threading
 import time
 from typing import Optional, Sequence
+import unicodedata
 import uuid
 
 import apache_beam as beam
@@ -185,8 +186,13 @@ def user_error_line(e: Exception) -> Optional[str]:
 def match_annotations(given: dict, names: Sequence[str], source: str) -> dict:
   """The annotations of the videos being extracted; says how many matched, and fails when
   annotations are given but match none of the videos."""
-  matched = {n: given[n] for n in names if n in given}
-  absent = sorted(set(given) - set(names))
+  # Names compared in one Unicode form: macOS writes "é" as e + a combining accent (NFD),
+  # most editors as one character (NFC).
+  keys = {unicodedata.normalize("NFC", k): k for k in given}
+  found = {n: keys[unicodedata.normalize("NFC", n)] for n in names
+           if unicodedata.normalize("NFC", n) in keys}
+  matched = {n: given[k] for n, k in found.items()}
+  absent = sorted(set(given) - set(found.values()))
   logging.info("annotations %s: %d of %d videos annotated; %d annotated videos not in "
                "the video folder%s", source, len(matched), len(names), len(absent),
                f" ({first_few(absent, ABSENT_SHOWN)})" if absent else "")
