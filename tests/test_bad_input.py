@@ -413,6 +413,19 @@ def test_a_duration_that_disagrees_with_the_features_is_named(tiny_model, good, 
   assert "disagrees" not in caplog.text
 
 
+def test_annotations_that_end_after_their_video_are_named(good, caplog):
+  """Found by a new user: an instance annotated [0, 300] in a 31.6 s video (e.g. frames
+  written as seconds) was scored without a word."""
+  caplog.set_level("WARNING")
+  load(good)
+  assert "end after their video" not in caplog.text
+  edit_gt(good, lambda db: db["x"]["annotations"].append({"label": "B", "segment": [1, 300]}))
+  load(good)
+  assert (f"{good / 'gt.json'}: 1 annotated instances of 1 test videos end after their video "
+          "(e.g. 'x': B [1, 300] s, the video 3.2 s): segments are in seconds; no detection "
+          "can match them") in caplog.text
+
+
 def test_a_model_that_does_not_fit_the_data_is_one_line(tiny_model, tmp_path):
   from wtal_tf.inference import batch, timelines  # pylint: disable=import-outside-toplevel
   from wtal_tf.experiments import attention_stats  # pylint: disable=import-outside-toplevel

@@ -386,6 +386,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   for message in skipped:  # (every tool that loads the data says so, not only train)
     logging.warning("skipped: %s", message)
   _warn_of_durations(train + test, cfg, gt_source)
+  _warn_of_late_instances(test, test_gt, cfg, gt_source)
   # test_gt keeps a skipped test video: it is scored as a video without detections.
   return Dataset(classes=tuple(classes), streams=tuple(cfg.streams), feature_dims=dims,
                  train=train, test=test, test_gt=dict(test_gt),
@@ -399,8 +400,8 @@ def _warn_of_durations(videos: Sequence[Video], cfg: DataConfig, gt_source: str)
   than DURATION_SLACK_SEGMENTS or _FRACTION: detections are clipped to the duration, so a
   wrong one (or a wrong --feature_fps) loses them."""
   sps = cfg.seconds_per_segment
-  off = [v for v in videos if v.duration is not None and abs(v.num_segments * sps - v.duration)
-         > max(DURATION_SLACK_SEGMENTS * sps, DURATION_SLACK_FRACTION * v.duration)]
+  off = [v for v in videos if v.duration is not None
+         and abs(v.num_segments * sps - v.duration) > _slack_s(v.duration, cfg)]
   if off:
     v = off[0]
     logging.warning(
@@ -409,6 +410,30 @@ def _warn_of_durations(videos: Sequence[Video], cfg: DataConfig, gt_source: str)
         "are clipped to the duration; check the durations or --feature_fps", gt_source,
         len(off), len(videos), v.name, v.duration, v.num_segments, v.num_segments * sps,
         cfg.feature_fps, cfg.segment_frames)
+
+
+def _slack_s(length_s: float, cfg: DataConfig) -> float:
+  """How far (seconds) a video's features and ground truth may disagree on its length."""
+  return max(DURATION_SLACK_SEGMENTS * cfg.seconds_per_segment,
+             DURATION_SLACK_FRACTION * length_s)
+
+
+def _warn_of_late_instances(test: Sequence[Video], test_gt: dict, cfg: DataConfig,
+                            gt_source: str) -> None:
+  """A warning naming the test instances that end after their video (its duration, else
+  its features' length) by more than the slack: e.g. segments given in frames, not
+  seconds; no detection can match them."""
+  late = []
+  for v in test:
+    length = v.duration if v.duration is not None else v.num_segments * cfg.seconds_per_segment
+    late += [(v.name, i, length) for i in test_gt[v.name].instances
+             if i.end > length + _slack_s(length, cfg)]
+  if late:
+    name, i, length = late[0]
+    logging.warning("%s: %d annotated instances of %d test videos end after their video (e.g. "
+                    "%r: %s [%g, %g] s, the video %g s): segments are in seconds; no "
+                    "detection can match them", gt_source, len(late),
+                    len({n for n, _, _ in late}), name, i.label, i.start, i.end, length)
 
 
 def check_test_videos(dataset: Dataset, test_subset: str, scored: bool = False) -> Dataset:
