@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -411,6 +412,19 @@ def test_a_duration_that_disagrees_with_the_features_is_named(tiny_model, good, 
   edit_gt(good, lambda db: db["x"].update(duration=3.0))  # within a segment or two: fine
   batch.localize_to_file(tiny_model, str(tmp_path / "d.json"))
   assert "disagrees" not in caplog.text
+
+
+def test_a_stream_no_video_has_names_the_streams_there(good):
+  """Found by a new user: RGB-only features read with the default --streams=rgb,flow said
+  'feature file not found (--skip_invalid_videos leaves such videos out)', and that flag
+  then gave 'no usable training videos'."""
+  for split in ("train", "test"):
+    shutil.rmtree(pathlib.Path(good, "features", split, "flow"))
+  for skip in (False, True):
+    with pytest.raises(UserError, match=f"^{good / 'features' / 'train'}: no flow features "
+                                        r"\(no flow folder\): pass --streams=rgb$"):
+      load(good, skip_invalid_videos=skip)
+  assert len(load(good, streams=("rgb",)).train) == 2
 
 
 def test_annotations_that_end_after_their_video_are_named(good, caplog):
