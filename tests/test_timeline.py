@@ -162,3 +162,18 @@ def test_names_the_font_lacks_are_drawn_without_warnings(tmp_path):
     plotting.to_array(fig)
   assert not [w for w in caught if "missing from font" in str(w.message)]
   assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_the_axis_reaches_the_videos_end_and_detections_keep_headroom():
+  """Found by a new user: the time axis ended at the last whole segment (cutting the
+  ground truth off), and one detection's bar, autoscaled, filled its whole row."""
+  outs = outputs(50)  # 50 segments = 32 s; the ground truth says 40 s
+  cfg = LocalizeConfig(proposal_source="attention")
+  dets = localize(outs, cfg)
+  fig = timeline.render([timeline.Panel("m", outs, dets, cfg)], CLASSES, 0.64, gt=GT)
+  assert fig.axes[-1].get_xlim() == (0.0, 40.0)
+  assert len(dets.scores) and len(CLASSES) <= timeline.MAX_CLASSES_DRAWN  # (all drawn)
+  top = dets.scores.max()
+  assert fig.axes[-1].get_ylim() == pytest.approx((0.0, top * timeline.DETECTION_HEADROOM))
+  fig = timeline.render([timeline.Panel("m", outs, dets, cfg)], CLASSES, 0.64, duration=33.0)
+  assert fig.axes[-1].get_xlim() == (0.0, 33.0)

@@ -80,5 +80,6 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   if picture:
     panel = timeline.Panel(f"{os.path.normpath(model_dir)}: {name}", outputs, dets,
                            predictor.localize_config)
-    plotting.save_png(timeline.render([panel], classes, contract.SECONDS_PER_SEGMENT), picture)
+    plotting.save_png(timeline.render([panel], classes, contract.SECONDS_PER_SEGMENT,
+                                      duration=result.duration), picture)
   return output, picture

@@ -21,6 +21,7 @@ MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readabi
 MAX_CLASSES_DRAWN = 5  # the most probable detected classes get curves and detection rows
 # (an untrained or STPN model can detect every class: 20 legend rows do not fit a panel)
 LEGEND_ROWS = 4  # of the class curves' legend, in as many columns as it takes
+DETECTION_HEADROOM = 1.15  # the detections row reaches this times the highest score drawn
 WIDTH_IN = 12.0
 PANEL_HEIGHT_IN = 4.2
 STREAM_COLORS = {"rgb": "tab:red", "flow": "tab:green"}
@@ -105,6 +106,7 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   entries = len(ax_cam.get_legend_handles_labels()[0])
   ax_cam.legend(fontsize=6, loc="upper right", ncol=max(1, -(-entries // LEGEND_ROWS)))
   start, end = to_seconds(dets, seconds_per_segment)
+  highest = 0.0
   for c in kept:
     idx = np.flatnonzero(dets.classes == c)
     idx = idx[np.argsort(-dets.scores[idx], kind="stable")][:MAX_DETECTIONS_PER_CLASS]
@@ -115,12 +117,16 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
     for i, sc in zip(idx, scores):
       ax_det.broken_barh([(start[i], end[i] - start[i])], (sc, 0.02 * top or 0.02),
                          color=color(classes[c]), alpha=0.9)
+    highest = max(highest, float(top))
+  if highest > 0:  # (autoscaled, one detection's bar would fill the panel)
+    ax_det.set_ylim(0, highest * DETECTION_HEADROOM)
   ax_det.set_ylabel("detections\n(score)", fontsize=8)
 
 
 def render(panels: Sequence[Panel], classes: Sequence[str], seconds_per_segment: float,
-           gt: Optional[GTVideo] = None) -> Figure:
-  """Draws one panel (4 rows) per model, on a shared axis in seconds."""
+           gt: Optional[GTVideo] = None, duration: Optional[float] = None) -> Figure:
+  """Draws one panel (4 rows) per model, on a shared axis in seconds, to the end of the
+  video (`duration`, else the ground truth's, else its last whole segment's)."""
   fig = plotting.figure(WIDTH_IN, PANEL_HEIGHT_IN * len(panels))
   axes = fig.subplots(4 * len(panels), 1, sharex=True,
                       gridspec_kw={"height_ratios": [0.5, 1, 1, 1] * len(panels)})
@@ -129,7 +135,8 @@ def render(panels: Sequence[Panel], classes: Sequence[str], seconds_per_segment:
   for k, panel in enumerate(panels):
     _draw_panel(axes[4 * k:4 * k + 4], panel, classes, seconds_per_segment, gt, color)
   t = len(next(iter(panels[0].outputs.values())).attention)
-  axes[-1].set_xlim(0, t * seconds_per_segment)
+  duration = duration or (gt.duration if gt is not None else None)
+  axes[-1].set_xlim(0, max(t * seconds_per_segment, duration or 0))
   axes[-1].set_xlabel("time (s)")
   for ax in axes:
     ax.tick_params(labelsize=7)
