@@ -11,6 +11,7 @@ from conftest import tiny_config, write_dataset
 from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import config as C
 from wtal_tf.data import datasets as data
+from wtal_tf.evaluation import metrics
 from wtal_tf.inference.predictor import Predictor
 from wtal_tf.training import input_pipeline
 from wtal_tf.training import trainer as training
@@ -124,11 +125,23 @@ def test_tensorboard_logs_every_term(three_videos, tmp_path):
     for event in tf.compat.v1.train.summary_iterator(str(path)):
       tags |= {v.tag for v in event.summary.value}
   assert {f"loss/{k}" for k in expected} | {"learning_rate", "steps_per_second"} <= tags
-  eval_tags = set()
+  eval_values = {}
   for path in (tmp_path / "m" / "eval").iterdir():
     for event in tf.compat.v1.train.summary_iterator(str(path)):
-      eval_tags |= {v.tag for v in event.summary.value}
-  assert "mAP@0.5" in eval_tags and "mAP avg 0.1:0.7" in eval_tags
+      eval_values.update({(event.step, v.tag): tf.make_ndarray(v.tensor)
+                          for v in event.summary.value if v.tag.startswith("mAP")})
+  assert {"mAP@0.5", "mAP avg 0.1:0.7"} <= {tag for _, tag in eval_values}
+  # in percent, as the tables print it (it was a fraction)
+  scores = metrics.EvalResult(tious=(0.3, 0.5), classes=("A", "B"),
+                              ap=np.array([[0.5, 0.25], [0.25, 0.0]]), num_predictions=3)
+  writer = tf.summary.create_file_writer(str(tmp_path / "pct"))
+  log_eval = training._log_eval  # pylint: disable=protected-access
+  log_eval(writer, scores, cfg.replace(eval={"tiou": "0.3,0.5"}), 7)
+  writer.flush()
+  [path] = (tmp_path / "pct").iterdir()
+  logged = {v.tag: float(tf.make_ndarray(v.tensor))
+            for e in tf.compat.v1.train.summary_iterator(str(path)) for v in e.summary.value}
+  assert logged == {"mAP@0.3": 37.5, "mAP@0.5": 12.5}
 
 
 def test_fit_runs_the_same_train_step(three_videos, tmp_path):
