@@ -130,17 +130,6 @@ def test_features_made_otherwise_than_the_training_features_are_refused_or_named
       detect()
   finally:
     spec_path.write_text(json.dumps(spec))
-  # A model that records nothing of its features (your own, or synthetic ones of 1024
-  # dimensions) detects, with a warning (found by a new user: not a word).
-  spec_path.write_text(json.dumps({k: v for k, v in spec.items() if k != "features_made"}))
-  caplog.set_level("WARNING")
-  try:
-    assert detect()[0] == str(tmp_path / "d.json")
-  finally:
-    spec_path.write_text(json.dumps(spec))
-  assert (f"{cfg.train.model_dir}: the model does not record how its training features were "
-          "made") in caplog.text
-  caplog.clear()
   # Test videos extracted again at another crop, beside the training videos: the loader
   # and localize name it.
   out, test_videos = tmp_path / "data", tmp_path / "test_videos"

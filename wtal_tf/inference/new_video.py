@@ -8,8 +8,6 @@ the model was trained on), then the model, localization and export of
 import dataclasses
 import os
 
-from absl import logging
-
 from wtal_tf import io_utils
 from wtal_tf.config import Config
 from wtal_tf import contract
@@ -31,10 +29,7 @@ def _check_made_alike(cfg: Config, predictor) -> None:
   """A UserError when the model's training features (its model.json's features_made, when
   wtal_tf.extract made them) were made otherwise than this command would make the
   video's: other geometry or weights give features the model was not trained on."""
-  if not predictor.features_made:  # (features of your own, or an older model)
-    logging.warning("%s: the model does not record how its training features were made "
-                    "(wtal_tf.extract records it): its detections are only as good as those "
-                    "features are like the I3D features extracted here", cfg.train.model_dir)
+  if not predictor.features_made:
     return
   extract = dataclasses.replace(cfg.extract, streams=predictor.streams)
   now = provenance.settings(extract, {s: provenance.weights_identity(extract, s)
