@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 from wtal_tf import config as cfg_lib
-from wtal_tf import startup
+from wtal_tf import interrupts
 from wtal_tf.errors import UserError, not_text, unexpected_arguments
 
 FLAGS = flags.FLAGS
@@ -294,13 +294,13 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
   def wrapped(argv):
     if len(argv) > 1 and not pass_unknown:
       fail(str(unexpected_arguments(argv[1:])))
-    startup.running()  # (a Ctrl-C before this ends the process at once: nothing written)
+    interrupts.running()  # (a Ctrl-C before this ends the process at once: nothing written)
     try:
       main(argv)
     except UserError as e:
       fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C: files are written whole, so a rerun resumes
-      startup.interrupted()
+      interrupts.interrupted()
 
   # --help lists every flag wtal_tf defined for this command: the config fields' and those
   # defined by helpers here or by an entrypoint run under another name (wtal_tf.pipeline).

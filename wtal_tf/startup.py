@@ -22,66 +22,22 @@ sent to a temporary file, written back if that import fails; warnings Beam's
 modules log on the root logger are dropped, and so are the INFO lines
 TensorFlow's Python modules log on absl's logger (wtal_tf's own stay). A
 --verbosity in a flagfile is not seen here (only the command line).
-
-Ctrl-C in `python -m wtal_tf.<verb>` (quiet or not) ends the process with one line,
-`error: interrupted`, and exit status 130 (interrupted()): at once while it is still
-loading (before cli.run; nothing is written then), else as KeyboardInterrupt, which
-cli.run reports; and if the process has not ended INTERRUPT_GRACE_S after that (the
-exception was raised inside a callback that ignores it, e.g. a garbage collector's),
-or on a second Ctrl-C, at once.
+Ctrl-C in such a command is wtal_tf.interrupts' (installed here, before the imports).
 """
 
 import importlib.abc
 import importlib.util
 import logging
 import os
-import signal
 import sys
 import tempfile
-import threading
 from typing import Iterable
+
+from wtal_tf import interrupts
 
 SHOW_VERBOSITY = 1  # absl --verbosity from which start-up messages are shown
 QUIET_ENV = "WTAL_QUIET_STARTUP"
 TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
-INTERRUPTED_STATUS = 130  # exit status after Ctrl-C: 128 + SIGINT, as shells report it
-INTERRUPT_GRACE_S = 5.0  # seconds a Ctrl-C's KeyboardInterrupt has to end the process
-_running = threading.Event()  # set by cli.run: a KeyboardInterrupt is reported there
-_interrupts = []  # the Ctrl-Cs received
-_stderr = [2]  # the file descriptor of the process's stderr (fd 2 is a temporary file
-# while TensorFlow is imported quietly)
-
-
-def interrupted() -> None:
-  """Ends the process: `error: interrupted` on stderr, exit status 130. Without the
-  interpreter's shutdown, which with worker threads still running (Beam's, TensorFlow's)
-  can abort in C++ ("terminate called ..."); every file is written whole (a temporary
-  file renamed), so nothing is lost and a rerun resumes."""
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except (OSError, ValueError):
-      pass
-  os.write(_stderr[0], b"error: interrupted\n")
-  os._exit(INTERRUPTED_STATUS)  # pylint: disable=protected-access
-
-
-def _on_interrupt(signum, frame):
-  del signum, frame
-  _interrupts.append(1)
-  if not _running.is_set() or len(_interrupts) > 1:
-    interrupted()
-  timer = threading.Timer(INTERRUPT_GRACE_S, interrupted)
-  timer.daemon = True
-  timer.start()
-  raise KeyboardInterrupt
-
-
-def running() -> None:
-  """Called by cli.run once the command starts: a Ctrl-C is a KeyboardInterrupt now."""
-  _running.set()
-
-
 def verbosity(argv: Iterable[str]) -> int:
   """absl's --verbosity/-v as given in argv (without the program name), else 0."""
   level, args = 0, list(argv)
@@ -194,18 +150,13 @@ def is_quiet() -> bool:
   return os.environ.get(QUIET_ENV) == "1"
 
 
-def on_package_import(argv=None, environ=None) -> bool:
-  """What `import wtal_tf` does: quiet() in the processes the module docstring names;
-  returns whether it did."""
+def on_package_import(argv=None, environ=None, orig_argv=None) -> bool:
+  """What `import wtal_tf` does: quiet() in the processes the module docstring names,
+  and interrupts.install() in a command's; returns whether it was quiet."""
   argv = sys.argv if argv is None else argv
   environ = os.environ if environ is None else environ
   if argv[:1] == ["-m"]:  # python -m wtal_tf.<verb>, being located
-    if threading.current_thread() is threading.main_thread():
-      try:
-        _stderr[0] = os.dup(2)
-      except OSError:
-        pass  # no stderr: the line goes nowhere
-      signal.signal(signal.SIGINT, _on_interrupt)
+    interrupts.install(orig_argv if orig_argv is not None else sys.orig_argv)
     wanted = verbosity(argv[1:]) < SHOW_VERBOSITY
     if not wanted:
       environ.pop(QUIET_ENV, None)  # nor in the processes it starts
