@@ -825,3 +825,29 @@ def test_annotation_keys_match_names_written_in_another_unicode_form(caplog):
       nfd: entry}
   assert "a.json: 1 of 2 videos annotated; 1 annotated videos not in the video folder (gone)" \
       in caplog.text
+
+
+def test_features_whose_record_was_not_written_are_extracted_again_not_refused(videos,
+                                                                              tmp_path):
+  """Found in review: features are written before their status record, so a run stopped
+  in between (killed, or its record refused) left features without a record, and the
+  next run refused the video as one no extraction made."""
+  out = tmp_path / "out"
+  write_json = storage.write_json
+
+  def refuse_finished_records(path, obj, **kw):
+    if isinstance(obj, dict) and obj.get("status") == steps.OK:
+      raise UserError(f"{path}: cannot write (injected)")
+    return write_json(path, obj, **kw)
+
+  with mock.patch.object(steps.storage, "write_json", refuse_finished_records):
+    with pytest.raises(UserError, match="^3 of 3 videos failed"):
+      pipeline.extract(small_cfg(videos, out))
+  assert (out / "features" / "test" / "rgb" / "long.npy").exists()
+  records = pipeline.extract(small_cfg(videos, out))
+  assert {r["status"] for r in records.values()} == {steps.OK}
+  # A gt.json entry of extraction's form whose record is gone (a split moved away as
+  # the "already in another split" line says) does not hold the name either.
+  (out / steps.STATUS_DIR / "test" / "c.json").unlink()
+  (out / "features" / "test" / "rgb" / "c.npy").unlink()
+  assert pipeline.extract(small_cfg(videos, out))["c"]["status"] == steps.OK

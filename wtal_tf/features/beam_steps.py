@@ -60,6 +60,8 @@ MARK_EXT = ".done"  # progress mark of a finished chunk: <key>.<chunk>.<segments
 # mark_key of the video's name), holding the worker's name (not empty: Beam's S3 upload
 # cannot store an empty object)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+WRITING = "writing"  # the status of a video's first record, written before its features:
+# features are never without a record (not_made_here)
 GT_VERSION = "wtal_tf.extract"
 STATUS_EXT = ".json"  # of a status record: <video>.json, the longest name made from a video's
 GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
@@ -258,6 +260,9 @@ class AssembleVideoFn(_WritesOutFn):
     record["run"] = self.run_id
     record[GT_KEY] = gt_entry(cfg, record, labels)
     try:
+      if old_record is None and features:
+        storage.write_json(status_path(cfg.output_dir, cfg.split, name),
+                           {"video": path, "status": WRITING, "run": self.run_id})
       for s, x in features.items():
         storage.write_npy(contract.feature_path(cfg.output_dir, cfg.split, s, name), x)
       storage.delete([contract.feature_path(cfg.output_dir, cfg.split, s, name) for s in stale])
@@ -347,9 +352,9 @@ def in_other_splits(out: str, split: str, names: Sequence[str]) -> dict[str, tup
 def not_made_here(out: str, split: str, names: Sequence[str], database: dict
                   ) -> dict[str, str]:
   """{video name: what OUT holds of it} of the `names` with a feature file in `split` or
-  an entry in gt.json (`database`) but no status record in any split: files no
-  extraction made (another dataset's, or made by hand), which extracting the video
-  would replace."""
+  an entry in gt.json (`database`) but no status record in any split, and for the entry
+  not of extraction's form (its `split`): files no extraction made (another dataset's,
+  or made by hand), which extracting the video would replace."""
   wanted = set(names)
   made = {video.name(p) for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))}
   found = {}
@@ -359,7 +364,7 @@ def not_made_here(out: str, split: str, names: Sequence[str], database: dict
     if n in wanted and n not in made:
       found.setdefault(n, f"a feature file ({p})")
   for n in wanted - made - set(found):
-    if n in database:
+    if n in database and not (isinstance(database[n], dict) and "split" in database[n]):
       found[n] = "a gt.json entry"
   return found
 
