@@ -795,21 +795,28 @@ def test_a_video_named_with_most_of_the_bytes_a_file_name_may_have_is_extracted(
   long_name = "クリケットの試合のハイライト" * 5  # 70 characters, 210 bytes
   longest = "v" * (io_utils.MAX_NAME_BYTES - len(".json"))  # its status record: 255 bytes
   too_long = "w" * (io_utils.MAX_NAME_BYTES - len(".mp4"))
-  for name in (long_name, longest, too_long):
+  not_text = os.fsdecode(b"caf\xe9")  # a Latin-1 name: not UTF-8 (review: a traceback)
+  for name in (long_name, longest, too_long, not_text):
     write_video(videos / f"{name}.mp4", smooth_frames(40, 48, 64, seed=1), **H264)
-  with pytest.raises(UserError, match="^1 of 3 videos failed"):
+  with pytest.raises(UserError, match="^2 of 4 videos failed"):
     pipeline.extract(small_cfg(videos, out))
-  [failure] = json.loads((out / "failures_test.json").read_text())
-  assert failure["reason"] == (
+  failures = json.loads((out / "failures_test.json").read_text())
+  assert sorted(f["reason"] for f in failures) == [
+      f"{videos}/caf\\xe9.mp4: not extracted: its name is not UTF-8 text, which gt.json "
+      "and Beam need: rename it",
       f"{videos / too_long}.mp4: not extracted: its name is {len(too_long)} bytes long, and "
       f"its status record's ({too_long}.json) would be over the {io_utils.MAX_NAME_BYTES} "
       f"a file name may have: rename it (at most {io_utils.MAX_NAME_BYTES - len('.json')} "
-      "bytes before the extension)")
+      "bytes before the extension)"]
   database = json.loads((out / "gt.json").read_text())["database"]
   assert set(database) == {long_name, longest}
   assert features(out, long_name).shape == (2, contract.FEATURE_DIM)
-  with io_utils.atomic_path(tmp_path / f"{'d' * (io_utils.MAX_NAME_BYTES - 5)}.json") as tmp:
-    pathlib.Path(tmp).write_text("{}")  # (detect --output: the same temporary names)
+  for name in ("d" * (io_utils.MAX_NAME_BYTES - 5), not_text):  # (detect --output's names)
+    with io_utils.atomic_path(tmp_path / f"{name}.json") as tmp:
+      pathlib.Path(tmp).write_text("{}")
+    assert (tmp_path / f"{name}.json").read_text() == "{}"
+  with pytest.raises(UserError, match="over the 255 bytes a file name may have"):
+    io_utils.check_writable(tmp_path / f"{'d' * io_utils.MAX_NAME_BYTES}.json")
 
 
 

@@ -13,10 +13,23 @@ MAX_NAME_BYTES = 255  # the longest file name ext4, XFS, Btrfs and APFS take (UT
 MKSTEMP_RANDOM_CHARS = 8  # what tempfile.mkstemp puts between its prefix and suffix
 
 
+def name_bytes(name: str) -> bytes:
+  """A file name as the filesystem stores it: UTF-8, and the bytes of a name that is not
+  UTF-8 as they were (Python reads them as surrogate characters)."""
+  return name.encode("utf-8", errors="surrogateescape")
+
+
+def printable(name: str) -> str:
+  """`name` as text: a byte that is not UTF-8 written as \\xNN (JSON, Beam's coders and
+  terminals take it)."""
+  return name_bytes(name).decode("utf-8", errors="backslashreplace")
+
+
 def shortened(name: str, max_bytes: int) -> str:
-  """The longest start of `name` within `max_bytes` of UTF-8 (no character cut): how
-  much of a target's name its temporary file's name can carry."""
-  return name.encode("utf-8")[:max(max_bytes, 0)].decode("utf-8", errors="ignore")
+  """The longest start of `name` within `max_bytes` of UTF-8 (no character cut, and no
+  byte that is not UTF-8): how much of a target's name its temporary file's name can
+  carry."""
+  return name_bytes(name)[:max(max_bytes, 0)].decode("utf-8", errors="ignore")
 
 
 def _umask() -> int:
@@ -67,6 +80,9 @@ def check_writable(path: str, what: str = "output file",
       raise UserError(f"{path}: cannot write the {what} (it is the {other_what})")
   if os.path.isdir(path):
     raise UserError(f"{path}: cannot write the {what} (it is a folder)")
+  if len(name_bytes(os.path.basename(path))) > MAX_NAME_BYTES:
+    raise UserError(f"{path}: cannot write the {what} (its name is over the "
+                    f"{MAX_NAME_BYTES} bytes a file name may have)")
   parent = os.path.dirname(os.path.abspath(path))
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)

@@ -240,6 +240,34 @@ def _skipped_or_planned(cfg: ExtractConfig, settings: dict, workers: int, name: 
   return {**record, "video": path, "status": SKIPPED}, []
 
 
+def _refusals(cfg: ExtractConfig, paths: Sequence[str], names: Sequence[str],
+              database: dict) -> dict[str, str]:
+  """{video path: why it is not extracted} of the videos the run leaves alone: a name
+  in another split of OUT, a name of files OUT holds that no extraction made, a name
+  that is not text or too long for OUT's files (the first reason that applies)."""
+  taken = in_other_splits(cfg.output_dir, cfg.split, names)
+  foreign = not_made_here(cfg.output_dir, cfg.split, names, database)
+  room = io_utils.MAX_NAME_BYTES - len(STATUS_EXT)  # bytes of a video's name
+  reasons = {}
+  for p, n in zip(paths, names):
+    size = len(io_utils.name_bytes(n))
+    if n in taken:
+      reasons[p] = (f"a video named {n!r} is in {cfg.output_dir}'s split {taken[n][0]!r} "
+                    f"already ({taken[n][1]}), and gt.json holds one entry per name: rename "
+                    "the file, or delete that split's features and status record to move it")
+    elif n in foreign:
+      reasons[p] = (f"{cfg.output_dir} holds {foreign[n]} of a video named {n!r} that no "
+                    "extraction made (no status record), which this one would replace: move "
+                    "it away, or extract into another --output_dir")
+    elif n != io_utils.printable(n):
+      reasons[p] = "its name is not UTF-8 text, which gt.json and Beam need: rename it"
+    elif size > room:
+      reasons[p] = (f"its name is {size} bytes long, and its status record's "
+                    f"({n}{STATUS_EXT}) would be over the {io_utils.MAX_NAME_BYTES} a file "
+                    f"name may have: rename it (at most {room} bytes before the extension)")
+  return {p: f"{io_utils.printable(p)}: not extracted: {why}" for p, why in reasons.items()}
+
+
 def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
          skipped: Sequence[dict], annotations: dict) -> list[dict]:
   """Runs the pipeline with the driver's progress lines; returns the run's records."""
@@ -306,27 +334,10 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
                f"; removed {removed} stale temporary files" if removed else "",
                f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
                else "")
-  taken = in_other_splits(cfg.output_dir, cfg.split, names)
-  foreign = not_made_here(cfg.output_dir, cfg.split, names, database)
-  refused = [{"video": p, "status": FAILED, "reason": (
-      f"{p}: not extracted: a video named {n!r} is in {cfg.output_dir}'s split "
-      f"{taken[n][0]!r} already ({taken[n][1]}), and gt.json holds one entry per name: "
-      "rename the file, or delete that split's features and status record to move it")}
-              for p, n in zip(paths, names) if n in taken]
-  refused += [{"video": p, "status": FAILED, "reason": (
-      f"{p}: not extracted: {cfg.output_dir} holds {foreign[n]} of a video named {n!r} "
-      "that no extraction made (no status record), which this one would replace: move it "
-      "away, or extract into another --output_dir")}
-              for p, n in zip(paths, names) if n in foreign and n not in taken]
-  room = io_utils.MAX_NAME_BYTES - len(STATUS_EXT)  # bytes of a video's name
-  too_long = {n for n in names if len(n.encode()) > room}
-  refused += [{"video": p, "status": FAILED, "reason": (
-      f"{p}: not extracted: its name is {len(n.encode())} bytes long, and its status "
-      f"record's ({n}{STATUS_EXT}) would be over the {io_utils.MAX_NAME_BYTES} a file name "
-      f"may have: rename it (at most {room} bytes before the extension)")}
-              for p, n in zip(paths, names) if n in too_long]
-  kept = [(p, n) for p, n in zip(paths, names)
-          if n not in taken and n not in foreign and n not in too_long]
+  reasons = _refusals(cfg, paths, names, database)
+  refused = [{"video": io_utils.printable(p), "status": FAILED, "reason": reasons[p]}
+             for p in paths if p in reasons]
+  kept = [(p, n) for p, n in zip(paths, names) if p not in reasons]
   prepared = storage.concurrently(  # (reads of OUT, a few per video)
       functools.partial(_skipped_or_planned, cfg, settings, workers), [n for _, n in kept],
       [p for p, _ in kept], [annotations.get(n) for _, n in kept])

@@ -48,6 +48,7 @@ import numpy as np
 from wtal_tf import config
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
+from wtal_tf import io_utils
 from wtal_tf.data import npy
 from wtal_tf.errors import UserError
 from wtal_tf.features import provenance
@@ -60,6 +61,7 @@ MARK_EXT = ".done"  # progress mark of a finished chunk: <key>.<chunk>.<segments
 # mark_key of the video's name), holding the worker's name (not empty: Beam's S3 upload
 # cannot store an empty object)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+MARK_KEY_CHARS = 16  # hex digits of mark_key: 64 bits, no two videos of a run alike
 WRITING = "writing"  # the status of a video's first record, written before its features:
 # features are never without a record (not_made_here)
 GT_VERSION = "wtal_tf.extract"
@@ -73,7 +75,7 @@ MERGE_ROUNDS = 20  # most gt.json merges one run makes while others keep writing
 def mark_key(name: str) -> str:
   """A video's name in its chunks' progress marks: a hash, so that a mark's name stays
   short (a video's name may take most of the bytes a file name may have)."""
-  return hashlib.sha1(name.encode("utf-8")).hexdigest()[:16]
+  return hashlib.sha1(io_utils.name_bytes(name)).hexdigest()[:MARK_KEY_CHARS]
 
 
 def status_path(out: str, split: str, name: str) -> str:
