@@ -649,10 +649,12 @@ def test_a_feature_file_that_cannot_be_written_fails_that_video_only(videos, tmp
   for name in ("b", "c"):  # the other videos are complete
     assert features(out, name).shape == (contract.num_segments(
         {"b": 33, "c": 16}[name]), contract.FEATURE_DIM)
-  # long's finished chunks are kept for a rerun; it has no status, so it is not skipped.
+  # long's finished chunks are kept for a rerun; its record says it was being written, so
+  # it is not skipped.
   assert sorted(p.name for p in (out / steps.CHUNKS_DIR / "test" / "long").iterdir()) == [
       "0.npz", "1.npz", "2.npz", "3.npz"]
-  assert not (out / steps.STATUS_DIR / "test" / "long.json").exists()
+  record = json.loads((out / steps.STATUS_DIR / "test" / "long.json").read_text())
+  assert record["status"] == steps.WRITING
   blocked.rmdir()
   records = pipeline.extract(small_cfg(videos, out))
   assert {n: r["status"] for n, r in records.items()} == {
