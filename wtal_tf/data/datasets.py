@@ -67,10 +67,6 @@ class FeatureSource:
     raise NotImplementedError
 
 
-class MissingStream(UserError):
-  """A stream no video of a split has: every video would be skipped for it."""
-
-
 class PerVideoSource(FeatureSource):
   """`ROOT/<stream>/<video>.npy` files (status_root: the folder of their status records
   when wtal_tf.extract wrote them)."""
@@ -92,10 +88,10 @@ class PerVideoSource(FeatureSource):
     return contract.stream_file(self.root, stream, name)
 
   def load_stream(self, name, stream):
-    if not os.path.isdir(os.path.join(self.root, stream)):  # (no video has the stream)
-      there = [s for s in contract.STREAMS if os.path.isdir(os.path.join(self.root, s))]
-      raise MissingStream(f"{self.root}: no {stream} features (no {stream} folder)"
-                          + (f": pass --streams={','.join(there)}" if there else ""))
+    there = [s for s in contract.STREAMS if os.path.isdir(os.path.join(self.root, s))]
+    if there and stream not in there:  # (no video here has the stream, others have)
+      raise UserError(f"{self.path(name, stream)}: not found: {self.root} has no {stream} "
+                      f"features, only {','.join(there)} (--streams chooses)")
     return load_npy(self.path(name, stream), "feature file")
 
 
@@ -222,8 +218,6 @@ def _unless_skipped(check, skip_invalid: bool, skipped: list[str]):
   to `skipped`); else that error, saying --skip_invalid_videos would leave the video out."""
   try:
     return check()
-  except MissingStream:
-    raise  # (not one video's problem)
   except UserError as e:
     if not skip_invalid:
       raise UserError(f"{e} (--skip_invalid_videos leaves such videos out)") from None
