@@ -144,6 +144,11 @@ def test_a_config_made_in_python_keeps_the_bounds_and_choices_of_its_flags():
           group.type(**{field.name: value})
         checked += 1
   assert checked > 25  # every bounded field of every group
+  # Lists where tuples are declared are taken, as tuples (review: refused); NaN is not.
+  assert C.DataConfig(streams=["rgb"]).streams == ("rgb",)
+  assert C.LossConfig(losses=["fg", "bg"]).losses == ("fg", "bg")
+  with pytest.raises(ValueError, match="^--alpha=nan: not a number$"):
+    C.LossConfig(alpha=float("nan"))
 
 
 @pytest.mark.parametrize("tool, row", [

@@ -49,12 +49,17 @@ def check_params(cfg) -> None:
   the flags check, for a config made in Python."""
   for field in dataclasses.fields(cfg):
     meta, value = field.metadata, getattr(cfg, field.name)
+    if isinstance(value, list):  # (a list where a tuple is declared: kept as a tuple)
+      value = tuple(value)
+      object.__setattr__(cfg, field.name, value)
     for v in (value if isinstance(value, tuple) else (value,)):
       if v is None or isinstance(v, bool):
         continue
       if meta.get("choices") and v not in meta["choices"]:
         raise ValueError(f"--{field.name}: {v!r} is not one of {','.join(meta['choices'])}")
       low, high = meta.get("lower"), meta.get("upper")
+      if (low is not None or high is not None) and v != v:  # NaN
+        raise ValueError(f"--{field.name}={v!r}: not a number")
       if (low is not None and v < low) or (high is not None and v > high):
         bounds = " and ".join(b for b in (low is not None and f">= {low:g}",
                                           high is not None and f"<= {high:g}") if b)

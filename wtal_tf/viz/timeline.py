@@ -21,7 +21,8 @@ MAX_DETECTIONS_PER_CLASS = 20  # the highest-scoring ones are drawn, for readabi
 MAX_CLASSES_DRAWN = 5  # the most probable detected classes get curves and detection rows
 # (an untrained or STPN model can detect every class: 20 legend rows do not fit a panel)
 LEGEND_ROWS = 4  # of the class curves' legend, in as many columns as it takes
-DETECTION_HEADROOM = 1.15  # the detections row reaches this times the highest score drawn
+DETECTION_HEADROOM = 1.15  # the detections row spans this times the range of the scores
+# drawn (and 0)
 WIDTH_IN = 12.0
 PANEL_HEIGHT_IN = 4.2
 STREAM_COLORS = {"rgb": "tab:red", "flow": "tab:green"}
@@ -106,20 +107,17 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   entries = len(ax_cam.get_legend_handles_labels()[0])
   ax_cam.legend(fontsize=6, loc="upper right", ncol=max(1, -(-entries // LEGEND_ROWS)))
   start, end = to_seconds(dets, seconds_per_segment)
-  highest = 0.0
-  for c in kept:
-    idx = np.flatnonzero(dets.classes == c)
-    idx = idx[np.argsort(-dets.scores[idx], kind="stable")][:MAX_DETECTIONS_PER_CLASS]
-    if not len(idx):
-      continue
-    scores = dets.scores[idx]
-    top = scores.max() if scores.max() > 0 else 1.0
-    for i, sc in zip(idx, scores):
-      ax_det.broken_barh([(start[i], end[i] - start[i])], (sc, 0.02 * top or 0.02),
+  drawn = {c: idx[np.argsort(-dets.scores[idx], kind="stable")][:MAX_DETECTIONS_PER_CLASS]
+           for c in kept for idx in [np.flatnonzero(dets.classes == c)]}
+  scores = np.concatenate([dets.scores[i] for i in drawn.values()] + [np.zeros(1)])
+  low, high = float(scores.min()), float(scores.max())  # (Eq 12 scores may be negative)
+  span = (high - low) or 1.0
+  for c, idx in drawn.items():
+    for i in idx:
+      ax_det.broken_barh([(start[i], end[i] - start[i])], (dets.scores[i], 0.02 * span),
                          color=color(classes[c]), alpha=0.9)
-    highest = max(highest, float(top))
-  if highest > 0:  # (autoscaled, one detection's bar would fill the panel)
-    ax_det.set_ylim(0, highest * DETECTION_HEADROOM)
+  # (autoscaled, one detection's bar would fill the row)
+  ax_det.set_ylim(low, low + span * DETECTION_HEADROOM)
   ax_det.set_ylabel("detections\n(score)", fontsize=8)
 
 
