@@ -164,6 +164,23 @@ def test_resuming_another_model_is_refused_before_anything_is_written(tmp_path, 
   assert json.loads((model_dir / "model.json").read_text())["model"]["loss_config"]["alpha"] == 0.5
 
 
+def test_a_record_with_relative_paths_is_not_taken_to_differ_from_the_same_paths(
+    tmp_path, monkeypatch, caplog):
+  """Found in review: flags.cfg records paths absolute since 8333cd3; a model recorded
+  before (relative paths) resumed from the same folder warned its paths had changed."""
+  monkeypatch.chdir(tmp_path)
+  write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                classes=("A", "B"))
+  cfg = tiny_config("d", "m", train={"model_dir": "m", "train_steps": 2, "eval_every": 0,
+                                     "num_vis_videos": 0})
+  flags_text = lambda steps: f"--data_dir={tmp_path / 'd'}\n--train_steps={steps}\n"
+  training.train(cfg, flags_text=flags_text(2))
+  (tmp_path / "m" / "flags.cfg").write_text("--data_dir=d\n--train_steps=2\n")  # as before
+  caplog.set_level("WARNING")
+  training.train(cfg.replace(train={"train_steps": 3}), flags_text=flags_text(3))
+  assert "resuming with other flags than it recorded (--train_steps)" in caplog.text
+
+
 def test_a_run_that_fails_on_its_data_records_no_flags(tmp_path):
   model_dir = tmp_path / "m"
   proc = subprocess.run([sys.executable, "-m", "wtal_tf.train", f"--model_dir={model_dir}",

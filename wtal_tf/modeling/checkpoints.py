@@ -32,6 +32,10 @@ EXPERIMENT_FLAGS = frozenset(f.name for group in cfg_lib.EXPERIMENT_GROUPS
 # records its own (its final evaluation uses them)
 EVALUATION_FLAGS = frozenset(f.name for group in ("localize", "eval")
                              for f in dataclasses.fields(_GROUPS[group]))
+# One path each, which flags.cfg records absolute (since 8333cd3; relative before)
+PATH_FLAGS = frozenset(f.name for group in cfg_lib.EXPERIMENT_GROUPS
+                       for f in dataclasses.fields(_GROUPS[group])
+                       if f.metadata.get("path") and f.type is str)
 SPEC_TYPES = {"model": dict, "classes": list, "feature_dims": dict}  # what model.json holds
 THE_MODEL = ("classes", "feature_dims", "model.num_classes", "model.streams",
              "model.attention_units", "model.loss_config.cls_loss", "model.dtype")
@@ -67,6 +71,16 @@ def _line_flag(line: str) -> str:
   """The flag a flagfile line sets (--nox: x, for a boolean x)."""
   name = line.split("=")[0].lstrip("-")
   return name[2:] if name.startswith("no") and name[2:] in EXPERIMENT_FLAGS else name
+
+
+def _absolute(line: str) -> str:
+  """A recorded flagfile line with a relative path of PATH_FLAGS made absolute (from the
+  working folder), as records are written now: a record from before is not taken to
+  differ from the same path given again."""
+  name, eq, value = line.partition("=")
+  if eq and _line_flag(line) in PATH_FLAGS and value and not os.path.isabs(value):
+    return f"{name}={os.path.abspath(value)}"
+  return line
 
 
 def _flag_names(lines) -> set[str]:
@@ -112,7 +126,7 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
     path = os.path.join(model_dir, FLAGS_FILE)
     if resuming and os.path.isfile(path):
       with open(path, encoding="utf-8") as f:
-        old = f.read().split("\n")
+        old = [_absolute(line) for line in f.read().split("\n")]
       # A flag the record lacks is one a later version of the code added: not a change.
       added = _flag_names(flags_text.split("\n")) - _flag_names(old)
       if finished:  # the training flags it was trained with; this run's evaluation's
