@@ -22,6 +22,8 @@ from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation.activitynet import Predictions, parse_detections, results_path
 
+PERCENT = 100.0  # mAP and AP are printed, plotted and logged to TensorBoard in percent
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
@@ -174,14 +176,15 @@ def evaluate(gt: Mapping[str, groundtruth.GTVideo], preds: Predictions,
 def format_table(result: EvalResult, spans=(), per_class: bool = False) -> str:
   """A plain-text table of mAP (%) at each tIoU and the averages."""
   head = [f"{t:g}" for t in result.tious] + [name for name, _, _ in spans]
-  vals = list(result.mean_ap * 100) + [v * 100 for v in result.averages(spans).values()]
+  vals = (list(result.mean_ap * PERCENT)
+          + [v * PERCENT for v in result.averages(spans).values()])
   width = max(8, *(len(h) + 1 for h in head))
   lines = ["tIoU     " + "".join(h.rjust(width) for h in head),
            "mAP (%)  " + "".join(f"{v:{width}.2f}" for v in vals)]
   if per_class:
     lines += ["", f"{'AP (%) at tIoU':<20} " + " ".join(f"{t:6g}" for t in result.tious)]
     for k, c in enumerate(result.classes):
-      lines.append(f"{c[:20]:<20} " + " ".join(f"{a * 100:6.2f}" for a in result.ap[:, k]))
+      lines.append(f"{c[:20]:<20} " + " ".join(f"{a * PERCENT:6.2f}" for a in result.ap[:, k]))
   return "\n".join(lines)
 
 
@@ -216,7 +219,8 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
 
 
 def write_scores(result: EvalResult, spans, path: str) -> None:
-  """The numbers of an evaluation as JSON at `path`; a UserError naming it if it cannot be written."""
+  """The numbers of an evaluation as JSON at `path`; a UserError naming it if it cannot
+  be written."""
   try:
     io_utils.write_json(path, result.to_dict(spans), indent=1)
   except OSError as e:

@@ -22,6 +22,7 @@ from wtal_tf import io_utils
 from wtal_tf.config import Config
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
+from wtal_tf.evaluation import metrics
 from wtal_tf.inference.predictor import load_predictor
 from wtal_tf.training import trainer as training
 from wtal_tf.viz import plotting
@@ -132,8 +133,8 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
         result = training.train(row_cfg, datasets[key], flags_text=flagfile(row_cfg))
         trained[same_training] = run_dir
       averages = result.eval.averages(cfg.eval.averages)
-      result_row.values.append(list(result.eval.mean_ap * 100)
-                               + [v * 100 for v in averages.values()])
+      result_row.values.append(list(result.eval.mean_ap * metrics.PERCENT)
+                               + [v * metrics.PERCENT for v in averages.values()])
       result_row.histories.append(result.history)
       result_row.evals.append(result.eval)
       result_row.run_dirs.append(run_dir)
@@ -216,7 +217,7 @@ def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) ->
   for r in curves:
     for k, history in enumerate(r.histories):
       steps = [s for s, _ in history]
-      values = [float(np.mean(m)) * 100 for _, m in history]
+      values = [float(np.mean(m)) * metrics.PERCENT for _, m in history]
       writer.writerows([r.name, k, s, f"{v:.4f}"] for s, v in zip(steps, values))
       ax.plot(steps, values, marker="o", alpha=0.85, label=r.name if k == 0 else None,
               color="tab:red" if r.name == STPN.name else "tab:blue")

@@ -16,6 +16,7 @@ from wtal_tf.config import Config
 from wtal_tf.data import datasets as data
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
+from wtal_tf.evaluation import metrics
 from wtal_tf.experiments import ablation
 
 RAREST = 5  # classes reported in the per-class comparison
@@ -40,7 +41,7 @@ def per_class_change(results, classes: list[str], tiou: float) -> list[tuple[str
       per_seed = []
       for e in r.evals:
         j = e.tious.index(tiou)
-        per_seed.append(e.ap[j, e.classes.index(c)] * 100 if c in e.classes else np.nan)
+        per_seed.append(e.ap[j, e.classes.index(c)] * metrics.PERCENT if c in e.classes else np.nan)
       aps.append(float(np.mean(per_seed)))
     rows.append((c, aps[0], aps[1]))
   return rows

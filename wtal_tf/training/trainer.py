@@ -30,7 +30,6 @@ from wtal_tf.viz import timeline
 
 EVAL_HISTORY_FILE = "eval_history.json"  # MODEL_DIR/: every evaluation's mAP, across resumes,
 # per evaluation settings
-PERCENT = 100.0  # TensorBoard gets mAP in percent, as the tables print it
 
 
 def _evaluation_settings(cfg: Config) -> dict:
@@ -80,7 +79,6 @@ def build_model(cfg: Config, dataset: data.Dataset) -> WTALModel:
                     cfg.loss.to_dict(), cfg.train.seed, cfg.model.init_stddev)
   model.build_for(dataset.feature_dims)
   model.compile(optimizer=optimizer.optimizer(cfg.train.learning_rate), jit_compile=False)
-  model.optimizer.build(model.trainable_variables)
   return model
 
 
@@ -101,9 +99,9 @@ def _log_eval(writer, result: metrics.EvalResult, cfg: Config, step: int):
   """mAP in percent, as the tables print it."""
   with writer.as_default(step=step):
     for t, m in zip(result.tious, result.mean_ap):
-      tf.summary.scalar(f"mAP@{t:g}", m * PERCENT, description="mAP (%)")
+      tf.summary.scalar(f"mAP@{t:g}", m * metrics.PERCENT, description="mAP (%)")
     for name, value in result.averages(cfg.eval.averages).items():
-      tf.summary.scalar(f"mAP {name}", value * PERCENT, description="mAP (%)")
+      tf.summary.scalar(f"mAP {name}", value * metrics.PERCENT, description="mAP (%)")
 
 
 def _log_timelines(writer, kept: dict, dataset: data.Dataset, cfg: Config,
@@ -216,7 +214,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
       io_utils.write_json(history_path, {"evaluations": [
           *(e for e in evaluations if e["settings"] != settings),  # (other settings' apart)
           {"settings": settings, "history": [[k, m.tolist()] for k, m in history]}]})
-      logging.info("step %d: mAP %s", s, np.round(result.mean_ap * PERCENT, 2).tolist())
+      logging.info("step %d: mAP %s", s, np.round(result.mean_ap * metrics.PERCENT, 2).tolist())
     _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
 
   s = start
