@@ -821,7 +821,6 @@ def test_a_video_named_with_most_of_the_bytes_a_file_name_may_have_is_extracted(
     io_utils.check_writable(tmp_path / f"{'d' * io_utils.MAX_NAME_BYTES}.json")
 
 
-
 def test_annotation_keys_match_names_written_in_another_unicode_form(caplog):
   """Found by a new user: a file named "vélo à Paris" as macOS writes it (NFD: e + a
   combining accent) did not match the same key typed in an editor (NFC), and the run

@@ -304,7 +304,6 @@ def test_model_arguments_as_a_python_user_gives_them():
     keras.mixed_precision.set_dtype_policy(policy)
 
 
-
 def test_an_exported_model_serves_videos_of_any_length(tmp_path):
   """model.export: a SavedModel whose "serve" takes one video, any T (before: Keras'
   export failed on the nested outputs)."""

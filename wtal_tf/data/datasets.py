@@ -95,7 +95,6 @@ class PerVideoSource(FeatureSource):
     return load_npy(self.path(name, stream), "feature file")
 
 
-
 class WtalcSource(FeatureSource):
   """W-TALC's joint array: row halves are RGB then flow."""
 
