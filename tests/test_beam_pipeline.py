@@ -858,4 +858,8 @@ def test_features_whose_record_was_not_written_are_extracted_again_not_refused(v
   # the "already in another split" line says) does not hold the name either.
   (out / steps.STATUS_DIR / "test" / "c.json").unlink()
   (out / "features" / "test" / "rgb" / "c.npy").unlink()
-  assert pipeline.extract(small_cfg(videos, out))["c"]["status"] == steps.OK
+  database = json.loads((out / "gt.json").read_text())["database"]
+  assert "split" in database["c"]
+  assert steps.not_made_here(str(out), "test", ["c"], database) == {}
+  assert steps.not_made_here(str(out), "test", ["c"], {"c": {"subset": "x"}}) == {
+      "c": "a gt.json entry"}
