@@ -88,11 +88,15 @@ class PerVideoSource(FeatureSource):
     return contract.stream_file(self.root, stream, name)
 
   def load_stream(self, name, stream):
-    there = [s for s in contract.STREAMS if os.path.isdir(os.path.join(self.root, s))]
-    if there and stream not in there:  # (no video here has the stream, others have)
-      raise UserError(f"{self.path(name, stream)}: not found: {self.root} has no {stream} "
-                      f"features, only {','.join(there)} (--streams chooses)")
-    return load_npy(self.path(name, stream), "feature file")
+    path = self.path(name, stream)
+    try:
+      return load_npy(path, "feature file")
+    except UserError:  # (its own error, unless no video here has the stream)
+      there = [s for s in contract.STREAMS if os.path.isdir(os.path.join(self.root, s))]
+      if there and stream not in there:
+        raise UserError(f"{path}: not found: {self.root} has no {stream} features, only "
+                        f"{','.join(there)} (--streams chooses)") from None
+      raise
 
 
 class WtalcSource(FeatureSource):
