@@ -51,7 +51,7 @@ from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
     STATUS_EXT, AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
     forget_extractors, gt_entry, in_other_splits, labels_of, mark_key, not_made_here,
-    previous_labels, read_database, status_path, write_dataset_files)
+    previous_labels, read_database, status_path, status_records, write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -245,8 +245,9 @@ def _refusals(cfg: ExtractConfig, paths: Sequence[str], names: Sequence[str],
   """{video path: why it is not extracted} of the videos the run leaves alone: a name
   in another split of OUT, a name of files OUT holds that no extraction made, a name
   that is not text or too long for OUT's files (the first reason that applies)."""
-  taken = in_other_splits(cfg.output_dir, cfg.split, names)
-  foreign = not_made_here(cfg.output_dir, cfg.split, names, database)
+  records = storage.match(status_records(cfg.output_dir))  # (one listing for both)
+  taken = in_other_splits(records, cfg.split, names)
+  foreign = not_made_here(cfg.output_dir, records, cfg.split, names, database)
   room = io_utils.MAX_NAME_BYTES - len(STATUS_EXT)  # bytes of a video's name
   reasons = {}
   for p, n in zip(paths, names):

@@ -82,6 +82,11 @@ def status_path(out: str, split: str, name: str) -> str:
   return storage.join(out, STATUS_DIR, split, name + STATUS_EXT)
 
 
+def status_records(out: str) -> str:
+  """The pattern of every status record of OUT, in every split."""
+  return storage.join(out, STATUS_DIR, "*", "*" + STATUS_EXT)
+
+
 def read_record(path: str):
   """A status record read to build gt.json: one that exists but cannot be read is a
   UserError (taken for absent, its video's entry would be left out)."""
@@ -338,27 +343,28 @@ def read_database(out: str) -> dict:
   return data.get("database", {})
 
 
-def in_other_splits(out: str, split: str, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+def in_other_splits(records: Sequence[str], split: str, names: Sequence[str]
+                    ) -> dict[str, tuple[str, str]]:
   """{video name: (its split, its status record)} of the `names` whose status record in
-  a split other than `split` owns a gt.json entry (merge_gt): extracting them into
-  `split` would give one name two entries."""
+  a split other than `split` (of `records`, OUT's status_records listed) owns a gt.json
+  entry (merge_gt): extracting them into `split` would give one name two entries."""
   wanted = set(names)
-  found = [(video.name(p), storage.name(storage.parent(p)), p)
-           for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))]
+  found = [(video.name(p), storage.name(storage.parent(p)), p) for p in records]
   found = [(n, s, p) for n, s, p in found if n in wanted and s != split]
   records = storage.concurrently(read_record, [p for _, _, p in found])
   return {n: (s, p) for (n, s, p), r in zip(found, records)
           if isinstance(r, dict) and r.get(GT_KEY)}
 
 
-def not_made_here(out: str, split: str, names: Sequence[str], database: dict
-                  ) -> dict[str, str]:
+def not_made_here(out: str, records: Sequence[str], split: str, names: Sequence[str],
+                  database: dict) -> dict[str, str]:
   """{video name: what OUT holds of it} of the `names` with a feature file in `split` or
-  an entry in gt.json (`database`) but no status record in any split, and for the entry
-  not of extraction's form (its `split`): files no extraction made (another dataset's,
-  or made by hand), which extracting the video would replace."""
+  an entry in gt.json (`database`) but no status record in any split (of `records`,
+  OUT's status_records listed), and for the entry not of extraction's form (its
+  `split`): files no extraction made (another dataset's, or made by hand), which
+  extracting the video would replace."""
   wanted = set(names)
-  made = {video.name(p) for p in storage.match(storage.join(out, STATUS_DIR, "*", "*.json"))}
+  made = {video.name(p) for p in records}
   found = {}
   for p in storage.match(storage.join(out, contract.FEATURES_DIR, split, "*",
                                       "*" + contract.FEATURE_EXT)):
@@ -388,7 +394,7 @@ def merge_gt(out: str) -> None:
   owned: dict[str, tuple] = {}  # status path -> (its stamp when read, (video, entry) or None)
   written = None
   for _ in range(MERGE_ROUNDS):
-    listing = storage.stamps(storage.join(out, STATUS_DIR, "*", "*.json"))
+    listing = storage.stamps(status_records(out))
     if listing == written:
       return
     changed = [status for status, stamp in listing.items()
