@@ -157,7 +157,7 @@ class Dataset:
   @property
   def scored(self) -> bool:
     """Whether the test videos have an annotated instance to score detections against."""
-    return any(v.instances for v in self.test_gt.values())
+    return groundtruth.annotated(self.test_gt)
 
 
 def check_features(source: FeatureSource, name: str, streams: Sequence[str],
@@ -451,9 +451,8 @@ def check_test_videos(dataset: Dataset, test_subset: str, scored: bool = False) 
   if not dataset.test:
     raise UserError(f"{dataset.gt_source}: no usable test videos in subset {test_subset!r} "
                     "(each was skipped: the warnings above say why): nothing to evaluate")
-  if scored and not dataset.scored:
-    raise UserError(f"{dataset.gt_source}: no annotated instance in subset {test_subset!r} "
-                    f"(its {len(dataset.test_gt)} videos have none): nothing to score against")
+  if scored:
+    groundtruth.check_annotated(dataset.test_gt, test_subset, dataset.gt_source)
   return dataset
 
 

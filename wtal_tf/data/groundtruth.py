@@ -146,6 +146,18 @@ def load_activitynet(path: str) -> dict[str, GTVideo]:
   return parse_database(obj["database"], path)
 
 
+def annotated(videos: dict[str, GTVideo]) -> bool:
+  """Whether any of `videos` has an instance: something to score detections against."""
+  return any(v.instances for v in videos.values())
+
+
+def check_annotated(videos: dict[str, GTVideo], subset: str, source: str) -> None:
+  """A UserError naming `source` when no video of `subset` (`videos`) has an instance."""
+  if not annotated(videos):
+    raise UserError(f"{source}: no annotated instance in subset {subset!r} (its "
+                    f"{len(videos)} videos have none): nothing to score against")
+
+
 def select_subset(videos: dict[str, GTVideo], subset: str, source: str) -> dict[str, GTVideo]:
   """The videos of one subset; an error naming the subsets present if none."""
   chosen = {k: v for k, v in videos.items() if v.subset == subset}

@@ -199,9 +199,7 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
   """Scores an ActivityNet detections file against one subset of a ground-truth file."""
   gt_all = groundtruth.load_activitynet(gt_path)
   gt = groundtruth.select_subset(gt_all, subset, gt_path)
-  if not any(v.instances for v in gt.values()):  # (else every label is "unknown")
-    raise UserError(f"{gt_path}: no annotated instance in subset {subset!r} (its {len(gt)} "
-                    "videos have none): nothing to score against")
+  groundtruth.check_annotated(gt, subset, gt_path)  # (else every label is "unknown")
   known = {l for v in gt_all.values() for l in v.labels} | set(known_labels or ())
   try:
     preds = parse_detections(groundtruth.load_json(detections_path), detections_path)
