@@ -38,6 +38,8 @@ from wtal_tf import interrupts
 SHOW_VERBOSITY = 1  # absl --verbosity from which start-up messages are shown
 QUIET_ENV = "WTAL_QUIET_STARTUP"
 TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
+
+
 def verbosity(argv: Iterable[str]) -> int:
   """absl's --verbosity/-v as given in argv (without the program name), else 0."""
   level, args = 0, list(argv)
