@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -77,6 +78,16 @@ def test_interrupted_write_keeps_previous_file(tmp_path, monkeypatch):
     io_utils.write_json(str(path), {"results": {"v": [1, 2, 3]}})
   assert path.read_text() == before
   assert os.listdir(tmp_path) == ["detections.json"]  # no temporary left behind
+
+
+def test_a_folder_written_whole_may_have_the_longest_name(tmp_path):
+  """atomic_dir (make_synthetic's output folder) named with MAX_NAME_BYTES bytes: its
+  temporary folder's name is shortened to fit, as atomic_path's is."""
+  path = tmp_path / ("d" * io_utils.MAX_NAME_BYTES)
+  with io_utils.atomic_dir(str(path)) as tmp:
+    pathlib.Path(tmp, "a.txt").write_text("a")
+  assert os.listdir(tmp_path) == [path.name]
+  assert (path / "a.txt").read_text() == "a"
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

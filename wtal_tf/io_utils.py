@@ -32,6 +32,15 @@ def shortened(name: str, max_bytes: int) -> str:
   return name_bytes(name)[:max(max_bytes, 0)].decode("utf-8", errors="ignore")
 
 
+def _temporary_prefix(path: str, suffix: str = "") -> str:
+  """The start of the name of `path`'s temporary file or folder (hidden, beside it) for
+  tempfile.mkstemp/mkdtemp with `suffix`: as much of `path`'s name as keeps the whole
+  name within MAX_NAME_BYTES (a name of any length the filesystem takes has a temporary
+  name it takes too)."""
+  room = MAX_NAME_BYTES - len(f"..{suffix}".encode()) - MKSTEMP_RANDOM_CHARS
+  return f".{shortened(os.path.basename(os.path.abspath(path)), room)}."
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
@@ -109,10 +118,8 @@ def atomic_path(path: str) -> Iterator[str]:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   suffix = ".tmp" + os.path.splitext(path)[1]
-  room = MAX_NAME_BYTES - len(f"..{suffix}".encode()) - MKSTEMP_RANDOM_CHARS  # (a name of
-  # any length the filesystem takes has a temporary name it takes too)
-  fd, tmp = tempfile.mkstemp(prefix=f".{shortened(os.path.basename(path), room)}.",
-                             suffix=suffix, dir=directory)
+  fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path, suffix), suffix=suffix,
+                             dir=directory)
   os.close(fd)
   try:
     yield tmp
@@ -148,7 +155,7 @@ def atomic_dir(path: str) -> Iterator[str]:
     raise FileExistsError(path)
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", dir=parent)
+  tmp = tempfile.mkdtemp(prefix=_temporary_prefix(path), dir=parent)
   try:
     yield tmp
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
