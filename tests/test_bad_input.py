@@ -124,7 +124,8 @@ def test_an_unannotated_test_set_is_localized_not_scored(tmp_path, caplog):
                                                  "train_steps": 4, "eval_every": 2})
   (tmp_path / "m").mkdir()
   stale = tmp_path / "m" / "detections_test.eval.json"  # scores of earlier detections
-  stale.write_text(json.dumps({k: 0 for k in ("tious", "mAP", "per_class_AP")}))
+  stale.write_text(json.dumps({**{k: 0 for k in ("tious", "mAP", "per_class_AP")},
+                               "detections": str(tmp_path / "m" / "detections_test.json")}))
   caplog.set_level("WARNING")
   report = train_eval.train_and_evaluate(cfg)
   assert report == (f"detections: {tmp_path / 'm' / 'detections_test.json'}\n"
@@ -392,6 +393,31 @@ def test_localize_removes_the_scores_of_the_detections_it_replaces(tiny_model, t
   scores.write_text(json.dumps({"database": {}}))  # not scores (e.g. a ground truth): kept
   batch.localize_to_file(tiny_model, str(dets))
   assert json.loads(scores.read_text()) == {"database": {}}
+
+
+def test_localize_keeps_scores_of_other_detections_it_finds_beside_its_output(
+    tiny_model, tmp_path, caplog):
+  """Found by a researcher: `evaluate --detections=stpn.json --output=mine.eval.json`,
+  then `localize --output=mine.json` deleted mine.eval.json, the scores of STPN's
+  detections (no mine.json had existed)."""
+  from wtal_tf.evaluation import metrics  # pylint: disable=import-outside-toplevel
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  gt = str(pathlib.Path(tiny_model.data.data_dir) / "gt.json")
+  theirs, mine, scores = tmp_path / "stpn.json", tmp_path / "mine.json", tmp_path / "mine.eval.json"
+  batch.localize_to_file(tiny_model, str(theirs))
+  metrics.evaluate_to_file(gt, str(theirs), "test", (0.5,), (), output=str(scores),
+                           show=lambda table: None)
+  written = scores.read_text()
+  assert json.loads(written)["detections"] == str(theirs)
+  caplog.set_level("WARNING")
+  batch.localize_to_file(tiny_model, str(mine))
+  assert scores.read_text() == written and "removed" not in caplog.text
+  unnamed = {k: v for k, v in json.loads(written).items() if k != "detections"}
+  scores.write_text(json.dumps(unnamed))  # written before scores named their detections
+  batch.localize_to_file(tiny_model, str(mine))
+  assert json.loads(scores.read_text()) == unnamed
+  assert (f"{scores}: kept, but it may hold the scores of the detections this run replaced "
+          "(it does not name the detections it scores)") in caplog.text
 
 
 def test_a_duration_that_disagrees_with_the_features_is_named(tiny_model, good, tmp_path,

@@ -11,6 +11,7 @@ never interact, so all groups advance together, one prediction each.
 """
 
 import dataclasses
+import os
 from typing import Callable, Mapping, Optional, Sequence
 
 from absl import logging
@@ -22,6 +23,7 @@ from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation.activitynet import Predictions, parse_detections, results_path
 
+DETECTIONS_KEY = "detections"  # in a scores file: the absolute path of the detections scored
 PERCENT = 100.0  # mAP and AP are printed, plotted and logged to TensorBoard in percent
 
 
@@ -216,11 +218,12 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
     raise UserError(f"{detections_path}: {e}") from None
 
 
-def write_scores(result: EvalResult, spans, path: str) -> None:
-  """The numbers of an evaluation as JSON at `path`; a UserError naming it if it cannot
-  be written."""
+def write_scores(result: EvalResult, spans, path: str, detections: str) -> None:
+  """The numbers of an evaluation of the file `detections` as JSON at `path` (with
+  DETECTIONS_KEY); a UserError naming it if it cannot be written."""
   try:
-    io_utils.write_json(path, result.to_dict(spans), indent=1)
+    io_utils.write_json(path, {**result.to_dict(spans),
+                               DETECTIONS_KEY: os.path.abspath(detections)}, indent=1)
   except OSError as e:
     raise UserError(f"{path}: cannot write the scores ({e.strerror or e})") from None
 
@@ -252,4 +255,5 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
                             detections_path: "detections of --detections"}))
   result = evaluate_files(gt_path, detections_path, subset, tious)
   show(format_table(result, spans, per_class))
-  return unwritten or unless_default(lambda: write_scores(result, spans, path))
+  return unwritten or unless_default(lambda: write_scores(result, spans, path,
+                                                          detections_path))

@@ -25,6 +25,7 @@ from wtal_tf.config import Config
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
+from wtal_tf.evaluation import metrics
 from wtal_tf.inference.predictor import Predictor, load_predictor
 from wtal_tf.localization.localize import localize
 from wtal_tf.localization.outputs import StreamOutput
@@ -120,15 +121,24 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
 
 
 def remove_stale_scores(detections: str) -> None:
-  """Removes the scores evaluate wrote beside an earlier `detections` file (they describe
-  the detections just replaced), with a warning; any other file there is left alone."""
+  """Removes, with a warning, the scores evaluate wrote of an earlier `detections` file
+  (beside it, naming it: they describe the detections just replaced). Any other file
+  there is left alone: scores of another detections file (evaluate --output), or a file
+  that is not scores; scores that do not name their detections (written before they
+  did) are kept with a warning."""
   stale = activitynet.results_path(detections)
   try:
     with open(stale, encoding="utf-8") as f:
       scores = json.load(f)
   except (OSError, ValueError):
     return
-  if isinstance(scores, dict) and set(SCORES_KEYS) <= set(scores):
+  if not (isinstance(scores, dict) and set(SCORES_KEYS) <= set(scores)):
+    return
+  scored = scores.get(metrics.DETECTIONS_KEY)
+  if scored == os.path.abspath(detections):
     os.remove(stale)
     logging.warning("%s: removed: the scores of the detections this run replaced (python -m "
                     "wtal_tf.evaluate scores the new ones)", stale)
+  elif scored is None:
+    logging.warning("%s: kept, but it may hold the scores of the detections this run "
+                    "replaced (it does not name the detections it scores)", stale)

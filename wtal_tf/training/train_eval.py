@@ -25,6 +25,6 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
     batch.remove_stale_scores(path)
     return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
             f"{dataset.gt_source} has no annotated instance")
-  metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path))
+  metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path), path)
   return (f"detections: {path}\n"
           + metrics.format_table(result.eval, cfg.eval.averages, per_class))
