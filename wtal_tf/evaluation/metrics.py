@@ -204,13 +204,19 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
   groundtruth.check_annotated(gt, subset, gt_path)  # (else every label is "unknown")
   known = {l for v in gt_all.values() for l in v.labels} | set(known_labels or ())
   try:
-    preds = parse_detections(groundtruth.load_json(detections_path), detections_path)
+    document = groundtruth.load_json(detections_path)
+    preds = parse_detections(document, detections_path)
     detected = set(map(str, preds.videos))
     outside = sorted(detected - set(gt))
     if outside:  # e.g. another dataset's ground truth: every score would be ~0
       logging.warning("%s: %d of the %d videos with detections are not in subset %r of %s "
                       "(e.g. %s): their detections count as false positives",
                       detections_path, len(outside), len(detected), subset, gt_path, outside[0])
+    absent = sorted(set(gt) - set(map(str, document["results"])))  # (an empty list counts)
+    if absent:  # e.g. detections of another list of test videos: every score is lower
+      logging.warning("%s: %d of the %d videos of subset %r of %s have no entry (e.g. %s): "
+                      "they count as videos without detections", detections_path,
+                      len(absent), len(gt), subset, gt_path, absent[0])
     return evaluate(gt, preds, tious, known_labels=known)
   except UserError as e:
     if str(e).startswith(detections_path):
