@@ -195,6 +195,55 @@ def test_evaluate_output_flag_writes_there(tmp_path):
   assert not (tmp_path / "in" / "results.eval.json").exists()
 
 
+def write_wtalc_annotations(root, videos):
+  """W-TALC's annotation arrays (as it ships them: bytes names, object arrays) for
+  videos {name: (subset, duration_s, [(label, start_s, end_s), ...])}."""
+  ann = root / data.WTALC_ANNOTATIONS
+  ann.mkdir(parents=True)
+
+  def objects(items):
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+  arrays = {"videoname": np.array([n.encode() for n in videos]),
+            "subset": np.array([v[0].encode() for v in videos.values()]),
+            "duration": np.array([[v[1]] for v in videos.values()]),
+            "segments": objects([[[s, e] for _, s, e in v[2]] for v in videos.values()]),
+            "labels": objects([[l for l, _, _ in v[2]] for v in videos.values()]),
+            "classlist": np.array([b"A", b"B"])}
+  for name, array in arrays.items():
+    np.save(ann / f"{name}.npy", array, allow_pickle=True)
+
+
+def test_evaluate_reads_the_ground_truth_of_the_dataset_flags(tmp_path):
+  """Found by a researcher: evaluate accepts the experiment flags ("one flagfile serves
+  them all") but required --gt, so detections on a W-TALC dataset (no gt.json) could not
+  be scored, and `--flagfile=MODEL_DIR/flags.cfg` did not name the ground truth."""
+  wtalc = tmp_path / "wtalc"
+  write_wtalc_annotations(wtalc, {"t1": ("test", 10.0, [("A", 1.0, 3.0)]),
+                                  "t2": ("test", 10.0, [("B", 4.0, 6.0)]),
+                                  "v1": ("validation", 10.0, [("A", 0.0, 2.0)])})
+  dets = tmp_path / "dets.json"
+  dets.write_text(json.dumps({"results": {
+      "t1": [{"label": "A", "score": 0.9, "segment": [1.0, 3.0]}],
+      "t2": [{"label": "B", "score": 0.8, "segment": [8.0, 9.0]}]}}))
+  proc = run_cli("wtal_tf.evaluate", f"--data_dir={wtalc}", "--layout=wtalc",
+                 f"--detections={dets}", "--tiou=0.5")
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads((tmp_path / "dets.eval.json").read_text())["mAP"] == {"0.5": 0.5}
+  root = write_dataset(tmp_path / "pv", {"a": (["A"], 4)}, {"x": (["A"], 5)}, classes=("A",))
+  (tmp_path / "flags.cfg").write_text(f"--data_dir={root}\n")
+  dets.write_text(json.dumps({"results": {"x": [{"label": "A", "score": 1.0,
+                                                 "segment": [0.0, 0.64]}]}}))
+  proc = run_cli("wtal_tf.evaluate", f"--flagfile={tmp_path / 'flags.cfg'}",
+                 f"--detections={dets}", "--tiou=0.5")
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads((tmp_path / "dets.eval.json").read_text())["mAP"] == {"0.5": 1.0}
+  proc = run_cli("wtal_tf.evaluate", f"--detections={dets}")
+  assert (proc.returncode, proc.stderr) == (
+      2, "error: --gt (or the dataset's --data_dir) is required\n")
+
+
 def test_evaluate_unwritable_default_location_is_a_warning(tmp_path):
   gt, dets = reference_detections(tmp_path)
   (tmp_path / "in" / "results.eval.json").mkdir()  # cannot be replaced by a file, even by root

@@ -3,6 +3,9 @@
 python -m wtal_tf.evaluate --gt=GT.json --detections=FILE --subset=test [--tiou=thumos14] \\
     [--output=SCORES.json]
 
+Without --gt, the ground truth is the dataset's that the experiment flags name
+(--data_dir, --layout, --gt_file; e.g. --flagfile=MODEL_DIR/flags.cfg), in either layout.
+
 The scores go to --output, by default beside the detections (FILE's extension replaced
 by .eval.json).
 A default location that cannot be written, or that is one of the inputs, is a
@@ -15,12 +18,14 @@ import sys
 from absl import flags
 
 from wtal_tf import cli
+from wtal_tf.data import datasets
 from wtal_tf.evaluation import metrics
 
 
 def define_flags(fv=flags.FLAGS):
   cli.define_flags(fv=fv)
-  flags.DEFINE_string("gt", None, "Ground-truth JSON.", flag_values=fv)
+  flags.DEFINE_string("gt", None, "Ground-truth JSON (default: the dataset's, of --data_dir, "
+                      "--layout and --gt_file).", flag_values=fv)
   flags.DEFINE_string("detections", None, "Detections JSON.", flag_values=fv)
   flags.DEFINE_string("subset", None, "Subset scored (default --test_subset).", flag_values=fv)
   flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
@@ -31,10 +36,13 @@ def define_flags(fv=flags.FLAGS):
 def main(argv):
   del argv
   f, cfg = cli.FLAGS, cli.config_from_flags()
+  gt, gt_all = f.gt, None
+  if not gt and (cfg.data.data_dir or cfg.data.gt_file):  # the dataset's ground truth
+    gt_all, gt, _ = datasets.ground_truth(cfg.data)
   warning = metrics.evaluate_to_file(
-      cli.require(f.gt, "gt"), cli.require(f.detections, "detections"),
-      f.subset or cfg.data.test_subset, cfg.eval.thresholds, cfg.eval.averages, f.output,
-      f.per_class)
+      cli.require(gt, "gt (or the dataset's --data_dir)"),
+      cli.require(f.detections, "detections"), f.subset or cfg.data.test_subset,
+      cfg.eval.thresholds, cfg.eval.averages, f.output, f.per_class, gt_all=gt_all)
   if warning:
     print(f"warning: {warning}", file=sys.stderr)
 

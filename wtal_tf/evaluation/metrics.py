@@ -197,9 +197,10 @@ def score_results(gt: Mapping[str, groundtruth.GTVideo], results: dict, tious,
 
 
 def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
-                   known_labels=None) -> EvalResult:
-  """Scores an ActivityNet detections file against one subset of a ground-truth file."""
-  gt_all = groundtruth.load_activitynet(gt_path)
+                   known_labels=None, gt_all: Optional[dict] = None) -> EvalResult:
+  """Scores an ActivityNet detections file against one subset of a ground-truth file
+  (or of `gt_all`, {video: GTVideo}, read from `gt_path` already)."""
+  gt_all = groundtruth.load_activitynet(gt_path) if gt_all is None else gt_all
   gt = groundtruth.select_subset(gt_all, subset, gt_path)
   groundtruth.check_annotated(gt, subset, gt_path)  # (else every label is "unknown")
   known = {l for v in gt_all.values() for l in v.labels} | set(known_labels or ())
@@ -236,7 +237,8 @@ def write_scores(result: EvalResult, spans, path: str, detections: str) -> None:
 
 def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spans,
                      output: str = "", per_class: bool = False,
-                     show: Callable[[str], None] = print) -> Optional[str]:
+                     show: Callable[[str], None] = print,
+                     gt_all: Optional[dict] = None) -> Optional[str]:
   """Scores a detections file (evaluate_files), shows the table, and writes the scores
   to `output`, by default beside the detections (results_path).
 
@@ -259,7 +261,7 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
   unwritten = unless_default(lambda: io_utils.check_writable(
       path, "scores file", {gt_path: "ground truth of --gt",
                             detections_path: "detections of --detections"}))
-  result = evaluate_files(gt_path, detections_path, subset, tious)
+  result = evaluate_files(gt_path, detections_path, subset, tious, gt_all=gt_all)
   show(format_table(result, spans, per_class))
   return unwritten or unless_default(lambda: write_scores(result, spans, path,
                                                           detections_path))
