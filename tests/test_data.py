@@ -79,6 +79,23 @@ def test_um_gt_json_with_train_test_subsets(tmp_path):
   assert all(v.duration is None for v in ds.test)
 
 
+def test_a_layout_error_names_the_flag_to_add(tmp_path):
+  """Found by a researcher: UM's gt.json (subsets train/test) without --train_subset, and
+  W-TALC's files without --layout=wtalc, gave errors that did not say what to add."""
+  root = write_dataset(tmp_path / "um", {"a": (["A"], 4)}, {"x": (["A"], 5)}, classes=("A",),
+                       train_subset="train")
+  with pytest.raises(UserError, match=re.escape(
+      f"{root / 'gt.json'}: no videos in subset 'validation' (subsets present: ['test', "
+      "'train']): choose one with --train_subset")):
+    data.load_dataset(C.DataConfig(data_dir=str(root)))
+  wtalc = tmp_path / "wtalc"
+  (wtalc / data.WTALC_ANNOTATIONS).mkdir(parents=True)
+  with pytest.raises(UserError, match=re.escape(
+      f"{wtalc / 'gt.json'}: file not found; {wtalc} holds W-TALC's "
+      f"{data.WTALC_ANNOTATIONS}/: add --layout=wtalc")):
+    data.load_dataset(C.DataConfig(data_dir=str(wtalc)))
+
+
 def _instances(videos):
   return {k: (v.subset, [(i.label, i.start, i.end) for i in v.instances]) for k, v in videos.items()}
 

@@ -272,6 +272,10 @@ def ground_truth(cfg: DataConfig, known_classes: Optional[Sequence[str]] = None
     return gt, source, classes
   if cfg.layout == "per_video":
     source = cfg.gt_file or contract.gt_path(cfg.data_dir)
+    if not os.path.exists(source) and os.path.exists(os.path.join(cfg.data_dir,
+                                                                  WTALC_ANNOTATIONS)):
+      raise UserError(f"{source}: file not found; {cfg.data_dir} holds W-TALC's "
+                      f"{WTALC_ANNOTATIONS}/: add --layout=wtalc")
     gt = groundtruth.load_activitynet(source)
     return gt, source, groundtruth.class_names(gt.values(), cfg.class_list, source,
                                                known_classes)
@@ -365,14 +369,14 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
 
     train_source = lambda v: source_of(v, cfg.train_split)  # noqa: E731
     test_source = lambda v: source_of(v, cfg.test_split)  # noqa: E731
-  test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source)
+  test_gt = groundtruth.select_subset(gt, cfg.test_subset, gt_source, "--test_subset")
   unknown = sorted({l for v in gt.values() for l in v.labels} - set(classes))
   if unknown:
     raise UserError(f"{gt_source}: labels not in the class list: {unknown}")
   dims, skipped = {}, []
   train = []
   if include_train:
-    train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source)
+    train_gt = groundtruth.select_subset(gt, cfg.train_subset, gt_source, "--train_subset")
     train = _build_videos(train_gt.values(), classes, train_source, cfg.streams, dims,
                           cfg.skip_invalid_videos, skipped, require_labels=True,
                           gt_source=gt_source)

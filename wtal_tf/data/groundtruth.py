@@ -158,12 +158,16 @@ def check_annotated(videos: dict[str, GTVideo], subset: str, source: str) -> Non
                     f"{len(videos)} videos have none): nothing to score against")
 
 
-def select_subset(videos: dict[str, GTVideo], subset: str, source: str) -> dict[str, GTVideo]:
-  """The videos of one subset; an error naming the subsets present if none."""
+def select_subset(videos: dict[str, GTVideo], subset: str, source: str,
+                  flag: str = "") -> dict[str, GTVideo]:
+  """The videos of one subset; an error naming the subsets present if none (and `flag`,
+  the flag that chose `subset`, e.g. "--train_subset")."""
   chosen = {k: v for k, v in videos.items() if v.subset == subset}
   if not chosen:
     present = sorted({v.subset for v in videos.values()})
-    raise UserError(f"{source}: no videos in subset {subset!r} (subsets present: {present})")
+    choose = f": choose one with {flag}" if flag and present else ""
+    raise UserError(f"{source}: no videos in subset {subset!r} (subsets present: "
+                    f"{present}){choose}")
   others = collections.Counter(v.subset for v in videos.values() if v.subset != subset)
   for near in difflib.get_close_matches(subset, others, n=max(len(others), 1),
                                        cutoff=NEAR_SUBSET):

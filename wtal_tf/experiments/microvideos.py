@@ -27,7 +27,7 @@ WITHOUT, WITH = "Ours", "Ours + MV"
 def rarest_classes(cfg: Config, count: int = RAREST) -> list[str]:
   """The classes with the fewest instances in the training subset."""
   gt, source, _ = data.ground_truth(cfg.data)
-  videos = groundtruth.select_subset(gt, cfg.data.train_subset, source)
+  videos = groundtruth.select_subset(gt, cfg.data.train_subset, source, "--train_subset")
   counts = collections.Counter(i.label for v in videos.values() for i in v.instances)
   return sorted(counts, key=lambda c: (counts[c], c))[:count]
 
