@@ -76,10 +76,10 @@ def direct_cfg(videos, out, streams=("rgb", "flow")) -> ExtractConfig:
                        chunk_segments=2, pipeline_args=IN_MEMORY)
 
 
-def extract(videos, out, *beam_args):
+def extract(videos, out, *beam_args, cwd=REPO):
   proc = subprocess.run([sys.executable, "-m", "wtal_tf.extract", f"--video_dir={videos}",
                          f"--output_dir={out}", *SMALL, *beam_args],
-                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+                        cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
 
@@ -101,15 +101,17 @@ def test_the_dask_runner_on_a_cluster_equals_the_direct_runner_and_uses_both_wor
     cluster, tmp_path):
   """Features bit for bit as the DirectRunner's, chunks on both workers; and the
   scheduler, which unpickles the steps to plan the tasks but never runs them, does not
-  import TensorFlow (a new cluster's first run would wait for it)."""
+  import TensorFlow (a new cluster's first run would wait for it). --video_dir is given
+  relative to the driver's folder, which is not the workers' (found by a user: every
+  video failed, "No such file or directory")."""
   videos = tmp_path / "videos"
   videos.mkdir()
   write_video(videos / "long.mp4", smooth_frames(200, 48, 64, seed=1), fps=30,
               codec="libx264", pix_fmt="yuv420p", codec_options={"g": "50", "bf": "3"})
   for k in range(3):
     write_video(videos / f"v{k}.mkv", smooth_frames(40 + 16 * k, 48, 64, seed=5 + k))
-  dask = extract(videos, tmp_path / "dask", "--runner=DaskRunner",
-                 f"--dask_client_address={cluster}")
+  dask = extract("videos", tmp_path / "dask", "--runner=DaskRunner",
+                 f"--dask_client_address={cluster}", cwd=tmp_path)
   # The chunks were planned for the cluster's threads, asked of its scheduler.
   assert f"chunks planned for {WORKERS} workers" in dask.stderr
   # The driver counted the progress marks the workers wrote.

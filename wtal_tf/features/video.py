@@ -128,7 +128,8 @@ def is_video_name(filename: str) -> bool:
 
 
 def list_videos(video_dir: str) -> tuple[list[str], list[str]]:
-  """(the video files directly in `video_dir`, sorted; the names of the other entries, sorted).
+  """(the absolute paths of the video files directly in `video_dir`, sorted; the names of
+  the other entries, sorted).
 
   A video file is a regular file (or a link to one) whose name ends with one of
   VIDEO_EXTENSIONS in any letter case and does not start with "." (hidden
@@ -141,9 +142,10 @@ def list_videos(video_dir: str) -> tuple[list[str], list[str]]:
   """
   if not video_dir or not os.path.isdir(video_dir):
     raise UserError(f"{video_dir or '--video_dir'}: video directory not found")
-  paths, ignored = [], []
-  for entry in sorted(os.listdir(video_dir)):
-    path = os.path.join(video_dir, entry)
+  paths, ignored, folder = [], [], os.path.abspath(video_dir)  # (absolute: a worker's
+  # folder is not the driver's)
+  for entry in sorted(os.listdir(folder)):
+    path = os.path.join(folder, entry)
     if is_video_name(entry) and (os.path.isfile(path) or not os.path.exists(path)):
       paths.append(path)
     else:
@@ -163,6 +165,9 @@ def list_videos(video_dir: str) -> tuple[list[str], list[str]]:
 def _open(path: str):
   try:
     return av.open(path)
+  except FileNotFoundError:  # (listed before: list_videos)
+    raise UserError(f"{path}: cannot read as a video (not found, though listed: on a "
+                    "cluster, every worker must see --video_dir at this same path)") from None
   except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
     raise UserError(f"{path}: cannot read as a video ({_reason(e)})") from None
 
