@@ -362,6 +362,24 @@ def tiny_model(good, tmp_path):
   return cfg
 
 
+def test_the_python_api_gives_seconds_of_the_models_time_base(good, tmp_path):
+  """Found by an ActivityNet user: the README's detect_one example passed THUMOS14's
+  0.64 s a segment, so a model of 8 fps features got detections at the wrong seconds;
+  it passes predictor.seconds_per_segment, and gives what localize writes."""
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  from wtal_tf.inference.predictor import load_predictor  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config(good, tmp_path / "m", train={"train_steps": 2, "checkpoint_every": 1},
+                    data={"feature_fps": 8.0})
+  training.train(cfg)
+  predictor = load_predictor(cfg.train.model_dir, C.LocalizeConfig())
+  assert predictor.seconds_per_segment == 16 / 8.0
+  _, results, dataset = batch.localize_to_file(cfg, str(tmp_path / "d.json"))
+  video = dataset.test[0]
+  mine, _, _ = batch.detect_one(predictor, video.load(predictor.streams), predictor.classes,
+                                predictor.seconds_per_segment, video.duration)
+  assert mine == results[video.name] and mine
+
+
 def test_localizing_unlabelled_videos_takes_the_models_classes(tiny_model, good, tmp_path):
   from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
   edit_gt(good, lambda db: [v.update(annotations=[]) for v in db.values()])

@@ -69,6 +69,12 @@ class Predictor:
                         "(%s): its scores on them are not to be trusted", model_dir,
                         "; ".join(differ))
 
+  @property
+  def seconds_per_segment(self) -> Optional[float]:
+    """What one segment of the model's training features is in seconds, for detect_one
+    (None: its model dir does not record it)."""
+    return self.timing["segment_frames"] / self.timing["feature_fps"] if self.timing else None
+
   def check_timing(self, timing: Optional[dict], model_dir: str,
                    now: str = "these flags say", fix: str = "") -> None:
     """A UserError when segments of `timing` are another length in time than the model's
