@@ -153,6 +153,16 @@ def test_a_skipped_test_video_counts_as_one_without_detections(tmp_path):
   results = {"x": [{"label": "A", "score": 0.9, "segment": [0.0, 0.64]}]}
   result = evaluation.score_results(ds.test_gt, results, (0.5, 0.9), known_labels={"A", "B"})
   np.testing.assert_allclose(result.mean_ap, [0.5, 0.5])
+  # Found by an ActivityNet user: train_eval's and localize's detections left y out
+  # (SPEC 5: every test video appears, even with an empty list).
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  from wtal_tf.training import train_eval  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config(root, tmp_path / "m", data={"skip_invalid_videos": True},
+                    train={"train_steps": 2, "checkpoint_every": 1})
+  train_eval.train_and_evaluate(cfg)
+  written = json.loads((tmp_path / "m" / "detections_test.json").read_text())["results"]
+  _, results, _ = batch.localize_to_file(cfg, str(tmp_path / "d.json"))
+  assert written["y"] == results["y"] == [] and set(written) == set(results) == {"x", "y"}
 
 
 def test_a_training_video_without_labels_names_the_ground_truth_and_the_way_out(good):

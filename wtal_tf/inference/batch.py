@@ -61,14 +61,15 @@ def write_document(path: str, results: dict, **meta) -> str:
 
 def detect(predictor: Predictor, videos: Sequence[data.Video], classes: Sequence[str],
            seconds_per_segment: float, keep_outputs: Sequence[str] = (),
-           outputs_dir: Optional[str] = None):
+           outputs_dir: Optional[str] = None, listed: Sequence[str] = ()):
   """Runs the model and its localization config over `videos`.
 
-  Returns ({video: [results]} with every video a key, {video: (outputs,
-  detections)} for the videos named in keep_outputs). With `outputs_dir`,
-  writes every video's outputs there (save_outputs).
+  Returns ({video: [results]} with every video a key, and each name in `listed` not
+  among them with an empty list (the test subset's: the videos --skip_invalid_videos
+  left out appear too, SPEC 5); {video: (outputs, detections)} for the videos named in
+  keep_outputs). With `outputs_dir`, writes every video's outputs there (save_outputs).
   """
-  results, kept = {}, {}
+  results, kept = {name: [] for name in listed}, {}
   for v in videos:
     results[v.name], outputs, dets = detect_one(predictor, v.load(predictor.streams), classes,
                                                 seconds_per_segment, v.duration)
@@ -114,7 +115,7 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   if outputs_dir:
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
-                      outputs_dir=outputs_dir or None)
+                      outputs_dir=outputs_dir or None, listed=dataset.test_gt)
   write_detections(cfg, results, output)
   remove_stale_scores(output)
   return output, results, dataset

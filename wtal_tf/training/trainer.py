@@ -87,7 +87,8 @@ def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
   """Detections for the test videos and their mAP (None: no annotated instance to score
   against); also the kept videos' outputs."""
   results, kept = batch.detect(predictor, dataset.test, dataset.classes,
-                               cfg.data.seconds_per_segment, keep_outputs)
+                               cfg.data.seconds_per_segment, keep_outputs,
+                               listed=dataset.test_gt)
   if not dataset.scored:
     return results, None, kept
   result = metrics.score_results(dataset.test_gt, results, cfg.eval.thresholds,
