@@ -37,6 +37,10 @@ def test_class_list_file_fixes_order(tmp_path):
   (tmp_path / "classes.txt").write_text("B\nA\nZ\n")
   ds = data.load_dataset(C.DataConfig(data_dir=str(root), class_list=str(tmp_path / "classes.txt")))
   assert ds.classes == ("B", "A", "Z") and ds.train[0].labels == (1,)
+  # Found by a user: a byte-order mark (Windows editors) became part of the first name
+  (tmp_path / "classes.txt").write_text("\ufeffB\nA\n", encoding="utf-8")
+  ds = data.load_dataset(C.DataConfig(data_dir=str(root), class_list=str(tmp_path / "classes.txt")))
+  assert ds.classes == ("B", "A")
 
 
 def test_wtalc_layout_on_real_annotations(tmp_path):

@@ -193,7 +193,8 @@ def class_names(videos: Iterable[GTVideo], class_list: str = "", source: str = "
     return tuple(present) if present else tuple(known)
   if not os.path.isfile(class_list):
     raise UserError(f"{class_list}: class list file not found")
-  with reading(class_list), open(class_list, encoding="utf-8") as f:
+  with reading(class_list), open(class_list, encoding="utf-8-sig") as f:  # (a byte-order mark
+    # as Windows editors write is not part of the first name)
     names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
   if len(set(names)) != len(names):
     raise UserError(f"{class_list}: duplicate class names")
