@@ -601,6 +601,21 @@ def test_an_unreachable_dask_scheduler_is_one_line_before_any_work(tmp_path):
   assert not (tmp_path / "out").exists()  # asked before OUT's folders were made
 
 
+def test_an_address_where_another_server_answers_is_one_line(monkeypatch):
+  """Found by a user: --dask_client_address naming the scheduler's dashboard port (or any
+  server that is not a Dask scheduler) waited for ever, printing nothing."""
+  monkeypatch.setattr(beam_options, "DASK_ANSWER_S", 2.0)
+  with socket.socket() as server:  # connections are taken (the kernel's backlog), never
+    server.bind(("127.0.0.1", 0))  # answered
+    server.listen()
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    with pytest.raises(UserError, match=re.escape(
+        f"Dask scheduler {address}: no answer in 2 s (is it the address of a Dask "
+        "scheduler? its dashboard is another port)")):
+      beam_options.worker_slots(beam_options.pipeline_options(
+          ["--runner=DaskRunner", f"--dask_client_address={address}"]))
+
+
 def test_unknown_options_and_bad_values_are_user_errors():
   with pytest.raises(UserError, match=r"^--dask_client_address: options of the Dask runner, "
                      r"which would be ignored by the DirectRunner: add --runner=DaskRunner$"):

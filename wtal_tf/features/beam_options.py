@@ -41,6 +41,7 @@ import importlib
 import logging
 import os
 import shlex
+import threading
 from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
@@ -68,6 +69,9 @@ ONE_WORKER_MODE = "in_memory"  # one worker, in the driver
 IN_PROCESS_MODES = (DEFAULT_DIRECT_MODE, ONE_WORKER_MODE)  # modes without worker processes
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_MODULE = DASK_RUNNER.rsplit(".", 1)[0]
+DASK_ANSWER_S = 60.0  # seconds a Dask scheduler's address has to answer the driver: Dask
+# gives up on a closed port after its own connect timeout (30 s by default), but waits
+# for ever on a port where another server answers (e.g. the scheduler's dashboard)
 
 
 def _load_dask_options() -> Optional[type]:
@@ -223,10 +227,26 @@ def _dask_threads(options: PipelineOptions) -> int:
   if not kwargs.get("address") and not kwargs.get("scheduler_file"):
     return os.cpu_count() or 1
   where = kwargs.get("address") or kwargs.get("scheduler_file")
-  try:
-    client = importlib.import_module("dask.distributed").Client(**kwargs)
-  except (OSError, ValueError, TimeoutError) as e:
-    raise UserError(f"Dask scheduler {where}: cannot connect ({e})") from None
+  answer = {}
+
+  def connect():
+    try:
+      answer["client"] = importlib.import_module("dask.distributed").Client(**kwargs)
+    except BaseException as e:  # pylint: disable=broad-exception-caught
+      answer["error"] = e  # (raised below, in the driver's thread)
+
+  connecting = threading.Thread(target=connect, name="dask connect", daemon=True)
+  connecting.start()  # (a daemon: one that never returns does not keep the process alive)
+  connecting.join(DASK_ANSWER_S)
+  if connecting.is_alive():
+    raise UserError(f"Dask scheduler {where}: no answer in {DASK_ANSWER_S:g} s (is it the "
+                    "address of a Dask scheduler? its dashboard is another port)")
+  error = answer.get("error")
+  if isinstance(error, (OSError, ValueError, TimeoutError)):
+    raise UserError(f"Dask scheduler {where}: cannot connect ({error})") from None
+  if error is not None:
+    raise error
+  client = answer["client"]
   try:
     return sum(client.nthreads().values())
   finally:
