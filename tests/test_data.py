@@ -92,6 +92,10 @@ def test_a_layout_error_names_the_flag_to_add(tmp_path):
       f"{root / 'gt.json'}: no videos in subset 'validation' (subsets present: ['test', "
       "'train']): choose one with --train_subset")):
     data.load_dataset(C.DataConfig(data_dir=str(root)))
+  with pytest.raises(UserError, match=re.escape(  # (found by a user of extract to S3)
+      "s3://lab/ds: training and localization read a dataset on a local disk: copy it to "
+      "one first")):
+    data.load_dataset(C.DataConfig(data_dir="s3://lab/ds"))
   wtalc = tmp_path / "wtalc"
   (wtalc / data.WTALC_ANNOTATIONS).mkdir(parents=True)
   with pytest.raises(UserError, match=re.escape(

@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from typing import Optional, Sequence
 
 from absl import logging
@@ -25,6 +26,7 @@ from wtal_tf.data import npy
 from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
 from wtal_tf.errors import UserError, reading
 
+REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # a path of another filesystem (s3://..)
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are read as float32
 DURATION_SLACK_SEGMENTS = 2  # a video's features may span its duration give or take this
 DURATION_SLACK_FRACTION = 0.1  # ... or this fraction of it, whichever is more
@@ -343,6 +345,9 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   if not cfg.data_dir:
     raise UserError(f"--data_dir is required: the dataset folder; {LAYOUT_HELP}")
   if not os.path.isdir(cfg.data_dir):
+    if REMOTE.match(cfg.data_dir):  # e.g. what extract wrote to s3://
+      raise UserError(f"{cfg.data_dir}: training and localization read a dataset on a local "
+                      "disk: copy it to one first")
     raise UserError(f"{cfg.data_dir}: data directory not found; {LAYOUT_HELP}")
   unknown_streams = set(cfg.streams) - set(contract.STREAMS)
   if not cfg.streams or unknown_streams:
