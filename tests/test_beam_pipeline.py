@@ -524,10 +524,19 @@ def test_a_rerun_removes_the_progress_marks_of_abandoned_runs_only(videos, tmp_p
   assert pipeline.remove_abandoned_progress(str(out)) == 0
   assert len(list(killed.iterdir())) == 3
   os.utime(killed / "long.1.2.done", (old, old))
+  # Found by a user: the workers of an interrupted driver's run (on a cluster they go on)
+  # write its summary, which nobody reads: removed once as old, with the same run's marks
+  runs = out / steps.RUNS_DIR
+  runs.mkdir()
+  for run in ("killed-run", "other-killed-run", "live-run"):
+    (runs / f"{run}.json").write_text("[]")
+    if run != "live-run":
+      os.utime(runs / f"{run}.json", (old, old))
   caplog.set_level("INFO")
   pipeline.extract(small_cfg(videos, out))
   assert not killed.exists() and live.exists()
-  assert "removed the progress marks of 1 abandoned runs" in caplog.text
+  assert sorted(p.name for p in runs.iterdir()) == ["live-run.json"]
+  assert "removed what 2 abandoned runs left (progress marks, summaries)" in caplog.text
   # This run's own folder is gone at its end.
   assert sorted(p.name for p in progress.iterdir()) == ["live-run"]
 

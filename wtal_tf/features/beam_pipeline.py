@@ -105,7 +105,9 @@ def plan(path: str, chunk_segments: int, made: dict, workers: int = 1) -> list[d
 
 def remove_abandoned_progress(out: str, now: Optional[float] = None) -> int:
   """Deletes the progress folders of runs that wrote nothing there for
-  ABANDONED_PROGRESS_S (killed drivers leave theirs); returns how many."""
+  ABANDONED_PROGRESS_S (killed drivers leave theirs), and the run summaries that old
+  (a driver reads and deletes its run's at once; the workers of an interrupted driver's
+  run, which go on, write one nobody reads); returns how many runs were abandoned."""
   now = time.time() if now is None else now
   newest = {}
   marks = storage.modified(storage.join(out, PROGRESS_DIR, "*", "*"))
@@ -113,8 +115,11 @@ def remove_abandoned_progress(out: str, now: Optional[float] = None) -> int:
     run = storage.parent(path)
     newest[run] = max(newest.get(run, written), written)
   abandoned = {run for run, written in newest.items() if now - written > ABANDONED_PROGRESS_S}
-  storage.delete([p for p in marks if storage.parent(p) in abandoned], prune=True)
-  return len(abandoned)
+  summaries = [path for path, written in storage.modified(
+      storage.join(out, RUNS_DIR, "*.json")).items() if now - written > ABANDONED_PROGRESS_S]
+  storage.delete([p for p in marks if storage.parent(p) in abandoned] + summaries, prune=True)
+  return len({os.path.basename(run) for run in abandoned}
+             | {os.path.basename(p)[:-len(".json")] for p in summaries})
 
 
 class _Progress(threading.Thread):
@@ -333,7 +338,7 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
                "for %d worker%s -> %s%s%s", cfg.split, len(paths), "s" * (len(paths) != 1),
                len(ignored), ",".join(cfg.streams), workers, "s" * (workers != 1), cfg.output_dir,
                f"; removed {removed} stale temporary files" if removed else "",
-               f"; removed the progress marks of {abandoned} abandoned runs" if abandoned
+               f"; removed what {abandoned} abandoned runs left (progress marks, summaries)" if abandoned
                else "")
   reasons = _refusals(cfg, paths, names, database)
   refused = [{"video": io_utils.printable(p), "status": FAILED, "reason": reasons[p]}

@@ -24,7 +24,9 @@ features.storage, each file complete or absent):
   extract_chunks/<split>/<video>/<k>.npz      a finished chunk of an unfinished video (for a
                                               restart; removed once the video is assembled)
   failures_<split>.json                       the unusable videos and why (only if any)
-  extract_runs/<run id>.json                  the records of one run (read by its driver)
+  extract_runs/<run id>.json                  the records of one run (read and removed by
+                                              its driver; one nobody read, by a later run
+                                              once it is ABANDONED_PROGRESS_S old)
   extract_progress/<run id>/                  a mark per finished chunk, for the driver's
                                               progress line (removed at the run's end, or
                                               by a later run once it is
