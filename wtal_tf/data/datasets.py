@@ -93,12 +93,26 @@ class PerVideoSource(FeatureSource):
     path = self.path(name, stream)
     try:
       return load_npy(path, "feature file")
-    except UserError:  # (its own error, unless no video here has the stream)
+    except UserError:  # (its own error, unless no video here has the stream, or the split)
+      features = os.path.dirname(os.path.normpath(self.root))
+      splits = sorted(d for d in _entries(features) if os.path.isdir(os.path.join(features, d)))
+      if not os.path.isdir(self.root) and splits:
+        raise UserError(f"{path}: not found: {features} has no {os.path.basename(self.root)} "
+                        f"folder, only {','.join(splits)} (--train_split and --test_split "
+                        "choose)") from None
       there = [s for s in contract.STREAMS if os.path.isdir(os.path.join(self.root, s))]
       if there and stream not in there:
         raise UserError(f"{path}: not found: {self.root} has no {stream} features, only "
                         f"{','.join(there)} (--streams chooses)") from None
       raise
+
+
+def _entries(folder: str) -> list[str]:
+  """The names in `folder` ([] if it cannot be listed)."""
+  try:
+    return os.listdir(folder)
+  except OSError:
+    return []
 
 
 class WtalcSource(FeatureSource):
