@@ -554,10 +554,16 @@ def test_progress_counts_videos_segments_per_second_and_time_left(tmp_path, capl
     for name, chunk, segments in (("long", 0, 2), ("long", 3, 1), ("b", 0, 2)):
       (marks / f"{steps.mark_key(name)}.{chunk}.{segments}{steps.MARK_EXT}").write_text("w")
     progress.report()
+    for name, chunk, segments in (("long", 1, 2), ("long", 2, 2), ("c", 0, 3)):
+      (marks / f"{steps.mark_key(name)}.{chunk}.{segments}{steps.MARK_EXT}").write_text("w")
+    progress.report()  # found by a user: "about 0 s left" while the files were written
+    progress.report(final=True)
   # 5 segments in 10 s; 3 of 6 chunks left at 10 s / 3 chunks each.
   assert [r.getMessage() for r in caplog.records] == [
       "extract test: 0/3 videos done, 0.0 segments/s, about ? left",
-      "extract test: 1/3 videos done, 0.5 segments/s, about 10 s left"]
+      "extract test: 1/3 videos done, 0.5 segments/s, about 10 s left",
+      "extract test: 3/3 videos done, 1.2 segments/s, writing the videos' files",
+      "extract test: 3/3 videos done, 1.2 segments/s, about 0 s left"]
 
 
 def test_progress_is_logged_while_the_pipeline_runs(videos, tmp_path, caplog):

@@ -134,7 +134,8 @@ class _Progress(threading.Thread):
       self.chunks.setdefault(mark_key(t["name"]), set()).add(t["index"])
     self.stopped = threading.Event()
 
-  def report(self) -> None:
+  def report(self, final: bool = False) -> None:
+    """One progress line (final: the run has ended)."""
     marks = storage.match(storage.join(self.root, "*" + MARK_EXT))  # one listing, no reads
     done, segments = {}, 0
     for path in marks:
@@ -147,8 +148,10 @@ class _Progress(threading.Thread):
     left_chunks = sum(len(c) for c in self.chunks.values()) - len(marks)
     per_chunk = elapsed / len(marks) if marks else None
     eta = "?" if per_chunk is None else f"{left_chunks * per_chunk:.0f} s"
-    logging.info("extract %s: %d/%d videos done, %.1f segments/s, about %s left", self.split,
-                 videos, len(self.chunks), rate, eta)
+    left = ("writing the videos' files" if marks and not left_chunks and not final
+            else f"about {eta} left")  # (after the last chunk: assembly, gt.json)
+    logging.info("extract %s: %d/%d videos done, %.1f segments/s, %s", self.split, videos,
+                 len(self.chunks), rate, left)
 
   def run(self):
     while not self.stopped.wait(PROGRESS_EVERY_S):
@@ -298,7 +301,7 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
     progress.join()  # a report under way ends before the last one: no stale line after it
     if in_process:
       forget_extractors()
-  progress.report()
+  progress.report(final=True)
   summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
   records = storage.read_json(summary, strict=True)
   storage.delete([summary] + storage.match(storage.join(cfg.output_dir, PROGRESS_DIR, run_id,
