@@ -21,6 +21,7 @@ may then be extracted twice, harmlessly, and gt.json is complete without a
 lock, on any filesystem (beam_steps.merge_gt).
 """
 
+import contextlib
 import functools
 import logging
 import os
@@ -51,7 +52,8 @@ from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
     STATUS_EXT, AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
     forget_extractors, gt_entry, in_other_splits, labels_of, mark_key, not_made_here,
-    previous_labels, read_database, status_path, status_records, write_dataset_files)
+    previous_labels, read_database, status_path, status_records, stop_mark_path,
+    write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -107,7 +109,7 @@ def remove_abandoned_progress(out: str, now: Optional[float] = None) -> int:
   """Deletes the progress folders of runs that wrote nothing there for
   ABANDONED_PROGRESS_S (killed drivers leave theirs), and the run summaries that old
   (a driver reads and deletes its run's at once; the workers of an interrupted driver's
-  run, which go on, write one nobody reads); returns how many runs were abandoned."""
+  run may still write one, which nobody reads); returns how many runs were abandoned."""
   now = time.time() if now is None else now
   newest = {}
   marks = storage.modified(storage.join(out, PROGRESS_DIR, "*", "*"))
@@ -291,6 +293,10 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
   progress.start()
   try:
     run_pipeline(cfg, options, tasks, skipped, annotations, run_id)
+  except KeyboardInterrupt:  # (Ctrl-C) a cluster's workers go on after this process ends:
+    with contextlib.suppress(Exception):  # the chunks they have not begun are not extracted
+      storage.write_bytes(stop_mark_path(cfg.output_dir, run_id), b"interrupted\n")
+    raise
   except Exception as e:  # pylint: disable=broad-exception-caught
     line = user_error_line(e)
     if line is None:

@@ -30,7 +30,8 @@ features.storage, each file complete or absent):
   extract_progress/<run id>/                  a mark per finished chunk, for the driver's
                                               progress line (removed at the run's end, or
                                               by a later run once it is
-                                              beam_pipeline.ABANDONED_PROGRESS_S old)
+                                              beam_pipeline.ABANDONED_PROGRESS_S old), and
+                                              STOPPED_MARK if its driver was interrupted
 """
 
 import hashlib
@@ -62,6 +63,8 @@ CHUNKS_DIR, RUNS_DIR, PROGRESS_DIR = "extract_chunks", "extract_runs", "extract_
 MARK_EXT = ".done"  # progress mark of a finished chunk: <key>.<chunk>.<segments>.done (key:
 # mark_key of the video's name), holding the worker's name (not empty: Beam's S3 upload
 # cannot store an empty object)
+STOPPED_MARK = "stopped"  # in a run's progress folder: its driver was interrupted, so its
+# chunks not yet begun are not extracted (a cluster's workers go on after the driver ends)
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 MARK_KEY_CHARS = 16  # hex digits of mark_key: 64 bits, no two videos of a run alike
 WRITING = "writing"  # the status of a video's first record, written before its features:
@@ -78,6 +81,14 @@ def mark_key(name: str) -> str:
   """A video's name in its chunks' progress marks: a hash, so that a mark's name stays
   short (a video's name may take most of the bytes a file name may have)."""
   return hashlib.sha1(io_utils.name_bytes(name)).hexdigest()[:MARK_KEY_CHARS]
+
+
+class RunStopped(Exception):
+  """Raised by a run's step after its driver was interrupted: the run's tasks fail fast."""
+
+
+def stop_mark_path(out: str, run_id: str) -> str:
+  return storage.join(out, PROGRESS_DIR, run_id, STOPPED_MARK)
 
 
 def status_path(out: str, split: str, name: str) -> str:
@@ -203,6 +214,9 @@ class ExtractChunkFn(_WritesOutFn):
 
   def process(self, task: dict) -> Iterable[tuple[str, dict]]:
     cfg, name, path = self.cfg, task["name"], task["video"]
+    if storage.exists(stop_mark_path(cfg.output_dir, self.run_id)):
+      raise RunStopped(f"{path}: chunk {task['index']} not extracted: the run's driver was "
+                       "interrupted")
     cache = chunk_path(cfg.output_dir, cfg.split, name, task["index"])
     cached = task["count"] is not None or task["index"]  # a video of several chunks
     result = _load_chunk(cache, task) if cached else None
