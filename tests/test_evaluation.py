@@ -224,6 +224,28 @@ def test_subset_videos_without_an_entry_in_the_detections_are_a_warning(tmp_path
           "they count as videos without detections") in caplog.text
 
 
+def test_scoring_at_other_thresholds_than_the_models_is_a_warning(tmp_path, caplog):
+  """Found by an ActivityNet user: `evaluate --gt --detections` of a model evaluated at
+  --tiou=activitynet scored at THUMOS14's default thresholds without a word."""
+  gt = tmp_path / "gt.json"
+  gt.write_text(json.dumps({"database": {"v1": {"subset": "test", "duration": 10,
+                                                "annotations": [{"label": "A", "segment": [0, 2]}]}}}))
+  model = tmp_path / "m"
+  model.mkdir()
+  (model / "flags.cfg").write_text("--learning_rate=0.001\n--tiou=activitynet\n")
+  dets = tmp_path / "dets.json"
+  dets.write_text(json.dumps({"results": {"v1": [det("A", 0.9, 0, 2)]},
+                              "external_data": {"model_dir": str(model)}}))
+  caplog.set_level("WARNING")
+  evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,), tiou="thumos14")
+  assert (f"{dets}: its model was evaluated at --tiou=activitynet (its flags.cfg), these "
+          "scores are at --tiou=thumos14: pass --tiou=activitynet to score it so") in caplog.text
+  caplog.clear()  # the same thresholds, or thresholds a flag chose: no warning
+  evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,), tiou="activitynet")
+  evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,))
+  assert "its model was evaluated" not in caplog.text
+
+
 def test_a_subset_without_annotated_instances_is_named_as_such(tmp_path):
   """Found by a new user: test videos extracted without --annotations gave 'detections
   have labels unknown to the ground truth', blaming the detections."""

@@ -242,6 +242,13 @@ def test_evaluate_reads_the_ground_truth_of_the_dataset_flags(tmp_path):
   proc = run_cli("wtal_tf.evaluate", f"--detections={dets}")
   assert (proc.returncode, proc.stderr) == (
       2, "error: --gt (or the dataset's --data_dir) is required\n")
+  (tmp_path / "flags.cfg").write_text(f"--data_dir={root}\n--tiou=activitynet\n")
+  document = json.loads(dets.read_text())
+  dets.write_text(json.dumps({**document, "external_data": {"model_dir": str(tmp_path)}}))
+  for tiou, warned in (([], True), (["--tiou=0.5"], False)):  # (a flag chose: no warning)
+    proc = run_cli("wtal_tf.evaluate", f"--data_dir={root}", f"--detections={dets}", *tiou)
+    assert proc.returncode == 0, proc.stderr
+    assert ("its model was evaluated at --tiou=activitynet" in proc.stderr) == warned
 
 
 def test_evaluate_unwritable_default_location_is_a_warning(tmp_path):

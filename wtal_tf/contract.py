@@ -21,6 +21,7 @@ FEATURE_DIM = 1024  # channels of one segment's I3D feature (Mixed_5c)
 STREAMS = ("rgb", "flow")
 
 GT_FILE = "gt.json"
+FLAGS_FILE = "flags.cfg"  # MODEL_DIR/flags.cfg: the experiment flags of its run, a flagfile
 FEATURES_DIR = "features"
 FEATURE_EXT = ".npy"
 EXTRA_LABELS = "labels.csv"

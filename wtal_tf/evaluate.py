@@ -42,7 +42,8 @@ def main(argv):
   warning = metrics.evaluate_to_file(
       cli.require(gt, "gt (or the dataset's --data_dir)"),
       cli.require(f.detections, "detections"), f.subset or cfg.data.test_subset,
-      cfg.eval.thresholds, cfg.eval.averages, f.output, f.per_class, gt_all=gt_all)
+      cfg.eval.thresholds, cfg.eval.averages, f.output, f.per_class, gt_all=gt_all,
+      tiou="" if f["tiou"].present else cfg.eval.tiou)
   if warning:
     print(f"warning: {warning}", file=sys.stderr)
 

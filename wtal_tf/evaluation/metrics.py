@@ -18,11 +18,13 @@ from absl import logging
 import numpy as np
 import pandas as pd
 
+from wtal_tf import contract
 from wtal_tf import io_utils
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation.activitynet import Predictions, parse_detections, results_path
 
+TIOU_FLAG = "--tiou="  # its line in a flags.cfg
 DETECTIONS_KEY = "detections"  # in a scores file: the absolute path of the detections scored
 PERCENT = 100.0  # mAP and AP are printed, plotted and logged to TensorBoard in percent
 
@@ -196,10 +198,28 @@ def score_results(gt: Mapping[str, groundtruth.GTVideo], results: dict, tious,
   return evaluate(gt, parse_detections({"results": results}, source), tious, known_labels)
 
 
+def recorded_tiou(document) -> str:
+  """The --tiou that the model which made a detections `document` was evaluated at: its
+  MODEL_DIR/flags.cfg's ("" if the document or the model dir does not say)."""
+  meta = document.get("external_data") if isinstance(document, dict) else None
+  model_dir = meta.get("model_dir") if isinstance(meta, dict) else None
+  if not isinstance(model_dir, str):
+    return ""
+  try:
+    with open(os.path.join(model_dir, contract.FLAGS_FILE), encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except (OSError, ValueError):
+    return ""
+  return next((line[len(TIOU_FLAG):] for line in lines if line.startswith(TIOU_FLAG)), "")
+
+
 def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
-                   known_labels=None, gt_all: Optional[dict] = None) -> EvalResult:
+                   known_labels=None, gt_all: Optional[dict] = None,
+                   tiou: str = "") -> EvalResult:
   """Scores an ActivityNet detections file against one subset of a ground-truth file
-  (or of `gt_all`, {video: GTVideo}, read from `gt_path` already)."""
+  (or of `gt_all`, {video: GTVideo}, read from `gt_path` already). tiou: the --tiou
+  that gave `tious` when no flag chose it (a default): a warning if the detections'
+  model was evaluated at another."""
   gt_all = groundtruth.load_activitynet(gt_path) if gt_all is None else gt_all
   gt = groundtruth.select_subset(gt_all, subset, gt_path)
   groundtruth.check_annotated(gt, subset, gt_path)  # (else every label is "unknown")
@@ -207,6 +227,11 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
   try:
     document = groundtruth.load_json(detections_path)
     preds = parse_detections(document, detections_path)
+    theirs = recorded_tiou(document) if tiou else ""
+    if theirs and theirs != tiou:  # e.g. ActivityNet's detections at THUMOS14's thresholds
+      logging.warning("%s: its model was evaluated at --tiou=%s (its %s), these scores are "
+                      "at --tiou=%s: pass --tiou=%s to score it so", detections_path, theirs,
+                      contract.FLAGS_FILE, tiou, theirs)
     detected = set(map(str, preds.videos))
     outside = sorted(detected - set(gt))
     if outside:  # e.g. another dataset's ground truth: every score would be ~0
@@ -238,7 +263,7 @@ def write_scores(result: EvalResult, spans, path: str, detections: str) -> None:
 def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spans,
                      output: str = "", per_class: bool = False,
                      show: Callable[[str], None] = print,
-                     gt_all: Optional[dict] = None) -> Optional[str]:
+                     gt_all: Optional[dict] = None, tiou: str = "") -> Optional[str]:
   """Scores a detections file (evaluate_files), shows the table, and writes the scores
   to `output`, by default beside the detections (results_path).
 
@@ -261,7 +286,7 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
   unwritten = unless_default(lambda: io_utils.check_writable(
       path, "scores file", {gt_path: "ground truth of --gt",
                             detections_path: "detections of --detections"}))
-  result = evaluate_files(gt_path, detections_path, subset, tious, gt_all=gt_all)
+  result = evaluate_files(gt_path, detections_path, subset, tious, gt_all=gt_all, tiou=tiou)
   show(format_table(result, spans, per_class))
   return unwritten or unless_default(lambda: write_scores(result, spans, path,
                                                           detections_path))

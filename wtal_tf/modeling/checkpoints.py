@@ -10,6 +10,7 @@ from absl import logging
 import tensorflow as tf
 
 from wtal_tf import config as cfg_lib
+from wtal_tf import contract
 from wtal_tf import io_utils
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError, first_few, shorten
@@ -20,7 +21,7 @@ CHECKPOINT_DIR = "checkpoints"
 MAX_TO_KEEP = 3
 
 
-FLAGS_FILE = "flags.cfg"  # the experiment flags of the run, as a flagfile
+FLAGS_FILE = contract.FLAGS_FILE  # the experiment flags of the run, as a flagfile
 MAX_CHANGES_SHOWN = 4  # differences named in the message refusing a resume
 # What makes a model dir's checkpoints one model (model.json's keys, flattened): the
 # weights' shapes and what its outputs mean. Other settings (loss weights, seed, ...)
