@@ -240,10 +240,16 @@ def test_scoring_at_other_thresholds_than_the_models_is_a_warning(tmp_path, capl
   evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,), tiou="thumos14")
   assert (f"{dets}: its model was evaluated at --tiou=activitynet (its flags.cfg), these "
           "scores are at --tiou=thumos14: pass --tiou=activitynet to score it so") in caplog.text
-  caplog.clear()  # the same thresholds, or thresholds a flag chose: no warning
+  caplog.clear()  # the same thresholds (however written), or a flag chose: no warning
   evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,), tiou="activitynet")
   evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,))
+  (model / "flags.cfg").write_text("--tiou=" + ",".join(f"0.{k}" for k in range(1, 10)))
+  evaluation.evaluate_files(str(gt), str(dets), "test", (0.5,), tiou="thumos14")
   assert "its model was evaluated" not in caplog.text
+  with pytest.raises(UserError, match=re.escape(  # (review: the flag that chooses it)
+      "no videos in subset 'validation' (subsets present: ['test']): choose one with "
+      "--subset")):
+    evaluation.evaluate_files(str(gt), str(dets), "validation", (0.5,))
 
 
 def test_a_subset_without_annotated_instances_is_named_as_such(tmp_path):

@@ -232,9 +232,12 @@ def test_evaluate_reads_the_ground_truth_of_the_dataset_flags(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert json.loads((tmp_path / "dets.eval.json").read_text())["mAP"] == {"0.5": 0.5}
   root = write_dataset(tmp_path / "pv", {"a": (["A"], 4)}, {"x": (["A"], 5)}, classes=("A",))
-  (tmp_path / "flags.cfg").write_text(f"--data_dir={root}\n")
-  dets.write_text(json.dumps({"results": {"x": [{"label": "A", "score": 1.0,
-                                                 "segment": [0.0, 0.64]}]}}))
+  (tmp_path / "classes.txt").write_text("A\nZ\n")  # Z: a class without instances (review)
+  (tmp_path / "flags.cfg").write_text(f"--data_dir={root}\n"
+                                      f"--class_list={tmp_path / 'classes.txt'}\n")
+  dets.write_text(json.dumps({"results": {"x": [
+      {"label": "A", "score": 1.0, "segment": [0.0, 0.64]},
+      {"label": "Z", "score": 0.5, "segment": [0.0, 0.64]}]}}))
   proc = run_cli("wtal_tf.evaluate", f"--flagfile={tmp_path / 'flags.cfg'}",
                  f"--detections={dets}", "--tiou=0.5")
   assert proc.returncode == 0, proc.stderr
@@ -246,7 +249,8 @@ def test_evaluate_reads_the_ground_truth_of_the_dataset_flags(tmp_path):
   document = json.loads(dets.read_text())
   dets.write_text(json.dumps({**document, "external_data": {"model_dir": str(tmp_path)}}))
   for tiou, warned in (([], True), (["--tiou=0.5"], False)):  # (a flag chose: no warning)
-    proc = run_cli("wtal_tf.evaluate", f"--data_dir={root}", f"--detections={dets}", *tiou)
+    proc = run_cli("wtal_tf.evaluate", f"--data_dir={root}", f"--detections={dets}",
+                   f"--class_list={tmp_path / 'classes.txt'}", *tiou)
     assert proc.returncode == 0, proc.stderr
     assert ("its model was evaluated at --tiou=activitynet" in proc.stderr) == warned
 

@@ -36,14 +36,14 @@ def define_flags(fv=flags.FLAGS):
 def main(argv):
   del argv
   f, cfg = cli.FLAGS, cli.config_from_flags()
-  gt, gt_all = f.gt, None
+  gt, gt_all, classes = f.gt, None, ()
   if not gt and (cfg.data.data_dir or cfg.data.gt_file):  # the dataset's ground truth
-    gt_all, gt, _ = datasets.ground_truth(cfg.data)
+    gt_all, gt, classes = datasets.ground_truth(cfg.data)  # (and class list, as training's)
   warning = metrics.evaluate_to_file(
       cli.require(gt, "gt (or the dataset's --data_dir)"),
       cli.require(f.detections, "detections"), f.subset or cfg.data.test_subset,
       cfg.eval.thresholds, cfg.eval.averages, f.output, f.per_class, gt_all=gt_all,
-      tiou="" if f["tiou"].present else cfg.eval.tiou)
+      known_labels=classes, tiou="" if f["tiou"].present else cfg.eval.tiou)
   if warning:
     print(f"warning: {warning}", file=sys.stderr)
 

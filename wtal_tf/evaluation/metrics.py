@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from wtal_tf import contract
+from wtal_tf.config import parse_tious
 from wtal_tf import io_utils
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
@@ -213,6 +214,14 @@ def recorded_tiou(document) -> str:
   return next((line[len(TIOU_FLAG):] for line in lines if line.startswith(TIOU_FLAG)), "")
 
 
+def _thresholds(tiou: str) -> Optional[tuple[float, ...]]:
+  """The thresholds of a --tiou value (None: not one)."""
+  try:
+    return parse_tious(tiou)
+  except ValueError:
+    return None
+
+
 def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
                    known_labels=None, gt_all: Optional[dict] = None,
                    tiou: str = "") -> EvalResult:
@@ -221,14 +230,15 @@ def evaluate_files(gt_path: str, detections_path: str, subset: str, tious,
   that gave `tious` when no flag chose it (a default): a warning if the detections'
   model was evaluated at another."""
   gt_all = groundtruth.load_activitynet(gt_path) if gt_all is None else gt_all
-  gt = groundtruth.select_subset(gt_all, subset, gt_path)
+  gt = groundtruth.select_subset(gt_all, subset, gt_path, "--subset")
   groundtruth.check_annotated(gt, subset, gt_path)  # (else every label is "unknown")
   known = {l for v in gt_all.values() for l in v.labels} | set(known_labels or ())
   try:
     document = groundtruth.load_json(detections_path)
     preds = parse_detections(document, detections_path)
     theirs = recorded_tiou(document) if tiou else ""
-    if theirs and theirs != tiou:  # e.g. ActivityNet's detections at THUMOS14's thresholds
+    if theirs and _thresholds(theirs) not in (None, _thresholds(tiou)):  # e.g. ActivityNet's
+      # detections at THUMOS14's thresholds
       logging.warning("%s: its model was evaluated at --tiou=%s (its %s), these scores are "
                       "at --tiou=%s: pass --tiou=%s to score it so", detections_path, theirs,
                       contract.FLAGS_FILE, tiou, theirs)
@@ -263,7 +273,8 @@ def write_scores(result: EvalResult, spans, path: str, detections: str) -> None:
 def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spans,
                      output: str = "", per_class: bool = False,
                      show: Callable[[str], None] = print,
-                     gt_all: Optional[dict] = None, tiou: str = "") -> Optional[str]:
+                     gt_all: Optional[dict] = None, known_labels=(),
+                     tiou: str = "") -> Optional[str]:
   """Scores a detections file (evaluate_files), shows the table, and writes the scores
   to `output`, by default beside the detections (results_path).
 
@@ -286,7 +297,7 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
   unwritten = unless_default(lambda: io_utils.check_writable(
       path, "scores file", {gt_path: "ground truth of --gt",
                             detections_path: "detections of --detections"}))
-  result = evaluate_files(gt_path, detections_path, subset, tious, gt_all=gt_all, tiou=tiou)
+  result = evaluate_files(gt_path, detections_path, subset, tious, known_labels, gt_all, tiou)
   show(format_table(result, spans, per_class))
   return unwritten or unless_default(lambda: write_scores(result, spans, path,
                                                           detections_path))
