@@ -445,7 +445,25 @@ def test_localize_keeps_scores_of_other_detections_it_finds_beside_its_output(
   batch.localize_to_file(tiny_model, str(mine))
   assert json.loads(scores.read_text()) == unnamed
   assert (f"{scores}: kept, but it may hold the scores of the detections this run replaced "
-          "(it does not name the detections it scores)") in caplog.text
+          "(it names no detections file)") in caplog.text
+  moved = tmp_path / "moved"  # (review) a folder moved, its scores naming the old path
+  moved.mkdir()
+  batch.localize_to_file(tiny_model, str(moved / "mine.json"))
+  metrics.evaluate_to_file(gt, str(moved / "mine.json"), "test", (0.5,), (),
+                           show=lambda table: None)
+  (moved / "mine.eval.json").write_text((moved / "mine.eval.json").read_text().replace(
+      str(moved), str(tmp_path / "before")))
+  batch.localize_to_file(tiny_model, str(moved / "mine.json"))
+  assert (moved / "mine.eval.json").exists()
+  assert (f"{moved / 'mine.eval.json'}: kept, but it may hold the scores of the detections "
+          f"this run replaced (it names {tmp_path / 'before' / 'mine.json'}, which is not "
+          "there)") in caplog.text
+  link = tmp_path / "link"  # the same folder by another path: the scores are removed
+  link.symlink_to(moved)
+  metrics.evaluate_to_file(gt, str(moved / "mine.json"), "test", (0.5,), (),
+                           show=lambda table: None)
+  batch.localize_to_file(tiny_model, str(link / "mine.json"))
+  assert not (moved / "mine.eval.json").exists()
 
 
 def test_a_duration_that_disagrees_with_the_features_is_named(tiny_model, good, tmp_path,

@@ -136,10 +136,12 @@ def remove_stale_scores(detections: str) -> None:
   if not (isinstance(scores, dict) and set(SCORES_KEYS) <= set(scores)):
     return
   scored = scores.get(metrics.DETECTIONS_KEY)
-  if scored == os.path.abspath(detections):
+  if isinstance(scored, str) and os.path.realpath(scored) == os.path.realpath(detections):
     os.remove(stale)
     logging.warning("%s: removed: the scores of the detections this run replaced (python -m "
                     "wtal_tf.evaluate scores the new ones)", stale)
-  elif scored is None:
+  elif not isinstance(scored, str) or not os.path.exists(scored):  # (e.g. a moved folder)
     logging.warning("%s: kept, but it may hold the scores of the detections this run "
-                    "replaced (it does not name the detections it scores)", stale)
+                    "replaced (it names %s)", stale,
+                    "no detections file" if not isinstance(scored, str) else f"{scored}, "
+                    "which is not there")
