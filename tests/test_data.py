@@ -93,10 +93,13 @@ def test_a_layout_error_names_the_flag_to_add(tmp_path):
       "'train']): choose one with --train_subset")):
     data.load_dataset(C.DataConfig(data_dir=str(root)))
   (root / "features" / "train").rename(root / "features" / "training")  # (an ActivityNet user)
-  with pytest.raises(UserError, match=re.escape(
-      f"{root / 'features' / 'train' / 'rgb' / 'a.npy'}: not found: {root / 'features'} has "
-      "no train folder, only test,training (--train_split and --test_split choose)")):
-    data.load_dataset(C.DataConfig(data_dir=str(root), train_subset="train"))
+  for skip in (False, True):  # (review: not a video to skip, nor that advice)
+    with pytest.raises(UserError, match=re.escape(
+        f"{root / 'features' / 'train' / 'rgb' / 'a.npy'}: not found: {root / 'features'} "
+        "has no train folder, only test,training (--train_split and --test_split choose)")
+        + "$"):
+      data.load_dataset(C.DataConfig(data_dir=str(root), train_subset="train",
+                                     skip_invalid_videos=skip))
   with pytest.raises(UserError, match=re.escape(  # (found by a user of extract to S3)
       "s3://lab/ds: training and localization read a dataset on a local disk: copy it to "
       "one first")):

@@ -97,14 +97,19 @@ class PerVideoSource(FeatureSource):
       features = os.path.dirname(os.path.normpath(self.root))
       splits = sorted(d for d in _entries(features) if os.path.isdir(os.path.join(features, d)))
       if not os.path.isdir(self.root) and splits:
-        raise UserError(f"{path}: not found: {features} has no {os.path.basename(self.root)} "
-                        f"folder, only {','.join(splits)} (--train_split and --test_split "
-                        "choose)") from None
+        raise LayoutError(f"{path}: not found: {features} has no {os.path.basename(self.root)} "
+                          f"folder, only {','.join(splits)} (--train_split and --test_split "
+                          "choose)") from None
       there = [s for s in contract.STREAMS if os.path.isdir(os.path.join(self.root, s))]
       if there and stream not in there:
         raise UserError(f"{path}: not found: {self.root} has no {stream} features, only "
                         f"{','.join(there)} (--streams chooses)") from None
       raise
+
+
+class LayoutError(UserError):
+  """A file missing because the dataset is laid out otherwise (its every video's file is):
+  --skip_invalid_videos does not skip it."""
 
 
 def _entries(folder: str) -> list[str]:
@@ -237,6 +242,8 @@ def _unless_skipped(check, skip_invalid: bool, skipped: list[str]):
   to `skipped`); else that error, saying --skip_invalid_videos would leave the video out."""
   try:
     return check()
+  except LayoutError:  # (every video's: not one to skip)
+    raise
   except UserError as e:
     if not skip_invalid:
       raise UserError(f"{e} (--skip_invalid_videos leaves such videos out)") from None
