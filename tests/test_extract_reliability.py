@@ -601,7 +601,7 @@ def test_an_unreachable_dask_scheduler_is_one_line_before_any_work(tmp_path):
   assert not (tmp_path / "out").exists()  # asked before OUT's folders were made
 
 
-def test_an_address_where_another_server_answers_is_one_line(monkeypatch):
+def test_an_address_where_another_server_answers_is_one_line(monkeypatch, tmp_path):
   """Found by a user: --dask_client_address naming the scheduler's dashboard port (or any
   server that is not a Dask scheduler) waited for ever, printing nothing."""
   monkeypatch.setattr(beam_options, "DASK_ANSWER_S", 2.0)
@@ -614,6 +614,11 @@ def test_an_address_where_another_server_answers_is_one_line(monkeypatch):
         "scheduler? its dashboard is another port)")):
       beam_options.worker_slots(beam_options.pipeline_options(
           ["--runner=DaskRunner", f"--dask_client_address={address}"]))
+  missing = tmp_path / "scheduler.json"  # (review: a scheduler file no scheduler wrote)
+  with pytest.raises(UserError, match=re.escape(
+      f"Dask scheduler {missing}: no answer in 2 s (has a running scheduler written it?)")):
+    beam_options.worker_slots(beam_options.pipeline_options(
+        ["--runner=DaskRunner", f"--dask_scheduler_file={missing}"]))
 
 
 def test_unknown_options_and_bad_values_are_user_errors():

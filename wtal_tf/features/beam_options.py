@@ -237,10 +237,15 @@ def _dask_threads(options: PipelineOptions) -> int:
 
   connecting = threading.Thread(target=connect, name="dask connect", daemon=True)
   connecting.start()  # (a daemon: one that never returns does not keep the process alive)
-  connecting.join(DASK_ANSWER_S)
+  try:  # (a longer --dask_connection_timeout is waited for too)
+    patience = max(DASK_ANSWER_S, float(kwargs.get("timeout") or 0) + DASK_ANSWER_S / 2)
+  except (TypeError, ValueError):
+    patience = DASK_ANSWER_S
+  connecting.join(patience)
   if connecting.is_alive():
-    raise UserError(f"Dask scheduler {where}: no answer in {DASK_ANSWER_S:g} s (is it the "
-                    "address of a Dask scheduler? its dashboard is another port)")
+    hint = ("is it the address of a Dask scheduler? its dashboard is another port"
+            if kwargs.get("address") else "has a running scheduler written it?")
+    raise UserError(f"Dask scheduler {where}: no answer in {patience:g} s ({hint})")
   error = answer.get("error")
   if isinstance(error, (OSError, ValueError, TimeoutError)):
     raise UserError(f"Dask scheduler {where}: cannot connect ({error})") from None
