@@ -6,6 +6,7 @@ of blocks that reassemble bit-exactly to a whole-video pass."""
 
 import fractions
 import math
+import re
 import logging
 
 import av
@@ -421,6 +422,16 @@ def test_a_cut_short_mkv_yields_what_it_holds_and_says_so(tmp_path, caplog):
   assert frames.warning in caplog.messages
   blocks = video.Blocks(cut, 16)
   assert len(list(blocks)) == len(got) // 16 and blocks.warning == frames.warning
+
+
+def test_a_video_gone_since_it_was_listed_names_the_likely_cause(tmp_path):
+  """Found by a user: on a cluster, a worker that did not see --video_dir at the
+  driver's path said only 'No such file or directory'."""
+  gone = tmp_path / "gone.mp4"
+  with pytest.raises(UserError, match=re.escape(
+      f"{gone}: cannot read as a video (not found, though listed: on a cluster, every "
+      "worker must see --video_dir at this same path)")):
+    list(video.frames(str(gone)))
 
 
 def test_a_cut_short_mp4_without_its_index_is_one_line_error(tmp_path):
