@@ -228,8 +228,8 @@ def test_scoring_at_other_thresholds_than_the_models_is_a_warning(tmp_path, capl
   """Found by an ActivityNet user: `evaluate --gt --detections` of a model evaluated at
   --tiou=activitynet scored at THUMOS14's default thresholds without a word."""
   gt = tmp_path / "gt.json"
-  gt.write_text(json.dumps({"database": {"v1": {"subset": "test", "duration": 10,
-                                                "annotations": [{"label": "A", "segment": [0, 2]}]}}}))
+  gt.write_text(json.dumps({"database": {"v1": {
+      "subset": "test", "duration": 10, "annotations": [{"label": "A", "segment": [0, 2]}]}}}))
   model = tmp_path / "m"
   model.mkdir()
   (model / "flags.cfg").write_text("--learning_rate=0.001\n--tiou=activitynet\n")

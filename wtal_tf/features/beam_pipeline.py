@@ -50,10 +50,10 @@ from wtal_tf.features.beam_options import (direct_runner, pipeline_options,
                                            workers_in_process)
 from wtal_tf.features.beam_steps import (
     CHUNKS_DIR, FAILED, GT_KEY, MARK_EXT, OK, PROGRESS_DIR, RUNS_DIR, SKIPPED, STATUS_DIR,
-    STATUS_EXT, AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module, failures_path,
-    forget_extractors, gt_entry, in_other_splits, labels_of, mark_key, not_made_here,
-    previous_labels, read_database, status_path, status_records, stop_mark_path,
-    write_dataset_files)
+    STATUS_EXT, SUMMARY_EXT, AssembleVideoFn, ExtractChunkFn, FinishRunFn, extraction_module,
+    failures_path, forget_extractors, gt_entry, in_other_splits, labels_of, mark_key,
+    not_made_here, previous_labels, read_database, status_path, status_records,
+    stop_mark_path, summary_path, write_dataset_files)
 
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
@@ -117,11 +117,11 @@ def remove_abandoned_progress(out: str, now: Optional[float] = None) -> int:
     run = storage.parent(path)
     newest[run] = max(newest.get(run, written), written)
   abandoned = {run for run, written in newest.items() if now - written > ABANDONED_PROGRESS_S}
-  summaries = [path for path, written in storage.modified(
-      storage.join(out, RUNS_DIR, "*.json")).items() if now - written > ABANDONED_PROGRESS_S]
+  summaries = [path for path, written in storage.modified(summary_path(out, "*")).items()
+               if now - written > ABANDONED_PROGRESS_S]
   storage.delete([p for p in marks if storage.parent(p) in abandoned] + summaries, prune=True)
   return len({os.path.basename(run) for run in abandoned}
-             | {os.path.basename(p)[:-len(".json")] for p in summaries})
+             | {os.path.basename(p)[:-len(SUMMARY_EXT)] for p in summaries})
 
 
 class _Progress(threading.Thread):
@@ -308,13 +308,13 @@ def _run(cfg: ExtractConfig, options: PipelineOptions, tasks: Sequence[dict],
     if in_process:
       forget_extractors()
   progress.report(final=True)
-  summary = storage.join(cfg.output_dir, RUNS_DIR, run_id + ".json")
+  summary = summary_path(cfg.output_dir, run_id)
   records = storage.read_json(summary, strict=True)
   storage.delete([summary] + storage.match(storage.join(cfg.output_dir, PROGRESS_DIR, run_id,
                                                         "*")), prune=True)
   if not isinstance(records, list):
     raise UserError(f"{cfg.output_dir}: the pipeline ended without writing its summary "
-                    f"({RUNS_DIR}/{run_id}.json): the run was cut off (on a cluster: its "
+                    f"({RUNS_DIR}/{run_id}{SUMMARY_EXT}): the run was cut off (on a cluster: its "
                     "scheduler or workers lost?); run the command again: finished chunks "
                     "are kept")
   return records
@@ -347,8 +347,8 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
                "for %d worker%s -> %s%s%s", cfg.split, len(paths), "s" * (len(paths) != 1),
                len(ignored), ",".join(cfg.streams), workers, "s" * (workers != 1), cfg.output_dir,
                f"; removed {removed} stale temporary files" if removed else "",
-               f"; removed what {abandoned} abandoned runs left (progress marks, summaries)" if abandoned
-               else "")
+               f"; removed what {abandoned} abandoned runs left (progress marks, summaries)"
+               if abandoned else "")
   reasons = _refusals(cfg, paths, names, database)
   refused = [{"video": io_utils.printable(p), "status": FAILED, "reason": reasons[p]}
              for p in paths if p in reasons]

@@ -71,6 +71,7 @@ WRITING = "writing"  # the status of a video's first record, written before its 
 # features are never without a record (not_made_here)
 GT_VERSION = "wtal_tf.extract"
 STATUS_EXT = ".json"  # of a status record: <video>.json, the longest name made from a video's
+SUMMARY_EXT = ".json"  # of a run's summary: <run id>.json
 GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
 LABELS_KEY = "labels"  # a failed video's record: the subset and annotations its entry
 # had or was given, for the run that extracts it again
@@ -85,6 +86,11 @@ def mark_key(name: str) -> str:
 
 class RunStopped(Exception):
   """Raised by a run's step after its driver was interrupted: the run's tasks fail fast."""
+
+
+def summary_path(out: str, run_id: str) -> str:
+  """OUT/extract_runs/<run id>.json: the records of one run (run_id "*": a pattern of all)."""
+  return storage.join(out, RUNS_DIR, run_id + SUMMARY_EXT)
 
 
 def stop_mark_path(out: str, run_id: str) -> str:
@@ -310,7 +316,7 @@ class FinishRunFn(_WritesOutFn):
   def process(self, records: list) -> Iterable[str]:
     cfg = self.cfg
     write_dataset_files(cfg, records)
-    summary = storage.join(cfg.output_dir, RUNS_DIR, self.run_id + ".json")
+    summary = summary_path(cfg.output_dir, self.run_id)
     storage.write_json(summary, records)
     yield summary
 
