@@ -26,6 +26,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.evaluation.activitynet import Predictions, parse_detections, results_path
 
 TIOU_FLAG = "--tiou="  # its line in a flags.cfg
+SCORES_KEYS = ("tious", "mAP", "per_class_AP")  # what tells a scores file (EvalResult.to_dict)
 DETECTIONS_KEY = "detections"  # in a scores file: the absolute path of the detections scored
 PERCENT = 100.0  # mAP and AP are printed, plotted and logged to TensorBoard in percent
 

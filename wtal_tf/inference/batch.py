@@ -32,7 +32,6 @@ from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.modeling import checkpoints
 
 OUTPUT_KEYS = {"attention": "attention", "tcam": "cas", "class_probs": "class_probs"}
-SCORES_KEYS = ("tious", "mAP", "per_class_AP")  # what tells a scores file (EvalResult.to_dict)
 
 
 def save_outputs(path: str, outputs: dict[str, StreamOutput], classes: Sequence[str]) -> None:
@@ -133,7 +132,7 @@ def remove_stale_scores(detections: str) -> None:
       scores = json.load(f)
   except (OSError, ValueError):
     return
-  if not (isinstance(scores, dict) and set(SCORES_KEYS) <= set(scores)):
+  if not (isinstance(scores, dict) and set(metrics.SCORES_KEYS) <= set(scores)):
     return
   scored = scores.get(metrics.DETECTIONS_KEY)
   if isinstance(scored, str) and os.path.realpath(scored) == os.path.realpath(detections):
