@@ -1,6 +1,7 @@
 """Readers for both layouts, the THUMOS14 converter, and the training order."""
 
 import json
+import os
 import re
 import shutil
 
@@ -246,6 +247,16 @@ def test_converter_refuses_bad_video_info_and_unwritable_output(tmp_path):
   assert proc.returncode == 0 and proc.stderr.strip() == (  # found by a new user: silent
       f"warning: {info}: no duration for 1 of 2 videos (e.g. video_validation_1): their "
       "detections are not clipped to the video's end")
+  # Found in review: an --output naming an input replaced it with the ground truth.
+  before = info.read_bytes()
+  with pytest.raises(UserError, match=r"info.json: cannot write the ground-truth file \(it "
+                     r"is the durations file of --video_info\)$"):
+    thumos14.convert(splits, str(info), str(info))
+  annotations = os.path.join(splits["validation"], sorted(os.listdir(splits["validation"]))[0])
+  with pytest.raises(UserError, match=r"cannot write the ground-truth file \(it is the "
+                     r"validation annotation file .*_val.txt\)$"):
+    thumos14.convert(splits, annotations)
+  assert info.read_bytes() == before
 
 
 def test_features_made_only_when_every_video_read_has_a_record_and_they_agree(tmp_path,

@@ -77,6 +77,14 @@ def remove_created(path: str, created: Optional[str]) -> None:
     folder = os.path.dirname(folder)
 
 
+def entries(folder: str) -> list[str]:
+  """The names in `folder` ([] if it cannot be listed)."""
+  try:
+    return os.listdir(folder)
+  except OSError:
+    return []
+
+
 def check_writable(path: str, what: str = "output file",
                    taken: Optional[dict[str, str]] = None) -> None:
   """A UserError unless `path` could be written (atomically) now: it is not a

@@ -21,6 +21,7 @@ import numpy as np
 
 from wtal_tf.config import DataConfig
 from wtal_tf import contract
+from wtal_tf import io_utils
 from wtal_tf.data import groundtruth
 from wtal_tf.data import npy
 from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
@@ -95,7 +96,8 @@ class PerVideoSource(FeatureSource):
       return load_npy(path, "feature file")
     except UserError:  # (its own error, unless no video here has the stream, or the split)
       features = os.path.dirname(os.path.normpath(self.root))
-      splits = sorted(d for d in _entries(features) if os.path.isdir(os.path.join(features, d)))
+      splits = sorted(d for d in io_utils.entries(features)
+                      if os.path.isdir(os.path.join(features, d)))
       if not os.path.isdir(self.root) and splits:
         raise LayoutError(f"{path}: not found: {features} has no {os.path.basename(self.root)} "
                           f"folder, only {','.join(splits)} (--train_split and --test_split "
@@ -110,14 +112,6 @@ class PerVideoSource(FeatureSource):
 class LayoutError(UserError):
   """A file missing because the dataset is laid out otherwise (its every video's file is):
   --skip_invalid_videos does not skip it."""
-
-
-def _entries(folder: str) -> list[str]:
-  """The names in `folder` ([] if it cannot be listed)."""
-  try:
-    return os.listdir(folder)
-  except OSError:
-    return []
 
 
 class WtalcSource(FeatureSource):

@@ -92,7 +92,7 @@ def convert(split_dirs: Mapping[str, str], output: str, video_info: Optional[str
   """Writes read_official's ground truth as ActivityNet JSON at `output` (checked before
   reading); returns (a summary line, a warning when `video_info` gives no duration for
   some videos, else None)."""
-  io_utils.check_writable(output, "ground-truth file")
+  io_utils.check_writable(output, "ground-truth file", taken=_inputs(split_dirs, video_info))
   videos = read_official(split_dirs, video_info, wtal_standard)
   io_utils.write_json(output, groundtruth.to_activitynet(videos.values(), VERSION), indent=1)
   summary = (f"{output}: {len(videos)} videos, "
@@ -102,6 +102,16 @@ def convert(split_dirs: Mapping[str, str], output: str, video_info: Optional[str
     return summary, None
   return summary, (f"{video_info}: no duration for {len(undated)} of {len(videos)} videos "
                    f"(e.g. {undated[0]}): their detections are not clipped to the video's end")
+
+
+def _inputs(split_dirs: Mapping[str, str], video_info: Optional[str]) -> dict[str, str]:
+  """{path: what it is} of the files convert reads (its output must be none of them)."""
+  inputs = {video_info: "durations file of --video_info"} if video_info else {}
+  for subset, directory in split_dirs.items():
+    for fn in io_utils.entries(directory):  # (read_official says why one cannot be listed)
+      if fn.endswith(SUFFIX[subset]):
+        inputs[os.path.join(directory, fn)] = f"{subset} annotation file {fn}"
+  return inputs
 
 
 def _check_same_classes(split_dirs: Mapping[str, str], files: Mapping[str, set[str]]) -> None:
