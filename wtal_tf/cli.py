@@ -23,7 +23,6 @@ from wtal_tf import interrupts
 from wtal_tf.errors import UserError, not_text, unexpected_arguments
 
 FLAGS = flags.FLAGS
-GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
 CONFIG_MODULE = cfg_lib.__name__  # absl's record of where the config fields' flags come
 # from, which tells them from a tool's own flag of the same name (evaluate's --output)
 ERROR_STATUS = 2  # exit status after a user error or a bad flag
@@ -73,7 +72,7 @@ def flag_fields(groups: Iterable[str], fields: Optional[Iterable[str]] = None
   all of them or those named in `fields`."""
   out = {}
   for group in groups:
-    for field in dataclasses.fields(GROUPS[group]):
+    for field in dataclasses.fields(cfg_lib.GROUPS[group]):
       if field.metadata.get("flag", True) and (fields is None or field.name in fields):
         out.setdefault(field.name, field)
   return out
@@ -135,7 +134,7 @@ def config_from_flags(pipeline_args: tuple[str, ...] = (),
   """
   groups, defined = {}, config_flags(fv)
   try:
-    for group, cls in GROUPS.items():
+    for group, cls in cfg_lib.GROUPS.items():
       kwargs = {name: _value(f, fv[name].value)
                 for name, f in flag_fields((group,)).items() if name in defined}
       if group == "extract":
@@ -312,6 +311,12 @@ def run(main: Callable[[list[str]], None], pass_unknown: bool = False) -> None:
   if "h" not in FLAGS:
     flags.DEFINE_alias("h", "help")  # -h, as most commands take it
   app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, known_only=pass_unknown))
+
+
+def warn(warning: Optional[str]) -> None:
+  """Prints a library call's returned warning, if any, as one `warning:` line on stderr."""
+  if warning:
+    print(f"warning: {warning}", file=sys.stderr)
 
 
 def require(value, name: str) -> str:

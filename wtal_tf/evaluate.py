@@ -13,12 +13,9 @@ warning (the table is still printed, nothing is written); such an --output is an
 error before any work.
 """
 
-import sys
-
 from absl import flags
 
 from wtal_tf import cli
-from wtal_tf.data import datasets
 from wtal_tf.evaluation import metrics
 
 
@@ -35,17 +32,9 @@ def define_flags(fv=flags.FLAGS):
 
 def main(argv):
   del argv
-  f, cfg = cli.FLAGS, cli.config_from_flags()
-  gt, gt_all, classes = f.gt, None, ()
-  if not gt and (cfg.data.data_dir or cfg.data.gt_file):  # the dataset's ground truth
-    gt_all, gt, classes = datasets.ground_truth(cfg.data)  # (and class list, as training's)
-  warning = metrics.evaluate_to_file(
-      cli.require(gt, "gt (or the dataset's --data_dir)"),
-      cli.require(f.detections, "detections"), f.subset or cfg.data.test_subset,
-      cfg.eval.thresholds, cfg.eval.averages, f.output, f.per_class, gt_all=gt_all,
-      known_labels=classes, tiou="" if f["tiou"].present else cfg.eval.tiou)
-  if warning:
-    print(f"warning: {warning}", file=sys.stderr)
+  f = cli.FLAGS
+  cli.warn(metrics.evaluate_command(cli.config_from_flags(), f.detections, f.gt, f.subset,
+                                    f.output, f.per_class, tiou_chosen=f["tiou"].present))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from wtal_tf import contract
-from wtal_tf.config import parse_tious
+from wtal_tf.config import Config, parse_tious
 from wtal_tf import io_utils
+from wtal_tf.data import datasets
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation.activitynet import Predictions, parse_detections, results_path
@@ -302,3 +303,24 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
   show(format_table(result, spans, per_class))
   return unwritten or unless_default(lambda: write_scores(result, spans, path,
                                                           detections_path))
+
+
+def evaluate_command(cfg: Config, detections: str, gt: str = "", subset: str = "",
+                     output: str = "", per_class: bool = False,
+                     tiou_chosen: bool = False) -> Optional[str]:
+  """wtal_tf.evaluate: evaluate_to_file with the experiment flags `cfg`.
+
+  Without `gt`, the ground truth (and class list) is the dataset's that cfg.data names;
+  `subset` defaults to cfg.data.test_subset. tiou_chosen: a flag chose cfg.eval.tiou
+  (else the detections' model's own thresholds, if others, are named in a warning).
+  """
+  gt_all, classes = None, ()
+  if not gt and (cfg.data.data_dir or cfg.data.gt_file):
+    gt_all, gt, classes = datasets.ground_truth(cfg.data)
+  if not gt:
+    raise UserError("--gt (or the dataset's --data_dir) is required")
+  if not detections:
+    raise UserError("--detections is required")
+  return evaluate_to_file(gt, detections, subset or cfg.data.test_subset, cfg.eval.thresholds,
+                          cfg.eval.averages, output, per_class, gt_all=gt_all,
+                          known_labels=classes, tiou="" if tiou_chosen else cfg.eval.tiou)

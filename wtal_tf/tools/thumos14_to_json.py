@@ -9,8 +9,6 @@ video_test_0000270 and video_test_0001496 (the 210-video test convention of
 BaS-Net/UM/CoLA).
 """
 
-import sys
-
 from absl import flags
 
 from wtal_tf import cli
@@ -35,8 +33,7 @@ def main(argv):
   summary, warning = thumos14.convert(splits, cli.require(f.output, "output"), f.video_info,
                                       f.wtal_standard)
   print(summary)
-  if warning:
-    print(f"warning: {warning}", file=sys.stderr)
+  cli.warn(warning)
 
 
 if __name__ == "__main__":
