@@ -42,8 +42,8 @@ def trained(tmp_path_factory):
 
 def test_every_config_field_is_one_flag_with_its_default_help_and_bounds():
   fv = flags.FlagValues()
-  cli.define_flags(tuple(cli.GROUPS), fv=fv)
-  for group, cls in cli.GROUPS.items():
+  cli.define_flags(tuple(C.GROUPS), fv=fv)
+  for group, cls in C.GROUPS.items():
     for field in dataclasses.fields(cls):
       if not field.metadata["flag"]:
         assert field.name not in fv
@@ -56,14 +56,14 @@ def test_every_config_field_is_one_flag_with_its_default_help_and_bounds():
       assert flag.default == default, (group, field.name)
   for bad in ("--train_steps=-1", "--theta=1.5", "--layout=other", "--streams=rgb,depth"):
     fresh = flags.FlagValues()
-    cli.define_flags(tuple(cli.GROUPS), fv=fresh)
+    cli.define_flags(tuple(C.GROUPS), fv=fresh)
     with pytest.raises(flags.Error):  # bounds and choices come from the field
       fresh(["prog", bad])
 
 
 def test_flags_parse_back_into_the_same_config():
   fv = flags.FlagValues()
-  cli.define_flags(tuple(cli.GROUPS), fv=fv)
+  cli.define_flags(tuple(C.GROUPS), fv=fv)
   fv(["prog", "--losses=fg,sparse,fg", "--attention_thresholds=0.1,0.3", "--theta=0.25",
       "--random_init_seed=4", "--extra_train=x,y"])
   cfg = cli.config_from_flags(("--runner=DirectRunner",), fv=fv)

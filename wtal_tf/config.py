@@ -321,6 +321,8 @@ class Config:
     return dataclasses.replace(self, **changes)
 
 
+# {group name: its config class}, e.g. "data": DataConfig.
+GROUPS = {f.name: f.type for f in dataclasses.fields(Config)}
 # The groups whose flags every experiment entrypoint accepts (so one flagfile
 # serves train, localize, visualize, ...) and MODEL_DIR/flags.cfg records.
 EXPERIMENT_GROUPS = ("data", "model", "loss", "train", "localize", "eval")

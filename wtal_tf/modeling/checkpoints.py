@@ -26,16 +26,15 @@ MAX_CHANGES_SHOWN = 4  # differences named in the message refusing a resume
 # What makes a model dir's checkpoints one model (model.json's keys, flattened): the
 # weights' shapes and what its outputs mean. Other settings (loss weights, seed, ...)
 # may change on a resume; the flags' warning names them.
-_GROUPS = {f.name: f.type for f in dataclasses.fields(cfg_lib.Config)}
 EXPERIMENT_FLAGS = frozenset(f.name for group in cfg_lib.EXPERIMENT_GROUPS
-                             for f in dataclasses.fields(_GROUPS[group]))
+                             for f in dataclasses.fields(cfg_lib.GROUPS[group]))
 # Flags that shape a model's evaluation, not its training: a finished model's rerun
 # records its own (its final evaluation uses them)
 EVALUATION_FLAGS = frozenset(f.name for group in ("localize", "eval")
-                             for f in dataclasses.fields(_GROUPS[group]))
+                             for f in dataclasses.fields(cfg_lib.GROUPS[group]))
 # One path each, which flags.cfg records absolute (since 8333cd3; relative before)
 PATH_FLAGS = frozenset(f.name for group in cfg_lib.EXPERIMENT_GROUPS
-                       for f in dataclasses.fields(_GROUPS[group])
+                       for f in dataclasses.fields(cfg_lib.GROUPS[group])
                        if f.metadata.get("path") and f.type is str)
 SPEC_TYPES = {"model": dict, "classes": list, "feature_dims": dict}  # what model.json holds
 THE_MODEL = ("classes", "feature_dims", "model.num_classes", "model.streams",

@@ -21,7 +21,7 @@ from wtal_tf.evaluation import metrics
 from wtal_tf.inference import batch
 from wtal_tf.inference.predictor import Predictor
 from wtal_tf.modeling import checkpoints
-from wtal_tf.modeling.model import WTALModel
+from wtal_tf.modeling.model import FINITE, WTALModel
 from wtal_tf.training import input_pipeline
 from wtal_tf.training import optimizer
 from wtal_tf.viz import plotting
@@ -227,12 +227,12 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
       first_step_seconds = time.perf_counter() - t0
     s += 1
     step.assign(s)
-    if not (math.isfinite(total) and float(logs["finite"])):
+    if not (math.isfinite(total) and float(logs[FINITE])):
       what = total if not math.isfinite(total) else "finite, but a gradient was not"
       raise NonFiniteLoss(f"loss became {what} at step {s}; stopped without applying that "
                           f"update, {kept_checkpoint()}")
     for k, v in logs.items():
-      if k == "finite":
+      if k == FINITE:
         continue
       sums[k] += float(v)
     count += 1
