@@ -157,6 +157,7 @@ def test_mv_table_marks_a_rare_class_without_test_instances(base, tmp_path):
                            "checkpoint_every": 2, "num_vis_videos": 0})
   text = mv.compare(cfg, 1, flagfile=cli.config_flagfile)  # test instances of A only
   assert "| B | – | – | no test instances |" in text and "nan" not in text
+  assert (tmp_path / "out" / "mv.md").read_text() == text  # (written once, by ablation.run)
   # Each run's flags.cfg is its row's: without the extra videos, then with them.
   recorded = sorted((tmp_path / "out").glob("*/seed0/flags.cfg"))
   assert sorted(config_of_flagfile(p).data.extra_train for p in recorded) == [

@@ -27,8 +27,7 @@ def main(argv):
   cli.require(cfg.train.model_dir, "model_dir")
   results = ablation.run(cfg, cli.FLAGS.seeds, ablation.select_rows(cli.FLAGS.ablation_rows),
                          flagfile=cli.config_flagfile)
-  print(ablation.markdown_table(results, ablation.columns(cfg)))
-  print(f"written under {cfg.train.model_dir}: {', '.join(ablation.written_files(results))}")
+  print(ablation.summary(results, cfg))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import dataclasses
 import io
 import os
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 from absl import logging
 import numpy as np
@@ -83,6 +83,8 @@ class RowResult:
   evals: list  # per seed: the final EvalResult
 
 
+Notes = Callable[[list[RowResult]], str]  # more Markdown below a table, from its rows
+
 def slug(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
@@ -92,9 +94,10 @@ def columns(cfg: Config) -> list[str]:
 
 
 def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
-        flagfile: Callable[[Config], str]) -> list[RowResult]:
-  """Trains and evaluates every row for `seeds` seeds; writes the table and curve
-  (written_files).
+        flagfile: Callable[[Config], str],
+        notes: Optional[Notes] = None) -> list[RowResult]:
+  """Trains and evaluates every row for `seeds` seeds; writes the table (with
+  `notes(results)`'s Markdown after it, if given) and the curve (written_files).
 
   Every row and seed is a separate run in OUT/<row>/seed<s>, seeded
   s = cfg.train.seed + k, on the same data and steps, which records its config's
@@ -140,7 +143,7 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
       result_row.run_dirs.append(run_dir)
     result_row.values = np.asarray(result_row.values)
     results.append(result_row)
-  write_tables(results, columns(cfg), out, prefix)
+  write_tables(results, cfg, out, prefix, notes)
   write_curve(results, cfg, out, prefix)
   return results
 
@@ -178,8 +181,23 @@ def markdown_table(results: list[RowResult], cols: list[str]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_tables(results: list[RowResult], cols: list[str], out: str, prefix: str) -> None:
-  io_utils.write_text(os.path.join(out, f"{prefix}.md"), markdown_table(results, cols))
+def markdown(results: list[RowResult], cfg: Config,
+             notes: Optional[Notes] = None) -> str:
+  """OUT/<prefix>.md: the table, then `notes(results)` if given."""
+  table = markdown_table(results, columns(cfg))
+  return table + "\n" + notes(results) if notes else table
+
+
+def summary(results: list[RowResult], cfg: Config) -> str:
+  """What wtal_tf.ablation prints: the table, and the files `run` wrote."""
+  return (markdown_table(results, columns(cfg))
+          + f"\nwritten under {cfg.train.model_dir}: {', '.join(written_files(results))}")
+
+
+def write_tables(results: list[RowResult], cfg: Config, out: str, prefix: str,
+                 notes: Optional[Notes] = None) -> None:
+  io_utils.write_text(os.path.join(out, f"{prefix}.md"), markdown(results, cfg, notes))
+  cols = columns(cfg)
   buffer = io.StringIO()
   writer = csv.writer(buffer)
   writer.writerow(["row", "seed", "run_dir"] + cols)

@@ -6,12 +6,10 @@ instances.
 """
 
 import collections
-import os
 from typing import Callable
 
 import numpy as np
 
-from wtal_tf import io_utils
 from wtal_tf.config import Config
 from wtal_tf.data import datasets as data
 from wtal_tf.data import groundtruth
@@ -20,6 +18,7 @@ from wtal_tf.evaluation import metrics
 from wtal_tf.experiments import ablation
 
 RAREST = 5  # classes reported in the per-class comparison
+MV_PREFIX = "mv"  # its files under MODEL_DIR: mv.md, mv.csv, mv_curve.*
 REPORT_TIOU = 0.5  # the per-class comparison's tIoU (the first threshold when not evaluated)
 WITHOUT, WITH = "Ours", "Ours + MV"
 
@@ -48,22 +47,26 @@ def per_class_change(results, classes: list[str], tiou: float) -> list[tuple[str
 
 
 def compare(cfg: Config, seeds: int, *, flagfile: Callable[[Config], str]) -> str:
-  """Both rows for `seeds` seeds; writes and returns MODEL_DIR/mv.md's Markdown.
+  """Both rows for `seeds` seeds; writes and returns MODEL_DIR/mv.md's Markdown: the
+  table, then AP at REPORT_TIOU per class of the fewest training instances.
   flagfile: as ablation.run's."""
   if not cfg.data.extra_train:
     raise UserError("--extra_train is required: the dirs of the supplementary videos")
+  rare = rarest_classes(cfg)  # (reads the ground truth: fails, if it does, before training)
+  tiou = REPORT_TIOU if REPORT_TIOU in cfg.eval.thresholds else cfg.eval.thresholds[0]
+
+  def per_class(results) -> str:
+    lines = [f"| class (fewest training instances) | AP@{tiou:g} {WITHOUT} | {WITH} | change |",
+             "|---|---:|---:|---:|"]
+    for c, a, b in per_class_change(results, rare, tiou):
+      if np.isnan(a) or np.isnan(b):  # no test instances: no AP
+        lines.append(f"| {c} | – | – | no test instances |")
+      else:
+        lines.append(f"| {c} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
+    return "\n".join(lines) + "\n"
+
   rows = (ablation.Row(WITHOUT, data={"extra_train": ()}),
           ablation.Row(WITH, data={"extra_train": cfg.data.extra_train}))
-  results = ablation.run(cfg, seeds, rows, prefix="mv", flagfile=flagfile)
-  table = ablation.markdown_table(results, ablation.columns(cfg))
-  tiou = REPORT_TIOU if REPORT_TIOU in cfg.eval.thresholds else cfg.eval.thresholds[0]
-  lines = [f"| class (fewest training instances) | AP@{tiou:g} {WITHOUT} | {WITH} | change |",
-           "|---|---:|---:|---:|"]
-  for c, a, b in per_class_change(results, rarest_classes(cfg), tiou):
-    if np.isnan(a) or np.isnan(b):  # no test instances: no AP
-      lines.append(f"| {c} | – | – | no test instances |")
-    else:
-      lines.append(f"| {c} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
-  text = table + "\n" + "\n".join(lines) + "\n"
-  io_utils.write_text(os.path.join(cfg.train.model_dir, "mv.md"), text)
-  return text
+  results = ablation.run(cfg, seeds, rows, prefix=MV_PREFIX, flagfile=flagfile,
+                         notes=per_class)
+  return ablation.markdown(results, cfg, per_class)
