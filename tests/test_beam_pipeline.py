@@ -25,6 +25,7 @@ from wtal_tf import contract
 from wtal_tf import io_utils
 from wtal_tf import startup
 from wtal_tf.data import datasets as data
+from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError
 from wtal_tf.features import beam_pipeline as pipeline
 from wtal_tf.features import beam_steps as steps
@@ -217,7 +218,7 @@ def test_weights_are_identified_by_the_bytes_of_their_files(tmp_path, monkeypatc
   # The code's feature version is part of what made a file.
   stored = provenance.settings(cfg, {"rgb": one})
   monkeypatch.setattr(provenance, "FEATURE_VERSION", provenance.FEATURE_VERSION + 1)
-  assert provenance.differences(stored, provenance.settings(cfg, {"rgb": one})) == [
+  assert made_lib.changes(stored, provenance.settings(cfg, {"rgb": one})) == [
       f"feature_version {provenance.FEATURE_VERSION - 1} -> {provenance.FEATURE_VERSION}"]
 
 
@@ -308,9 +309,9 @@ def test_other_streams_are_kept_only_when_made_alike():
                "video_identity": {"size": 1}}
   assert provenance.other_streams(old_rgb, made_flow) == (
       {**base, "flow_engine": "opencv", "streams": {**rgb, **flow}}, [])
-  assert provenance.differences(old_rgb["provenance"], made_flow["settings"]) == [
+  assert made_lib.changes(old_rgb["provenance"], made_flow["settings"]) == [
       "no flow features"]  # (not also "flow_engine None -> 'opencv'")
-  assert provenance.differences(old["provenance"], {**made_flow["settings"],
+  assert made_lib.changes(old["provenance"], {**made_flow["settings"],
                                                     "flow_engine": "keras"}) == [
       "flow_engine 'opencv' -> 'keras'"]
   assert provenance.other_streams(None, made) == (made["settings"], [])

@@ -23,6 +23,7 @@ from wtal_tf.config import DataConfig
 from wtal_tf import contract
 from wtal_tf import io_utils
 from wtal_tf.data import groundtruth
+from wtal_tf.data import made as made_lib
 from wtal_tf.data import npy
 from wtal_tf.contract import EXTRA_LABEL_SEP, EXTRA_LABELS, WTALC_ANNOTATIONS, WTALC_FEATURES
 from wtal_tf.errors import UserError, reading
@@ -480,24 +481,6 @@ def check_test_videos(dataset: Dataset, test_subset: str, scored: bool = False) 
   return dataset
 
 
-def _made_for(made: dict, streams: Sequence[str]) -> dict:
-  """A status record's provenance restricted to `streams` (other streams, and their
-  own settings, left out)."""
-  out = {k: v for k, v in made.items()
-         if k != "streams" and contract.STREAM_OF_SETTING.get(k, "") in ("", *streams)}
-  stored = made.get("streams") if isinstance(made.get("streams"), dict) else {}
-  return {**out, "streams": {s: stored[s] for s in streams if s in stored}}
-
-
-def made_differences(a: dict, b: dict) -> list[str]:
-  """What differs between two provenances of features ("crop_size 224 vs 56", "rgb
-  weights 'random-numpy:0' vs 'sha256:…'"); streams only one of them has are left out."""
-  a, b = ({k: v for k, v in x.items() if k != "streams"} | {
-      f"{s} weights": i for s, i in (x.get("streams") or {}).items()} for x in (a, b))
-  return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) & set(b))
-          if a.get(k) != b.get(k)]
-
-
 def features_made(videos: Sequence[Video], streams: Sequence[str],
                   learnt_from: Sequence[Video]) -> Optional[dict]:
   """How the features of `streams` of `learnt_from` (some of `videos`: the training
@@ -510,7 +493,7 @@ def features_made(videos: Sequence[Video], streams: Sequence[str],
   keys = {}  # video name -> its provenance (for streams) as a JSON key; None: no record
   for v in videos:
     made = v.source.made(v.name)
-    keys[v.name] = None if made is None else json.dumps(_made_for(made, streams),
+    keys[v.name] = None if made is None else json.dumps(made_lib.restricted(made, streams),
                                                         sort_keys=True)
   groups: dict[str, list[str]] = {}
   for name, key in keys.items():
@@ -522,7 +505,7 @@ def features_made(videos: Sequence[Video], streams: Sequence[str],
                     "%d videos (e.g. %s) and %d (e.g. %s) differ (%s); a model takes them "
                     "as one kind of input: extract them alike", len(groups), len(names_a),
                     names_a[0], len(names_b), names_b[0],
-                    "; ".join(made_differences(json.loads(a), json.loads(b)))
+                    "; ".join(made_lib.differences(json.loads(a), json.loads(b)))
                     or "in what only one of them records")
   learnt = {keys[v.name] for v in learnt_from}
   return json.loads(learnt.pop()) if len(learnt) == 1 and None not in learnt else None

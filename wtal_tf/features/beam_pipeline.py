@@ -40,6 +40,7 @@ from wtal_tf import io_utils
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
 from wtal_tf.data import groundtruth
+from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError, first_few
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
@@ -76,7 +77,7 @@ def completed(cfg: ExtractConfig, name: str, made: dict) -> tuple[Optional[dict]
   record = storage.read_json(status_path(cfg.output_dir, cfg.split, name))
   if not isinstance(record, dict) or record.get("status") not in (OK, SKIPPED):
     return None, []
-  changed = provenance.differences(record.get("provenance"), made["settings"])
+  changed = made_lib.changes(record.get("provenance"), made["settings"])
   if record.get("video_identity") != made["video_identity"]:
     changed.append("the video file changed")
   if not changed and not _features_valid(cfg, name, int(record.get("frames", 0))):

@@ -5,7 +5,8 @@ the geometry and flow engine of the extraction, the identity of each
 stream's weights (a SHA-256 of the weights files, or the random-init seed)
 and the identity of the video file (size and modification time). A rerun
 skips a video only when its stored provenance equals the current one for
-every stream it extracts; otherwise it says what changed and extracts again.
+every stream it extracts (wtal_tf/data/made.py compares them); otherwise it says
+what changed and extracts again.
 A run that extracts some streams again keeps the others' features only when
 they were made as its own are (recorded), else removes them (other_streams).
 """
@@ -15,6 +16,7 @@ import os
 
 from wtal_tf.config import ExtractConfig
 from wtal_tf import contract
+from wtal_tf.data import made as made_lib
 from wtal_tf.features import weights
 from wtal_tf.features.install_weights import file_digest
 
@@ -51,31 +53,6 @@ def settings(cfg: ExtractConfig, weight_ids: dict[str, str]) -> dict:
   return made
 
 
-def _shared(settings: dict) -> dict:
-  """The settings that shape every stream's features (not "streams", not a stream's own)."""
-  return {k: v for k, v in settings.items()
-          if k != "streams" and k not in contract.STREAM_OF_SETTING}
-
-
-def differences(stored: dict, current: dict) -> list[str]:
-  """What differs between a stored provenance and the current one (empty: the same).
-
-  Streams present in `current` must match; other stored streams are ignored.
-  """
-  if not isinstance(stored, dict):
-    return ["no provenance recorded"]
-  stored_streams = stored.get("streams") or {}
-  out = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in current.items()
-         if k != "streams" and stored.get(k) != v  # (a stream not stored: "no s features")
-         and contract.STREAM_OF_SETTING.get(k, "") in ("", *stored_streams)]
-  for s, identity in current.get("streams", {}).items():
-    if s not in stored_streams:
-      out.append(f"no {s} features")
-    elif stored_streams[s] != identity:
-      out.append(f"{s} weights {stored_streams[s][:19]}… -> {identity[:19]}…")
-  return out
-
-
 def other_streams(old_record, made: dict) -> tuple[dict, list[str]]:
   """(the provenance a video's new status record states, the streams whose feature
   files no longer fit it), for a run that extracted the streams of made["settings"].
@@ -95,6 +72,6 @@ def other_streams(old_record, made: dict) -> tuple[dict, list[str]]:
   if not others:
     return settings, []
   if (old_record.get("video_identity") != made["video_identity"]
-      or differences(_shared(old), _shared(settings))):
+      or made_lib.changes(made_lib.shared(old), made_lib.shared(settings))):
     return settings, sorted(others)
   return {**old, **settings, "streams": {**others, **settings["streams"]}}, []

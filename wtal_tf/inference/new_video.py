@@ -11,7 +11,7 @@ import os
 from wtal_tf import io_utils
 from wtal_tf.config import Config
 from wtal_tf import contract
-from wtal_tf.data import datasets as data
+from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
 from wtal_tf.features import extraction
@@ -34,7 +34,7 @@ def _check_made_alike(cfg: Config, predictor) -> None:
   extract = dataclasses.replace(cfg.extract, streams=predictor.streams)
   now = provenance.settings(extract, {s: provenance.weights_identity(extract, s)
                                       for s in predictor.streams})
-  differ = data.made_differences(predictor.features_made, now)
+  differ = made_lib.differences(predictor.features_made, now)
   if differ:
     fix = ("train it on features this version of the code makes" if any(
         d.startswith("feature_version ") for d in differ) else

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from wtal_tf.config import LocalizeConfig
 from wtal_tf.data import datasets as data
+from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError
 from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.modeling import checkpoints
@@ -63,7 +64,7 @@ class Predictor:
                       f"{ {s: self.feature_dims[s] for s in wrong} }, but the data has {wrong}")
     self.check_timing(dataset.timing, model_dir)
     if self.features_made and dataset.features_made:
-      differ = data.made_differences(self.features_made, dataset.features_made)
+      differ = made_lib.differences(self.features_made, dataset.features_made)
       if differ:
         logging.warning("%s: the model was trained on features made otherwise than these "
                         "(%s): its scores on them are not to be trusted", model_dir,

@@ -12,7 +12,7 @@ import tensorflow as tf
 from wtal_tf import config as cfg_lib
 from wtal_tf import contract
 from wtal_tf import io_utils
-from wtal_tf.data import datasets as data
+from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError, first_few, shorten
 from wtal_tf.modeling.model import WTALModel
 
@@ -118,7 +118,7 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
     if made and made_now and made != made_now:
       raise UserError(
           f"{path}: its checkpoints were trained on features made otherwise than these "
-          f"(trained vs now: {'; '.join(data.made_differences(made, made_now))}): resume "
+          f"(trained vs now: {'; '.join(made_lib.differences(made, made_now))}): resume "
           "with the data they were trained on, or use a new --model_dir")
     if made and not made_now:  # (data without status records now): what it learnt from
       model_spec = {**model_spec, "features_made": made}
