@@ -97,6 +97,11 @@ def define_seeds_flag(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_integer("seeds", 1, "Seeds per row.", lower_bound=1, flag_values=fv)
 
 
+def define_per_class_flag(fv: flags.FlagValues = FLAGS) -> None:
+  """--per_class of the entrypoints that print an mAP table (evaluate, train_eval)."""
+  flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
+
+
 def define_detections_output_flag(fv: flags.FlagValues = FLAGS) -> None:
   """--output of the entrypoints that write detections (localize, train_eval)."""
   flags.DEFINE_string("output", "", "Detections JSON (default "

@@ -25,7 +25,7 @@ def define_flags(fv=flags.FLAGS):
                       "--layout and --gt_file).", flag_values=fv)
   flags.DEFINE_string("detections", None, "Detections JSON.", flag_values=fv)
   flags.DEFINE_string("subset", None, "Subset scored (default --test_subset).", flag_values=fv)
-  flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
+  cli.define_per_class_flag(fv)
   flags.DEFINE_string("output", "", "Scores JSON (default: beside the detections, their "
                       "extension replaced by .eval.json).", flag_values=fv)
 

@@ -17,7 +17,7 @@ from wtal_tf.training import train_eval
 def define_flags(fv=flags.FLAGS):
   cli.define_flags(fv=fv)
   cli.define_detections_output_flag(fv)
-  flags.DEFINE_boolean("per_class", False, "Also print per-class AP.", flag_values=fv)
+  cli.define_per_class_flag(fv)
 
 
 def main(argv):

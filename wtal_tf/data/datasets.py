@@ -288,16 +288,14 @@ def ground_truth(cfg: DataConfig, known_classes: Optional[Sequence[str]] = None
     if cfg.class_list:
       classes = groundtruth.class_names(gt.values(), cfg.class_list)
     return gt, source, classes
-  if cfg.layout == "per_video":
-    source = cfg.gt_file or contract.gt_path(cfg.data_dir)
-    if not os.path.exists(source) and os.path.exists(os.path.join(cfg.data_dir,
-                                                                  WTALC_ANNOTATIONS)):
-      raise UserError(f"{source}: file not found; {cfg.data_dir} holds W-TALC's "
-                      f"{WTALC_ANNOTATIONS}/: add --layout=wtalc")
-    gt = groundtruth.load_activitynet(source)
-    return gt, source, groundtruth.class_names(gt.values(), cfg.class_list, source,
-                                               known_classes)
-  raise UserError(f"--layout={cfg.layout}: choose per_video or wtalc")
+  source = cfg.gt_file or contract.gt_path(cfg.data_dir)  # (per_video: DataConfig checks)
+  if not os.path.exists(source) and os.path.exists(os.path.join(cfg.data_dir,
+                                                                WTALC_ANNOTATIONS)):
+    raise UserError(f"{source}: file not found; {cfg.data_dir} holds W-TALC's "
+                    f"{WTALC_ANNOTATIONS}/: add --layout=wtalc")
+  gt = groundtruth.load_activitynet(source)
+  return gt, source, groundtruth.class_names(gt.values(), cfg.class_list, source,
+                                             known_classes)
 
 
 def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[str],
@@ -365,10 +363,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
       raise UserError(f"{cfg.data_dir}: training and localization read a dataset on a local "
                       "disk: copy it to one first")
     raise UserError(f"{cfg.data_dir}: data directory not found; {LAYOUT_HELP}")
-  unknown_streams = set(cfg.streams) - set(contract.STREAMS)
-  if not cfg.streams or unknown_streams:
-    raise UserError(f"--streams={','.join(cfg.streams)}: choose from "
-                    f"{', '.join(contract.STREAMS)}")
+  if not cfg.streams:  # (DataConfig checks each stream's name)
+    raise UserError(f"--streams=: choose from {', '.join(contract.STREAMS)}")
   gt, gt_source, classes = ground_truth(cfg, known_classes)
   if cfg.layout == "wtalc":
     feat_path = os.path.join(cfg.data_dir, WTALC_FEATURES)

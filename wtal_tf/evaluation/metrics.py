@@ -30,6 +30,9 @@ TIOU_FLAG = "--tiou="  # its line in a flags.cfg
 SCORES_KEYS = ("tious", "mAP", "per_class_AP")  # what tells a scores file (EvalResult.to_dict)
 DETECTIONS_KEY = "detections"  # in a scores file: the absolute path of the detections scored
 PERCENT = 100.0  # mAP and AP are printed, plotted and logged to TensorBoard in percent
+TIOU_TOLERANCE = 1e-9  # a threshold this near an average's bound is within it (0.1 + 0.2)
+MIN_COLUMN = 8  # characters of a column of the printed mAP table, at least
+CLASS_COLUMN = 20  # characters of the class names of the per-class table (longer: cut)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +51,7 @@ class EvalResult:
     t = np.asarray(self.tious)
     out = {}
     for name, lo, hi in spans:
-      sel = (t >= lo - 1e-9) & (t <= hi + 1e-9)
+      sel = (t >= lo - TIOU_TOLERANCE) & (t <= hi + TIOU_TOLERANCE)
       if sel.any():
         out[name] = float(self.mean_ap[sel].mean())
     return out
@@ -185,13 +188,15 @@ def format_table(result: EvalResult, spans=(), per_class: bool = False) -> str:
   head = [f"{t:g}" for t in result.tious] + [name for name, _, _ in spans]
   vals = (list(result.mean_ap * PERCENT)
           + [v * PERCENT for v in result.averages(spans).values()])
-  width = max(8, *(len(h) + 1 for h in head))
+  width = max(MIN_COLUMN, *(len(h) + 1 for h in head))
   lines = ["tIoU     " + "".join(h.rjust(width) for h in head),
            "mAP (%)  " + "".join(f"{v:{width}.2f}" for v in vals)]
   if per_class:
-    lines += ["", f"{'AP (%) at tIoU':<20} " + " ".join(f"{t:6g}" for t in result.tious)]
+    lines += ["", f"{'AP (%) at tIoU':<{CLASS_COLUMN}} "
+              + " ".join(f"{t:6g}" for t in result.tious)]
     for k, c in enumerate(result.classes):
-      lines.append(f"{c[:20]:<20} " + " ".join(f"{a * PERCENT:6.2f}" for a in result.ap[:, k]))
+      lines.append(f"{c[:CLASS_COLUMN]:<{CLASS_COLUMN}} "
+                   + " ".join(f"{a * PERCENT:6.2f}" for a in result.ap[:, k]))
   return "\n".join(lines)
 
 

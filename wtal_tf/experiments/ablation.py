@@ -71,6 +71,7 @@ EXTRA_ROWS = (
 )
 ROWS = PAPER_ROWS + EXTRA_ROWS
 CURVE_ROWS = (STPN.name, FULL.name)
+CURVE_SIZE_IN = (6.5, 3.6)  # the curve's figure, width and height in inches
 STPN_ALIAS = "stpn"
 
 
@@ -227,7 +228,7 @@ def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) ->
       with contextlib.suppress(OSError):  # (none there; or not a file: left alone)
         os.remove(os.path.join(out, f"{prefix}_curve{ext}"))
     return
-  fig = plotting.figure(6.5, 3.6)
+  fig = plotting.figure(*CURVE_SIZE_IN)
   ax = fig.add_subplot()
   buffer = io.StringIO()
   writer = csv.writer(buffer)

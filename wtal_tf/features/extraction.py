@@ -52,7 +52,7 @@ class Extractor:
     self.encoders = encoders or build_encoders(cfg, self.streams)
 
   def _inputs(self, block: video.Block) -> dict[str, np.ndarray]:
-    """One segment's network inputs {stream: float32 [16, crop, crop, C]}."""
+    """One segment's network inputs {stream: float32 [SEGMENT_FRAMES, crop, crop, C]}."""
     shorter, crop = self.cfg.resize_shorter, self.cfg.crop_size
     inputs = {}
     if "rgb" in self.streams:

@@ -9,7 +9,7 @@ import dataclasses
 import os
 
 from wtal_tf import io_utils
-from wtal_tf.config import Config
+from wtal_tf.config import Config, DataConfig
 from wtal_tf import contract
 from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError
@@ -63,7 +63,7 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   if wrong:
     raise UserError(f"{model_dir}: the model was trained on {wrong}-dimensional features, "
                     f"not the {contract.FEATURE_DIM}-d I3D features extracted from a video")
-  predictor.check_timing({"feature_fps": contract.FPS, "segment_frames": contract.SEGMENT_FRAMES},
+  predictor.check_timing(DataConfig().segment_timing(),  # (extraction's: the default's)
                          model_dir, "detect extracts features of",  # (before loading I3D)
                          "localize features made at the model's time base instead")
   try:

@@ -4,16 +4,16 @@ Host-side numpy, one video at a time:
 
 1. per stream s, the classes c whose video probability (the stream's
    `class_probs`: σ(logit) for a model trained with the sigmoid loss, as STPN,
-   else its softmax probability) exceeds `class_threshold` (0.1, as STPN);
+   else its softmax probability) exceeds `class_threshold` (its default is STPN's);
 2. the signal ψˢ_t,c = λˢ_t·σ(T-CAMˢ_t,c) and the score signal
    φˢ_t,c = λˢ_t·(θ_s·T-CAMˢ_t,c + (1−θ_s)·T-CAM^other_t,c), θ_rgb = θ,
    θ_flow = 1−θ (a lone stream: θ_s = 1), are upsampled linearly by
    `stpn_upsample` samples per segment (`upsample`);
-3. ψ is kept where ≥ `stpn_signal_threshold` (0.05); every maximal run of kept
+3. ψ is kept where ≥ `stpn_signal_threshold`; every maximal run of kept
    samples i..j is a proposal [i/U, (j+1)/U) in (fractional) segment units,
    scored by the mean of φ over the run;
 4. the proposals of a class from both streams are pooled and class-wise NMS
-   at `nms_threshold` (0.5) is applied; seconds = segment units × F/fps.
+   at `nms_threshold` is applied; seconds = segment units × F/fps.
 
 Choices the STPN paper leaves open, and how they compare with the public
 reproduction (bellos1203/STPN):

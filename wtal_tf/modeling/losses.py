@@ -54,7 +54,7 @@ def stpn_classification_loss(fg_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tens
 
 
 def gaussian_kernel(sigma: float) -> list[float]:
-  """Normalised Gaussian taps of radius int(4 sigma + 0.5), as scipy's."""
+  """Normalised Gaussian taps of radius int(GAUSSIAN_TRUNCATE sigma + 0.5), as scipy's."""
   if sigma <= 0:
     return [1.0]
   radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)

@@ -22,6 +22,7 @@ MAX_CLASSES_DRAWN = 5  # the most probable detected classes get curves and detec
 # (an untrained or STPN model can detect every class: 20 legend rows do not fit a panel)
 LEGEND_ROWS = 4  # of the class curves' legend, in as many columns as it takes
 DETECTION_HEADROOM = 1.15  # the detections row spans this times the range of the scores
+DETECTION_BAR = 0.02  # one detection's bar height, as a fraction of that range
 # drawn (and 0)
 WIDTH_IN = 12.0
 PANEL_HEIGHT_IN = 4.2
@@ -48,8 +49,9 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   The dashed line is the largest proposal threshold τ, on the row whose
   signal the model's proposals come from: the fused attention (the paper) or
   the fused λ·sigmoid(T-CAM) of each kept class ("tcam"); for STPN's own
-  post-processing ("stpn") each stream's λˢ·sigmoid(T-CAMˢ) and its 0.05 cut, for
-  the classes the stream makes proposals of (its own p above --class_threshold).
+  post-processing ("stpn") each stream's λˢ·sigmoid(T-CAMˢ) and its
+  --stpn_signal_threshold cut, for the classes the stream makes proposals of (its own p
+  above --class_threshold).
   """
   ax_gt, ax_att, ax_cam, ax_det = axes
   outputs, dets, cfg = panel.outputs, panel.detections, panel.localize
@@ -114,8 +116,9 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   span = (high - low) or 1.0
   for c, idx in drawn.items():
     for i in idx:
-      ax_det.broken_barh([(start[i], end[i] - start[i])], (dets.scores[i], 0.02 * span),
-                         color=color(classes[c]), alpha=0.9)
+      ax_det.broken_barh([(start[i], end[i] - start[i])],
+                         (dets.scores[i], DETECTION_BAR * span), color=color(classes[c]),
+                         alpha=0.9)
   # (autoscaled, one detection's bar would fill the row)
   ax_det.set_ylim(low, low + span * DETECTION_HEADROOM)
   ax_det.set_ylabel("detections\n(score)", fontsize=8)
