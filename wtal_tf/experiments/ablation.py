@@ -86,6 +86,7 @@ class RowResult:
 
 Notes = Callable[[list[RowResult]], str]  # more Markdown below a table, from its rows
 
+
 def slug(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
