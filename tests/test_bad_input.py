@@ -364,6 +364,15 @@ def test_cli_rejects_bad_enum():
   assert proc.returncode != 0 and "items must be from rgb,flow" in proc.stderr
 
 
+def test_a_config_made_in_python_refuses_an_item_given_twice():
+  """DataConfig(streams=("rgb", "rgb")) built two branches of one name: a Keras error
+  about adding state to a built layer, at training. (Flags keep each choice once.)"""
+  for cls, field, value in ((C.LossConfig, "losses", ("fg", "bg", "fg")),
+                            (C.ExtractConfig, "streams", ("flow", "flow"))):
+    with pytest.raises(ValueError, match=rf"^--{field}: '{value[-1]}' is given twice$"):
+      cls(**{field: value})
+
+
 @pytest.fixture
 def tiny_model(good, tmp_path):
   """A model dir trained 2 steps on `good` (classes A, B; rgb and flow of 4 features)."""

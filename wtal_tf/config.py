@@ -52,6 +52,10 @@ def check_params(cfg) -> None:
     if isinstance(value, list):  # (a list where a tuple is declared: kept as a tuple)
       value = tuple(value)
       object.__setattr__(cfg, field.name, value)
+    if meta.get("choices") and isinstance(value, tuple):  # (e.g. --streams=rgb,rgb)
+      twice = next((v for k, v in enumerate(value) if v in value[:k]), None)
+      if twice is not None:
+        raise ValueError(f"--{field.name}: {twice!r} is given twice")
     for v in (value if isinstance(value, tuple) else (value,)):
       if v is None or isinstance(v, bool):
         continue
