@@ -6,7 +6,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from wtal_tf.config import LocalizeConfig
+from wtal_tf.config import DataConfig, LocalizeConfig
 from wtal_tf.data import datasets as data
 from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError
@@ -74,7 +74,7 @@ class Predictor:
   def seconds_per_segment(self) -> Optional[float]:
     """What one segment of the model's training features is in seconds, for detect_one
     (None: its model dir does not record it)."""
-    return self.timing["segment_frames"] / self.timing["feature_fps"] if self.timing else None
+    return DataConfig(**self.timing).seconds_per_segment if self.timing else None
 
   def check_timing(self, timing: Optional[dict], model_dir: str,
                    now: str = "these flags say", fix: str = "") -> None:
