@@ -64,13 +64,27 @@ wants_help() {
   return 1
 }
 
+# Whether to generate the embedded dataset (or, with "micro", its microvideos) into
+# $1: only into its own folder, data/synthetic, when absent there (never into a folder
+# --data_dir names: that is the user's data, or a typo), and not for an entrypoint's help.
+generates() {
+  local data_dir=$1 what=$2 own
+  shift 2
+  own=$(realpath -m -- "$HERE/data/synthetic")
+  [ "$(realpath -m -- "$data_dir")" = "$own" ] && ! wants_help "$@" || return 1
+  case "$what" in
+    dataset) [ ! -f "$data_dir/gt.json" ] ;;
+    micro) [ ! -f "$data_dir/micro/labels.csv" ] ;;
+  esac
+}
+
 run_dataset() {
   local name=$1
   shift
   local data_dir model_dir
   data_dir=$(flag_value data_dir "$HERE/data/$name" "$@")
   model_dir=$(flag_value model_dir "$HERE/runs/$name" "$@")
-  if [ "$name" = synthetic ] && [ ! -f "$data_dir/gt.json" ] && ! wants_help "$@"; then
+  if [ "$name" = synthetic ] && generates "$data_dir" dataset "$@"; then
     "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
   fi
   "$PY" -m wtal_tf.train_eval --flagfile="$HERE/flags/$name.cfg" \
@@ -112,13 +126,19 @@ case "$cmd" in
     case "${1:-}" in synthetic|thumos14|activitynet13) dataset=$1; shift ;; esac
     data_dir=$(flag_value data_dir "$HERE/data/$dataset" "$@")
     extra=()
-    if [ "$dataset" = synthetic ] && ! wants_help "$@"; then
-      [ -f "$data_dir/gt.json" ] || "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
-      if [ "$cmd" = mv ]; then
-        # 915: the size of the paper's curated Instagram set (§4.1).
-        [ -f "$data_dir/micro/labels.csv" ] || "$PY" -m wtal_tf.tools.make_synthetic \
-          --microvideos_only --num_microvideos=915 --output_dir="$data_dir/micro"
-        extra=(--extra_train="$data_dir/micro")
+    if [ "$dataset" = synthetic ]; then
+      if generates "$data_dir" dataset "$@"; then
+        "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
+      fi
+      if [ "$cmd" = mv ] && [ -z "$(flag_value extra_train "" "$@")" ]; then
+        if generates "$data_dir" micro "$@"; then
+          # 915: the size of the paper's curated Instagram set (§4.1).
+          "$PY" -m wtal_tf.tools.make_synthetic --microvideos_only --num_microvideos=915 \
+            --output_dir="$data_dir/micro"
+          extra=(--extra_train="$data_dir/micro")
+        elif [ -f "$data_dir/micro/labels.csv" ]; then
+          extra=(--extra_train="$data_dir/micro")
+        fi
       fi
     fi
     "$PY" -m "wtal_tf.$cmd" --flagfile="$HERE/flags/$dataset.cfg" \

@@ -83,6 +83,32 @@ def test_a_data_dir_in_any_spelling_absl_takes_is_the_one_used(run_sh, tmp_path,
     assert (f"--extra_train={d / 'micro'}" in calls[0]) == (command == "mv")
 
 
+def test_the_embedded_data_is_generated_only_into_its_own_folder(run_sh, tmp_path):
+  """Found by a researcher running the ablation: `./run.sh mv --data_dir=MINE` wrote 915
+  synthetic microvideos into MINE/micro, and `./run.sh ablation --data_dir=TYPO`
+  generated the synthetic dataset at TYPO and trained on it as if it were the user's."""
+  mine, typo = tmp_path / "mine", tmp_path / "typo"
+  mine.mkdir()
+  (mine / "gt.json").write_text("{}")  # the user's dataset, without microvideos
+  for command in (("ablation",), ("mv",), ("synthetic",), ()):
+    for d in (mine, typo):
+      status, _, _, calls, _ = run_sh(*command, f"--data_dir={d}")
+      assert status == 0 and len(calls) == 1 and "make_synthetic" not in calls[0], calls
+      assert "--extra_train" not in calls[0]  # (mv then says --extra_train is required)
+  assert not typo.exists() and sorted(p.name for p in mine.iterdir()) == ["gt.json"]
+  # Its own folder, however named, still gets the dataset and, for mv, the microvideos,
+  # unless --extra_train names the user's.
+  calls = run_sh("mv", "--data_dir=data/../data/synthetic")[3]
+  assert [c.split()[:3] for c in calls] == [
+      ["-m", "wtal_tf.tools.make_synthetic", "--output_dir=data/../data/synthetic"],
+      ["-m", "wtal_tf.tools.make_synthetic", "--microvideos_only"],
+      ["-m", "wtal_tf.mv", "--flagfile=HERE/flags/synthetic.cfg"]]
+  assert "--extra_train=data/../data/synthetic/micro" in calls[-1]
+  calls = run_sh("mv", f"--extra_train={mine}")[3]
+  assert len(calls) == 2 and "--microvideos_only" not in calls[0]
+  assert calls[-1].count("--extra_train") == 1 and f"--extra_train={mine}" in calls[-1]
+
+
 def test_paths_given_are_taken_from_the_callers_folder(run_sh, tmp_path):
   elsewhere = tmp_path / "elsewhere"
   elsewhere.mkdir()
