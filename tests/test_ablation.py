@@ -83,6 +83,9 @@ def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
   with open(tmp_path / "out" / "ablation.csv") as f:
     rows = list(csv.reader(f))
   assert len(rows) == 1 + len(ablation.ROWS) * 2 and rows[0][3:] == cols
+  # (found by a researcher: the seed column held 0, 1 under --seed=5)
+  assert all(r[2].endswith(f"seed{r[1]}") for r in rows[1:])
+  assert {r[1] for r in rows[1:]} == {"5", "6"}
   assert (tmp_path / "out" / "ablation_curve.png").stat().st_size > 1000
   assert ablation.written_files(results) == ["ablation.md", "ablation.csv",
                                              "ablation_curve.png", "ablation_curve.csv"]
@@ -90,6 +93,7 @@ def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
       "ablation.md", "ablation.csv"]
   curve = list(csv.reader(open(tmp_path / "out" / "ablation_curve.csv")))
   assert {row[0] for row in curve[1:]} == set(ablation.CURVE_ROWS)
+  assert {row[1] for row in curve[1:]} == {"5", "6"}
   # A run of other rows into the same folder: its table, and no curve of the earlier run
   # beside it (found by a new user: the folder mixed two runs).
   others = [r for r in results if r.name not in ablation.CURVE_ROWS]

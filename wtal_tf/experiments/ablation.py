@@ -202,10 +202,10 @@ def write_tables(results: list[RowResult], cfg: Config, out: str, prefix: str,
   cols = columns(cfg)
   buffer = io.StringIO()
   writer = csv.writer(buffer)
-  writer.writerow(["row", "seed", "run_dir"] + cols)
+  writer.writerow(["row", "seed", "run_dir"] + cols)  # (the seed, as its run_dir's seed<s>)
   for r in results:
     for k, (values, run_dir) in enumerate(zip(r.values, r.run_dirs)):
-      writer.writerow([r.name, k, run_dir] + [f"{v:.4f}" for v in values])
+      writer.writerow([r.name, cfg.train.seed + k, run_dir] + [f"{v:.4f}" for v in values])
   io_utils.write_text(os.path.join(out, f"{prefix}.csv"), buffer.getvalue())
 
 
@@ -238,7 +238,8 @@ def write_curve(results: list[RowResult], cfg: Config, out: str, prefix: str) ->
     for k, history in enumerate(r.histories):
       steps = [s for s, _ in history]
       values = [float(np.mean(m)) * metrics.PERCENT for _, m in history]
-      writer.writerows([r.name, k, s, f"{v:.4f}"] for s, v in zip(steps, values))
+      writer.writerows([r.name, cfg.train.seed + k, s, f"{v:.4f}"]
+                       for s, v in zip(steps, values))
       ax.plot(steps, values, marker="o", alpha=0.85, label=r.name if k == 0 else None,
               color="tab:red" if r.name == STPN.name else "tab:blue")
   ax.set_xlabel("training step")
