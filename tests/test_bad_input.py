@@ -1,5 +1,6 @@
 """Bad input gets one clear error naming the file and the problem (issue: reliability)."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -430,6 +431,37 @@ def test_localize_removes_the_scores_of_the_detections_it_replaces(tiny_model, t
   scores.write_text(json.dumps({"database": {}}))  # not scores (e.g. a ground truth): kept
   batch.localize_to_file(tiny_model, str(dets))
   assert json.loads(scores.read_text()) == {"database": {}}
+
+
+def test_localize_keeps_a_models_detections_made_by_another_localization(tiny_model, tmp_path):
+  """Found by a researcher: `localize --flagfile=RUN/flags.cfg --proposal_source=tcam`
+  replaced the STPN run's detections_test.json (and removed its scores), which its
+  ablation row had scored with STPN's proposals; the file did not say how it was made."""
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  default = pathlib.Path(tiny_model.train.model_dir) / "detections_test.json"
+  batch.localize_to_file(tiny_model)
+  made = json.loads(default.read_text())["external_data"]["localize"]
+  assert made == {**json.loads(json.dumps(dataclasses.asdict(tiny_model.localize))),
+                  "proposal_source": "attention"}  # (auto, for a softmax model)
+  before = default.read_bytes()
+  tcam = tiny_model.replace(localize={"proposal_source": "tcam", "nms_threshold": 0.4})
+  with pytest.raises(UserError, match=rf"^{re.escape(str(default))}: holds detections "
+                     r"localized otherwise \(--nms_threshold=0.4 \(its 0.5\); "
+                     r"--proposal_source=tcam \(its attention\)\), which its model's run may "
+                     r"have scored: pass --output=FILE to write these elsewhere, or remove it "
+                     r"first$"):
+    batch.localize_to_file(tcam)
+  assert default.read_bytes() == before
+  batch.localize_to_file(tcam, str(tmp_path / "tcam.json"))  # elsewhere: written
+  assert json.loads((tmp_path / "tcam.json").read_text())["external_data"]["localize"][
+      "proposal_source"] == "tcam"
+  batch.localize_to_file(tiny_model)  # the same localization again: replaced
+  legacy = json.loads(default.read_text())
+  del legacy["external_data"]["localize"]  # written before files said how: replaced
+  default.write_text(json.dumps(legacy))
+  batch.localize_to_file(tcam)
+  assert json.loads(default.read_text())["external_data"]["localize"]["proposal_source"] == (
+      "tcam")
 
 
 def test_localize_keeps_scores_of_other_detections_it_finds_beside_its_output(

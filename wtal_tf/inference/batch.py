@@ -11,6 +11,7 @@ package's internals:
   classes               str [C]           the class names, in column order
 """
 
+import dataclasses
 import json
 import os
 from typing import Optional, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 
 from wtal_tf import contract
 from wtal_tf import io_utils
-from wtal_tf.config import Config
+from wtal_tf.config import Config, LocalizeConfig
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation import activitynet
@@ -32,6 +33,7 @@ from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.modeling import checkpoints
 
 OUTPUT_KEYS = {"attention": "attention", "tcam": "cas", "class_probs": "class_probs"}
+LOCALIZE_KEY = "localize"  # in a detections file's external_data: the localization used
 
 
 def save_outputs(path: str, outputs: dict[str, StreamOutput], classes: Sequence[str]) -> None:
@@ -90,10 +92,45 @@ def detections_path(cfg: Config, output: str = "") -> str:
   return output
 
 
-def write_detections(cfg: Config, results: dict, output: str) -> str:
+def localization_record(config: LocalizeConfig) -> dict:
+  """The localization (resolved for its model) as a detections file records it, under
+  LOCALIZE_KEY of its external_data: {field: JSON value}."""
+  return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def write_detections(cfg: Config, results: dict, output: str,
+                     localize_config: LocalizeConfig) -> str:
   """Writes `results` as the ActivityNet JSON of cfg's model dir to `output` (see
-  detections_path); returns the path."""
-  return write_document(output, results, model_dir=os.path.abspath(cfg.train.model_dir))
+  detections_path), with the localization that made them; returns the path."""
+  return write_document(output, results, model_dir=os.path.abspath(cfg.train.model_dir),
+                        **{LOCALIZE_KEY: localization_record(localize_config)})
+
+
+def _show(value) -> str:
+  """A recorded value as a flag gives it."""
+  if isinstance(value, list):
+    return ",".join(_show(v) for v in value)
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_replaces_alike(path: str, localize_config: LocalizeConfig) -> None:
+  """A UserError if the detections file `path` records another localization than
+  `localize_config`: a model's default detections are those its run scored (train_eval,
+  ablation), which localize --proposal_source=... would silently replace. A file that
+  records none (or cannot be read) may be replaced."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      recorded = json.load(f)["external_data"][LOCALIZE_KEY]
+  except (OSError, ValueError, KeyError, TypeError):
+    return
+  now = localization_record(localize_config)
+  if not isinstance(recorded, dict) or recorded == now:
+    return
+  differ = [f"--{k}={_show(v)} (its {_show(recorded.get(k))})" for k, v in now.items()
+            if recorded.get(k) != v]
+  raise UserError(f"{path}: holds detections localized otherwise ({'; '.join(differ)}), "
+                  "which its model's run may have scored: pass --output=FILE to write these "
+                  "elsewhere, or remove it first")
 
 
 def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
@@ -103,8 +140,10 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   Returns the path written, the results it holds and the (test-only) dataset read.
   """
   model_dir = cfg.train.model_dir
-  output = detections_path(cfg, output)
+  default, output = not output, detections_path(cfg, output)
   predictor = load_predictor(model_dir, cfg.localize)
+  if default:
+    check_replaces_alike(output, predictor.localize_config)
   if set(cfg.data.streams) != set(predictor.streams):  # before reading a missing stream
     raise UserError(f"--streams={','.join(cfg.data.streams)} but the model in {model_dir} "
                     f"has streams {','.join(predictor.streams)}: pass "
@@ -115,7 +154,7 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
                       outputs_dir=outputs_dir or None, listed=dataset.test_gt)
-  write_detections(cfg, results, output)
+  write_detections(cfg, results, output, predictor.localize_config)
   remove_stale_scores(output)
   return output, results, dataset
 

@@ -76,7 +76,9 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   results, outputs, dets = batch.detect_one(predictor, result.features, classes,
                                             contract.SECONDS_PER_SEGMENT, result.duration)
   batch.write_document(output, {name: results}, model_dir=os.path.abspath(model_dir),
-                       video=os.path.abspath(path))
+                       video=os.path.abspath(path), **{
+                           batch.LOCALIZE_KEY: batch.localization_record(
+                               predictor.localize_config)})
   if picture:
     panel = timeline.Panel(f"{os.path.normpath(model_dir)}: {name}", outputs, dets,
                            predictor.localize_config)
