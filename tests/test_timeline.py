@@ -133,6 +133,19 @@ def test_stpn_curves_are_each_streams_own_proposal_classes_with_its_own_p():
       "A flow (p=0.40)", "A rgb (p=0.60)", "B rgb (p=0.24)", "cut"]
 
 
+@pytest.mark.parametrize("t", [1, 2])
+def test_a_one_segment_videos_curves_are_drawn_as_points(t):
+  """Found by a researcher: a video of one segment had empty attention and T-CAM panels
+  (a line through one point draws nothing)."""
+  outs = outputs(t)
+  cfg = LocalizeConfig(proposal_source="attention")
+  fig = timeline.render([timeline.Panel("m", outs, localize(outs, cfg), cfg)], CLASSES, 0.64)
+  curves = [line for ax in fig.axes[1:3] for line in ax.get_lines()
+            if len(line.get_xdata()) == t]
+  assert len(curves) >= 4  # λ rgb, flow, fused, and at least one class's weighted T-CAM
+  assert {line.get_marker() for line in curves} == ({"o"} if t == 1 else {"None"})
+
+
 def test_dollar_signs_in_names_are_drawn_as_written():
   """A video named `price_$10_to_$20` made matplotlib parse maths and fail to draw."""
   cfg = LocalizeConfig(proposal_source="attention")

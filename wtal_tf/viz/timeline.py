@@ -23,6 +23,7 @@ MAX_CLASSES_DRAWN = 5  # the most probable detected classes get curves and detec
 LEGEND_ROWS = 4  # of the class curves' legend, in as many columns as it takes
 DETECTION_HEADROOM = 1.15  # the detections row spans this times the range of the scores
 DETECTION_BAR = 0.02  # one detection's bar height, as a fraction of that range
+LONE_POINT = "o"  # the marker of a curve of one segment (a line of one point draws nothing)
 # drawn (and 0)
 WIDTH_IN = 12.0
 PANEL_HEIGHT_IN = 4.2
@@ -73,11 +74,12 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
   else:
     ax_gt.set_yticks([0.5], ["no ground truth"], fontsize=7)
   ax_gt.set_ylabel("GT", fontsize=8)
+  marker = LONE_POINT if len(times) == 1 else None
   for s, out in outputs.items():
     ax_att.plot(times, out.attention, lw=0.7, alpha=0.6, color=STREAM_COLORS.get(s),
-                label=f"λ {s}")
+                label=f"λ {s}", marker=marker)
   if len(outputs) > 1:
-    ax_att.plot(times, attention, lw=1.2, color="k", label="λ fused")
+    ax_att.plot(times, attention, lw=1.2, color="k", label="λ fused", marker=marker)
   ax_att.set_ylim(-0.05, 1.05)
   ax_att.set_ylabel("attention", fontsize=8)
   curves = []  # (signal [T, K], line style, legend suffix, probability [K], drawn [K])
@@ -104,7 +106,8 @@ def _draw_panel(axes, panel: Panel, classes, seconds_per_segment, gt, color):
     for k in np.flatnonzero(drawn):
       c = kept[k]
       ax_cam.plot(times, signal[:, k], lw=0.9, ls=style, color=color(classes[c]),
-                  label=f"{plotting.literal(classes[c])}{suffix} (p={p[k]:.2f})")
+                  label=f"{plotting.literal(classes[c])}{suffix} (p={p[k]:.2f})",
+                  marker=marker)
   ax_cam.set_ylabel(label, fontsize=8)
   entries = len(ax_cam.get_legend_handles_labels()[0])
   ax_cam.legend(fontsize=6, loc="upper right", ncol=max(1, -(-entries // LEGEND_ROWS)))
