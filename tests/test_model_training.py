@@ -131,6 +131,13 @@ def test_tensorboard_logs_every_term(three_videos, tmp_path):
       eval_values.update({(event.step, v.tag): tf.make_ndarray(v.tensor)
                           for v in event.summary.value if v.tag.startswith("mAP")})
   assert {"mAP@0.5", "mAP avg 0.1:0.7"} <= {tag for _, tag in eval_values}
+  # A finished model's rerun evaluates it again, but logs no second point at its step
+  # (found by a researcher rerunning an ablation: mAP at steps 500, ..., 2000, 2000).
+  assert training.train(cfg).steps == cfg.train.train_steps
+  logged_steps = [event.step for path in (tmp_path / "m" / "eval").iterdir()
+                  for event in tf.compat.v1.train.summary_iterator(str(path))
+                  for v in event.summary.value if v.tag == "mAP@0.5"]
+  assert logged_steps == [cfg.train.train_steps]
   # in percent, as the tables print it (it was a fraction)
   scores = metrics.EvalResult(tious=(0.3, 0.5), classes=("A", "B"),
                               ap=np.array([[0.5, 0.25], [0.25, 0.0]]), num_predictions=3)

@@ -208,7 +208,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     nonlocal result, detections
     detections, result, kept = evaluate_model(predictor, dataset, cfg, keep)
     if result is not None:
-      _log_eval(eval_writer, result, cfg, s)
+      if not any(k == s for k, _ in history):  # (a finished model's rerun: logged already)
+        _log_eval(eval_writer, result, cfg, s)
       while history and history[-1][0] >= s:  # (an earlier run's evaluation of this step)
         history.pop()
       history.append((s, result.mean_ap.copy()))
