@@ -141,6 +141,16 @@ def test_mv_rows_and_per_class_change(base, tmp_path):
   assert [l.split(" | ")[0] for l in table[2:4]] == [f"| {mv.WITHOUT}", f"| {mv.WITH}"]
 
 
+def test_mv_without_a_dataset_says_so_before_asking_for_extra_train(base, tmp_path):
+  """Found by a researcher: `./run.sh mv thumos14` without the data said --extra_train is
+  required, where `./run.sh thumos14` names the dataset's layout."""
+  cfg = tiny_config(tmp_path / "none", tmp_path / "out")
+  with pytest.raises(UserError, match=r"none: data directory not found; expected "):
+    mv.compare(cfg, 1, flagfile=cli.config_flagfile)
+  with pytest.raises(UserError, match=r"^--extra_train is required"):
+    mv.compare(tiny_config(base, tmp_path / "out"), 1, flagfile=cli.config_flagfile)
+
+
 def test_mv_checks_the_supplementary_videos_before_training_anything(base, tmp_path):
   extra = write_extra(tmp_path / "mv", {"m1": (["Q"], 3)})
   cfg = tiny_config(base, tmp_path / "out", data={"extra_train": (str(extra),)})

@@ -347,6 +347,17 @@ def load_extra(dirs: Sequence[str], classes: Sequence[str], streams: Sequence[st
   return videos
 
 
+def check_data_dir(cfg: DataConfig) -> None:
+  """A UserError unless --data_dir is a local folder (what load_dataset reads first)."""
+  if not cfg.data_dir:
+    raise UserError(f"--data_dir is required: the dataset folder; {LAYOUT_HELP}")
+  if not os.path.isdir(cfg.data_dir):
+    if REMOTE.match(cfg.data_dir):  # e.g. what extract wrote to s3://
+      raise UserError(f"{cfg.data_dir}: training and localization read a dataset on a local "
+                      "disk: copy it to one first")
+    raise UserError(f"{cfg.data_dir}: data directory not found; {LAYOUT_HELP}")
+
+
 def load_dataset(cfg: DataConfig, include_train: bool = True,
                  known_classes: Optional[Sequence[str]] = None) -> Dataset:
   """Reads and validates everything a run will read, before training starts.
@@ -356,13 +367,7 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
   known_classes: the class list when the ground truth has no labels and no
   --class_list is given (a trained model's, for localization).
   """
-  if not cfg.data_dir:
-    raise UserError(f"--data_dir is required: the dataset folder; {LAYOUT_HELP}")
-  if not os.path.isdir(cfg.data_dir):
-    if REMOTE.match(cfg.data_dir):  # e.g. what extract wrote to s3://
-      raise UserError(f"{cfg.data_dir}: training and localization read a dataset on a local "
-                      "disk: copy it to one first")
-    raise UserError(f"{cfg.data_dir}: data directory not found; {LAYOUT_HELP}")
+  check_data_dir(cfg)
   if not cfg.streams:  # (DataConfig checks each stream's name)
     raise UserError(f"--streams=: choose from {', '.join(contract.STREAMS)}")
   gt, gt_source, classes = ground_truth(cfg, known_classes)

@@ -50,6 +50,7 @@ def compare(cfg: Config, seeds: int, *, flagfile: Callable[[Config], str]) -> st
   """Both rows for `seeds` seeds; writes and returns MODEL_DIR/mv.md's Markdown: the
   table, then AP at REPORT_TIOU per class of the fewest training instances.
   flagfile: as ablation.run's."""
+  data.check_data_dir(cfg.data)  # (a dataset not there is the first thing to say)
   if not cfg.data.extra_train:
     raise UserError("--extra_train is required: the dirs of the supplementary videos")
   rare = rarest_classes(cfg)  # (reads the ground truth: fails, if it does, before training)
