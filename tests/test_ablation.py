@@ -102,6 +102,32 @@ def test_ablation_rows_are_separate_runs(tmp_path, monkeypatch):
   assert not (tmp_path / "out" / "ablation_curve.csv").exists()
 
 
+def test_the_multi_threshold_row_evaluates_stpns_models_from_a_run_before_or_after(
+    tmp_path, monkeypatch):
+  """Found by a researcher: the multi-threshold row run on its own, after a run of STPN,
+  trained copies of STPN's models in folders of its own (reuse was within one run)."""
+  multi = ablation.EXTRA_ROWS[-1]
+  cfg = tiny(tmp_path, train_steps=3, eval_every=0)
+  out = tmp_path / "out"
+  [stpn] = ablation.run(cfg, 1, rows=(ablation.STPN,), flagfile=cli.config_flagfile)
+  model = out / "lfg_lsparse_stpn" / "seed0"
+  before = {p.name: p.stat().st_mtime_ns for p in (model / "checkpoints").iterdir()}
+  calls = spy_evaluations(monkeypatch)
+  [again] = ablation.run(cfg, 1, rows=(multi,), flagfile=cli.config_flagfile)
+  assert again.run_dirs == stpn.run_dirs == [str(model)]
+  assert not (out / ablation.slug(multi.name)).exists()
+  assert {p.name: p.stat().st_mtime_ns for p in (model / "checkpoints").iterdir()} == before
+  assert (str(model), "sigmoid", "tcam") in calls  # evaluated with its own proposals
+  assert config_of_flagfile(model / "flags.cfg").localize.proposal_source == "stpn"  # STPN's
+  # Run first, before STPN, on a fresh folder: STPN's folder trains, STPN evaluates there.
+  fresh = cfg.replace(train={"model_dir": str(tmp_path / "fresh")})
+  results = ablation.run(fresh, 1, rows=(multi, ablation.STPN), flagfile=lambda cfg: "")
+  assert [r.run_dirs for r in results] == [[str(tmp_path / "fresh" / "lfg_lsparse_stpn" /
+                                             "seed0")]] * 2
+  assert sorted(p.name for p in (tmp_path / "fresh").iterdir() if p.is_dir()) == [
+      "lfg_lsparse_stpn"]
+
+
 def test_stpn_rows_ignore_a_softmax_base(tmp_path, monkeypatch):
   cfg = tiny(tmp_path, train_steps=2).replace(
       loss={"cls_loss": "softmax"}, localize={"proposal_source": "attention"})

@@ -104,11 +104,12 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
   Every row and seed is a separate run in OUT/<row>/seed<s>, seeded
   s = cfg.train.seed + k, on the same data and steps, which records its config's
   experiment flags, `flagfile(config)` ("": none), as its flags.cfg. A row whose
-  training is the same as an earlier row's (same losses, model and data; e.g. STPN
-  with the multi-threshold proposals) evaluates that row's trained model instead
-  of training a copy; its run_dirs then name that model's folder (whose flags.cfg
-  is the training row's). Every row's data is read and checked before the first
-  training (a bad one fails at once).
+  training is the same as another's (same losses, model and data; e.g. STPN with the
+  multi-threshold proposals) evaluates that row's model instead of training a copy:
+  the model of the first such row of ROWS (of `rows`, for rows not in ROWS), trained in
+  that row's folder whether or not the row is run, and found there by a later run; its
+  run_dirs then name that folder (whose flags.cfg is that row's). Every row's data is
+  read and checked before the first training (a bad one fails at once).
   """
   out = cfg.train.model_dir
   keys = [tuple(sorted((k, str(v)) for k, v in row.data.items())) for row in rows]
@@ -118,25 +119,37 @@ def run(cfg: Config, seeds: int, rows=ROWS, prefix: str = "ablation", *,
       row_data = cfg.replace(data=row.data).data
       datasets[key] = data.check_test_videos(data.load_dataset(row_data), row_data.test_subset,
                                              scored=True)
-  trained, results = {}, []
+
+  def run_config(row: Row, seed: int) -> Config:
+    return cfg.replace(loss=row.loss, localize=row.localize, data=row.data,
+                       train={"model_dir": os.path.join(out, slug(row.name), f"seed{seed}"),
+                              "seed": seed})
+
+  def training_of(c: Config):
+    return c.loss, c.model, c.data, dataclasses.replace(c.train, model_dir="")
+
+  trained, results = set(), []
   for row, key in zip(rows, keys):
     result_row = RowResult(row.name, [], [], [], [])
     for k in range(seeds):
       seed = cfg.train.seed + k
-      run_dir = os.path.join(out, slug(row.name), f"seed{seed}")
-      row_cfg = cfg.replace(loss=row.loss, localize=row.localize, data=row.data,
-                            train={"model_dir": run_dir, "seed": seed})
-      same_training = (row_cfg.loss, row_cfg.model, row_cfg.data,
-                       dataclasses.replace(row_cfg.train, model_dir=""))
-      if same_training in trained:
-        run_dir = trained[same_training]
+      row_cfg = run_config(row, seed)
+      owner = next(r for r in (ROWS if row in ROWS else rows)
+                   if training_of(run_config(r, seed)) == training_of(row_cfg))
+      owner_cfg = run_config(owner, seed)
+      run_dir = owner_cfg.train.model_dir
+      if owner == row:
+        logging.info("%s: %s, seed %d -> %s", prefix, row.name, seed, run_dir)
+        result = training.train(row_cfg, datasets[key], flags_text=flagfile(row_cfg))
+      else:
+        if run_dir not in trained:  # (resumed, or found finished, if an earlier run began it)
+          logging.info("%s: %s, seed %d: the model of %s -> %s", prefix, row.name, seed,
+                       owner.name, run_dir)
+          training.train(owner_cfg, datasets[key], flags_text=flagfile(owner_cfg))
         logging.info("%s: %s, seed %d: evaluating %s", prefix, row.name, seed, run_dir)
         result = evaluate_trained(row_cfg.replace(train={"model_dir": run_dir}),
                                   datasets[key])
-      else:
-        logging.info("%s: %s, seed %d -> %s", prefix, row.name, seed, run_dir)
-        result = training.train(row_cfg, datasets[key], flags_text=flagfile(row_cfg))
-        trained[same_training] = run_dir
+      trained.add(run_dir)
       averages = result.eval.averages(cfg.eval.averages)
       result_row.values.append(list(result.eval.mean_ap * metrics.PERCENT)
                                + [v * metrics.PERCENT for v in averages.values()])
