@@ -115,9 +115,9 @@ def _show(value) -> str:
 
 def check_replaces_alike(path: str, localize_config: LocalizeConfig) -> None:
   """A UserError if the detections file `path` records another localization than
-  `localize_config`: a model's default detections are those its run scored (train_eval,
-  ablation), which localize --proposal_source=... would silently replace. A file that
-  records none (or cannot be read) may be replaced."""
+  `localize_config`: a model's default detections are those its run scored (train_eval),
+  which localize --proposal_source=... would silently replace. A file that records none
+  (or cannot be read) may be replaced."""
   try:
     with open(path, encoding="utf-8") as f:
       recorded = json.load(f)["external_data"][LOCALIZE_KEY]
