@@ -13,6 +13,7 @@ import pytest
 
 from conftest import IN_MEMORY, REPO, tiny_config
 from video_helpers import smooth_frames, write_video
+from wtal_tf import io_utils
 from wtal_tf.data import datasets as data
 from wtal_tf.inference import batch as inference
 from wtal_tf.training import trainer as training
@@ -168,6 +169,34 @@ def test_a_resume_on_features_made_otherwise_is_refused_and_none_keeps_what_it_l
   unrecorded = {k: v for k, v in spec.items() if k != "features_made"}
   checkpoints.prepare(str(model_dir), unrecorded)  # data without records now: kept
   assert checkpoints.read_spec(str(model_dir))[1] == spec
+
+
+def test_a_model_that_records_no_features_is_not_stamped_with_new_ones_and_says_so(
+    trained, tmp_path, caplog):
+  """Found by a user upgrading: a model trained before model.json recorded its features,
+  resumed on features extracted again otherwise, got those stamped as its own (detect
+  then accepted them as matching); detect and localize with it said nothing."""
+  model_dir = tmp_path / "m"
+  shutil.copytree(trained[0].train.model_dir, model_dir)
+  path, spec = checkpoints.read_spec(str(model_dir))
+  unrecorded = {k: v for k, v in spec.items() if k != "features_made"}
+  io_utils.write_json(path, unrecorded)  # as an older version wrote it
+  caplog.set_level("WARNING")
+  checkpoints.prepare(str(model_dir), spec)  # resumed on data with status records
+  assert checkpoints.read_spec(str(model_dir))[1] == unrecorded
+  assert (f"{path}: records nothing of how its training features were made (trained "
+          "before model.json recorded it, or on data without status records): these are not "
+          "checked against them, and it keeps recording nothing") in caplog.text
+  caplog.clear()
+  inference.localize_to_file(trained[0].replace(train={"model_dir": str(model_dir)}),
+                             output=str(tmp_path / "l.json"))
+  assert (f"{model_dir}: the model records nothing of how its training features were made "
+          in caplog.text)
+  caplog.clear()
+  new_video._check_made_alike(  # pylint: disable=protected-access
+      trained[0].replace(train={"model_dir": str(model_dir)}),
+      types.SimpleNamespace(features_made=None))
+  assert "the video's features are not checked against them" in caplog.text
 
 
 def test_flow_without_checkpoint_is_one_clear_error(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ the model was trained on), then the model, localization and export of
 import dataclasses
 import os
 
+from absl import logging
+
 from wtal_tf import io_utils
 from wtal_tf.config import Config, DataConfig
 from wtal_tf import contract
@@ -30,6 +32,8 @@ def _check_made_alike(cfg: Config, predictor) -> None:
   wtal_tf.extract made them) were made otherwise than this command would make the
   video's: other geometry or weights give features the model was not trained on."""
   if not predictor.features_made:
+    logging.warning("%s: the model %s: the video's features are not checked against them",
+                    cfg.train.model_dir, checkpoints.UNRECORDED)
     return
   extract = dataclasses.replace(cfg.extract, streams=predictor.streams)
   now = provenance.settings(extract, {s: provenance.weights_identity(extract, s)

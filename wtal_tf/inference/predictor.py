@@ -69,6 +69,9 @@ class Predictor:
         logging.warning("%s: the model was trained on features made otherwise than these "
                         "(%s): its scores on them are not to be trusted", model_dir,
                         "; ".join(differ))
+    elif dataset.features_made:
+      logging.warning("%s: the model %s: these features are not checked against them",
+                      model_dir, checkpoints.UNRECORDED)
 
   @property
   def seconds_per_segment(self) -> Optional[float]:

@@ -22,6 +22,8 @@ MAX_TO_KEEP = 3
 
 
 FLAGS_FILE = contract.FLAGS_FILE  # the experiment flags of the run, as a flagfile
+UNRECORDED = ("records nothing of how its training features were made (trained before "
+              "model.json recorded it, or on data without status records)")
 MAX_CHANGES_SHOWN = 4  # differences named in the message refusing a resume
 # What makes a model dir's checkpoints one model (model.json's keys, flattened): the
 # weights' shapes and what its outputs mean. Other settings (loss weights, seed, ...)
@@ -122,6 +124,10 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
           "with the data they were trained on, or use a new --model_dir")
     if made and not made_now:  # (data without status records now): what it learnt from
       model_spec = {**model_spec, "features_made": made}
+    if not made and made_now:  # its checkpoints' features are unknown: not these
+      logging.warning("%s: %s: these are not checked against them, and it keeps recording "
+                      "nothing", path, UNRECORDED)
+      model_spec = {k: v for k, v in model_spec.items() if k != "features_made"}
   if flags_text:
     path = os.path.join(model_dir, FLAGS_FILE)
     if resuming and os.path.isfile(path):
