@@ -433,33 +433,37 @@ def test_localize_removes_the_scores_of_the_detections_it_replaces(tiny_model, t
   assert json.loads(scores.read_text()) == {"database": {}}
 
 
-def test_localize_keeps_a_models_detections_made_by_another_localization(tiny_model, tmp_path):
+def test_localize_keeps_the_detections_a_models_run_scored_when_localizing_otherwise(
+    tiny_model, tmp_path):
   """Found by a researcher: `localize --flagfile=RUN/flags.cfg --proposal_source=tcam`
-  replaced the STPN run's detections_test.json (and removed its scores), which its
-  ablation row had scored with STPN's proposals; the file did not say how it was made."""
+  replaced the detections_test.json train_eval had written and scored for that run (and
+  removed its scores); the file did not say how it was made."""
   from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
   default = pathlib.Path(tiny_model.train.model_dir) / "detections_test.json"
-  batch.localize_to_file(tiny_model)
-  made = json.loads(default.read_text())["external_data"]["localize"]
-  assert made == {**json.loads(json.dumps(dataclasses.asdict(tiny_model.localize))),
-                  "proposal_source": "attention"}  # (auto, for a softmax model)
+  own = tiny_model.localize.for_model(tiny_model.loss.cls_loss)  # (auto: attention)
+  batch.write_detections(tiny_model, {"x": []}, str(default), own, scored=True)
+  made = json.loads(default.read_text())["external_data"]
+  assert made["localize"] == {**json.loads(json.dumps(dataclasses.asdict(tiny_model.localize))),
+                              "proposal_source": "attention"} and made["scored_by_its_run"]
   before = default.read_bytes()
   tcam = tiny_model.replace(localize={"proposal_source": "tcam", "nms_threshold": 0.4})
-  with pytest.raises(UserError, match=rf"^{re.escape(str(default))}: holds detections "
-                     r"localized otherwise \(--nms_threshold=0.4 \(its 0.5\); "
-                     r"--proposal_source=tcam \(its attention\)\), which its model's run may "
-                     r"have scored: pass --output=FILE to write these elsewhere, or remove it "
-                     r"first$"):
+  with pytest.raises(UserError, match=rf"^{re.escape(str(default))}: holds the detections "
+                     r"its model's run scored, localized otherwise \(--nms_threshold=0.4 "
+                     r"\(its 0.5\); --proposal_source=tcam \(its attention\)\): pass "
+                     r"--output=FILE to write these elsewhere, or remove it first$"):
     batch.localize_to_file(tcam)
   assert default.read_bytes() == before
   batch.localize_to_file(tcam, str(tmp_path / "tcam.json"))  # elsewhere: written
-  assert json.loads((tmp_path / "tcam.json").read_text())["external_data"]["localize"][
-      "proposal_source"] == "tcam"
+  assert json.loads((tmp_path / "tcam.json").read_text())["external_data"] == {
+      "model_dir": tiny_model.train.model_dir, "scored_by_its_run": False,
+      "localize": {**made["localize"], "proposal_source": "tcam", "nms_threshold": 0.4}}
+  # A setting another version did not record is not a difference (review).
+  older = json.loads(before)
+  del older["external_data"]["localize"]["stpn_upsample"]
+  default.write_text(json.dumps(older))
   batch.localize_to_file(tiny_model)  # the same localization again: replaced
-  legacy = json.loads(default.read_text())
-  del legacy["external_data"]["localize"]  # written before files said how: replaced
-  default.write_text(json.dumps(legacy))
-  batch.localize_to_file(tcam)
+  assert not json.loads(default.read_text())["external_data"]["scored_by_its_run"]
+  batch.localize_to_file(tcam)  # localize's own file (not scored by the run): replaced
   assert json.loads(default.read_text())["external_data"]["localize"]["proposal_source"] == (
       "tcam")
 

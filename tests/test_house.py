@@ -154,6 +154,11 @@ def test_train_eval_localizes_and_scores_the_test_set_once(trained, tmp_path, mo
   # The same numbers as localizing again with the reloaded model.
   again = json.loads(open(batch.localize_to_file(cfg, str(tmp_path / "again.json"))[0]).read())
   assert again["results"] == detections["results"]
+  # It records how it was made, and that the run scored it: localize keeps it from
+  # detections of another localization (test_bad_input), and replaces it alike.
+  assert detections["external_data"]["scored_by_its_run"] is True
+  assert detections["external_data"]["localize"] == again["external_data"]["localize"]
+  batch.localize_to_file(cfg)
 
 
 def test_localize_saves_each_videos_raw_outputs(trained, tmp_path):

@@ -34,6 +34,7 @@ from wtal_tf.modeling import checkpoints
 
 OUTPUT_KEYS = {"attention": "attention", "tcam": "cas", "class_probs": "class_probs"}
 LOCALIZE_KEY = "localize"  # in a detections file's external_data: the localization used
+SCORED_KEY = "scored_by_its_run"  # ... true in the file train_eval wrote and scored
 
 
 def save_outputs(path: str, outputs: dict[str, StreamOutput], classes: Sequence[str]) -> None:
@@ -99,11 +100,13 @@ def localization_record(config: LocalizeConfig) -> dict:
 
 
 def write_detections(cfg: Config, results: dict, output: str,
-                     localize_config: LocalizeConfig) -> str:
+                     localize_config: LocalizeConfig, scored: bool = False) -> str:
   """Writes `results` as the ActivityNet JSON of cfg's model dir to `output` (see
-  detections_path), with the localization that made them; returns the path."""
+  detections_path), with the localization that made them and whether the run that
+  trained the model scores them (train_eval); returns the path."""
   return write_document(output, results, model_dir=os.path.abspath(cfg.train.model_dir),
-                        **{LOCALIZE_KEY: localization_record(localize_config)})
+                        **{LOCALIZE_KEY: localization_record(localize_config),
+                           SCORED_KEY: scored})
 
 
 def _show(value) -> str:
@@ -114,23 +117,25 @@ def _show(value) -> str:
 
 
 def check_replaces_alike(path: str, localize_config: LocalizeConfig) -> None:
-  """A UserError if the detections file `path` records another localization than
-  `localize_config`: a model's default detections are those its run scored (train_eval),
-  which localize --proposal_source=... would silently replace. A file that records none
-  (or cannot be read) may be replaced."""
+  """A UserError if `path` holds the detections that the model's own run (train_eval)
+  wrote and scored, made by another localization than `localize_config`: localize
+  --proposal_source=... would silently replace them. Settings only one side records
+  (another version's) are not compared; other files may be replaced."""
   try:
     with open(path, encoding="utf-8") as f:
-      recorded = json.load(f)["external_data"][LOCALIZE_KEY]
-  except (OSError, ValueError, KeyError, TypeError):
+      meta = json.load(f)["external_data"]
+    recorded = meta[LOCALIZE_KEY] if meta.get(SCORED_KEY) is True else None
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return
+  if not isinstance(recorded, dict):
     return
   now = localization_record(localize_config)
-  if not isinstance(recorded, dict) or recorded == now:
-    return
-  differ = [f"--{k}={_show(v)} (its {_show(recorded.get(k))})" for k, v in now.items()
-            if recorded.get(k) != v]
-  raise UserError(f"{path}: holds detections localized otherwise ({'; '.join(differ)}), "
-                  "which its model's run may have scored: pass --output=FILE to write these "
-                  "elsewhere, or remove it first")
+  differ = [f"--{k}={_show(v)} (its {_show(recorded[k])})" for k, v in now.items()
+            if k in recorded and recorded[k] != v]
+  if differ:
+    raise UserError(f"{path}: holds the detections its model's run scored, localized "
+                    f"otherwise ({'; '.join(differ)}): pass --output=FILE to write these "
+                    "elsewhere, or remove it first")
 
 
 def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""

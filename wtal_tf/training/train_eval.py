@@ -21,7 +21,8 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   dataset = data.check_test_videos(data.load_dataset(cfg.data), cfg.data.test_subset)
   result = trainer.train(cfg, dataset, flags_text=flags_text)
   path = batch.write_detections(cfg, result.detections, output,
-                                cfg.localize.for_model(cfg.loss.cls_loss))
+                                cfg.localize.for_model(cfg.loss.cls_loss),
+                                scored=result.eval is not None)
   if result.eval is None:  # (trainer.train warned: nothing to score against)
     batch.remove_stale_scores(path)
     return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
