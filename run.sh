@@ -64,14 +64,18 @@ wants_help() {
   return 1
 }
 
+# Whether $1 is the embedded dataset's own folder, data/synthetic.
+owns() {
+  [ "$(realpath -m -- "$1")" = "$(realpath -m -- "$HERE/data/synthetic")" ]
+}
+
 # Whether to generate the embedded dataset (or, with "micro", its microvideos) into
-# $1: only into its own folder, data/synthetic, when absent there (never into a folder
-# --data_dir names: that is the user's data, or a typo), and not for an entrypoint's help.
+# $1: only into its own folder when absent there (never into a folder --data_dir
+# names: that is the user's data, or a typo), and not for an entrypoint's help.
 generates() {
-  local data_dir=$1 what=$2 own
+  local data_dir=$1 what=$2
   shift 2
-  own=$(realpath -m -- "$HERE/data/synthetic")
-  [ "$(realpath -m -- "$data_dir")" = "$own" ] && ! wants_help "$@" || return 1
+  owns "$data_dir" && ! wants_help "$@" || return 1
   case "$what" in
     dataset) [ ! -f "$data_dir/gt.json" ] ;;
     micro) [ ! -f "$data_dir/micro/labels.csv" ] ;;
@@ -135,10 +139,9 @@ case "$cmd" in
           # 915: the size of the paper's curated Instagram set (§4.1).
           "$PY" -m wtal_tf.tools.make_synthetic --microvideos_only --num_microvideos=915 \
             --output_dir="$data_dir/micro"
-          extra=(--extra_train="$data_dir/micro")
-        elif [ -f "$data_dir/micro/labels.csv" ]; then
-          extra=(--extra_train="$data_dir/micro")
         fi
+        # (its own folder's only: another --data_dir's micro/ is not taken unasked)
+        ! owns "$data_dir" || extra=(--extra_train="$data_dir/micro")
       fi
     fi
     "$PY" -m "wtal_tf.$cmd" --flagfile="$HERE/flags/$dataset.cfg" \
