@@ -207,8 +207,9 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   def run_eval(s):
     nonlocal result, detections
     detections, result, kept = evaluate_model(predictor, dataset, cfg, keep)
+    logged = any(k == s for k, _ in history)  # (a finished model's rerun: logged already)
     if result is not None:
-      if not any(k == s for k, _ in history):  # (a finished model's rerun: logged already)
+      if not logged:
         _log_eval(eval_writer, result, cfg, s)
       while history and history[-1][0] >= s:  # (an earlier run's evaluation of this step)
         history.pop()
@@ -217,7 +218,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
           *(e for e in evaluations if e["settings"] != settings),  # (other settings' apart)
           {"settings": settings, "history": [[k, m.tolist()] for k, m in history]}]})
       logging.info("step %d: mAP %s", s, np.round(result.mean_ap * metrics.PERCENT, 2).tolist())
-    _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
+    if not logged:
+      _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
 
   s = start
   for features, labels in ds:
