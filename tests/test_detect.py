@@ -185,8 +185,9 @@ def test_a_model_that_records_no_features_is_not_stamped_with_new_ones_and_says_
   checkpoints.prepare(str(model_dir), spec)  # resumed on data with status records
   assert checkpoints.read_spec(str(model_dir))[1] == unrecorded
   assert (f"{path}: records nothing of how its training features were made (trained "
-          "before model.json recorded it, or on data without status records): these are not "
-          "checked against them, and it keeps recording nothing") in caplog.text
+          "before model.json recorded it, or on videos not all of whose status records say "
+          "the same): these are not checked against them, and it keeps recording nothing"
+          ) in caplog.text
   caplog.clear()
   inference.localize_to_file(trained[0].replace(train={"model_dir": str(model_dir)}),
                              output=str(tmp_path / "l.json"))

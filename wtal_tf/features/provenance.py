@@ -47,7 +47,8 @@ def settings(cfg: ExtractConfig, weight_ids: dict[str, str]) -> dict:
   """The extraction's provenance, without the video: {"streams": {stream: weights id}, ...}."""
   made = {"feature_version": FEATURE_VERSION, "fps": contract.FPS,
           "segment_frames": contract.SEGMENT_FRAMES, "resize_shorter": cfg.resize_shorter,
-          "crop_size": cfg.crop_size, "streams": {s: weight_ids[s] for s in cfg.streams}}
+          "crop_size": cfg.crop_size,
+          made_lib.STREAMS_KEY: {s: weight_ids[s] for s in cfg.streams}}
   for s in cfg.streams:
     made.update({k: getattr(cfg, k) for k in contract.STREAM_SETTINGS.get(s, ())})
   return made
@@ -66,12 +67,13 @@ def other_streams(old_record, made: dict) -> tuple[dict, list[str]]:
   """
   settings = made["settings"]
   old = old_record.get("provenance") if isinstance(old_record, dict) else None
-  if not isinstance(old, dict) or not isinstance(old.get("streams"), dict):
+  streams = made_lib.STREAMS_KEY
+  if not isinstance(old, dict) or not isinstance(old.get(streams), dict):
     return settings, []
-  others = {s: i for s, i in old["streams"].items() if s not in settings["streams"]}
+  others = {s: i for s, i in old[streams].items() if s not in settings[streams]}
   if not others:
     return settings, []
   if (old_record.get("video_identity") != made["video_identity"]
       or made_lib.changes(made_lib.shared(old), made_lib.shared(settings))):
     return settings, sorted(others)
-  return {**old, **settings, "streams": {**others, **settings["streams"]}}, []
+  return {**old, **settings, streams: {**others, **settings[streams]}}, []

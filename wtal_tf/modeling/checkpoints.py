@@ -23,7 +23,8 @@ MAX_TO_KEEP = 3
 
 FLAGS_FILE = contract.FLAGS_FILE  # the experiment flags of the run, as a flagfile
 UNRECORDED = ("records nothing of how its training features were made (trained before "
-              "model.json recorded it, or on data without status records)")
+              "model.json recorded it, or on videos not all of whose status records say the "
+              "same)")
 MAX_CHANGES_SHOWN = 4  # differences named in the message refusing a resume
 # What makes a model dir's checkpoints one model (model.json's keys, flattened): the
 # weights' shapes and what its outputs mean. Other settings (loss weights, seed, ...)
