@@ -358,6 +358,11 @@ def test_cli_localize_without_a_model(good, tmp_path):
   proc = run_cli("wtal_tf.localize", f"--data_dir={good}", f"--model_dir={tmp_path / 'empty'}")
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "model.json: not found" in proc.stderr
+  # A relative one names the folder it was looked for in (found by a user upgrading: an
+  # older version's flags.cfg held relative paths, read from another folder).
+  proc = run_cli("wtal_tf.localize", f"--data_dir={good}", "--model_dir=M1")
+  assert proc.returncode == 2 and proc.stderr == (
+      f"error: M1/model.json: not found (is M1, in {REPO}, a trained model dir?)\n")
 
 
 def test_cli_rejects_bad_enum():

@@ -169,7 +169,9 @@ def read_spec(model_dir: str) -> tuple[str, dict]:
     raise UserError(f"--model_dir={model_dir}: a file; give the folder training wrote (it "
                     f"holds {SPEC_FILE} and {CHECKPOINT_DIR}/)")
   if not os.path.isfile(spec_path):
-    raise UserError(f"{spec_path}: not found (is {model_dir} a trained model dir?)")
+    where = "" if os.path.isabs(model_dir) else f", in {os.getcwd()},"  # (e.g. the
+    # relative paths of a flags.cfg an older version wrote, read from another folder)
+    raise UserError(f"{spec_path}: not found (is {model_dir}{where} a trained model dir?)")
   try:
     with open(spec_path, encoding="utf-8") as f:
       model_spec = json.load(f)
