@@ -100,13 +100,13 @@ def localization_record(config: LocalizeConfig) -> dict:
 
 
 def write_detections(cfg: Config, results: dict, output: str,
-                     localize_config: LocalizeConfig, scored: bool = False) -> str:
+                     localize_config: LocalizeConfig, scored: bool = False, **meta) -> str:
   """Writes `results` as the ActivityNet JSON of cfg's model dir to `output` (see
-  detections_path), with the localization that made them and whether the run that
-  trained the model scores them (train_eval); returns the path."""
+  detections_path), with the localization that made them, whether the run that
+  trained the model scores them (train_eval) and `meta`; returns the path."""
   return write_document(output, results, model_dir=os.path.abspath(cfg.train.model_dir),
-                        **{LOCALIZE_KEY: localization_record(localize_config),
-                           SCORED_KEY: scored})
+                        **meta, **{LOCALIZE_KEY: localization_record(localize_config),
+                                   SCORED_KEY: scored})
 
 
 def _show(value) -> str:

@@ -79,10 +79,8 @@ def detect_video(cfg: Config) -> tuple[str, str | None]:
   name, classes = video_lib.name(path), predictor.classes
   results, outputs, dets = batch.detect_one(predictor, result.features, classes,
                                             contract.SECONDS_PER_SEGMENT, result.duration)
-  batch.write_document(output, {name: results}, model_dir=os.path.abspath(model_dir),
-                       video=os.path.abspath(path), **{
-                           batch.LOCALIZE_KEY: batch.localization_record(
-                               predictor.localize_config)})
+  batch.write_detections(cfg, {name: results}, output, predictor.localize_config,
+                         video=os.path.abspath(path))
   if picture:
     panel = timeline.Panel(f"{os.path.normpath(model_dir)}: {name}", outputs, dets,
                            predictor.localize_config)
