@@ -17,6 +17,11 @@ WTAL_STANDARD_DROPS = ("video_test_0000270", "video_test_0001496")
 SUFFIX = {"validation": "_val.txt", "test": "_test.txt"}
 
 
+def _annotation_files(directory: str, subset: str) -> list[str]:
+  """The names of the <Class><SUFFIX> files in `directory`, sorted ([]: none or unlisted)."""
+  return sorted(fn for fn in io_utils.entries(directory) if fn.endswith(SUFFIX[subset]))
+
+
 def _read_split(directory: str, subset: str) -> tuple[set[str], list[tuple]]:
   """(the classes of the folder's annotation files, its (video, label, start, end) rows,
   Ambiguous ones too)."""
@@ -26,7 +31,7 @@ def _read_split(directory: str, subset: str) -> tuple[set[str], list[tuple]]:
                     "annotation files")
   suffix = SUFFIX[subset]
   rows = []
-  files = sorted(fn for fn in os.listdir(directory) if fn.endswith(suffix))
+  files = _annotation_files(directory, subset)
   if not files:
     raise UserError(f"{directory}: no *{suffix} annotation files")
   for fn in files:
@@ -107,10 +112,9 @@ def convert(split_dirs: Mapping[str, str], output: str, video_info: Optional[str
 def _inputs(split_dirs: Mapping[str, str], video_info: Optional[str]) -> dict[str, str]:
   """{path: what it is} of the files convert reads (its output must be none of them)."""
   inputs = {video_info: "durations file of --video_info"} if video_info else {}
-  for subset, directory in split_dirs.items():
-    for fn in io_utils.entries(directory):  # (read_official says why one cannot be listed)
-      if fn.endswith(SUFFIX[subset]):
-        inputs[os.path.join(directory, fn)] = f"{subset} annotation file {fn}"
+  for subset, directory in split_dirs.items():  # (read_official says why one is absent)
+    for fn in _annotation_files(directory, subset):
+      inputs[os.path.join(directory, fn)] = f"{subset} annotation file {fn}"
   return inputs
 
 
