@@ -195,6 +195,33 @@ def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos,
   assert "re-extracting b: the video file changed" in caplog.text
 
 
+def test_a_split_made_otherwise_than_the_others_is_a_warning(videos, tmp_path, caplog):
+  """Extracting the test split again with other weights left the validation split as it
+  was, and only training warned (a model takes both as one kind of input)."""
+  out = tmp_path / "out"
+  val = tmp_path / "val"
+  val.mkdir()
+  shutil.move(videos / "c.mkv", val / "c.mkv")
+  pipeline.extract(small_cfg(val, out, split="validation"))
+  cfg = small_cfg(videos, out)
+  caplog.set_level("INFO")
+  pipeline.extract(cfg)
+  assert "made otherwise" not in caplog.text
+  pipeline.extract(dataclasses.replace(cfg, random_init_seed=1))
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == "WARNING" and "made otherwise" in r.getMessage()]
+  assert warnings == [
+      f"{out / 'features' / 'validation'}: 1 of 1 videos' features were made otherwise than "
+      "this run's (e.g. c, its vs this run's: rgb weights 'random-numpy:0' vs "
+      "'random-numpy:1'); a model takes every split's features as one kind of input: "
+      "extract 'validation' again with these settings"]
+  # Extracted again alike: both splits agree, and neither run warns.
+  caplog.clear()
+  pipeline.extract(small_cfg(val, out, split="validation", random_init_seed=1))
+  pipeline.extract(dataclasses.replace(cfg, random_init_seed=1))
+  assert "made otherwise" not in caplog.text
+
+
 def test_weights_are_identified_by_the_bytes_of_their_files(tmp_path, monkeypatch):
   pickle_file, prefix = tmp_path / "rgb.ckpt", tmp_path / "ckpt" / "model.ckpt"
   data_file, index_file = (pathlib.Path(f"{prefix}{suffix}")

@@ -85,6 +85,32 @@ def completed(cfg: ExtractConfig, name: str, made: dict) -> tuple[Optional[dict]
   return (None, changed) if changed else (record, [])
 
 
+def made_otherwise(out: str, split: str, settings: dict, streams: Sequence[str]) -> list[str]:
+  """Warnings, one per other split of OUT holding features of `streams` made otherwise
+  than `settings` make them (e.g. its videos extracted before a rerun of `split` with
+  other weights or geometry): a model takes every split's features as one kind of
+  input, so training on one and scoring the other gives wrong scores."""
+  paths = [p for p in storage.match(status_records(out))
+           if storage.name(storage.parent(p)) != split]
+  ours = made_lib.restricted(settings, streams)
+  otherwise: dict[str, list] = {}  # split -> [(video, differences)]
+  of_split: dict[str, int] = {}
+  for p, record in zip(paths, storage.concurrently(storage.read_json, paths)):
+    if not isinstance(record, dict) or record.get("status") not in (OK, SKIPPED) or (
+        not isinstance(record.get("provenance"), dict)):
+      continue
+    other = storage.name(storage.parent(p))
+    of_split[other] = of_split.get(other, 0) + 1
+    differ = made_lib.differences(made_lib.restricted(record["provenance"], streams), ours)
+    if differ:
+      otherwise.setdefault(other, []).append((video.name(p), differ))
+  return [f"{storage.join(out, contract.FEATURES_DIR, other)}: {len(found)} of "
+          f"{of_split[other]} videos' features were made otherwise than this run's "
+          f"(e.g. {found[0][0]}, its vs this run's: {'; '.join(found[0][1])}); a model takes every split's "
+          f"features as one kind of input: extract {other!r} again with these settings"
+          for other, found in sorted(otherwise.items())]
+
+
 # ---------------------------------------------------------------- work items
 
 def _task(path: str, index: int, start: int, count: Optional[int], made: dict) -> dict:
@@ -373,6 +399,8 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   counts = {k: sum(r["status"] == k for r in records.values()) for k in (OK, SKIPPED, FAILED)}
   logging.info("extract %s: %d extracted, %d already done, %d failed -> %s", cfg.split,
                counts[OK], counts[SKIPPED], counts[FAILED], cfg.output_dir)
+  for warning in made_otherwise(cfg.output_dir, cfg.split, settings, cfg.streams):
+    logging.warning("%s", warning)
   if counts[FAILED]:
     raise UserError(f"{counts[FAILED]} of {len(paths)} videos failed; list in "
                     f"{failures_path(cfg.output_dir, cfg.split)}")
