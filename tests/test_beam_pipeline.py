@@ -195,6 +195,43 @@ def test_a_rerun_keeps_features_only_when_nothing_that_made_them_changed(videos,
   assert "re-extracting b: the video file changed" in caplog.text
 
 
+@pytest.mark.parametrize("refused", [steps.PROGRESS_DIR, steps.CHUNKS_DIR])
+def test_a_rerun_that_cannot_write_keeps_the_features_it_would_have_replaced(
+    videos, tmp_path, monkeypatch, refused):
+  """On a full disk, a rerun with other settings failed every video on its first write
+  (a chunk's progress mark) and then deleted their features and emptied gt.json (which
+  freed the space to write that)."""
+  out = tmp_path / "out"
+  cfg = small_cfg(videos, out)
+  pipeline.extract(cfg)
+  files = {p: p.read_bytes() for p in out.rglob("*")
+           if p.is_file() and p.relative_to(out).parts[0] in ("features", steps.STATUS_DIR)}
+  entries = json.loads((out / "gt.json").read_text())["database"]
+  write = storage.write_bytes
+
+  def full_disk(path, data):
+    if f"/{refused}/" in path:
+      raise UserError(f"{path}: cannot write (No space left on device)")
+    write(path, data)
+
+  monkeypatch.setattr(storage, "write_bytes", full_disk)
+  with pytest.raises(UserError, match="failed"):
+    pipeline.extract(dataclasses.replace(cfg, crop_size=24))
+  failures = json.loads(pathlib.Path(steps.failures_path(str(out), "test")).read_text())
+  assert {f["reason"].split(":")[-1] for f in failures} == {" cannot write (No space left "
+                                                            "on device)"}
+  failed = {pathlib.Path(f["video"]).stem for f in failures}
+  assert failed == ({"long", "b", "c"} if refused == steps.PROGRESS_DIR else {"long"})  # (a
+  # one-chunk video saves no chunk)
+  kept = {p: b for p, b in files.items() if p.stem in failed}
+  assert len(kept) == 2 * len(failed) and {p: p.read_bytes() for p in kept} == kept
+  database = json.loads((out / "gt.json").read_text())["database"]
+  assert {n: database.get(n) for n in failed} == {n: entries[n] for n in failed}
+  monkeypatch.setattr(storage, "write_bytes", write)
+  records = pipeline.extract(dataclasses.replace(cfg, crop_size=24))  # room again
+  assert {n: records[n]["status"] for n in failed} == {n: "ok" for n in failed}
+
+
 def test_a_split_made_otherwise_than_the_others_is_a_warning(videos, tmp_path, caplog):
   """Extracting the test split again with other weights left the validation split as it
   was, and only training warned (a model takes both as one kind of input)."""

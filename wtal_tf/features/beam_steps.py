@@ -75,6 +75,8 @@ SUMMARY_EXT = ".json"  # of a run's summary: <run id>.json
 GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
 LABELS_KEY = "labels"  # a failed video's record: the subset and annotations its entry
 # had or was given, for the run that extracts it again
+VIDEO_FAULT = "video_fault"  # a chunk result's: its error is the video's (unreadable, too
+# short), not OUT refusing a write or the weights failing to load, which leave OUT as it was
 MERGE_ROUNDS = 20  # most gt.json merges one run makes while others keep writing records
 
 
@@ -226,15 +228,20 @@ class ExtractChunkFn(_WritesOutFn):
     cache = chunk_path(cfg.output_dir, cfg.split, name, task["index"])
     cached = task["count"] is not None or task["index"]  # a video of several chunks
     result = _load_chunk(cache, task) if cached else None
-    try:  # an unusable video, or OUT refusing a write: the video fails with the reason
+    try:  # an unusable video, unusable weights, or OUT refusing a write: the video fails
       if result is None:
-        got = self._extractor_for(task)(path, task["start"], task["count"])
-        result = {"features": got.features, "frames": got.num_frames,
-                  "total_frames": got.total_frames,
-                  "segments": len(got.features[cfg.streams[0]]),
-                  "worker": _worker(), "warning": got.warning}
-        if cached:
-          _save_chunk(cache, task, result)
+        extractor = self._extractor_for(task)
+        try:
+          got = extractor(path, task["start"], task["count"])
+        except UserError as e:
+          result = {"error": str(e), "segments": 0, VIDEO_FAULT: True}
+        else:
+          result = {"features": got.features, "frames": got.num_frames,
+                    "total_frames": got.total_frames,
+                    "segments": len(got.features[cfg.streams[0]]),
+                    "worker": _worker(), "warning": got.warning}
+          if cached:
+            _save_chunk(cache, task, result)
     except UserError as e:
       result = {"error": str(e), "segments": 0}
     mark = storage.join(cfg.output_dir, PROGRESS_DIR, self.run_id,
@@ -259,6 +266,11 @@ class AssembleVideoFn(_WritesOutFn):
     chunks = sorted(chunks, key=lambda c: c["index"])
     path = chunks[0]["video"]
     errors = [c["error"] for c in chunks if "error" in c]
+    not_its_fault = [c["error"] for c in chunks if "error" in c and not c.get(VIDEO_FAULT)]
+    if not_its_fault:  # (e.g. a full disk): its features, status record and gt.json entry
+      # stay as they were, for a rerun to finish (status unwritten: not skipped by it)
+      yield {"video": path, "status": FAILED, "reason": not_its_fault[0], "run": self.run_id}
+      return
     frames = sum(c.get("frames", 0) for c in chunks)
     total = chunks[-1].get("total_frames")
     if not errors and total != frames:
@@ -269,7 +281,8 @@ class AssembleVideoFn(_WritesOutFn):
     old_record = storage.read_json(status_path(cfg.output_dir, cfg.split, name))
     labels = labels_of(cfg, self.annotations.get(name), previous_labels(old_record))
     features, stale = {}, []
-    if errors:  # its labels are kept for the next run; its old features go (another file's)
+    if errors:  # the video's own fault: its labels are kept for the next run; its old
+      # features go (another file's)
       record = {"video": path, "status": FAILED, "reason": errors[0], LABELS_KEY: labels}
       stale = list(contract.STREAMS)
     else:
@@ -437,8 +450,8 @@ def merge_gt(out: str) -> None:
 
 
 def write_dataset_files(cfg: ExtractConfig, records: Sequence[dict]) -> None:
-  """Merges OUT/gt.json (merge_gt), writes or removes the failures list."""
-  merge_gt(cfg.output_dir)
+  """Writes or removes the failures list, then merges OUT/gt.json (merge_gt). (The list
+  first: on a full disk it is the small file that says why each video failed.)"""
   failures = [{"video": r["video"], "reason": r["reason"]} for r in records
               if r.get("status") == FAILED]
   path = failures_path(cfg.output_dir, cfg.split)
@@ -446,3 +459,4 @@ def write_dataset_files(cfg: ExtractConfig, records: Sequence[dict]) -> None:
     storage.write_json(path, failures)
   else:
     storage.delete([path])
+  merge_gt(cfg.output_dir)
