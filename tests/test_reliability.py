@@ -1,5 +1,6 @@
 """Interrupted runs, atomic writes and numerical safety (issue: reliability)."""
 
+import errno
 import json
 import os
 import pathlib
@@ -13,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tiny_config, write_dataset
+from wtal_tf.errors import UserError
 from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import io_utils
 from wtal_tf.training import trainer as training
@@ -81,6 +83,86 @@ def test_interrupted_write_keeps_previous_file(tmp_path, monkeypatch):
     io_utils.write_json(str(path), {"results": {"v": [1, 2, 3]}})
   assert path.read_text() == before
   assert os.listdir(tmp_path) == ["detections.json"]  # no temporary left behind
+
+
+def test_a_full_disk_is_a_user_error_naming_the_file_and_keeps_the_old_one(tmp_path,
+                                                                          monkeypatch):
+  """A full disk met while writing (model.json, detections, a PNG, make_synthetic's
+  folder) was an OSError traceback with exit status 1."""
+  path = tmp_path / "detections.json"
+  io_utils.write_json(str(path), {"results": {}})
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(os, "fsync", full)
+  with pytest.raises(UserError) as e:
+    io_utils.write_json(str(path), {"results": {"v": []}})
+  assert str(e.value) == f"{path}: cannot write (No space left on device)"
+  assert isinstance(e.value, OSError) and e.value.errno == errno.ENOSPC  # (for `except OSError`)
+  assert os.listdir(tmp_path) == ["detections.json"]
+  assert json.loads(path.read_text()) == {"results": {}}
+  with pytest.raises(UserError, match=r"/new: cannot write \(No space left on device\)$"):
+    with io_utils.atomic_dir(str(tmp_path / "new")) as tmp:
+      io_utils.write_text(os.path.join(tmp, "a.txt"), "a")
+  assert os.listdir(tmp_path) == ["detections.json"]
+
+
+def test_a_real_full_disk_is_one_line(tmp_path):
+  """On a small tmpfs (root only; skipped where mounting is not allowed)."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                    capture_output=True, check=False).returncode:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    proc = subprocess.run([sys.executable, "-m", "wtal_tf.tools.make_synthetic",
+                           f"--output_dir={disk / 'syn'}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {disk / 'syn'}: cannot write (")
+    assert len(proc.stderr.splitlines()) == 1 and not os.listdir(disk)
+  finally:
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_user_error(tmp_path, monkeypatch):
+  data_dir = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                           classes=("A", "B"))
+  cfg = tiny_config(data_dir, tmp_path / "m")
+
+  def full(self, checkpoint_number=None):
+    raise tf.errors.ResourceExhaustedError(
+        None, None, f"{{{{function_node __wrapped__SaveV2_dtypes_7_device_/job:localhost}}}} "
+        f"{self.directory}/ckpt-10_temp/part-00000-of-00001.data-00000-of-00001.tempstate1; "
+        "No space left on device [Op:SaveV2]")
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
+  with pytest.raises(UserError) as e:
+    training.train(cfg)
+  assert str(e.value) == (f"{tmp_path / 'm' / 'checkpoints'}: cannot write the checkpoint of "
+                          "step 10 (No space left on device)")
+
+
+@pytest.mark.parametrize("damage", ["", 'model_checkpoint_path: "ckpt-2'])
+def test_a_damaged_checkpoint_state_file_is_refused_not_started_over(tmp_path, damage):
+  """An empty state file (a copy onto a full disk) was a ValueError traceback; one cut off
+  mid-line was ignored by TensorFlow, and training began again at step 0 over the
+  checkpoints there."""
+  data_dir = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                           classes=("A", "B"))
+  cfg = tiny_config(data_dir, tmp_path / "m")
+  training.train(cfg)
+  state = tmp_path / "m" / "checkpoints" / "checkpoint"
+  state.write_text(damage)
+  before = _model_dir_files(tmp_path / "m")
+  with pytest.raises(UserError) as e:
+    training.train(cfg.replace(train={"train_steps": 30}))
+  assert str(e.value) == (
+      f"{state}: damaged: it does not say which checkpoint is the latest (the folder holds "
+      'ckpt-10, ckpt-20): write into it the line model_checkpoint_path: "<one of those>", '
+      "or use a new --model_dir")
+  assert _model_dir_files(tmp_path / "m") == before
+  state.write_text('model_checkpoint_path: "ckpt-20"\n')
+  assert training.train(cfg.replace(train={"train_steps": 30})).steps == 30
 
 
 def test_a_folder_written_whole_may_have_the_longest_name(tmp_path):

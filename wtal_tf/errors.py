@@ -1,6 +1,7 @@
 """The one exception type for problems with the user's input, and its messages' helpers."""
 
 import contextlib
+import os
 import shlex
 
 
@@ -10,6 +11,21 @@ class UserError(Exception):
   Entrypoints print the message on one line and exit non-zero, without a
   traceback. Messages name the file (or flag) and the problem.
   """
+
+
+class WriteError(UserError, OSError):
+  """A file that could not be written (a full or read-only disk): a UserError naming it,
+  and still the OSError it was (errno, strerror), for code that handles those.
+  Made as WriteError(errno, strerror, path)."""
+
+  def __str__(self):
+    return f"{self.filename}: cannot write ({self.strerror})"
+
+
+def write_error(e: OSError, path: str) -> WriteError:
+  """`e`, an OSError met writing `path`, as a WriteError naming `path` (one already is)."""
+  return e if isinstance(e, WriteError) else WriteError(e.errno, e.strerror or str(e),
+                                                        os.fspath(path))
 
 
 MAX_ARGS_SHOWN = 3  # arguments quoted by unexpected_arguments

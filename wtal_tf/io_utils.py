@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from typing import Any, Iterator, Optional
 
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, WriteError, write_error
 
 MAX_NAME_BYTES = 255  # the longest file name ext4, XFS, Btrfs and APFS take (UTF-8 bytes)
 MKSTEMP_RANDOM_CHARS = 8  # what tempfile.mkstemp puts between its prefix and suffix
@@ -120,22 +120,28 @@ def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path next to `path`; renames it onto `path` on success.
 
   On any exception the temporary file is removed and `path` is untouched, so
-  the previous complete version (if any) survives.
+  the previous complete version (if any) survives; an OSError (a full disk) is raised
+  as a WriteError naming `path`.
   """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
   suffix = ".tmp" + os.path.splitext(path)[1]
-  fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path, suffix), suffix=suffix,
-                             dir=directory)
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path, suffix), suffix=suffix,
+                               dir=directory)
+  except OSError as e:
+    raise write_error(e, path) from None
   os.close(fd)
   try:
     yield tmp
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if isinstance(e, OSError):  # (a full disk: a UserError naming the file)
+      raise write_error(e, path) from None
     raise
 
 
@@ -157,17 +163,24 @@ def write_json(path: str, obj: Any, indent: int | None = None) -> None:
 def atomic_dir(path: str) -> Iterator[str]:
   """Yields a temporary directory next to `path`, renamed onto it on success.
 
-  `path` must not exist; on any exception the partial directory is removed.
+  `path` must not exist; on any exception the partial directory is removed (an
+  OSError is raised as a WriteError naming `path`).
   """
   if os.path.exists(path):
     raise FileExistsError(path)
   parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=_temporary_prefix(path), dir=parent)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=_temporary_prefix(path), dir=parent)
+  except OSError as e:
+    raise write_error(e, path) from None
   try:
     yield tmp
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(e, OSError):  # (a full disk: a UserError naming the folder, not a
+      # file in its temporary one)
+      raise WriteError(e.errno, e.strerror or str(e), os.fspath(path)) from None
     raise

@@ -18,6 +18,7 @@ from wtal_tf.modeling.model import WTALModel
 
 SPEC_FILE = "model.json"
 CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "checkpoint"  # CHECKPOINT_DIR/checkpoint: TensorFlow's record of the latest
 MAX_TO_KEEP = 3
 
 
@@ -189,7 +190,19 @@ def latest(model_dir: str) -> Optional[str]:
   when its state file names one whose files are gone (TensorFlow would then say there
   is no checkpoint, or fail on resuming with a traceback)."""
   folder = os.path.join(model_dir, CHECKPOINT_DIR)
-  state = tf.train.get_checkpoint_state(folder)
+  state_file = os.path.join(folder, STATE_FILE)
+  try:
+    state = tf.train.get_checkpoint_state(folder)
+  except ValueError:  # (an empty state file)
+    state = None
+  if (state is None or not state.model_checkpoint_path) and os.path.isfile(state_file):
+    # (TensorFlow only warns "Checkpoint ignored" on a damaged one, and training would
+    # start again from step 0 over the checkpoints there)
+    held = sorted(os.path.basename(p)[:-len(".index")]
+                  for p in tf.io.gfile.glob(os.path.join(folder, "*.index")))
+    raise UserError(f"{state_file}: damaged: it does not say which checkpoint is the latest "
+                    f"(the folder holds {', '.join(held) or 'none'}): write into it the line "
+                    'model_checkpoint_path: "<one of those>", or use a new --model_dir')
   if state is None or not state.model_checkpoint_path:
     return None
   prefix = state.model_checkpoint_path  # (joined to `folder` by TensorFlow)
@@ -212,6 +225,17 @@ def load(checkpoint: tf.train.Checkpoint, prefix: str, partial: bool = False) ->
     # (IndexError: a truncated .data file, "Read less bytes than requested")
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # (one line)
     raise UserError(f"{prefix}: cannot restore checkpoint ({reason})") from None
+
+
+def save(saver: tf.train.CheckpointManager, step: int) -> None:
+  """Saves the checkpoint of `step`; a UserError naming the folder when it cannot be
+  written (a full disk: TensorFlow's error, with its op, on one line)."""
+  try:
+    saver.save(checkpoint_number=step)
+  except tf.errors.OpError as e:
+    reason = re.sub(r"\s*\[Op:\w+\]$", "", (e.message.strip().splitlines() or [""])[0])
+    raise UserError(f"{saver.directory}: cannot write the checkpoint of step {step} "
+                    f"({reason.rsplit('; ', 1)[-1] or type(e).__name__})") from None
 
 
 def manager(model_dir: str, **trackables) -> tf.train.CheckpointManager:

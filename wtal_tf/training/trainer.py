@@ -202,7 +202,7 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.weights):
       raise NonFiniteLoss(f"weights became non-finite by step {s}; stopped, "
                           f"{kept_checkpoint()}")
-    manager.save(checkpoint_number=s)
+    checkpoints.save(manager, s)
 
   def run_eval(s):
     nonlocal result, detections
