@@ -453,7 +453,7 @@ def test_localize_keeps_the_detections_a_models_run_scored_when_localizing_other
   before = default.read_bytes()
   tcam = tiny_model.replace(localize={"proposal_source": "tcam", "nms_threshold": 0.4})
   with pytest.raises(UserError, match=rf"^{re.escape(str(default))}: holds the detections "
-                     r"its model's run scored, localized otherwise \(--nms_threshold=0.4 "
+                     r"its model's run scored, made otherwise \(--nms_threshold=0.4 "
                      r"\(its 0.5\); --proposal_source=tcam \(its attention\)\): pass "
                      r"--output=FILE to write these elsewhere, or remove it first$"):
     batch.localize_to_file(tcam)
@@ -461,7 +461,9 @@ def test_localize_keeps_the_detections_a_models_run_scored_when_localizing_other
   batch.localize_to_file(tcam, str(tmp_path / "tcam.json"))  # elsewhere: written
   assert json.loads((tmp_path / "tcam.json").read_text())["external_data"] == {
       "model_dir": tiny_model.train.model_dir, "scored_by_its_run": False,
-      "localize": {**made["localize"], "proposal_source": "tcam", "nms_threshold": 0.4}}
+      "localize": {**made["localize"], "proposal_source": "tcam", "nms_threshold": 0.4},
+      "data": {"data_dir": tiny_model.data.data_dir, "layout": "per_video", "gt_file": "",
+               "test_subset": "test", "test_split": "test"}, "step": 2}
   # A setting another version did not record is not a difference (review).
   older = json.loads(before)
   del older["external_data"]["localize"]["stpn_upsample"]
@@ -471,6 +473,43 @@ def test_localize_keeps_the_detections_a_models_run_scored_when_localizing_other
   batch.localize_to_file(tcam)  # localize's own file (not scored by the run): replaced
   assert json.loads(default.read_text())["external_data"]["localize"]["proposal_source"] == (
       "tcam")
+
+
+def test_localize_keeps_the_scored_detections_from_another_test_set_or_checkpoint(
+    tiny_model, tmp_path, caplog):
+  """Found by an ActivityNet user: `localize` with the run's flags and another --data_dir
+  replaced the detections train_eval had scored (and their scores); and `localize` alike
+  cleared their mark, after which any localization replaced them."""
+  from wtal_tf.evaluation import metrics  # pylint: disable=import-outside-toplevel
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  model_dir = pathlib.Path(tiny_model.train.model_dir)
+  default, scores = model_dir / "detections_test.json", model_dir / "detections_test.eval.json"
+  own = tiny_model.localize.for_model(tiny_model.loss.cls_loss)
+  _, results, _ = batch.localize_to_file(tiny_model, str(tmp_path / "d.json"))
+  batch.write_detections(tiny_model, results, str(default), own, scored=True,  # (as train_eval)
+                         data=batch.data_record(tiny_model.data), step=2)
+  gt = str(pathlib.Path(tiny_model.data.data_dir) / "gt.json")
+  metrics.evaluate_to_file(gt, str(default), "test", (0.5,), (), show=lambda table: None)
+  before, scored = default.read_bytes(), scores.read_bytes()
+  other = tmp_path / "other"
+  shutil.copytree(tiny_model.data.data_dir, other)
+  with pytest.raises(UserError, match=rf"made otherwise \(--data_dir={re.escape(str(other))} "
+                     rf"\(its {re.escape(tiny_model.data.data_dir)}\)\)"):
+    batch.localize_to_file(tiny_model.replace(data={"data_dir": str(other)}))
+  # Alike: written again, still the scored detections, their scores kept.
+  caplog.set_level("WARNING")
+  batch.localize_to_file(tiny_model)
+  assert json.loads(default.read_text())["external_data"]["scored_by_its_run"] is True
+  assert scores.read_bytes() == scored and "removed" not in caplog.text
+  with pytest.raises(UserError, match="made otherwise"):
+    batch.localize_to_file(tiny_model.replace(localize={"nms_threshold": 0.4}))
+  # A later checkpoint (training resumed, then killed before its final evaluation).
+  training.train(tiny_model.replace(train={"train_steps": 3}))
+  with pytest.raises(UserError, match=r"made otherwise \(the checkpoint of step 3 \(its step "
+                     r"2\)\)"):
+    batch.localize_to_file(tiny_model)
+  assert scores.read_bytes() == scored and json.loads(default.read_bytes())["results"] == (
+      json.loads(before)["results"])
 
 
 def test_localize_keeps_scores_of_other_detections_it_finds_beside_its_output(

@@ -35,6 +35,10 @@ from wtal_tf.modeling import checkpoints
 OUTPUT_KEYS = {"attention": "attention", "tcam": "cas", "class_probs": "class_probs"}
 LOCALIZE_KEY = "localize"  # in a detections file's external_data: the localization used
 SCORED_KEY = "scored_by_its_run"  # ... true in the file train_eval wrote and scored
+DATA_KEY = "data"  # ... the test set localized (data_record), in a subset's detections
+STEP_KEY = "step"  # ... the training step of the model that made them
+DATA_FIELDS = ("data_dir", "layout", "gt_file", "test_subset", "test_split")  # what decides
+# the videos localized and their features (the time base is checked against the model)
 
 
 def save_outputs(path: str, outputs: dict[str, StreamOutput], classes: Sequence[str]) -> None:
@@ -99,11 +103,19 @@ def localization_record(config: LocalizeConfig) -> dict:
   return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def data_record(data_config) -> dict:
+  """The test set a subset's detections were made of, as their file records it under
+  DATA_KEY: DATA_FIELDS, paths absolute."""
+  return {f: os.path.abspath(getattr(data_config, f)) if f in ("data_dir", "gt_file")
+          and getattr(data_config, f) else getattr(data_config, f) for f in DATA_FIELDS}
+
+
 def write_detections(cfg: Config, results: dict, output: str,
                      localize_config: LocalizeConfig, scored: bool = False, **meta) -> str:
   """Writes `results` as the ActivityNet JSON of cfg's model dir to `output` (see
   detections_path), with the localization that made them, whether the run that
-  trained the model scores them (train_eval) and `meta`; returns the path."""
+  trained the model scores them (train_eval) and `meta` (e.g. DATA_KEY, STEP_KEY);
+  returns the path."""
   return write_document(output, results, model_dir=os.path.abspath(cfg.train.model_dir),
                         **meta, **{LOCALIZE_KEY: localization_record(localize_config),
                                    SCORED_KEY: scored})
@@ -116,26 +128,40 @@ def _show(value) -> str:
   return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def check_replaces_alike(path: str, localize_config: LocalizeConfig) -> None:
-  """A UserError if `path` holds the detections that the model's own run (train_eval)
-  wrote and scored, made by another localization than `localize_config`: localize
-  --proposal_source=... would silently replace them. Settings only one side records
-  (another version's) are not compared; other files may be replaced."""
+def check_replaces_alike(path: str, records: dict) -> bool:
+  """Whether `path` holds the detections that the model's own run (train_eval) wrote and
+  scored, made alike: `records` ({LOCALIZE_KEY: localization_record, DATA_KEY:
+  data_record, STEP_KEY: step}) all equal to its own. A UserError if it holds such
+  detections made otherwise (another localization, test set or checkpoint): localize
+  would silently replace them. Settings only one side records (another version's) are
+  not compared; other files may be replaced (False)."""
   try:
     with open(path, encoding="utf-8") as f:
       meta = json.load(f)["external_data"]
-    recorded = meta[LOCALIZE_KEY] if meta.get(SCORED_KEY) is True else None
+    scored = meta.get(SCORED_KEY) is True
   except (OSError, ValueError, KeyError, TypeError, AttributeError):
-    return
-  if not isinstance(recorded, dict):
-    return
-  now = localization_record(localize_config)
-  differ = [f"--{k}={_show(v)} (its {_show(recorded[k])})" for k, v in now.items()
-            if k in recorded and recorded[k] != v]
+    return False
+  if not scored:
+    return False
+  differ, complete = [], True
+  for key, now in records.items():
+    theirs = meta.get(key)
+    if key == STEP_KEY:
+      complete = complete and key in meta
+      if key in meta and theirs != now:
+        differ.append(f"the checkpoint of step {now} (its step {theirs})")
+      continue
+    if not isinstance(theirs, dict):
+      complete = False
+      continue
+    complete = complete and set(now) <= set(theirs)
+    differ += [f"--{k}={_show(v)} (its {_show(theirs[k])})" for k, v in now.items()
+               if k in theirs and theirs[k] != v]
   if differ:
-    raise UserError(f"{path}: holds the detections its model's run scored, localized "
-                    f"otherwise ({'; '.join(differ)}): pass --output=FILE to write these "
-                    "elsewhere, or remove it first")
+    raise UserError(f"{path}: holds the detections its model's run scored, made otherwise "
+                    f"({'; '.join(differ)}): pass --output=FILE to write these elsewhere, "
+                    "or remove it first")
+  return complete
 
 
 def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
@@ -147,8 +173,9 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   model_dir = cfg.train.model_dir
   default, output = not output, detections_path(cfg, output)
   predictor = load_predictor(model_dir, cfg.localize)
-  if default:
-    check_replaces_alike(output, predictor.localize_config)
+  records = {LOCALIZE_KEY: localization_record(predictor.localize_config),
+             DATA_KEY: data_record(cfg.data), STEP_KEY: predictor.step}
+  alike = default and check_replaces_alike(output, records)  # (then still the scored ones)
   if set(cfg.data.streams) != set(predictor.streams):  # before reading a missing stream
     raise UserError(f"--streams={','.join(cfg.data.streams)} but the model in {model_dir} "
                     f"has streams {','.join(predictor.streams)}: pass "
@@ -159,8 +186,10 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
                       outputs_dir=outputs_dir or None, listed=dataset.test_gt)
-  write_detections(cfg, results, output, predictor.localize_config)
-  remove_stale_scores(output)
+  write_detections(cfg, results, output, predictor.localize_config, scored=alike,
+                   **{DATA_KEY: records[DATA_KEY], STEP_KEY: predictor.step})
+  if not alike:
+    remove_stale_scores(output)
   return output, results, dataset
 
 

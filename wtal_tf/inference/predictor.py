@@ -26,8 +26,10 @@ class Predictor:
   """
 
   def __init__(self, model: WTALModel, feature_dims: dict[str, int],
-               localize: LocalizeConfig, classes=None, features_made=None, timing=None):
+               localize: LocalizeConfig, classes=None, features_made=None, timing=None,
+               step=None):
     self.model = model
+    self.step = step  # the training step of its checkpoint, if restored from one
     self.features_made = features_made  # how its training features were made, if known
     self.timing = timing  # what a segment of its training features is in time, if known
     self.streams = model.streams
@@ -110,4 +112,5 @@ def load_predictor(model_dir: str, localize: LocalizeConfig) -> Predictor:
   """The predictor of the latest checkpoint in `model_dir` (UserError if there is none)."""
   model, spec = checkpoints.restore(model_dir)
   return Predictor(model, spec["feature_dims"], localize, spec["classes"],
-                   spec.get("features_made"), spec.get("segment_timing"))
+                   spec.get("features_made"), spec.get("segment_timing"),
+                   checkpoints.step_of(checkpoints.latest(model_dir)))

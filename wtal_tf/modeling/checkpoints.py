@@ -108,8 +108,8 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
   """
   prefix = latest(model_dir)
   resuming = prefix is not None
-  step = re.search(r"-(\d+)$", prefix or "")  # (ckpt-<step>, as trainer saves them)
-  finished = bool(step and train_steps is not None and int(step[1]) >= train_steps)
+  step = step_of(prefix)
+  finished = step is not None and train_steps is not None and step >= train_steps
   if resuming:
     path, old_spec = read_spec(model_dir)
     changed = _model_changes(old_spec, model_spec)
@@ -145,7 +145,7 @@ def prepare(model_dir: str, model_spec: dict, flags_text: str = "",
         differ = sorted(_flag_names(set(old) ^ set(lines)) - EVALUATION_FLAGS - added)
         if differ:
           logging.warning("%s: training finished at step %s, so it keeps the training flags "
-                          "it was trained with (this run's differ: %s)", path, step[1],
+                          "it was trained with (this run's differ: %s)", path, step,
                           ", ".join(f"--{n}" for n in differ))
       changed = sorted(_flag_names(set(old) ^ set(flags_text.split("\n"))) - added)
       if changed:
@@ -210,6 +210,13 @@ def latest(model_dir: str) -> Optional[str]:
     raise UserError(f"{prefix}.index: not found, though {os.path.join(folder, 'checkpoint')} "
                     "names it the latest checkpoint (its files were deleted?)")
   return prefix
+
+
+def step_of(prefix: Optional[str]) -> Optional[int]:
+  """The training step of a checkpoint (its prefix: ckpt-<step>, as training saves them);
+  None for none, or another name."""
+  found = re.search(r"-(\d+)$", prefix or "")
+  return int(found[1]) if found else None
 
 
 def load(checkpoint: tf.train.Checkpoint, prefix: str, partial: bool = False) -> None:

@@ -22,7 +22,9 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   result = trainer.train(cfg, dataset, flags_text=flags_text)
   path = batch.write_detections(cfg, result.detections, output,
                                 cfg.localize.for_model(cfg.loss.cls_loss),
-                                scored=result.eval is not None)
+                                scored=result.eval is not None,
+                                **{batch.DATA_KEY: batch.data_record(cfg.data),
+                                   batch.STEP_KEY: result.steps})
   if result.eval is None:  # (trainer.train warned: nothing to score against)
     batch.remove_stale_scores(path)
     return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
