@@ -180,8 +180,9 @@ def select_subset(videos: dict[str, GTVideo], subset: str, source: str,
 
 def class_names(videos: Iterable[GTVideo], class_list: str = "", source: str = "",
                 known: Optional[Sequence[str]] = None) -> tuple[str, ...]:
-  """The class list: from `class_list` (one name a line), else the sorted gt labels, else
-  (no labels in `source`) the `known` classes, e.g. a trained model's.
+  """The class list: from `class_list` (one name a line), else the `known` classes (e.g.
+  a trained model's) when the gt labels are all among them (a test set without some
+  classes), else the sorted gt labels.
 
   Any ground-truth label missing from an explicit class list is an error.
   """
@@ -190,7 +191,8 @@ def class_names(videos: Iterable[GTVideo], class_list: str = "", source: str = "
     if not present and known is None:
       raise UserError(f"{source or 'the ground truth'}: no labelled instances to take the "
                       "class list from: pass --class_list=FILE (one class name a line)")
-    return tuple(present) if present else tuple(known)
+    return tuple(known) if known is not None and set(present) <= set(known) else tuple(
+        present)
   if not os.path.isfile(class_list):
     raise UserError(f"{class_list}: class list file not found")
   with reading(class_list), open(class_list, encoding="utf-8-sig") as f:  # (a byte-order mark

@@ -1,6 +1,6 @@
 """Device-side forward pass over whole videos, returning numpy for the host."""
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -9,10 +9,12 @@ import tensorflow as tf
 from wtal_tf.config import DataConfig, LocalizeConfig
 from wtal_tf.data import datasets as data
 from wtal_tf.data import made as made_lib
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, first_few
 from wtal_tf.localization.outputs import StreamOutput
 from wtal_tf.modeling import checkpoints
 from wtal_tf.modeling.model import WTALModel
+
+CLASSES_SHOWN = 5  # class names a message about differing class lists names
 
 
 class Predictor:
@@ -54,8 +56,9 @@ class Predictor:
   def check_fits(self, dataset: data.Dataset, model_dir: str) -> None:
     """A UserError unless `dataset` has the model's classes, streams and feature sizes."""
     if self.classes is not None and list(dataset.classes) != list(self.classes):
-      raise UserError(f"{model_dir}: the model was trained on classes {list(self.classes)}, "
-                      f"but {dataset.class_source} gives {list(dataset.classes)}")
+      raise UserError(f"{model_dir}: {class_differences(self.classes, dataset.classes)}, "
+                      f"in {dataset.class_source}: the model's classes, in its order, are "
+                      f"its {checkpoints.SPEC_FILE}'s \"classes\"")
     if not set(self.streams) <= set(dataset.streams):
       raise UserError(f"--streams={','.join(dataset.streams)} but the model in {model_dir} "
                       f"has streams {','.join(self.streams)}")
@@ -100,6 +103,20 @@ class Predictor:
                        "must have the same number, above 0")
     outs = self._forward({s: features[s] for s in self.model.streams})
     return {s: StreamOutput(**{k: v.numpy() for k, v in o.items()}) for s, o in outs.items()}
+
+
+def class_differences(model: Sequence[str], data: Sequence[str]) -> str:
+  """How a dataset's class list differs from a model's, for a message: its classes the
+  model does not have, else the model's it lacks, else the order."""
+  unknown = [c for c in data if c not in set(model)]
+  lacking = [c for c in model if c not in set(data)]
+  if unknown:
+    how = f"{len(unknown)} of them the model does not have ({first_few(unknown, CLASSES_SHOWN)})"
+  elif lacking:
+    how = f"without {len(lacking)} of the model's ({first_few(lacking, CLASSES_SHOWN)})"
+  else:
+    how = "in another order"
+  return f"the model was trained on {len(model)} classes; the data has {len(data)}, {how}"
 
 
 def _timing_flags(timing: dict) -> str:
