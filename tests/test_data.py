@@ -290,3 +290,32 @@ def test_features_made_only_when_every_video_read_has_a_record_and_they_agree(tm
   caplog.clear()
   record("test", "x", 224)
   assert load().features_made["crop_size"] == 224 and "made in" not in caplog.text
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_feature_files_named_with_the_v_prefix_the_ground_truth_lacks_are_named(tmp_path, skip):
+  """Found by an ActivityNet user: gt.json keys without `v_`, feature files with it: every
+  file 'not found', and with --skip_invalid_videos 'no usable training videos' and nothing
+  more."""
+  root = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                       classes=("A", "B"))
+  for p in list((root / "features").rglob("*.npy")):
+    if p.stem != "b":  # (a mix: one video's files named as the ground truth names it)
+      p.rename(p.with_name("v_" + p.name))
+  with pytest.raises(UserError, match=re.escape(
+      f"{root / 'features/train/rgb/a.npy'}: not found, but "
+      f"{root / 'features/train/rgb/v_a.npy'} is: the ground truth names the video 'a', its "
+      "feature file 'v_a': rename")):
+    data.load_dataset(C.DataConfig(data_dir=str(root), skip_invalid_videos=skip))
+
+
+def test_no_usable_training_videos_says_why_they_were_skipped(tmp_path):
+  root = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                       classes=("A", "B"))
+  for p in (root / "features" / "train").rglob("*.npy"):
+    p.unlink()
+  (root / "features" / "train" / "rgb" / "other.npy").write_bytes(b"")  # (the split is there)
+  with pytest.raises(UserError, match=re.escape(
+      f"{root / 'gt.json'}: no usable training videos in subset 'validation': each of its 2 "
+      f"was skipped (e.g. {root / 'features/train/rgb/a.npy'}: feature file not found")):
+    data.load_dataset(C.DataConfig(data_dir=str(root), skip_invalid_videos=True))

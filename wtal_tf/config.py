@@ -86,7 +86,9 @@ class DataConfig:
   streams: tuple[str, ...] = param(contract.STREAMS, "Feature streams.", choices=contract.STREAMS)
   feature_fps: float = param(contract.FPS, "Frame rate of feature extraction (frames/s).",
                              lower=1e-6)
-  segment_frames: int = param(contract.SEGMENT_FRAMES, "Frames per feature segment.", lower=1)
+  segment_frames: int = param(contract.SEGMENT_FRAMES, "Frames from one feature segment's "
+                              "start to the next's (the stride: 8 for 16-frame windows taken "
+                              "every 8 frames).", lower=1)
   cache_features: bool = param(False, "Keep features in memory after the first read.")
   skip_invalid_videos: bool = param(False, "Skip invalid videos with a warning instead of "
                                     "failing.")

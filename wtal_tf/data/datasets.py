@@ -30,6 +30,7 @@ from wtal_tf.errors import UserError, reading
 
 REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # a path of another filesystem (s3://..)
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are read as float32
+ID_PREFIX = "v_"  # of ActivityNet's video ids in some releases (v_<YouTube id>), not others
 DURATION_SLACK_SEGMENTS = 2  # a video's features may span its duration give or take this
 DURATION_SLACK_FRACTION = 0.1  # ... or this fraction of it, whichever is more
 LAYOUT_HELP = (f"expected DATA_DIR/{contract.GT_FILE} and DATA_DIR/{contract.FEATURES_DIR}/"
@@ -103,6 +104,12 @@ class PerVideoSource(FeatureSource):
         raise LayoutError(f"{path}: not found: {features} has no {os.path.basename(self.root)} "
                           f"folder, only {','.join(splits)} (--train_split and --test_split "
                           "choose)") from None
+      alias = name[len(ID_PREFIX):] if name.startswith(ID_PREFIX) else ID_PREFIX + name
+      if os.path.isfile(self.path(alias, stream)):  # (ActivityNet's releases differ)
+        raise LayoutError(
+            f"{path}: not found, but {self.path(alias, stream)} is: the ground truth names "
+            f"the video {name!r}, its feature file {alias!r}: rename the feature files or the "
+            "ground truth's videos, so that they agree") from None
       there = [s for s in contract.STREAMS if os.path.isdir(os.path.join(self.root, s))]
       if there and stream not in there:
         raise UserError(f"{path}: not found: {self.root} has no {stream} features, only "
@@ -405,11 +412,15 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
     extra = load_extra(cfg.extra_train, classes, cfg.streams, dims,
                        cfg.skip_invalid_videos, skipped)
     train += extra
+  train_skipped = list(skipped)
   test = _build_videos(test_gt.values(), classes, test_source, cfg.streams, dims,
                        cfg.skip_invalid_videos, skipped, require_labels=False,
                        gt_source=gt_source)
   if include_train and not train:
-    raise UserError(f"{gt_source}: no usable training videos in subset {cfg.train_subset!r}")
+    why = (f": each of its {len(train_skipped)} was skipped (e.g. {train_skipped[0]})"
+           if train_skipped else "")
+    raise UserError(f"{gt_source}: no usable training videos in subset "
+                    f"{cfg.train_subset!r}{why}")
   untrained = sorted({i.label for v in test_gt.values() for i in v.instances}
                      - {classes[c] for v in train for c in v.labels}) if include_train else []
   if untrained:  # (e.g. a typo in a test label): never a positive example, AP 0
