@@ -14,6 +14,7 @@ from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import metrics
 from wtal_tf.inference.predictor import Predictor
 from wtal_tf.training import input_pipeline
+from wtal_tf.training.event_log import EventLog
 from wtal_tf.training import trainer as training
 from wtal_tf.modeling.model import StreamBranch, WTALModel
 
@@ -144,10 +145,10 @@ def test_tensorboard_logs_every_term(three_videos, tmp_path):
   # in percent, as the tables print it (it was a fraction)
   scores = metrics.EvalResult(tious=(0.3, 0.5), classes=("A", "B"),
                               ap=np.array([[0.5, 0.25], [0.25, 0.0]]), num_predictions=3)
-  writer = tf.summary.create_file_writer(str(tmp_path / "pct"))
+  events = EventLog(str(tmp_path / "pct"))
   log_eval = training._log_eval  # pylint: disable=protected-access
-  log_eval(writer, scores, cfg.replace(eval={"tiou": "0.3,0.5"}), 7)
-  writer.flush()
+  log_eval(events, scores, cfg.replace(eval={"tiou": "0.3,0.5"}), 7)
+  events.flush()
   [path] = (tmp_path / "pct").iterdir()
   logged = {v.tag: float(tf.make_ndarray(v.tensor))
             for e in tf.compat.v1.train.summary_iterator(str(path)) for v in e.summary.value}

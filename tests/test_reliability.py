@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from conftest import REPO, tiny_config, write_dataset
 from wtal_tf.errors import UserError
 from wtal_tf.modeling import checkpoints as checkpointing
 from wtal_tf import io_utils
+from wtal_tf.training import event_log
 from wtal_tf.training import trainer as training
 
 
@@ -107,13 +109,17 @@ def test_a_full_disk_is_a_user_error_naming_the_file_and_keeps_the_old_one(tmp_p
   assert os.listdir(tmp_path) == ["detections.json"]
 
 
+def _mount_tmpfs(folder, size: str) -> None:
+  folder.mkdir(parents=True, exist_ok=True)
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                    capture_output=True, check=False).returncode:
+    pytest.skip("cannot mount a tmpfs here")
+
+
 def test_a_real_full_disk_is_one_line(tmp_path):
   """On a small tmpfs (root only; skipped where mounting is not allowed)."""
   disk = tmp_path / "disk"
-  disk.mkdir()
-  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                    capture_output=True, check=False).returncode:
-    pytest.skip("cannot mount a tmpfs here")
+  _mount_tmpfs(disk, "64k")
   try:
     proc = subprocess.run([sys.executable, "-m", "wtal_tf.tools.make_synthetic",
                            f"--output_dir={disk / 'syn'}"], cwd=REPO, capture_output=True,
@@ -122,7 +128,43 @@ def test_a_real_full_disk_is_one_line(tmp_path):
     assert proc.stderr.startswith(f"error: {disk / 'syn'}: cannot write (")
     assert len(proc.stderr.splitlines()) == 1 and not os.listdir(disk)
   finally:
-    subprocess.run(["umount", str(disk)], check=False)
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_event_writes_tensorflow_drops_are_noticed(tmp_path, monkeypatch):
+  """TensorFlow's summary writer drops a write the disk refuses without an error, on
+  flush too: `train` exited 0 with its TensorBoard data cut short."""
+  events = event_log.EventLog(str(tmp_path / "eval"))
+  with events.as_default(1):
+    events.scalar("a", 1.0)
+    events.image("b", np.zeros((1, 4, 4, 3), np.float32))
+  events.flush()
+  assert (events.written, events.complete) == (3, 3)
+  monkeypatch.setattr(tf.summary, "scalar", lambda *args, **kwargs: True)  # (dropped)
+  with events.as_default(2):
+    events.scalar("a", 2.0)
+  with pytest.raises(UserError, match=rf"^{re.escape(events.path)}: cannot write \(1 of its 4 "
+                     r"TensorBoard events are missing: a full disk\?\)$"):
+    events.flush()
+
+
+def test_an_evaluation_whose_events_are_lost_is_not_marked_logged(tmp_path):
+  """On a full disk (a tmpfs as model_dir/eval; root only): the evaluation's events were
+  cut short, eval_history.json marked the step logged, and a resumed run never wrote them."""
+  data_dir = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                           classes=("A", "B"))
+  cfg = tiny_config(data_dir, tmp_path / "m", train={"eval_every": 10, "num_vis_videos": 1})
+  _mount_tmpfs(tmp_path / "m" / "eval", "8k")
+  try:
+    with pytest.raises(UserError, match=r"/m/eval/events\.out\.tfevents\.[^:]*: cannot write "
+                       r"\(\d+ of its \d+ TensorBoard events are missing: a full disk\?\)$"):
+      training.train(cfg)
+    assert not (tmp_path / "m" / training.EVAL_HISTORY_FILE).exists()
+  finally:
+    subprocess.run(["umount", "-l", str(tmp_path / "m" / "eval")], check=False)
+  assert training.train(cfg).steps == 20  # room again: resumed from step 10, logged again
+  history = json.loads((tmp_path / "m" / training.EVAL_HISTORY_FILE).read_text())
+  assert [s for s, _ in history["evaluations"][0]["history"]] == [10, 20]
 
 
 def test_a_checkpoint_that_cannot_be_written_is_a_user_error(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from wtal_tf.inference.predictor import Predictor
 from wtal_tf.modeling import checkpoints
 from wtal_tf.modeling.model import FINITE, WTALModel
 from wtal_tf.training import input_pipeline
+from wtal_tf.training.event_log import EventLog
 from wtal_tf.training import optimizer
 from wtal_tf.viz import plotting
 from wtal_tf.viz import timeline
@@ -96,24 +97,24 @@ def evaluate_model(predictor: Predictor, dataset: data.Dataset, cfg: Config,
   return results, result, kept
 
 
-def _log_eval(writer, result: metrics.EvalResult, cfg: Config, step: int):
+def _log_eval(events: EventLog, result: metrics.EvalResult, cfg: Config, step: int):
   """mAP in percent, as the tables print it."""
-  with writer.as_default(step=step):
+  with events.as_default(step):
     for t, m in zip(result.tious, result.mean_ap):
-      tf.summary.scalar(f"mAP@{t:g}", m * metrics.PERCENT, description="mAP (%)")
+      events.scalar(f"mAP@{t:g}", m * metrics.PERCENT, description="mAP (%)")
     for name, value in result.averages(cfg.eval.averages).items():
-      tf.summary.scalar(f"mAP {name}", value * metrics.PERCENT, description="mAP (%)")
+      events.scalar(f"mAP {name}", value * metrics.PERCENT, description="mAP (%)")
 
 
-def _log_timelines(writer, kept: dict, dataset: data.Dataset, cfg: Config,
+def _log_timelines(events: EventLog, kept: dict, dataset: data.Dataset, cfg: Config,
                    localize_cfg: LocalizeConfig, step: int):
   """Timelines of a few fixed test videos to TensorBoard's Images tab."""
-  with writer.as_default(step=step):
+  with events.as_default(step):
     for name, (outputs, dets) in kept.items():
       panel = timeline.Panel(f"step {step}: {name}", outputs, dets, localize_cfg)
       fig = timeline.render([panel], dataset.classes, cfg.data.seconds_per_segment,
                             dataset.test_gt.get(name))
-      tf.summary.image(f"timeline/{name}", plotting.to_array(fig)[None])
+      events.image(f"timeline/{name}", plotting.to_array(fig)[None])
 
 
 def compiled_train_step(model: WTALModel, dataset: data.Dataset, strategy=None):
@@ -181,8 +182,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
 
   train_fn, traces = compiled_train_step(model, dataset, strategy)
   predictor = Predictor(model, dataset.feature_dims, cfg.localize)
-  train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-  eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+  train_events = EventLog(os.path.join(model_dir, "train"))
+  eval_events = EventLog(os.path.join(model_dir, "eval"))
   keep = [v.name for v in dataset.test[:cfg.train.num_vis_videos]]
 
   sums, count = collections.defaultdict(float), 0
@@ -202,15 +203,19 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.weights):
       raise NonFiniteLoss(f"weights became non-finite by step {s}; stopped, "
                           f"{kept_checkpoint()}")
+    train_events.flush()  # (lost events stop the run before the checkpoint passes them)
     checkpoints.save(manager, s)
 
   def run_eval(s):
     nonlocal result, detections
     detections, result, kept = evaluate_model(predictor, dataset, cfg, keep)
     logged = any(k == s for k, _ in history)  # (a finished model's rerun: logged already)
+    if not logged:
+      if result is not None:
+        _log_eval(eval_events, result, cfg, s)
+      _log_timelines(eval_events, kept, dataset, cfg, predictor.localize_config, s)
+      eval_events.flush()  # (before eval_history.json marks the step logged)
     if result is not None:
-      if not logged:
-        _log_eval(eval_writer, result, cfg, s)
       while history and history[-1][0] >= s:  # (an earlier run's evaluation of this step)
         history.pop()
       history.append((s, result.mean_ap.copy()))
@@ -218,9 +223,13 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
           *(e for e in evaluations if e["settings"] != settings),  # (other settings' apart)
           {"settings": settings, "history": [[k, m.tolist()] for k, m in history]}]})
       logging.info("step %d: mAP %s", s, np.round(result.mean_ap * metrics.PERCENT, 2).tolist())
-    if not logged:
-      _log_timelines(eval_writer, kept, dataset, cfg, predictor.localize_config, s)
 
+  def eval_due(s) -> bool:
+    return bool(cfg.train.eval_every and s % cfg.train.eval_every == 0 and s != total_steps
+                and dataset.test)
+
+  if 0 < start < total_steps and eval_due(start) and not any(k == start for k, _ in history):
+    run_eval(start)  # (the run that saved this checkpoint ended before its evaluation)
   s = start
   for features, labels in ds:
     t0 = time.perf_counter()
@@ -243,23 +252,23 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
       elapsed = time.perf_counter() - window_start
       last_means = {k: v / count for k, v in sums.items()}
       loss_history.append((s, last_means["total"]))
-      with train_writer.as_default(step=s):
+      with train_events.as_default(s):
         for k, v in last_means.items():
-          tf.summary.scalar(f"loss/{k}", v)
-        tf.summary.scalar("learning_rate", float(model.optimizer.learning_rate))
-        tf.summary.scalar("steps_per_second", count / elapsed)
+          train_events.scalar(f"loss/{k}", v)
+        train_events.scalar("learning_rate", float(model.optimizer.learning_rate))
+        train_events.scalar("steps_per_second", count / elapsed)
       logging.info("step %d: loss %.4f (%.1f steps/s)", s, last_means["total"], count / elapsed)
       sums, count, window_start = collections.defaultdict(float), 0, time.perf_counter()
     if s % cfg.train.checkpoint_every == 0 or s == total_steps:
       save(s)
       saved = s
-    if cfg.train.eval_every and s % cfg.train.eval_every == 0 and s != total_steps and dataset.test:
+    if eval_due(s):
       run_eval(s)
   if saved != int(step):
     save(int(step))
   if dataset.test:
     run_eval(int(step))
-  train_writer.flush()
-  eval_writer.flush()
+  train_events.flush()
+  eval_events.flush()
   return TrainResult(int(step), traces[0], last_means, result, history, loss_history,
                      first_step_seconds, detections)
