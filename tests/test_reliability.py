@@ -148,6 +148,21 @@ def test_event_writes_tensorflow_drops_are_noticed(tmp_path, monkeypatch):
     events.flush()
 
 
+def test_event_writes_tensorflow_refuses_are_one_line(tmp_path, monkeypatch):
+  """Or TensorFlow raises, when it flushes (at the end of an as_default block, or with a
+  full queue): a ResourceExhaustedError traceback, exit status 1 (review)."""
+  events = event_log.EventLog(str(tmp_path / "train"))
+
+  def full(*args, **kwargs):
+    raise tf.errors.ResourceExhaustedError(
+        None, None, f"{events.path}; No space left on device [Op:FlushSummaryWriter]")
+  monkeypatch.setattr(type(events.writer), "flush", full)
+  with pytest.raises(UserError, match=rf"^{re.escape(events.path)}: cannot write \(TensorBoard "
+                     r"events: No space left on device\)$"):
+    with events.as_default(1):
+      events.scalar("a", 1.0)
+
+
 def test_an_evaluation_whose_events_are_lost_is_not_marked_logged(tmp_path):
   """On a full disk (a tmpfs as model_dir/eval; root only): the evaluation's events were
   cut short, eval_history.json marked the step logged, and a resumed run never wrote them."""
@@ -165,6 +180,31 @@ def test_an_evaluation_whose_events_are_lost_is_not_marked_logged(tmp_path):
   assert training.train(cfg).steps == 20  # room again: resumed from step 10, logged again
   history = json.loads((tmp_path / "m" / training.EVAL_HISTORY_FILE).read_text())
   assert [s for s, _ in history["evaluations"][0]["history"]] == [10, 20]
+
+
+def test_a_resume_runs_the_evaluation_its_checkpoint_is_due(tmp_path, monkeypatch):
+  """A run that ended between a checkpoint and its evaluation (here: its events lost)
+  left that evaluation out of the resumed run's history and TensorBoard."""
+  data_dir = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                           classes=("A", "B"))
+  cfg = tiny_config(data_dir, tmp_path / "m", train={"eval_every": 10})
+  flush = event_log.EventLog.flush
+
+  def lost(self):
+    if self.folder.endswith("eval"):
+      raise UserError("lost")
+    flush(self)
+  monkeypatch.setattr(event_log.EventLog, "flush", lost)
+  with pytest.raises(UserError, match="^lost$"):
+    training.train(cfg)
+  assert checkpointing.step_of(checkpointing.latest(str(tmp_path / "m"))) == 10
+  assert not (tmp_path / "m" / training.EVAL_HISTORY_FILE).exists()
+  monkeypatch.setattr(event_log.EventLog, "flush", flush)
+  assert [s for s, _ in training.train(cfg).history] == [10, 20]
+  tags = [(e.step, v.tag) for p in sorted((tmp_path / "m" / "eval").iterdir())
+          for e in tf.compat.v1.train.summary_iterator(str(p)) for v in e.summary.value]
+  # (step 10 twice: here the first run's events were written, only its flush "failed")
+  assert sorted(s for s, tag in tags if tag == "mAP@0.5") == [10, 10, 20]
 
 
 def test_a_checkpoint_that_cannot_be_written_is_a_user_error(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import shlex
 
 
@@ -26,6 +27,14 @@ def write_error(e: OSError, path: str) -> WriteError:
   """`e`, an OSError met writing `path`, as a WriteError naming `path` (one already is)."""
   return e if isinstance(e, WriteError) else WriteError(e.errno, e.strerror or str(e),
                                                         os.fspath(path))
+
+
+def op_reason(message: str) -> str:
+  """The reason a TensorFlow op error's message gives, for a one-line message: its first
+  line, without the function node, the files before the last "; " and the "[Op:...]"."""
+  line = (message.strip().splitlines() or [""])[0]
+  line = re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", line))
+  return line.rsplit("; ", 1)[-1]
 
 
 MAX_ARGS_SHOWN = 3  # arguments quoted by unexpected_arguments

@@ -13,7 +13,7 @@ from wtal_tf import config as cfg_lib
 from wtal_tf import contract
 from wtal_tf import io_utils
 from wtal_tf.data import made as made_lib
-from wtal_tf.errors import UserError, first_few, shorten
+from wtal_tf.errors import UserError, first_few, op_reason, shorten
 from wtal_tf.modeling.model import WTALModel
 
 SPEC_FILE = "model.json"
@@ -240,9 +240,8 @@ def save(saver: tf.train.CheckpointManager, step: int) -> None:
   try:
     saver.save(checkpoint_number=step)
   except tf.errors.OpError as e:
-    reason = re.sub(r"\s*\[Op:\w+\]$", "", (e.message.strip().splitlines() or [""])[0])
     raise UserError(f"{saver.directory}: cannot write the checkpoint of step {step} "
-                    f"({reason.rsplit('; ', 1)[-1] or type(e).__name__})") from None
+                    f"({op_reason(e.message) or type(e).__name__})") from None
 
 
 def manager(model_dir: str, **trackables) -> tf.train.CheckpointManager:
@@ -251,15 +250,16 @@ def manager(model_dir: str, **trackables) -> tf.train.CheckpointManager:
                                     max_to_keep=MAX_TO_KEEP)
 
 
-def restore(model_dir: str) -> tuple[WTALModel, dict]:
-  """The model of the latest checkpoint in `model_dir`, and its spec."""
+def restore(model_dir: str, prefix: Optional[str] = None) -> tuple[WTALModel, dict]:
+  """The model of the latest checkpoint in `model_dir` (or of `prefix`, a latest() the
+  caller took), and its spec."""
   spec_path, model_spec = read_spec(model_dir)
   try:
     model = WTALModel.from_config(model_spec["model"])
   except (ValueError, KeyError, TypeError) as e:
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
   model.build_for(model_spec["feature_dims"])
-  prefix = latest(model_dir)
+  prefix = prefix or latest(model_dir)
   if prefix is None:
     raise UserError(f"{os.path.join(model_dir, CHECKPOINT_DIR)}: no checkpoint")
   load(tf.train.Checkpoint(model=model), prefix, partial=True)

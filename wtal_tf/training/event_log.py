@@ -1,20 +1,24 @@
 """TensorBoard event files whose lost writes are noticed.
 
-TensorFlow's summary writer drops a write its disk refuses (a full disk) without
-an error, on flush too: a run would end with exit status 0, its TensorBoard data
-cut short, and a resumed run would not write it again. An EventLog counts the
+On a full disk TensorFlow's summary writer either raises an OpError (when it
+flushes: at the end of an as_default block, or with a full queue) or drops the
+write without an error (a record too large for the space left, measured here),
+on flush too: a run would end with exit status 0, its TensorBoard data cut
+short, and a resumed run would not write it again. An EventLog counts the
 events it writes and, on flush, counts the complete records of its file: fewer
-is a WriteError naming the file, raised before the run goes on as if they were
-there (before a checkpoint, before eval_history.json marks the step logged).
+is a WriteError naming the file, as is an OpError, raised before the run goes
+on as if they were there (before a checkpoint, before eval_history.json marks
+the step logged).
 """
 
+import contextlib
 import glob
 import os
 import struct
 
 import tensorflow as tf
 
-from wtal_tf.errors import WriteError
+from wtal_tf.errors import WriteError, op_reason
 
 EVENTS_PATTERN = "events.out.tfevents.*"  # TensorFlow's event files (name: time, host, pid)
 RECORD_HEADER = struct.Struct("<QI")  # a TFRecord's length (uint64) and its CRC (uint32)
@@ -35,22 +39,38 @@ class EventLog:
     self.written = 1  # events written: the file's first record is its version
     self.complete, self._offset = 0, 0  # records found whole so far, and where they end
 
+  @contextlib.contextmanager
   def as_default(self, step: int):
-    return self.writer.as_default(step=step)
+    """The writer as tf.summary's default at `step` (it flushes when the block ends)."""
+    with self._refused():
+      with self.writer.as_default(step=step):
+        yield
+
+  @contextlib.contextmanager
+  def _refused(self):
+    """TensorFlow's error of a refused write as a WriteError naming the file."""
+    try:
+      yield
+    except tf.errors.OpError as e:
+      raise WriteError(None, f"TensorBoard events: {op_reason(e.message) or type(e).__name__}",
+                       self.path or self.folder) from None
 
   def scalar(self, name: str, value, **kwargs) -> None:
     """tf.summary.scalar, counted (within as_default)."""
-    tf.summary.scalar(name, value, **kwargs)
+    with self._refused():
+      tf.summary.scalar(name, value, **kwargs)
     self.written += 1
 
   def image(self, name: str, images) -> None:
     """tf.summary.image of [N, H, W, C] `images`, counted (within as_default)."""
-    tf.summary.image(name, images)
+    with self._refused():
+      tf.summary.image(name, images)
     self.written += 1
 
   def flush(self) -> None:
     """Flushes; a WriteError naming the file if some event written is not in it whole."""
-    self.writer.flush()
+    with self._refused():
+      self.writer.flush()
     if self.path is None:  # (its file was not found at creation: nothing to check)
       return
     try:

@@ -228,7 +228,8 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     return bool(cfg.train.eval_every and s % cfg.train.eval_every == 0 and s != total_steps
                 and dataset.test)
 
-  if 0 < start < total_steps and eval_due(start) and not any(k == start for k, _ in history):
+  if (0 < start < total_steps and eval_due(start) and dataset.scored
+      and not any(k == start for k, _ in history)):  # (unscored: no history to look in)
     run_eval(start)  # (the run that saved this checkpoint ended before its evaluation)
   s = start
   for features, labels in ds:
