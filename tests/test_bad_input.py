@@ -462,7 +462,8 @@ def test_localize_keeps_the_detections_a_models_run_scored_when_localizing_other
   assert json.loads((tmp_path / "tcam.json").read_text())["external_data"] == {
       "model_dir": tiny_model.train.model_dir, "scored_by_its_run": False,
       "localize": {**made["localize"], "proposal_source": "tcam", "nms_threshold": 0.4},
-      "data": {"data_dir": tiny_model.data.data_dir, "layout": "per_video", "gt_file": "",
+      "data": {"data_dir": os.path.realpath(tiny_model.data.data_dir), "layout": "per_video",
+               "gt_file": os.path.realpath(os.path.join(tiny_model.data.data_dir, "gt.json")),
                "test_subset": "test", "test_split": "test"}, "step": 2}
   # A setting another version did not record is not a difference (review).
   older = json.loads(before)
@@ -494,7 +495,7 @@ def test_localize_keeps_the_scored_detections_from_another_test_set_or_checkpoin
   other = tmp_path / "other"
   shutil.copytree(tiny_model.data.data_dir, other)
   with pytest.raises(UserError, match=rf"made otherwise \(--data_dir={re.escape(str(other))} "
-                     rf"\(its {re.escape(tiny_model.data.data_dir)}\)\)"):
+                     rf"\(its {re.escape(tiny_model.data.data_dir)}\); --gt_file="):
     batch.localize_to_file(tiny_model.replace(data={"data_dir": str(other)}))
   # Alike: written again, still the scored detections, their scores kept.
   caplog.set_level("WARNING")
@@ -503,6 +504,17 @@ def test_localize_keeps_the_scored_detections_from_another_test_set_or_checkpoin
   assert scores.read_bytes() == scored and "removed" not in caplog.text
   with pytest.raises(UserError, match="made otherwise"):
     batch.localize_to_file(tiny_model.replace(localize={"nms_threshold": 0.4}))
+  # The same flags on features changed in place (review): other detections, not scored.
+  x = pathlib.Path(tiny_model.data.data_dir, "features", "test", "rgb", "x.npy")
+  kept_x = x.read_bytes()
+  np.save(x, np.load(x) + 1.0)
+  batch.localize_to_file(tiny_model)
+  assert json.loads(default.read_text())["external_data"]["scored_by_its_run"] is False
+  assert not scores.exists() and "removed" in caplog.text
+  x.write_bytes(kept_x)
+  batch.write_detections(tiny_model, results, str(default), own, scored=True,
+                         data=batch.data_record(tiny_model.data), step=2)
+  scores.write_bytes(scored)
   # A later checkpoint (training resumed, then killed before its final evaluation).
   training.train(tiny_model.replace(train={"train_steps": 3}))
   with pytest.raises(UserError, match=r"made otherwise \(the checkpoint of step 3 \(its step "

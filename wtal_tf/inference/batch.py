@@ -105,9 +105,15 @@ def localization_record(config: LocalizeConfig) -> dict:
 
 def data_record(data_config) -> dict:
   """The test set a subset's detections were made of, as their file records it under
-  DATA_KEY: DATA_FIELDS, paths absolute."""
-  return {f: os.path.abspath(getattr(data_config, f)) if f in ("data_dir", "gt_file")
-          and getattr(data_config, f) else getattr(data_config, f) for f in DATA_FIELDS}
+  DATA_KEY: DATA_FIELDS (the ground truth's file as read, paths real; not a split the
+  layout does not read)."""
+  record = {f: getattr(data_config, f) for f in DATA_FIELDS}
+  record["gt_file"] = data_config.gt_file or contract.gt_path(data_config.data_dir)
+  for f in ("data_dir", "gt_file"):
+    record[f] = os.path.realpath(record[f]) if record[f] else ""
+  if data_config.layout == "wtalc":  # (its annotations and one array: DATA_DIR's)
+    del record["test_split"], record["gt_file"]
+  return record
 
 
 def write_detections(cfg: Config, results: dict, output: str,
@@ -128,21 +134,22 @@ def _show(value) -> str:
   return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def check_replaces_alike(path: str, records: dict) -> bool:
-  """Whether `path` holds the detections that the model's own run (train_eval) wrote and
-  scored, made alike: `records` ({LOCALIZE_KEY: localization_record, DATA_KEY:
-  data_record, STEP_KEY: step}) all equal to its own. A UserError if it holds such
-  detections made otherwise (another localization, test set or checkpoint): localize
-  would silently replace them. Settings only one side records (another version's) are
-  not compared; other files may be replaced (False)."""
+def check_replaces_alike(path: str, records: dict) -> Optional[dict]:
+  """The results of the detections at `path` when the model's own run (train_eval)
+  wrote and scored them, made alike: `records` ({LOCALIZE_KEY: localization_record,
+  DATA_KEY: data_record, STEP_KEY: step}) all equal to its own; else None. A UserError
+  if it holds such detections made otherwise (another localization, test set or
+  checkpoint): localize would silently replace them. Settings only one side records
+  (another version's) are not compared; other files may be replaced (None)."""
   try:
     with open(path, encoding="utf-8") as f:
-      meta = json.load(f)["external_data"]
+      document = json.load(f)
+    meta = document["external_data"]
     scored = meta.get(SCORED_KEY) is True
   except (OSError, ValueError, KeyError, TypeError, AttributeError):
-    return False
+    return None
   if not scored:
-    return False
+    return None
   differ, complete = [], True
   for key, now in records.items():
     theirs = meta.get(key)
@@ -161,7 +168,7 @@ def check_replaces_alike(path: str, records: dict) -> bool:
     raise UserError(f"{path}: holds the detections its model's run scored, made otherwise "
                     f"({'; '.join(differ)}): pass --output=FILE to write these elsewhere, "
                     "or remove it first")
-  return complete
+  return document.get("results") if complete else None
 
 
 def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
@@ -175,7 +182,7 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   predictor = load_predictor(model_dir, cfg.localize)
   records = {LOCALIZE_KEY: localization_record(predictor.localize_config),
              DATA_KEY: data_record(cfg.data), STEP_KEY: predictor.step}
-  alike = default and check_replaces_alike(output, records)  # (then still the scored ones)
+  scored = check_replaces_alike(output, records) if default else None
   if set(cfg.data.streams) != set(predictor.streams):  # before reading a missing stream
     raise UserError(f"--streams={','.join(cfg.data.streams)} but the model in {model_dir} "
                     f"has streams {','.join(predictor.streams)}: pass "
@@ -186,9 +193,12 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
                       outputs_dir=outputs_dir or None, listed=dataset.test_gt)
-  write_detections(cfg, results, output, predictor.localize_config, scored=alike,
+  # The same detections again (features, ground truth and videos unchanged too): still
+  # the scored ones, their scores kept.
+  same = scored is not None and json.loads(json.dumps(results)) == scored
+  write_detections(cfg, results, output, predictor.localize_config, scored=same,
                    **{DATA_KEY: records[DATA_KEY], STEP_KEY: predictor.step})
-  if not alike:
+  if not same:
     remove_stale_scores(output)
   return output, results, dataset
 

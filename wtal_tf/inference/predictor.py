@@ -127,7 +127,8 @@ def _timing_flags(timing: dict) -> str:
 
 def load_predictor(model_dir: str, localize: LocalizeConfig) -> Predictor:
   """The predictor of the latest checkpoint in `model_dir` (UserError if there is none)."""
-  model, spec = checkpoints.restore(model_dir)
+  prefix = checkpoints.latest(model_dir)  # (once: its step is the weights' own)
+  model, spec = checkpoints.restore(model_dir, prefix)
   return Predictor(model, spec["feature_dims"], localize, spec["classes"],
                    spec.get("features_made"), spec.get("segment_timing"),
-                   checkpoints.step_of(checkpoints.latest(model_dir)))
+                   checkpoints.step_of(prefix))
