@@ -3,6 +3,7 @@ per chunk, the provenance skip rule, concurrent runs, gt.json and annotations, s
 temporaries, and the records reaching the driver through the pipeline."""
 
 import dataclasses
+import errno
 import json
 import os
 import pathlib
@@ -32,6 +33,7 @@ from wtal_tf.features import beam_steps as steps
 from wtal_tf.features import extraction
 from wtal_tf.features import provenance
 from wtal_tf.features import storage
+from wtal_tf.features import video
 
 SHORTER, CROP = 40, 32  # small test geometry (defaults: 256, 224)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -232,6 +234,33 @@ def test_a_rerun_that_cannot_write_keeps_the_features_it_would_have_replaced(
   assert {n: records[n]["status"] for n in failed} == {n: "ok" for n in failed}
 
 
+def test_a_video_out_of_reach_keeps_its_features_a_corrupt_one_does_not(videos, tmp_path,
+                                                                         monkeypatch):
+  """(review) A worker that cannot read the file (an I/O error, no permission, not
+  mounted there) says nothing of the video: its earlier features stay."""
+  out = tmp_path / "out"
+  cfg = small_cfg(videos, out)
+  pipeline.extract(cfg)
+  kept = features(out, "c")
+  opened = video.av.open
+
+  def unreachable(path, *args, **kwargs):
+    if str(path).endswith("c.mkv"):
+      raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return opened(path, *args, **kwargs)
+  monkeypatch.setattr(video.av, "open", unreachable)
+  with pytest.raises(UserError, match="1 of 3 videos failed"):
+    pipeline.extract(dataclasses.replace(cfg, crop_size=24))
+  np.testing.assert_array_equal(features(out, "c"), kept)
+  assert "c" in json.loads((out / "gt.json").read_text())["database"]
+  monkeypatch.setattr(video.av, "open", opened)
+  (videos / "c.mkv").write_bytes(b"not a video")  # its content: its features go
+  with pytest.raises(UserError, match="1 of 3 videos failed"):
+    pipeline.extract(dataclasses.replace(cfg, crop_size=24))
+  assert not pathlib.Path(contract.feature_path(str(out), "test", "rgb", "c")).exists()
+  assert "c" not in json.loads((out / "gt.json").read_text())["database"]
+
+
 def test_a_split_made_otherwise_than_the_others_is_a_warning(videos, tmp_path, caplog):
   """Extracting the test split again with other weights left the validation split as it
   was, and only training warned (a model takes both as one kind of input)."""
@@ -248,8 +277,8 @@ def test_a_split_made_otherwise_than_the_others_is_a_warning(videos, tmp_path, c
   warnings = [r.getMessage() for r in caplog.records
               if r.levelname == "WARNING" and "made otherwise" in r.getMessage()]
   assert warnings == [
-      f"{out / 'features' / 'validation'}: 1 of 1 videos' features were made otherwise than "
-      "this run's (e.g. c, its vs this run's: rgb weights 'random-numpy:0' vs "
+      f"{out / 'features' / 'validation'}: features made otherwise than this run's (1 of the "
+      "1 videos checked; e.g. c, its vs this run's: rgb weights 'random-numpy:0' vs "
       "'random-numpy:1'); a model takes every split's features as one kind of input: "
       "extract 'validation' again with these settings"]
   # Extracted again alike: both splits agree, and neither run warns.

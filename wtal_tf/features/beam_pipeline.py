@@ -59,6 +59,7 @@ from wtal_tf.features.beam_steps import (
 PROGRESS_EVERY_S = 5.0  # seconds between the driver's progress lines
 ABANDONED_PROGRESS_S = 24 * 3600.0  # a run's progress folder with no mark newer belongs
 # to no live run (each finished chunk writes a mark; a chunk takes minutes)
+MADE_CHECKED = 20  # status records of each other split read to compare how it was made
 ABSENT_SHOWN = 3  # annotated videos absent from the video folder named in the log line
 
 
@@ -90,8 +91,11 @@ def made_otherwise(out: str, split: str, settings: dict, streams: Sequence[str])
   than `settings` make them (e.g. its videos extracted before a rerun of `split` with
   other weights or geometry): a model takes every split's features as one kind of
   input, so training on one and scoring the other gives wrong scores."""
-  paths = [p for p in storage.match(status_records(out))
-           if storage.name(storage.parent(p)) != split]
+  by_split: dict[str, list[str]] = {}
+  for p in sorted(storage.match(status_records(out))):
+    by_split.setdefault(storage.name(storage.parent(p)), []).append(p)
+  paths = [p for other, found in by_split.items() if other != split
+           for p in found[:MADE_CHECKED]]  # (a few reads per split, on any filesystem)
   ours = made_lib.restricted(settings, streams)
   otherwise: dict[str, list] = {}  # split -> [(video, differences)]
   of_split: dict[str, int] = {}
@@ -104,10 +108,10 @@ def made_otherwise(out: str, split: str, settings: dict, streams: Sequence[str])
     differ = made_lib.differences(made_lib.restricted(record["provenance"], streams), ours)
     if differ:
       otherwise.setdefault(other, []).append((video.name(p), differ))
-  return [f"{storage.join(out, contract.FEATURES_DIR, other)}: {len(found)} of "
-          f"{of_split[other]} videos' features were made otherwise than this run's "
-          f"(e.g. {found[0][0]}, its vs this run's: {'; '.join(found[0][1])}); a model takes every split's "
-          f"features as one kind of input: extract {other!r} again with these settings"
+  return [f"{storage.join(out, contract.FEATURES_DIR, other)}: features made otherwise than "
+          f"this run's ({len(found)} of the {of_split[other]} videos checked; e.g. "
+          f"{found[0][0]}, its vs this run's: {'; '.join(found[0][1])}); a model takes every "
+          f"split's features as one kind of input: extract {other!r} again with these settings"
           for other, found in sorted(otherwise.items())]
 
 
@@ -399,7 +403,8 @@ def extract(cfg: ExtractConfig) -> dict[str, dict]:
   counts = {k: sum(r["status"] == k for r in records.values()) for k in (OK, SKIPPED, FAILED)}
   logging.info("extract %s: %d extracted, %d already done, %d failed -> %s", cfg.split,
                counts[OK], counts[SKIPPED], counts[FAILED], cfg.output_dir)
-  for warning in made_otherwise(cfg.output_dir, cfg.split, settings, cfg.streams):
+  for warning in (made_otherwise(cfg.output_dir, cfg.split, settings, cfg.streams)
+                  if counts[OK] else []):  # (a run that extracted nothing changed nothing)
     logging.warning("%s", warning)
   if counts[FAILED]:
     raise UserError(f"{counts[FAILED]} of {len(paths)} videos failed; list in "

@@ -75,8 +75,9 @@ SUMMARY_EXT = ".json"  # of a run's summary: <run id>.json
 GT_KEY = "gt"  # a status record's gt.json entry (None: failed, no entry)
 LABELS_KEY = "labels"  # a failed video's record: the subset and annotations its entry
 # had or was given, for the run that extracts it again
-VIDEO_FAULT = "video_fault"  # a chunk result's: its error is the video's (unreadable, too
-# short), not OUT refusing a write or the weights failing to load, which leave OUT as it was
+VIDEO_FAULT = "video_fault"  # a chunk result's: its error is the video's content's (corrupt,
+# too short), not the file out of reach (video.Unreachable), OUT refusing a write or the
+# weights failing to load, which leave its features in OUT as they were
 MERGE_ROUNDS = 20  # most gt.json merges one run makes while others keep writing records
 
 
@@ -233,6 +234,8 @@ class ExtractChunkFn(_WritesOutFn):
         extractor = self._extractor_for(task)
         try:
           got = extractor(path, task["start"], task["count"])
+        except video.Unreachable as e:  # (e.g. a worker without the video's disk)
+          result = {"error": str(e), "segments": 0}
         except UserError as e:
           result = {"error": str(e), "segments": 0, VIDEO_FAULT: True}
         else:

@@ -162,13 +162,20 @@ def list_videos(video_dir: str) -> tuple[list[str], list[str]]:
   return paths, ignored
 
 
+class Unreachable(UserError):
+  """A video this process cannot read at all (not there, not permitted, an I/O error),
+  which says nothing of its content: extract keeps the features made of it before."""
+
+
 def _open(path: str):
   try:
     return av.open(path)
   except FileNotFoundError:  # (listed before: list_videos)
-    raise UserError(f"{path}: cannot read as a video (not found, though listed: on a "
-                    "cluster, every worker must see --video_dir at this same path)") from None
-  except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+    raise Unreachable(f"{path}: cannot read as a video (not found, though listed: on a "
+                      "cluster, every worker must see --video_dir at this same path)") from None
+  except OSError as e:  # (PyAV's errors of the system: EACCES, EIO, ESTALE, ...)
+    raise Unreachable(f"{path}: cannot read as a video ({_reason(e)})") from None
+  except (av.FFmpegError, UnicodeDecodeError) as e:  # (its content: not a video, corrupt)
     raise UserError(f"{path}: cannot read as a video ({_reason(e)})") from None
 
 
