@@ -164,7 +164,7 @@ class Dataset:
   test_gt: dict[str, groundtruth.GTVideo]  # evaluation only; includes skipped test videos
   gt_source: str  # file the ground truth came from
   class_source: str  # for messages: --class_list, else gt_source (its labels, or the
-  # known_classes given to load_dataset when it has none, make the class list)
+  # known_classes given to load_dataset when they include all of them, make the list)
   num_extra: int = 0  # the last num_extra training videos come from --extra_train
   skipped: list[str] = dataclasses.field(default_factory=list)
   # How wtal_tf.extract made the features a model learns from (the training videos', not
@@ -288,7 +288,8 @@ def ground_truth(cfg: DataConfig, known_classes: Optional[Sequence[str]] = None
   """All ground-truth videos of the dataset (either layout), their source and the class list.
 
   The class list is --class_list if given, else W-TALC's classlist.npy (layout
-  b) or the sorted ground-truth labels (layout a), else (no labels) `known_classes`.
+  b), or `known_classes` when the ground-truth labels are all among them (layout a: a
+  trained model's, for a test set without some of them), else the sorted labels.
   """
   if cfg.layout == "wtalc":
     gt, source, classes = _wtalc_ground_truth(cfg.data_dir)
@@ -371,8 +372,8 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
 
   With include_train=False (localization) the training videos are not read and
   the training subset need not exist (e.g. a dataset written by wtal_tf.extract).
-  known_classes: the class list when the ground truth has no labels and no
-  --class_list is given (a trained model's, for localization).
+  known_classes: the class list when no --class_list is given and the ground-truth
+  labels are all among them (a trained model's, for localization).
   """
   check_data_dir(cfg)
   if not cfg.streams:  # (DataConfig checks each stream's name)
@@ -409,10 +410,10 @@ def load_dataset(cfg: DataConfig, include_train: bool = True,
     train = _build_videos(train_gt.values(), classes, train_source, cfg.streams, dims,
                           cfg.skip_invalid_videos, skipped, require_labels=True,
                           gt_source=gt_source)
+    train_skipped = list(skipped)  # (the subset's, not --extra_train's)
     extra = load_extra(cfg.extra_train, classes, cfg.streams, dims,
                        cfg.skip_invalid_videos, skipped)
     train += extra
-  train_skipped = list(skipped)
   test = _build_videos(test_gt.values(), classes, test_source, cfg.streams, dims,
                        cfg.skip_invalid_videos, skipped, require_labels=False,
                        gt_source=gt_source)
