@@ -82,8 +82,8 @@ class DataConfig:
   train_split: str = param("train", "features/<split> of training videos.")
   test_split: str = param("test", "features/<split> of test videos.")
   class_list: str = param("", "File with one class name a line (default: sorted ground-truth "
-                          "labels; for a trained model, its classes when those labels are all among them).",
-                          path=True)
+                          "labels; for a trained model, its classes when those labels are "
+                          "all among them).", path=True)
   streams: tuple[str, ...] = param(contract.STREAMS, "Feature streams.", choices=contract.STREAMS)
   feature_fps: float = param(contract.FPS, "Frame rate of feature extraction (frames/s).",
                              lower=1e-6)
