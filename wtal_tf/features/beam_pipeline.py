@@ -94,16 +94,16 @@ def made_otherwise(out: str, split: str, settings: dict, streams: Sequence[str])
   by_split: dict[str, list[str]] = {}
   for p in sorted(storage.match(status_records(out))):
     by_split.setdefault(storage.name(storage.parent(p)), []).append(p)
-  paths = [p for other, found in by_split.items() if other != split
-           for p in found[:MADE_CHECKED]]  # (a few reads per split, on any filesystem)
+  checked = [(other, p) for other, found in by_split.items() if other != split
+             for p in found[:MADE_CHECKED]]  # (a few reads per split, on any filesystem)
   ours = made_lib.restricted(settings, streams)
   otherwise: dict[str, list] = {}  # split -> [(video, differences)]
   of_split: dict[str, int] = {}
-  for p, record in zip(paths, storage.concurrently(storage.read_json, paths)):
+  records = storage.concurrently(storage.read_json, [p for _, p in checked])
+  for (other, p), record in zip(checked, records):
     if not isinstance(record, dict) or record.get("status") not in (OK, SKIPPED) or (
         not isinstance(record.get("provenance"), dict)):
       continue
-    other = storage.name(storage.parent(p))
     of_split[other] = of_split.get(other, 0) + 1
     differ = made_lib.differences(made_lib.restricted(record["provenance"], streams), ours)
     if differ:

@@ -116,11 +116,17 @@ def data_record(data_config) -> dict:
   return record
 
 
+def test_set_meta(cfg: Config, step: Optional[int]) -> dict:
+  """What a subset's detections record of how they were made besides their localization:
+  the test set (data_record) and the model's training step."""
+  return {DATA_KEY: data_record(cfg.data), STEP_KEY: step}
+
+
 def write_detections(cfg: Config, results: dict, output: str,
                      localize_config: LocalizeConfig, scored: bool = False, **meta) -> str:
   """Writes `results` as the ActivityNet JSON of cfg's model dir to `output` (see
   detections_path), with the localization that made them, whether the run that
-  trained the model scores them (train_eval) and `meta` (e.g. DATA_KEY, STEP_KEY);
+  trained the model scores them (train_eval) and `meta` (e.g. test_set_meta);
   returns the path."""
   return write_document(output, results, model_dir=os.path.abspath(cfg.train.model_dir),
                         **meta, **{LOCALIZE_KEY: localization_record(localize_config),
@@ -180,8 +186,8 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   model_dir = cfg.train.model_dir
   default, output = not output, detections_path(cfg, output)
   predictor = load_predictor(model_dir, cfg.localize)
-  records = {LOCALIZE_KEY: localization_record(predictor.localize_config),
-             DATA_KEY: data_record(cfg.data), STEP_KEY: predictor.step}
+  made = test_set_meta(cfg, predictor.step)
+  records = {LOCALIZE_KEY: localization_record(predictor.localize_config), **made}
   scored = check_replaces_alike(output, records) if default else None
   if set(cfg.data.streams) != set(predictor.streams):  # before reading a missing stream
     raise UserError(f"--streams={','.join(cfg.data.streams)} but the model in {model_dir} "
@@ -196,8 +202,7 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
   # The same detections again (features, ground truth and videos unchanged too): still
   # the scored ones, their scores kept.
   same = scored is not None and json.loads(json.dumps(results)) == scored
-  write_detections(cfg, results, output, predictor.localize_config, scored=same,
-                   **{DATA_KEY: records[DATA_KEY], STEP_KEY: predictor.step})
+  write_detections(cfg, results, output, predictor.localize_config, scored=same, **made)
   if not same:
     remove_stale_scores(output)
   return output, results, dataset

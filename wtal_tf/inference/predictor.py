@@ -108,8 +108,9 @@ class Predictor:
 def class_differences(model: Sequence[str], data: Sequence[str]) -> str:
   """How a dataset's class list differs from a model's, for a message: its classes the
   model does not have, else the model's it lacks, else the order."""
-  unknown = [c for c in data if c not in set(model)]
-  lacking = [c for c in model if c not in set(data)]
+  model_set, data_set = set(model), set(data)
+  unknown = [c for c in data if c not in model_set]
+  lacking = [c for c in model if c not in data_set]
   if unknown:
     how = f"{len(unknown)} of them the model does not have ({first_few(unknown, CLASSES_SHOWN)})"
   elif lacking:

@@ -31,10 +31,11 @@ class EventLog:
 
   def __init__(self, folder: str):
     self.folder = folder
-    before = set(glob.glob(os.path.join(glob.escape(folder), EVENTS_PATTERN)))
+    pattern = os.path.join(glob.escape(folder), EVENTS_PATTERN)
+    before = set(glob.glob(pattern))
     self.writer = tf.summary.create_file_writer(folder)
     mine = f".{os.getpid()}."
-    new = sorted(set(glob.glob(os.path.join(glob.escape(folder), EVENTS_PATTERN))) - before)
+    new = sorted(set(glob.glob(pattern)) - before)
     self.path = next((p for p in reversed(new) if mine in os.path.basename(p)), None)
     self.written = 1  # events written: the file's first record is its version
     self.complete, self._offset = 0, 0  # records found whole so far, and where they end

@@ -23,8 +23,7 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   path = batch.write_detections(cfg, result.detections, output,
                                 cfg.localize.for_model(cfg.loss.cls_loss),
                                 scored=result.eval is not None,
-                                **{batch.DATA_KEY: batch.data_record(cfg.data),
-                                   batch.STEP_KEY: result.steps})
+                                **batch.test_set_meta(cfg, result.steps))
   if result.eval is None:  # (trainer.train warned: nothing to score against)
     batch.remove_stale_scores(path)
     return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "

@@ -206,11 +206,13 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     train_events.flush()  # (lost events stop the run before the checkpoint passes them)
     checkpoints.save(manager, s)
 
+  def evaluated(s) -> bool:
+    return any(k == s for k, _ in history)
+
   def run_eval(s):
     nonlocal result, detections
     detections, result, kept = evaluate_model(predictor, dataset, cfg, keep)
-    logged = any(k == s for k, _ in history)  # (a finished model's rerun: logged already)
-    if not logged:
+    if not evaluated(s):  # (a finished model's rerun: logged already)
       if result is not None:
         _log_eval(eval_events, result, cfg, s)
       _log_timelines(eval_events, kept, dataset, cfg, predictor.localize_config, s)
@@ -228,9 +230,10 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
     return bool(cfg.train.eval_every and s % cfg.train.eval_every == 0 and s != total_steps
                 and dataset.test)
 
-  if (0 < start < total_steps and eval_due(start) and dataset.scored
-      and not any(k == start for k, _ in history)):  # (unscored: no history to look in)
-    run_eval(start)  # (the run that saved this checkpoint ended before its evaluation)
+  # The run that saved this checkpoint ended before its evaluation (an unscored test set
+  # leaves no history to tell).
+  if 0 < start < total_steps and eval_due(start) and dataset.scored and not evaluated(start):
+    run_eval(start)
   s = start
   for features, labels in ds:
     t0 = time.perf_counter()
