@@ -21,6 +21,7 @@ import pandas as pd
 from wtal_tf import contract
 from wtal_tf.config import Config, parse_tious
 from wtal_tf import io_utils
+from wtal_tf import locks
 from wtal_tf.data import datasets
 from wtal_tf.data import groundtruth
 from wtal_tf.errors import UserError
@@ -304,10 +305,17 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
   unwritten = unless_default(lambda: io_utils.check_writable(
       path, "scores file", {gt_path: "ground truth of --gt",
                             detections_path: "detections of --detections"}))
+  read = locks.fingerprint(detections_path)  # (before reading it)
   result = evaluate_files(gt_path, detections_path, subset, tious, known_labels, gt_all, tiou)
   show(format_table(result, spans, per_class))
-  return unwritten or unless_default(lambda: write_scores(result, spans, path,
-                                                          detections_path))
+  if unwritten:
+    return unwritten
+  with locks.replacing_in(os.path.dirname(os.path.abspath(detections_path))):
+    if locks.fingerprint(detections_path) != read:  # (e.g. localize replaced them: scores
+      # naming the file would describe detections it no longer holds)
+      raise UserError(f"{detections_path}: replaced while it was scored: the scores above "
+                      "are of the file before, and are not written; evaluate it again")
+    return unless_default(lambda: write_scores(result, spans, path, detections_path))
 
 
 def evaluate_command(cfg: Config, detections: str, gt: str = "", subset: str = "",

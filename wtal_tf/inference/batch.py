@@ -22,6 +22,7 @@ import numpy as np
 
 from wtal_tf import contract
 from wtal_tf import io_utils
+from wtal_tf import locks
 from wtal_tf.config import Config, LocalizeConfig
 from wtal_tf.data import datasets as data
 from wtal_tf.errors import UserError
@@ -199,12 +200,15 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
     io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
   results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
                       outputs_dir=outputs_dir or None, listed=dataset.test_gt)
-  # The same detections again (features, ground truth and videos unchanged too): still
-  # the scored ones, their scores kept.
-  same = scored is not None and json.loads(json.dumps(results)) == scored
-  write_detections(cfg, results, output, predictor.localize_config, scored=same, **made)
-  if not same:
-    remove_stale_scores(output)
+  with locks.replacing_in(os.path.dirname(os.path.abspath(output))):
+    if default:  # (again: its model's run may have written and scored them meanwhile)
+      scored = check_replaces_alike(output, records)
+    # The same detections again (features, ground truth and videos unchanged too): still
+    # the scored ones, their scores kept.
+    same = scored is not None and json.loads(json.dumps(results)) == scored
+    write_detections(cfg, results, output, predictor.localize_config, scored=same, **made)
+    if not same:
+      remove_stale_scores(output)
   return output, results, dataset
 
 

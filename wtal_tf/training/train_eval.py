@@ -1,5 +1,8 @@
 """Train, then localize and score the test set once with the final model."""
 
+import os
+
+from wtal_tf import locks
 from wtal_tf.config import Config
 from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import activitynet
@@ -20,14 +23,16 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   output = batch.detections_path(cfg, output)  # checked before training, as the test set
   dataset = data.check_test_videos(data.load_dataset(cfg.data), cfg.data.test_subset)
   result = trainer.train(cfg, dataset, flags_text=flags_text)
-  path = batch.write_detections(cfg, result.detections, output,
-                                cfg.localize.for_model(cfg.loss.cls_loss),
-                                scored=result.eval is not None,
-                                **batch.test_set_meta(cfg, result.steps))
-  if result.eval is None:  # (trainer.train warned: nothing to score against)
-    batch.remove_stale_scores(path)
-    return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
-            f"{dataset.gt_source} has no annotated instance")
-  metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path), path)
+  with locks.replacing_in(os.path.dirname(os.path.abspath(output))):  # (a localize there
+    # checks the file, replaces it and removes its scores as one step, before or after)
+    path = batch.write_detections(cfg, result.detections, output,
+                                  cfg.localize.for_model(cfg.loss.cls_loss),
+                                  scored=result.eval is not None,
+                                  **batch.test_set_meta(cfg, result.steps))
+    if result.eval is None:  # (trainer.train warned: nothing to score against)
+      batch.remove_stale_scores(path)
+      return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
+              f"{dataset.gt_source} has no annotated instance")
+    metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path), path)
   return (f"detections: {path}\n"
           + metrics.format_table(result.eval, cfg.eval.averages, per_class))

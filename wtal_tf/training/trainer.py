@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtal_tf import io_utils
+from wtal_tf import locks
 from wtal_tf.config import Config
 from wtal_tf.config import LocalizeConfig
 from wtal_tf.data import datasets as data
@@ -157,7 +158,14 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
                     "each evaluation, not scored", dataset.gt_source, cfg.data.test_subset)
   if cfg.train.deterministic:
     tf.config.experimental.enable_op_determinism()
+  with locks.sole_writer(model_dir, "training", "--model_dir"):  # (two would mix their
+    # model.json, flags.cfg and checkpoints, or fail halfway through a save)
+    return _train(cfg, dataset, flags_text)
 
+
+def _train(cfg: Config, dataset: data.Dataset, flags_text: str) -> TrainResult:
+  """train()'s work, in a model dir this process alone writes."""
+  model_dir = cfg.train.model_dir
   strategy = tf.distribute.get_strategy()
   with strategy.scope():
     model = build_model(cfg, dataset)

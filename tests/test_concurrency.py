@@ -1,0 +1,181 @@
+"""Commands run at once on the same folders (found by a concurrency trial)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, config_of_flagfile, tiny_config, write_dataset
+from wtal_tf import locks
+from wtal_tf.errors import UserError
+from wtal_tf.evaluation import metrics
+from wtal_tf.inference import batch
+from wtal_tf.modeling import checkpoints
+from wtal_tf.training import trainer
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+WAIT_SECONDS = 120  # for another process to reach a point (a TensorFlow import on a busy machine)
+
+
+@pytest.fixture
+def good(tmp_path):
+  return write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                       classes=("A", "B"))
+
+
+@pytest.fixture
+def tiny_model(good, tmp_path):
+  cfg = tiny_config(good, tmp_path / "m", train={"train_steps": 2, "checkpoint_every": 1})
+  trainer.train(cfg)
+  return cfg
+
+
+def wait_for(condition, what):
+  deadline = time.time() + WAIT_SECONDS
+  while not condition():
+    assert time.time() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.05)
+
+
+class Holder:
+  """Another process holding a lock of wtal_tf.locks until released."""
+
+  def __init__(self, call: str):
+    self.proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom wtal_tf import locks\n"
+         f"with locks.{call}:\n  print('held', flush=True)\n  sys.stdin.read()"],
+        cwd=REPO, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert self.proc.stdout.readline() == "held\n"
+
+  def release(self):
+    self.proc.stdin.close()
+    assert self.proc.wait(WAIT_SECONDS) == 0
+
+
+def test_a_training_in_a_model_dir_another_process_is_training_in_is_refused(good, tmp_path):
+  """Found by the trial: two trainings started within a second on one --model_dir both
+  exited 0, leaving model.json and flags.cfg of one model and checkpoints of the other
+  (or one died halfway through a save, naming a missing file)."""
+  model_dir = tmp_path / "m"
+  model_dir.mkdir()
+  other = Holder(f"sole_writer({str(model_dir)!r}, 'training', '--model_dir')")
+  cfg = tiny_config(good, model_dir, train={"train_steps": 2})
+  with pytest.raises(UserError, match=rf"^{model_dir}: another run is writing in it "
+                     rf"\(training, pid {other.proc.pid} on .+, since .+ UTC\): wait for it "
+                     r"to end, or give another --model_dir$"):
+    trainer.train(cfg)
+  assert os.listdir(model_dir) == [locks.LOCK_FILE]  # (nothing of this run)
+  other.release()
+  assert not model_dir.joinpath(locks.LOCK_FILE).exists()
+  assert trainer.train(cfg).steps == 2
+  assert os.listdir(model_dir) and locks.LOCK_FILE not in os.listdir(model_dir)
+
+
+def test_two_training_commands_at_once_and_a_killed_ones_hold(good, tmp_path):
+  model_dir = tmp_path / "m"
+  command = [sys.executable, "-m", "wtal_tf.train", f"--data_dir={good}",
+             f"--model_dir={model_dir}", "--attention_units=8", "--eval_every=0",
+             "--num_vis_videos=0"]
+  first = subprocess.Popen([*command, "--train_steps=1000000", "--checkpoint_every=1"],
+                           cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  try:
+    wait_for(lambda: checkpoints.latest(str(model_dir)) or first.poll() is not None,
+             "the first training's checkpoint")
+    assert first.poll() is None
+    second = subprocess.run([*command, "--train_steps=2"], cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=WAIT_SECONDS)
+    assert second.returncode == 2 and second.stderr.startswith(
+        f"error: {model_dir}: another run is writing in it (training, pid {first.pid} on ")
+    assert len(second.stderr.splitlines()) == 1
+    assert first.poll() is None  # (it trains on)
+    assert "--train_steps=1000000" in (model_dir / "flags.cfg").read_text().splitlines()
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+  assert (model_dir / locks.LOCK_FILE).exists()  # a killed run's file holds nothing
+  step = checkpoints.step_of(checkpoints.latest(str(model_dir)))
+  trainer.train(config_of_flagfile(model_dir / "flags.cfg").replace(
+      train={"train_steps": step + 1}))
+  assert not (model_dir / locks.LOCK_FILE).exists()
+
+
+def test_holding_a_model_dir_again_in_the_same_process_is_allowed(tmp_path):
+  with locks.sole_writer(str(tmp_path), "training", "--model_dir"):
+    with locks.sole_writer(str(tmp_path), "training", "--model_dir"):
+      assert (tmp_path / locks.LOCK_FILE).exists()
+    assert (tmp_path / locks.LOCK_FILE).exists()
+  assert not (tmp_path / locks.LOCK_FILE).exists()
+
+
+def test_replacing_in_a_folder_waits_for_the_process_replacing_there(tmp_path):
+  other = Holder(f"replacing_in({str(tmp_path)!r})")
+  entered = threading.Event()
+
+  def replace():
+    with locks.replacing_in(str(tmp_path)):
+      entered.set()
+
+  thread = threading.Thread(target=replace)
+  thread.start()
+  assert not entered.wait(1.0)
+  other.release()
+  assert entered.wait(WAIT_SECONDS)
+  thread.join()
+  assert os.listdir(tmp_path) == []  # (no file made)
+
+
+def test_localize_does_not_replace_detections_scored_while_it_worked(tiny_model, monkeypatch,
+                                                                     caplog):
+  """Found by the trial: `localize` alongside `train_eval` replaced the detections
+  train_eval had just written and scored (of its final model) with an older
+  checkpoint's, and removed their scores: the file was checked only before the work."""
+  model_dir = pathlib.Path(tiny_model.train.model_dir)
+  default, scores = model_dir / "detections_test.json", model_dir / "detections_test.eval.json"
+  own = tiny_model.localize.for_model(tiny_model.loss.cls_loss)
+  detect = batch.detect
+
+  def meanwhile(*args, **kw):  # train_eval ends: its final model's detections, scored
+    made = detect(*args, **kw)
+    batch.write_detections(tiny_model, made[0], str(default), own, scored=True,
+                           **batch.test_set_meta(tiny_model, 3))
+    scores.write_text(json.dumps({k: [] for k in metrics.SCORES_KEYS}
+                                 | {metrics.DETECTIONS_KEY: str(default)}))
+    return made
+
+  monkeypatch.setattr(batch, "detect", meanwhile)
+  with pytest.raises(UserError, match=r"holds the detections its model's run scored, made "
+                     r"otherwise \(the checkpoint of step 2 \(its step 3\)\)"):
+    batch.localize_to_file(tiny_model)
+  assert json.loads(default.read_text())["external_data"]["step"] == 3
+  assert scores.exists() and "removed" not in caplog.text
+
+
+def test_scores_of_detections_replaced_while_scored_are_not_written(tiny_model, tmp_path,
+                                                                    monkeypatch):
+  """Found by the trial: `evaluate` racing `localize` wrote scores naming the detections
+  file, though they were of the file localize had just replaced."""
+  dets, scores = tmp_path / "d.json", tmp_path / "d.eval.json"
+  batch.localize_to_file(tiny_model, str(dets))
+  gt = str(pathlib.Path(tiny_model.data.data_dir) / "gt.json")
+  evaluate_files = metrics.evaluate_files
+
+  def meanwhile(*args, **kw):  # localize replaces them (no scores there yet to remove)
+    result = evaluate_files(*args, **kw)
+    batch.localize_to_file(tiny_model, str(dets))
+    return result
+
+  monkeypatch.setattr(metrics, "evaluate_files", meanwhile)
+  with pytest.raises(UserError, match=rf"^{dets}: replaced while it was scored: the scores "
+                     r"above are of the file before, and are not written; evaluate it again$"):
+    metrics.evaluate_to_file(gt, str(dets), "test", (0.5,), (), show=lambda table: None)
+  assert not scores.exists()
+  monkeypatch.setattr(metrics, "evaluate_files", evaluate_files)
+  metrics.evaluate_to_file(gt, str(dets), "test", (0.5,), (), show=lambda table: None)
+  assert json.loads(scores.read_text())[metrics.DETECTIONS_KEY] == str(dets)
