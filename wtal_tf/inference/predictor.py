@@ -128,8 +128,7 @@ def _timing_flags(timing: dict) -> str:
 
 def load_predictor(model_dir: str, localize: LocalizeConfig) -> Predictor:
   """The predictor of the latest checkpoint in `model_dir` (UserError if there is none)."""
-  prefix = checkpoints.latest(model_dir)  # (once: its step is the weights' own)
-  model, spec = checkpoints.restore(model_dir, prefix)
+  model, spec, prefix = checkpoints.restore_latest(model_dir)  # (its step: the weights')
   return Predictor(model, spec["feature_dims"], localize, spec["classes"],
                    spec.get("features_made"), spec.get("segment_timing"),
                    checkpoints.step_of(prefix))

@@ -1,9 +1,13 @@
 """The model directory: model spec, checkpoints, and restoring a model from them."""
 
 import dataclasses
+import glob
 import json
 import os
 import re
+import shutil
+import tempfile
+import weakref
 from typing import Optional
 
 from absl import logging
@@ -20,6 +24,8 @@ SPEC_FILE = "model.json"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "checkpoint"  # CHECKPOINT_DIR/checkpoint: TensorFlow's record of the latest
 MAX_TO_KEEP = 3
+DELETED_RETRIES = 5  # latest checkpoints a restore tries in turn, each deleted by a
+# training in the model dir before it was read
 
 
 FLAGS_FILE = contract.FLAGS_FILE  # the experiment flags of the run, as a flagfile
@@ -185,11 +191,9 @@ def read_spec(model_dir: str) -> tuple[str, dict]:
   return spec_path, model_spec
 
 
-def latest(model_dir: str) -> Optional[str]:
-  """The prefix of the model dir's latest checkpoint, None when it has none; a UserError
-  when its state file names one whose files are gone (TensorFlow would then say there
-  is no checkpoint, or fail on resuming with a traceback)."""
-  folder = os.path.join(model_dir, CHECKPOINT_DIR)
+def _named_latest(folder: str) -> Optional[str]:
+  """The checkpoint the state file of `folder` names the latest (None: no state file); a
+  UserError when it is damaged."""
   state_file = os.path.join(folder, STATE_FILE)
   try:
     state = tf.train.get_checkpoint_state(folder)
@@ -205,11 +209,25 @@ def latest(model_dir: str) -> Optional[str]:
                     'model_checkpoint_path: "<one of those>", or use a new --model_dir')
   if state is None or not state.model_checkpoint_path:
     return None
-  prefix = state.model_checkpoint_path  # (joined to `folder` by TensorFlow)
-  if not os.path.isfile(prefix + ".index"):
-    raise UserError(f"{prefix}.index: not found, though {os.path.join(folder, 'checkpoint')} "
-                    "names it the latest checkpoint (its files were deleted?)")
-  return prefix
+  return state.model_checkpoint_path  # (joined to `folder` by TensorFlow)
+
+
+def latest(model_dir: str) -> Optional[str]:
+  """The prefix of the model dir's latest checkpoint, None when it has none; a UserError
+  when its state file names one whose files are gone (TensorFlow would then say there
+  is no checkpoint, or fail on resuming with a traceback), unless a training running
+  there deleted it, saving a later one (then that one)."""
+  folder = os.path.join(model_dir, CHECKPOINT_DIR)
+  prefix = _named_latest(folder)
+  for _ in range(DELETED_RETRIES):
+    if prefix is None or os.path.isfile(prefix + ".index"):
+      return prefix
+    now = _named_latest(folder)
+    if now == prefix:
+      break
+    prefix = now
+  raise UserError(f"{prefix}.index: not found, though {os.path.join(folder, STATE_FILE)} "
+                  "names it the latest checkpoint (its files were deleted?)")
 
 
 def step_of(prefix: Optional[str]) -> Optional[int]:
@@ -219,10 +237,11 @@ def step_of(prefix: Optional[str]) -> Optional[int]:
   return int(found[1]) if found else None
 
 
-def load(checkpoint: tf.train.Checkpoint, prefix: str, partial: bool = False) -> None:
+def load(checkpoint: tf.train.Checkpoint, prefix: str, partial: bool = False,
+         shown: str = "") -> None:
   """Restores `checkpoint` from `prefix` (partial: the model only, not the optimizer); a
-  UserError naming the checkpoint when it cannot (truncated or corrupt files, another
-  model's variables)."""
+  UserError naming the checkpoint (`shown`, default `prefix`: the one a copy is of) when
+  it cannot (truncated or corrupt files, another model's variables)."""
   try:
     status = checkpoint.restore(prefix)
     if partial:
@@ -231,7 +250,9 @@ def load(checkpoint: tf.train.Checkpoint, prefix: str, partial: bool = False) ->
   except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
     # (IndexError: a truncated .data file, "Read less bytes than requested")
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # (one line)
-    raise UserError(f"{prefix}: cannot restore checkpoint ({reason})") from None
+    if shown:
+      reason = reason.replace(prefix, shown)
+    raise UserError(f"{shown or prefix}: cannot restore checkpoint ({reason})") from None
 
 
 def save(saver: tf.train.CheckpointManager, step: int) -> None:
@@ -250,17 +271,56 @@ def manager(model_dir: str, **trackables) -> tf.train.CheckpointManager:
                                     max_to_keep=MAX_TO_KEEP)
 
 
-def restore(model_dir: str, prefix: Optional[str] = None) -> tuple[WTALModel, dict]:
-  """The model of the latest checkpoint in `model_dir` (or of `prefix`, a latest() the
-  caller took), and its spec."""
+def _copy(prefix: str, into: str) -> Optional[str]:
+  """The prefix of a copy of checkpoint `prefix`'s files in folder `into`; None when some
+  are missing (e.g. a training running in the model dir deleted it, keeping MAX_TO_KEEP)."""
+  data = glob.glob(glob.escape(prefix) + ".data-*")
+  shards = {int(m[1]) for m in (re.search(r"-of-(\d+)$", f) for f in data) if m}
+  if shards != {len(data)}:
+    return None
+  try:
+    for f in (prefix + ".index", *data):
+      shutil.copyfile(f, os.path.join(into, os.path.basename(f)))
+  except FileNotFoundError:
+    return None
+  return os.path.join(into, os.path.basename(prefix))
+
+
+def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
+  """The model of the latest checkpoint in `model_dir`, its spec and the checkpoint's
+  prefix. It is restored from a copy: a training running there deletes its oldest
+  checkpoint at each save, which may be the one read (then the latest one then is)."""
   spec_path, model_spec = read_spec(model_dir)
   try:
     model = WTALModel.from_config(model_spec["model"])
   except (ValueError, KeyError, TypeError) as e:
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
   model.build_for(model_spec["feature_dims"])
-  prefix = prefix or latest(model_dir)
-  if prefix is None:
-    raise UserError(f"{os.path.join(model_dir, CHECKPOINT_DIR)}: no checkpoint")
-  load(tf.train.Checkpoint(model=model), prefix, partial=True)
-  return model, model_spec
+  folder = os.path.join(model_dir, CHECKPOINT_DIR)
+  into = tempfile.mkdtemp(prefix="wtal_tf-checkpoint-")  # (kept while the model is:
+  # variables made later, e.g. by compile, are restored from it then)
+  try:
+    prefix = latest(model_dir)
+    for _ in range(DELETED_RETRIES):
+      if prefix is None:
+        raise UserError(f"{folder}: no checkpoint")
+      copy = _copy(prefix, into)
+      now = prefix if copy else latest(model_dir)
+      if now == prefix:  # (copied; or files missing that no training deleted, which
+        # TensorFlow names)
+        load(tf.train.Checkpoint(model=model), copy or prefix, partial=True, shown=prefix)
+        weakref.finalize(model, shutil.rmtree, into, ignore_errors=True)
+        return model, model_spec, prefix
+      prefix = now
+  except BaseException:
+    shutil.rmtree(into, ignore_errors=True)
+    raise
+  shutil.rmtree(into, ignore_errors=True)
+  raise UserError(f"{folder}: its latest checkpoint was deleted before it could be read, "
+                  f"{DELETED_RETRIES} times (by a training saving one every few steps?): "
+                  "try again")
+
+
+def restore(model_dir: str) -> tuple[WTALModel, dict]:
+  """The model of the latest checkpoint in `model_dir`, and its spec."""
+  return restore_latest(model_dir)[:2]
