@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import REPO, config_of_flagfile, tiny_config, write_dataset
+from wtal_tf import io_utils
 from wtal_tf import locks
 from wtal_tf.errors import UserError
 from wtal_tf.evaluation import metrics
@@ -253,3 +254,16 @@ def test_the_latest_checkpoint_is_the_next_one_when_a_training_deletes_the_one_n
   with pytest.raises(UserError, match=r"ckpt-1.index: not found, though .*checkpoint names it "
                      r"the latest checkpoint \(its files were deleted\?\)$"):
     checkpoints.latest(tiny_model.train.model_dir)
+
+
+def test_a_folder_another_run_made_meanwhile_is_kept_and_named(tmp_path):
+  """Found by the trial: of two make_synthetic runs at once, the second to finish failed
+  with "cannot write (Directory not empty)"."""
+  target = tmp_path / "data"
+  with pytest.raises(UserError, match=rf"^{target}: made by another run meanwhile: that one "
+                     r"is kept, this run's is discarded$"):
+    with io_utils.atomic_dir(str(target)) as tmp:
+      pathlib.Path(tmp, "mine").write_text("this run's")
+      target.mkdir()
+      (target / "theirs").write_text("the other run's")
+  assert os.listdir(target) == ["theirs"] and os.listdir(tmp_path) == ["data"]

@@ -1,6 +1,7 @@
 """Atomic file writes: a reader never sees a partial file."""
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -177,7 +178,13 @@ def atomic_dir(path: str) -> Iterator[str]:
   try:
     yield tmp
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-    os.replace(tmp, path)
+    try:
+      os.replace(tmp, path)
+    except OSError as e:
+      if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.isdir(path):
+        raise UserError(f"{path}: made by another run meanwhile: that one is kept, this "
+                        "run's is discarded") from None
+      raise
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
     if isinstance(e, OSError):  # (a full disk: a UserError naming the folder, not a
