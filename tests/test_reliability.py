@@ -247,6 +247,26 @@ def test_a_damaged_checkpoint_state_file_is_refused_not_started_over(tmp_path, d
   assert training.train(cfg.replace(train={"train_steps": 30})).steps == 30
 
 
+@pytest.mark.parametrize("how", ["no permission", "a folder"])
+def test_a_checkpoint_state_file_that_cannot_be_read_is_named_so(tmp_path, how):
+  """(Review) One without read permission was reported 'damaged'."""
+  data_dir = write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                           classes=("A", "B"))
+  cfg = tiny_config(data_dir, tmp_path / "m", train={"train_steps": 2})
+  training.train(cfg)
+  state = tmp_path / "m" / "checkpoints" / "checkpoint"
+  if how == "a folder":
+    state.unlink()
+    state.mkdir()
+  else:
+    state.chmod(0)
+    if os.access(state, os.R_OK):
+      pytest.skip("running as a user that can read anything")
+  with pytest.raises(UserError, match=rf"^{state}: cannot read \((Permission denied|Is a "
+                     r"directory)\)$"):
+    checkpointing.latest(cfg.train.model_dir)
+
+
 def test_a_folder_written_whole_may_have_the_longest_name(tmp_path):
   """atomic_dir (make_synthetic's output folder) named with MAX_NAME_BYTES bytes: its
   temporary folder's name is shortened to fit, as atomic_path's is."""

@@ -17,7 +17,7 @@ from wtal_tf import config as cfg_lib
 from wtal_tf import contract
 from wtal_tf import io_utils
 from wtal_tf.data import made as made_lib
-from wtal_tf.errors import UserError, first_few, op_reason, shorten
+from wtal_tf.errors import UserError, first_few, op_reason, reading, shorten
 from wtal_tf.modeling.model import WTALModel
 
 SPEC_FILE = "model.json"
@@ -195,6 +195,10 @@ def _named_latest(folder: str) -> Optional[str]:
   """The checkpoint the state file of `folder` names the latest (None: no state file); a
   UserError when it is damaged."""
   state_file = os.path.join(folder, STATE_FILE)
+  if not os.path.lexists(state_file):
+    return None
+  with reading(state_file), open(state_file, "rb"):  # (TensorFlow takes one it cannot
+    pass  # read for a damaged one)
   try:
     state = tf.train.get_checkpoint_state(folder)
   except ValueError:  # (an empty state file)
