@@ -212,7 +212,10 @@ def test_a_checkpoint_that_cannot_be_written_is_a_user_error(tmp_path, monkeypat
                            classes=("A", "B"))
   cfg = tiny_config(data_dir, tmp_path / "m")
 
-  def full(self, checkpoint_number=None):
+  def full(self, checkpoint_number=None):  # (as TensorFlow fails: parts written, in a
+    # folder beside the checkpoints)
+    os.makedirs(os.path.join(self.directory, f"ckpt-{checkpoint_number}_temp"))
+    pathlib.Path(self.directory, f"ckpt-{checkpoint_number}_temp", "part-00000").touch()
     raise tf.errors.ResourceExhaustedError(
         None, None, f"{{{{function_node __wrapped__SaveV2_dtypes_7_device_/job:localhost}}}} "
         f"{self.directory}/ckpt-10_temp/part-00000-of-00001.data-00000-of-00001.tempstate1; "
@@ -222,6 +225,7 @@ def test_a_checkpoint_that_cannot_be_written_is_a_user_error(tmp_path, monkeypat
     training.train(cfg)
   assert str(e.value) == (f"{tmp_path / 'm' / 'checkpoints'}: cannot write the checkpoint of "
                           "step 10 (No space left on device)")
+  assert os.listdir(tmp_path / "m" / "checkpoints") == []
 
 
 @pytest.mark.parametrize("damage", ["", 'model_checkpoint_path: "ckpt-2'])

@@ -261,10 +261,13 @@ def load(checkpoint: tf.train.Checkpoint, prefix: str, partial: bool = False,
 
 def save(saver: tf.train.CheckpointManager, step: int) -> None:
   """Saves the checkpoint of `step`; a UserError naming the folder when it cannot be
-  written (a full disk: TensorFlow's error, with its op, on one line)."""
+  written (a full disk: TensorFlow's error, with its op, on one line), after removing
+  the parts of it written."""
   try:
     saver.save(checkpoint_number=step)
   except tf.errors.OpError as e:
+    for part in glob.glob(os.path.join(glob.escape(saver.directory), f"*-{step}_temp")):
+      shutil.rmtree(part, ignore_errors=True)  # (TensorFlow leaves the parts it wrote)
     raise UserError(f"{saver.directory}: cannot write the checkpoint of step {step} "
                     f"({op_reason(e.message) or type(e).__name__})") from None
 
