@@ -267,3 +267,18 @@ def test_a_folder_another_run_made_meanwhile_is_kept_and_named(tmp_path):
       target.mkdir()
       (target / "theirs").write_text("the other run's")
   assert os.listdir(target) == ["theirs"] and os.listdir(tmp_path) == ["data"]
+
+
+@pytest.mark.parametrize("fails", ["mkdtemp", "copyfile"])
+def test_a_restore_without_room_for_its_copy_reads_the_checkpoint_itself(tiny_model, fails,
+                                                                          monkeypatch):
+  def full(*args, **kw):
+    raise OSError(28, "No space left on device")
+
+  model, _ = checkpoints.restore(tiny_model.train.model_dir)
+  expected = [w.numpy().tolist() for w in model.weights]
+  monkeypatch.setattr(checkpoints.tempfile if fails == "mkdtemp" else checkpoints.shutil,
+                      fails, full)
+  model, _, prefix = checkpoints.restore_latest(tiny_model.train.model_dir)
+  assert checkpoints.step_of(prefix) == 2
+  assert [w.numpy().tolist() for w in model.weights] == expected

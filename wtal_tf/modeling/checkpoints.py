@@ -278,18 +278,24 @@ def manager(model_dir: str, **trackables) -> tf.train.CheckpointManager:
                                     max_to_keep=MAX_TO_KEEP)
 
 
-def _copy(prefix: str, into: str) -> Optional[str]:
-  """The prefix of a copy of checkpoint `prefix`'s files in folder `into`; None when some
-  are missing (e.g. a training running in the model dir deleted it, keeping MAX_TO_KEEP)."""
+def _copy(prefix: str, into: Optional[str]) -> Optional[str]:
+  """The prefix to read checkpoint `prefix` from: a copy of its files in folder `into`,
+  or `prefix` itself when they cannot be copied there (no `into`, a full disk); None
+  when some are missing (e.g. a training in the model dir deleted it, keeping
+  MAX_TO_KEEP)."""
   data = glob.glob(glob.escape(prefix) + ".data-*")
   shards = {int(m[1]) for m in (re.search(r"-of-(\d+)$", f) for f in data) if m}
   if shards != {len(data)}:
     return None
+  if into is None:
+    return prefix
   try:
     for f in (prefix + ".index", *data):
       shutil.copyfile(f, os.path.join(into, os.path.basename(f)))
   except FileNotFoundError:
     return None
+  except OSError:
+    return prefix
   return os.path.join(into, os.path.basename(prefix))
 
 
@@ -304,8 +310,11 @@ def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
   model.build_for(model_spec["feature_dims"])
   folder = os.path.join(model_dir, CHECKPOINT_DIR)
-  into = tempfile.mkdtemp(prefix="wtal_tf-checkpoint-")  # (kept while the model is:
-  # variables made later, e.g. by compile, are restored from it then)
+  try:  # (kept while the model is: variables made later, e.g. by compile, are restored
+    # from it then)
+    into = tempfile.mkdtemp(prefix="wtal_tf-checkpoint-")
+  except OSError:  # (no temporary folder: the checkpoint itself is read)
+    into = None
   try:
     prefix = latest(model_dir)
     for _ in range(DELETED_RETRIES):
@@ -316,13 +325,14 @@ def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
       if now == prefix:  # (copied; or files missing that no training deleted, which
         # TensorFlow names)
         load(tf.train.Checkpoint(model=model), copy or prefix, partial=True, shown=prefix)
-        weakref.finalize(model, shutil.rmtree, into, ignore_errors=True)
+        if into:
+          weakref.finalize(model, shutil.rmtree, into, ignore_errors=True)
+          into = None  # (the model's now)
         return model, model_spec, prefix
       prefix = now
-  except BaseException:
-    shutil.rmtree(into, ignore_errors=True)
-    raise
-  shutil.rmtree(into, ignore_errors=True)
+  finally:
+    if into:
+      shutil.rmtree(into, ignore_errors=True)
   raise UserError(f"{folder}: its latest checkpoint was deleted before it could be read, "
                   f"{DELETED_RETRIES} times (by a training saving one every few steps?): "
                   "try again")
