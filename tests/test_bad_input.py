@@ -1,6 +1,7 @@
 """Bad input gets one clear error naming the file and the problem (issue: reliability)."""
 
 import dataclasses
+import errno
 import json
 import os
 import pathlib
@@ -22,7 +23,7 @@ from wtal_tf.data import datasets as data
 from wtal_tf.evaluation import activitynet
 from wtal_tf.evaluation import metrics as evaluation
 from wtal_tf.training import trainer as training
-from wtal_tf.errors import UserError, first_few, reading
+from wtal_tf.errors import UserError, WriteError, first_few, reading
 
 
 @pytest.fixture
@@ -703,6 +704,29 @@ def test_visualize_names_a_video_skipped_as_invalid(tiny_model, good, tmp_path):
   cfg = tiny_model.replace(data={"skip_invalid_videos": True})
   with pytest.raises(UserError, match=r"--videos: x is skipped as invalid"):
     timelines.draw(cfg, [cfg.train.model_dir], ["x"], 1, str(tmp_path / "pictures"))
+
+
+def test_a_visualize_or_localize_that_fails_leaves_no_empty_output_folder(tiny_model, tmp_path,
+                                                                         monkeypatch):
+  """(Trial: a full disk) localize --save_outputs=DIR and visualize --output_dir=DIR left
+  an empty DIR when they failed before writing in it; visualize did on any error too."""
+  from wtal_tf.inference import batch  # pylint: disable=import-outside-toplevel
+  from wtal_tf.inference import timelines  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserError, match=r"--videos: not in the test subset"):
+    timelines.draw(tiny_model, [tiny_model.train.model_dir], ["nope"], 1,
+                   str(tmp_path / "new" / "pictures"))
+
+  def full(path, *args):
+    raise WriteError(errno.ENOSPC, "No space left on device", path)
+
+  monkeypatch.setattr(batch, "save_outputs", full)
+  with pytest.raises(UserError, match=r"x.npz: cannot write \(No space left on device\)"):
+    batch.localize_to_file(tiny_model, str(tmp_path / "d.json"), str(tmp_path / "outputs"))
+  assert not (tmp_path / "new").exists() and not (tmp_path / "outputs").exists()
+  (tmp_path / "outputs").mkdir()  # (one that was there stays)
+  with pytest.raises(UserError, match=r"No space left on device"):
+    batch.localize_to_file(tiny_model, str(tmp_path / "d.json"), str(tmp_path / "outputs"))
+  assert (tmp_path / "outputs").is_dir()
 
 
 def test_an_output_over_a_file_the_command_reads_is_refused_before_any_work(

@@ -78,6 +78,19 @@ def remove_created(path: str, created: Optional[str]) -> None:
     folder = os.path.dirname(folder)
 
 
+@contextlib.contextmanager
+def writable_dir(path: str, what: str) -> Iterator[None]:
+  """Runs the body with `path` a writable folder (ensure_writable_dir); when it fails,
+  the folders made for it are removed if still empty (a run that failed before writing
+  anything leaves no empty folder behind)."""
+  created = ensure_writable_dir(path, what)
+  try:
+    yield
+  except BaseException:
+    remove_created(path, created)
+    raise
+
+
 def entries(folder: str) -> list[str]:
   """The names in `folder` ([] if it cannot be listed)."""
   try:

@@ -11,6 +11,7 @@ package's internals:
   classes               str [C]           the class names, in column order
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -196,10 +197,10 @@ def localize_to_file(cfg: Config, output: str = "", outputs_dir: str = ""
                     f"--streams={','.join(predictor.streams)}")
   dataset = data.load_dataset(cfg.data, include_train=False, known_classes=predictor.classes)
   predictor.check_fits(dataset, model_dir)
-  if outputs_dir:
-    io_utils.ensure_writable_dir(outputs_dir, "outputs dir")
-  results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
-                      outputs_dir=outputs_dir or None, listed=dataset.test_gt)
+  with (io_utils.writable_dir(outputs_dir, "outputs dir") if outputs_dir
+        else contextlib.nullcontext()):
+    results, _ = detect(predictor, dataset.test, dataset.classes, cfg.data.seconds_per_segment,
+                        outputs_dir=outputs_dir or None, listed=dataset.test_gt)
   with locks.replacing_in(os.path.dirname(os.path.abspath(output))):
     if default:  # (again: its model's run may have written and scored them meanwhile)
       scored = check_replaces_alike(output, records)

@@ -15,7 +15,12 @@ from wtal_tf.viz import timeline
 def draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
          output_dir: str) -> list[str]:
   """Writes one PNG per video, one panel per model dir; returns the paths."""
-  io_utils.ensure_writable_dir(output_dir, "output dir")  # before the work
+  with io_utils.writable_dir(output_dir, "output dir"):  # (before the work)
+    return _draw(cfg, model_dirs, videos, num_videos, output_dir)
+
+
+def _draw(cfg: Config, model_dirs: list[str], videos: list[str], num_videos: int,
+          output_dir: str) -> list[str]:
   models = [(os.path.normpath(d), load_predictor(d, cfg.localize)) for d in model_dirs]
   dataset = data.load_dataset(cfg.data, include_train=False, known_classes=models[0][1].classes)
   by_name = {v.name: v for v in dataset.test}

@@ -146,13 +146,9 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   model_dir = cfg.train.model_dir
   if not model_dir:
     raise UserError("--model_dir is required")
-  created = io_utils.ensure_writable_dir(model_dir)
-  if dataset is None:
-    try:
+  with io_utils.writable_dir(model_dir, "model dir"):  # (nothing written in it yet)
+    if dataset is None:
       dataset = data.load_dataset(cfg.data)
-    except UserError:
-      io_utils.remove_created(model_dir, created)  # (nothing written in it yet)
-      raise
   if dataset.test and not dataset.scored:
     logging.warning("%s: no annotated instance in subset %r: its videos are localized at "
                     "each evaluation, not scored", dataset.gt_source, cfg.data.test_subset)
