@@ -18,6 +18,7 @@ from wtal_tf.errors import UserError
 from wtal_tf.evaluation import metrics
 from wtal_tf.inference import batch
 from wtal_tf.modeling import checkpoints
+from wtal_tf.training import train_eval
 from wtal_tf.training import trainer
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -68,10 +69,12 @@ def test_a_training_in_a_model_dir_another_process_is_training_in_is_refused(goo
   model_dir.mkdir()
   other = Holder(f"sole_writer({str(model_dir)!r}, 'training', '--model_dir')")
   cfg = tiny_config(good, model_dir, train={"train_steps": 2})
-  with pytest.raises(UserError, match=rf"^{model_dir}: another run is writing in it "
-                     rf"\(training, pid {other.proc.pid} on .+, since .+ UTC\): wait for it "
-                     r"to end, or give another --model_dir$"):
+  refused = (rf"^{model_dir}: another run is writing in it \(training, pid {other.proc.pid} on "
+             r".+, since .+ UTC\): wait for it to end, or give another --model_dir$")
+  with pytest.raises(UserError, match=refused):
     trainer.train(cfg)
+  with pytest.raises(UserError, match=refused):  # (before the data is read, a while maybe)
+    train_eval.train_and_evaluate(cfg.replace(data={"data_dir": str(tmp_path / "none")}))
   assert os.listdir(model_dir) == [locks.LOCK_FILE]  # (nothing of this run)
   other.release()
   assert not model_dir.joinpath(locks.LOCK_FILE).exists()
@@ -109,11 +112,12 @@ def test_two_training_commands_at_once_and_a_killed_ones_hold(good, tmp_path):
 
 
 def test_holding_a_model_dir_again_in_the_same_process_is_allowed(tmp_path):
-  with locks.sole_writer(str(tmp_path), "training", "--model_dir"):
-    with locks.sole_writer(str(tmp_path), "training", "--model_dir"):
-      assert (tmp_path / locks.LOCK_FILE).exists()
-    assert (tmp_path / locks.LOCK_FILE).exists()
-  assert not (tmp_path / locks.LOCK_FILE).exists()
+  held = tmp_path / "new"  # (made, also when a run that failed removed it: found by a trial)
+  with locks.sole_writer(str(held), "training", "--model_dir"):
+    with locks.sole_writer(str(held), "training", "--model_dir"):
+      assert (held / locks.LOCK_FILE).exists()
+    assert (held / locks.LOCK_FILE).exists()
+  assert os.listdir(held) == []
 
 
 def test_replacing_in_a_folder_waits_for_the_process_replacing_there(tmp_path):

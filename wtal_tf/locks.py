@@ -15,7 +15,7 @@ from typing import Iterator
 
 from absl import logging
 
-from wtal_tf.errors import UserError
+from wtal_tf.errors import UserError, write_error
 
 LOCK_FILE = ".wtal_tf.lock"  # in a folder one process writes at a time: who holds it
 _held: dict[str, int] = {}  # {folder (real path): depth} of the folders this process holds
@@ -51,7 +51,13 @@ def sole_writer(folder: str, what: str, flag: str) -> Iterator[None]:
     return
   path = os.path.join(folder, LOCK_FILE)
   while True:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      os.makedirs(folder, exist_ok=True)  # (again: a run that failed may remove it)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except FileNotFoundError:
+      continue
+    except OSError as e:
+      raise write_error(e, path) from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -21,18 +21,20 @@ def train_and_evaluate(cfg: Config, output: str = "", per_class: bool = False,
   scores beside them. flags_text: as trainer.train's.
   """
   output = batch.detections_path(cfg, output)  # checked before training, as the test set
-  dataset = data.check_test_videos(data.load_dataset(cfg.data), cfg.data.test_subset)
-  result = trainer.train(cfg, dataset, flags_text=flags_text)
-  with locks.replacing_in(os.path.dirname(os.path.abspath(output))):  # (a localize there
-    # checks the file, replaces it and removes its scores as one step, before or after)
-    path = batch.write_detections(cfg, result.detections, output,
-                                  cfg.localize.for_model(cfg.loss.cls_loss),
-                                  scored=result.eval is not None,
-                                  **batch.test_set_meta(cfg, result.steps))
-    if result.eval is None:  # (trainer.train warned: nothing to score against)
-      batch.remove_stale_scores(path)
-      return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
-              f"{dataset.gt_source} has no annotated instance")
-    metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path), path)
-  return (f"detections: {path}\n"
-          + metrics.format_table(result.eval, cfg.eval.averages, per_class))
+  with trainer.holding(cfg.train.model_dir):  # (another training there is refused before
+    # the data is read; the final detections are written as this model's)
+    dataset = data.check_test_videos(data.load_dataset(cfg.data), cfg.data.test_subset)
+    result = trainer.train(cfg, dataset, flags_text=flags_text)
+    with locks.replacing_in(os.path.dirname(os.path.abspath(output))):  # (a localize there
+      # checks the file, replaces it and removes its scores as one step, before or after)
+      path = batch.write_detections(cfg, result.detections, output,
+                                    cfg.localize.for_model(cfg.loss.cls_loss),
+                                    scored=result.eval is not None,
+                                    **batch.test_set_meta(cfg, result.steps))
+      if result.eval is None:  # (trainer.train warned: nothing to score against)
+        batch.remove_stale_scores(path)
+        return (f"detections: {path}\nnot scored: subset {cfg.data.test_subset!r} of "
+                f"{dataset.gt_source} has no annotated instance")
+      metrics.write_scores(result.eval, cfg.eval.averages, activitynet.results_path(path), path)
+    return (f"detections: {path}\n"
+            + metrics.format_table(result.eval, cfg.eval.averages, per_class))

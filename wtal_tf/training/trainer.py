@@ -1,12 +1,13 @@
 """The training loop: one whole video per step, checkpoints, TensorBoard, evaluation."""
 
 import collections
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 from absl import logging
 import numpy as np
@@ -143,20 +144,28 @@ def train(cfg: Config, dataset: Optional[data.Dataset] = None,
   flags_text: the run's experiment flags as a flagfile, written to MODEL_DIR/flags.cfg
   once the data has loaded and the model dir is known to fit the model ("": none).
   """
-  model_dir = cfg.train.model_dir
-  if not model_dir:
-    raise UserError("--model_dir is required")
-  with io_utils.writable_dir(model_dir, "model dir"):  # (nothing written in it yet)
+  with holding(cfg.train.model_dir):
     if dataset is None:
       dataset = data.load_dataset(cfg.data)
-  if dataset.test and not dataset.scored:
-    logging.warning("%s: no annotated instance in subset %r: its videos are localized at "
-                    "each evaluation, not scored", dataset.gt_source, cfg.data.test_subset)
-  if cfg.train.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  with locks.sole_writer(model_dir, "training", "--model_dir"):  # (two would mix their
-    # model.json, flags.cfg and checkpoints, or fail halfway through a save)
+    if dataset.test and not dataset.scored:
+      logging.warning("%s: no annotated instance in subset %r: its videos are localized at "
+                      "each evaluation, not scored", dataset.gt_source, cfg.data.test_subset)
+    if cfg.train.deterministic:
+      tf.config.experimental.enable_op_determinism()
     return _train(cfg, dataset, flags_text)
+
+
+@contextlib.contextmanager
+def holding(model_dir: str) -> Iterator[None]:
+  """Runs the body with `model_dir` made if needed, and held by this process alone (a
+  training in it already: a UserError, before any data is read): two would mix their
+  model.json, flags.cfg and checkpoints, or fail halfway through a save. A body that
+  fails before writing in a folder made for it removes the folder."""
+  if not model_dir:
+    raise UserError("--model_dir is required")
+  with io_utils.writable_dir(model_dir, "model dir"), locks.sole_writer(
+      model_dir, "training", "--model_dir"):
+    yield
 
 
 def _train(cfg: Config, dataset: data.Dataset, flags_text: str) -> TrainResult:
