@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -286,3 +287,36 @@ def test_a_restore_without_room_for_its_copy_reads_the_checkpoint_itself(tiny_mo
   model, _, prefix = checkpoints.restore_latest(tiny_model.train.model_dir)
   assert checkpoints.step_of(prefix) == 2
   assert [w.numpy().tolist() for w in model.weights] == expected
+
+
+def test_a_restores_copy_is_removed_on_ctrl_c_and_after_a_kill(tiny_model, tmp_path,
+                                                              monkeypatch):
+  """Found by a re-trial: Ctrl-C in localize left the checkpoint's copy in the temporary
+  folder (the interrupt ends the process without the interpreter's shutdown); SIGKILL
+  leaves one too."""
+  temporary = tmp_path / "tmp"
+  temporary.mkdir()
+  proc = subprocess.run(
+      [sys.executable, "-c", "import os\nfrom wtal_tf import interrupts\n"
+       "from wtal_tf.modeling import checkpoints\n"
+       f"model = checkpoints.restore_latest({tiny_model.train.model_dir!r})[0]\n"
+       "print(os.getpid(), *os.listdir(os.environ['TMPDIR']), flush=True)\n"
+       "interrupts.interrupted()"],
+      cwd=REPO, env={**ENV, "TMPDIR": str(temporary)}, capture_output=True, text=True,
+      timeout=WAIT_SECONDS, check=False)
+  assert proc.returncode == 130 and proc.stderr.endswith("error: interrupted\n")
+  pid, *held = proc.stdout.split()
+  assert len(held) == 1 and held[0].startswith(f"{checkpoints.COPY_PREFIX}{pid}-")
+  assert not [p for p in temporary.iterdir() if p.name.startswith(checkpoints.COPY_PREFIX)]
+  # One a killed process left (its pid gone) is removed by the next restore; a running
+  # one's stays.
+  gone = subprocess.Popen([sys.executable, "-c", "pass"])
+  gone.wait()
+  left, running = (temporary / f"{checkpoints.COPY_PREFIX}{pid}-abc123"
+                   for pid in (gone.pid, os.getpid()))
+  for folder in (left, running):
+    folder.mkdir()
+    (folder / "ckpt-2.index").touch()
+  monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+  checkpoints.restore_latest(tiny_model.train.model_dir)
+  assert not left.exists() and running.exists()

@@ -15,22 +15,35 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 INTERRUPTED_STATUS = 130  # exit status after Ctrl-C: 128 + SIGINT, as shells report it
 INTERRUPT_GRACE_S = 5.0  # seconds a Ctrl-C's KeyboardInterrupt has to end the process
 NOT_COMMANDS = ("wtal_tf.features.beam_worker", "wtal_tf.features.install_weights")
 _running = threading.Event()  # set by cli.run: a KeyboardInterrupt is reported there
 _interrupts = []  # the Ctrl-Cs received
+_cleanups = []  # what interrupted() calls first (at_interrupt)
 _stderr = [2]  # the file descriptor of the process's stderr (fd 2 is a temporary file
 # while TensorFlow is imported quietly)
+
+
+def at_interrupt(cleanup: Callable[[], None]) -> None:
+  """Has interrupted() call `cleanup` (e.g. the removal of a temporary folder, which the
+  interpreter's shutdown it skips would do) before it ends the process."""
+  _cleanups.append(cleanup)
 
 
 def interrupted() -> None:
   """Ends the process: `error: interrupted` on stderr, exit status 130. Without the
   interpreter's shutdown, which with worker threads still running (Beam's, TensorFlow's)
   can abort in C++ ("terminate called ..."); every file is written whole (a temporary
-  file renamed), so nothing is lost and a rerun resumes."""
+  file renamed), so nothing is lost and a rerun resumes. The at_interrupt cleanups run
+  first."""
+  for cleanup in _cleanups:
+    try:
+      cleanup()
+    except Exception:  # pylint: disable=broad-exception-caught
+      pass  # (the process ends anyway)
   try:
     sys.stdout.flush()  # (what the command printed comes before the line)
   except Exception:  # pylint: disable=broad-exception-caught

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from wtal_tf import config as cfg_lib
 from wtal_tf import contract
+from wtal_tf import interrupts
 from wtal_tf import io_utils
 from wtal_tf.data import made as made_lib
 from wtal_tf.errors import UserError, first_few, op_reason, reading, shorten
@@ -24,6 +25,7 @@ SPEC_FILE = "model.json"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "checkpoint"  # CHECKPOINT_DIR/checkpoint: TensorFlow's record of the latest
 MAX_TO_KEEP = 3
+COPY_PREFIX = "wtal_tf-checkpoint-"  # + <pid>-: restore_latest's copy, in the temporary folder
 DELETED_RETRIES = 5  # latest checkpoints a restore tries in turn, each deleted by a
 # training in the model dir before it was read
 
@@ -299,6 +301,22 @@ def _copy(prefix: str, into: Optional[str]) -> Optional[str]:
   return os.path.join(into, os.path.basename(prefix))
 
 
+def _remove_orphan_copies() -> None:
+  """Removes the checkpoint copies of restore_latest that processes which are gone left
+  in the temporary folder (killed: SIGKILL skips every cleanup)."""
+  folder = tempfile.gettempdir()
+  for name in io_utils.entries(folder):
+    found = re.fullmatch(rf"{COPY_PREFIX}(\d+)-\w+", name)
+    if not found:
+      continue
+    try:
+      os.kill(int(found[1]), 0)
+    except ProcessLookupError:
+      shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    except OSError:  # (alive, another user's)
+      pass
+
+
 def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
   """The model of the latest checkpoint in `model_dir`, its spec and the checkpoint's
   prefix. It is restored from a copy: a training running there deletes its oldest
@@ -310,9 +328,10 @@ def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
   model.build_for(model_spec["feature_dims"])
   folder = os.path.join(model_dir, CHECKPOINT_DIR)
+  _remove_orphan_copies()
   try:  # (kept while the model is: variables made later, e.g. by compile, are restored
     # from it then)
-    into = tempfile.mkdtemp(prefix="wtal_tf-checkpoint-")
+    into = tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-")
   except OSError:  # (no temporary folder: the checkpoint itself is read)
     into = None
   try:
@@ -326,7 +345,8 @@ def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
         # TensorFlow names)
         load(tf.train.Checkpoint(model=model), copy or prefix, partial=True, shown=prefix)
         if into:
-          weakref.finalize(model, shutil.rmtree, into, ignore_errors=True)
+          interrupts.at_interrupt(weakref.finalize(model, shutil.rmtree, into,
+                                                   ignore_errors=True))
           into = None  # (the model's now)
         return model, model_spec, prefix
       prefix = now
