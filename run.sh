@@ -82,6 +82,22 @@ generates() {
   esac
 }
 
+# Generates embedded data into $1 (make_synthetic, with the other arguments) unless file
+# $2 shows it there meanwhile: another ./run.sh made it at the same moment (then that
+# one is used, with a note in place of make_synthetic's error).
+make_data() {
+  local out=$1 made=$2 said status=0
+  shift 2
+  said=$({ "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$out" "$@" 2>&1 1>&3 3>&-; } 3>&1) \
+    || status=$?
+  if [ "$status" -ne 0 ] && [ -f "$made" ]; then
+    echo "note: $out was made by another run at the same moment: it is used" >&2
+    return 0
+  fi
+  [ -z "$said" ] || printf '%s\n' "$said" >&2
+  return "$status"
+}
+
 run_dataset() {
   local name=$1
   shift
@@ -89,7 +105,7 @@ run_dataset() {
   data_dir=$(flag_value data_dir "$HERE/data/$name" "$@")
   model_dir=$(flag_value model_dir "$HERE/runs/$name" "$@")
   if [ "$name" = synthetic ] && generates "$data_dir" dataset "$@"; then
-    "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
+    make_data "$data_dir" "$data_dir/gt.json"
   fi
   "$PY" -m wtal_tf.train_eval --flagfile="$HERE/flags/$name.cfg" \
     --data_dir="$data_dir" --model_dir="$model_dir" "$@"
@@ -132,13 +148,13 @@ case "$cmd" in
     extra=()
     if [ "$dataset" = synthetic ]; then
       if generates "$data_dir" dataset "$@"; then
-        "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$data_dir"
+        make_data "$data_dir" "$data_dir/gt.json"
       fi
       if [ "$cmd" = mv ] && [ -z "$(flag_value extra_train "" "$@")" ]; then
         if generates "$data_dir" micro "$@"; then
           # 915: the size of the paper's curated Instagram set (§4.1).
-          "$PY" -m wtal_tf.tools.make_synthetic --microvideos_only --num_microvideos=915 \
-            --output_dir="$data_dir/micro"
+          make_data "$data_dir/micro" "$data_dir/micro/labels.csv" --microvideos_only \
+            --num_microvideos=915
         fi
         # (its own folder's only: another --data_dir's micro/ is not taken unasked)
         ! owns "$data_dir" || extra=(--extra_train="$data_dir/micro")

@@ -102,12 +102,35 @@ def test_the_embedded_data_is_generated_only_into_its_own_folder(run_sh, tmp_pat
   calls = run_sh("mv", "--data_dir=data/../data/synthetic")[3]
   assert [c.split()[:3] for c in calls] == [
       ["-m", "wtal_tf.tools.make_synthetic", "--output_dir=data/../data/synthetic"],
-      ["-m", "wtal_tf.tools.make_synthetic", "--microvideos_only"],
+      ["-m", "wtal_tf.tools.make_synthetic", "--output_dir=data/../data/synthetic/micro"],
       ["-m", "wtal_tf.mv", "--flagfile=HERE/flags/synthetic.cfg"]]
   assert "--extra_train=data/../data/synthetic/micro" in calls[-1]
   calls = run_sh("mv", f"--extra_train={mine}")[3]
   assert len(calls) == 2 and "--microvideos_only" not in calls[0]
   assert calls[-1].count("--extra_train") == 1 and f"--extra_train={mine}" in calls[-1]
+
+
+@pytest.mark.parametrize("meanwhile", [True, False])
+def test_embedded_data_another_run_made_at_the_same_moment_is_used(run_sh, tmp_path, meanwhile):
+  """Found by a concurrency trial: of two ./run.sh started together on a fresh clone, the
+  one whose make_synthetic lost the race to make data/synthetic stopped with its error."""
+  python = tmp_path / "re po" / ".venv" / "bin" / "python"
+  made = "mkdir -p \"${out#--output_dir=}\" && echo {} > \"${out#--output_dir=}/gt.json\"; "
+  python.write_text(python.read_text() + f"""
+case "$2" in wtal_tf.tools.make_synthetic)
+  out=$3; {made if meanwhile else ""}echo "error: ${{out#--output_dir=}}: made by another run \
+meanwhile: that one is kept, this run's is discarded" >&2; exit 2 ;;
+esac
+""")
+  status, _, stderr, calls, _ = run_sh()
+  assert [c.split()[1] for c in calls] == ["wtal_tf.tools.make_synthetic"] + (
+      ["wtal_tf.train_eval"] if meanwhile else [])
+  data = tmp_path / "re po" / "data" / "synthetic"
+  if meanwhile:
+    assert status == 0 and stderr == f"note: {data} was made by another run at the same " \
+        "moment: it is used\n"
+  else:
+    assert status == 2 and stderr.startswith(f"error: {data}: made by another run")
 
 
 def test_paths_given_are_taken_from_the_callers_folder(run_sh, tmp_path):
