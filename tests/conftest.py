@@ -81,6 +81,23 @@ def tiny_config(data_dir, model_dir, **groups) -> C.Config:
   return cfg.replace(**groups) if groups else cfg
 
 
+@pytest.fixture
+def good(tmp_path):
+  """A tiny valid dataset: train a (A), b (B); test x (A); 4 features a stream."""
+  return write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
+                       classes=("A", "B"))
+
+
+@pytest.fixture
+def tiny_model(good, tmp_path):
+  """A model dir trained 2 steps on `good` (classes A, B; rgb and flow of 4 features)."""
+  from wtal_tf.training import trainer  # pylint: disable=import-outside-toplevel
+  # (TensorFlow: not loaded by the tests that do not use it)
+  cfg = tiny_config(good, tmp_path / "m", train={"train_steps": 2, "checkpoint_every": 1})
+  trainer.train(cfg)
+  return cfg
+
+
 SMALL_SYNTHETIC = synthetic.SyntheticConfig(num_train=40, num_test=10, feature_dim=16, seed=3)
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO, config_of_flagfile, tiny_config, write_dataset
+from conftest import REPO, config_of_flagfile, tiny_config
 from wtal_tf import io_utils
 from wtal_tf import locks
 from wtal_tf.errors import UserError
@@ -25,19 +25,6 @@ from wtal_tf.training import trainer
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 RESTORES = 20  # in a row, alongside a training
 WAIT_SECONDS = 120  # for another process to reach a point (a TensorFlow import on a busy machine)
-
-
-@pytest.fixture
-def good(tmp_path):
-  return write_dataset(tmp_path / "d", {"a": (["A"], 4), "b": (["B"], 3)}, {"x": (["A"], 5)},
-                       classes=("A", "B"))
-
-
-@pytest.fixture
-def tiny_model(good, tmp_path):
-  cfg = tiny_config(good, tmp_path / "m", train={"train_steps": 2, "checkpoint_every": 1})
-  trainer.train(cfg)
-  return cfg
 
 
 def wait_for(condition, what):
