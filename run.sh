@@ -84,12 +84,13 @@ generates() {
 
 # Generates embedded data into $1 (make_synthetic, with the other arguments) unless file
 # $2 shows it there meanwhile: another ./run.sh made it at the same moment (then that
-# one is used, with a note in place of make_synthetic's error).
+# one is used, with a note in place of make_synthetic's error). Its stdout goes through;
+# its stderr is held until it ends.
 make_data() {
   local out=$1 made=$2 said status=0
   shift 2
-  said=$({ "$PY" -m wtal_tf.tools.make_synthetic --output_dir="$out" "$@" 2>&1 1>&3 3>&-; } 3>&1) \
-    || status=$?
+  { said=$("$PY" -m wtal_tf.tools.make_synthetic --output_dir="$out" "$@" 2>&1 1>&3 3>&-); } \
+    3>&1 || status=$?
   if [ "$status" -ne 0 ] && [ -f "$made" ]; then
     echo "note: $out was made by another run at the same moment: it is used" >&2
     return 0

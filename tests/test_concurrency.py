@@ -1,9 +1,12 @@
 """Commands run at once on the same folders (found by a concurrency trial)."""
 
+import errno
 import json
 import os
 import pathlib
+import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,8 +60,9 @@ def test_a_training_in_a_model_dir_another_process_is_training_in_is_refused(goo
   model_dir.mkdir()
   other = Holder(f"sole_writer({str(model_dir)!r}, 'training', '--model_dir')")
   cfg = tiny_config(good, model_dir, train={"train_steps": 2})
-  refused = (rf"^{model_dir}: another run is writing in it \(training, pid {other.proc.pid} on "
-             r".+, since .+ UTC\): wait for it to end, or give another --model_dir$")
+  refused = (rf"^{re.escape(str(model_dir))}: another run is writing in it \(training, pid "
+             rf"{other.proc.pid} on .+, since .+ UTC\): wait for it to end, or give another "
+             r"--model_dir$")
   with pytest.raises(UserError, match=refused):
     trainer.train(cfg)
   with pytest.raises(UserError, match=refused):  # (before the data is read, a while maybe)
@@ -180,8 +184,9 @@ def test_scores_of_detections_replaced_while_scored_are_not_written(tiny_model, 
     return result
 
   monkeypatch.setattr(metrics, "evaluate_files", meanwhile)
-  with pytest.raises(UserError, match=rf"^{dets}: replaced while it was scored: the scores "
-                     r"above are of the file before, and are not written; evaluate it again$"):
+  with pytest.raises(UserError, match=rf"^{re.escape(str(dets))}: changed or removed while "
+                     r"it was scored: the scores above may not be of the file there now, and "
+                     r"are not written; evaluate it again$"):
     metrics.evaluate_to_file(gt, str(dets), "test", (0.5,), (), show=lambda table: None)
   assert not scores.exists()
   monkeypatch.setattr(metrics, "evaluate_files", evaluate_files)
@@ -238,8 +243,8 @@ def test_a_folder_another_run_made_meanwhile_is_kept_and_named(tmp_path):
   """Found by the trial: of two make_synthetic runs at once, the second to finish failed
   with "cannot write (Directory not empty)"."""
   target = tmp_path / "data"
-  with pytest.raises(UserError, match=rf"^{target}: made by another run meanwhile: that one "
-                     r"is kept, this run's is discarded$"):
+  with pytest.raises(UserError, match=rf"^{re.escape(str(target))}: made by another run "
+                     r"meanwhile: that one is kept, this run's is discarded$"):
     with io_utils.atomic_dir(str(target)) as tmp:
       pathlib.Path(tmp, "mine").write_text("this run's")
       target.mkdir()
@@ -249,24 +254,31 @@ def test_a_folder_another_run_made_meanwhile_is_kept_and_named(tmp_path):
 
 @pytest.mark.parametrize("fails", ["mkdtemp", "copyfile"])
 def test_a_restore_without_room_for_its_copy_reads_the_checkpoint_itself(tiny_model, fails,
-                                                                          monkeypatch):
+                                                                          tmp_path, monkeypatch):
   def full(*args, **kw):
-    raise OSError(28, "No space left on device")
+    raise OSError(errno.ENOSPC, "No space left on device")
 
-  model, _ = checkpoints.restore(tiny_model.train.model_dir)
-  expected = [w.numpy().tolist() for w in model.weights]
+  def weights(model):
+    return [w.numpy().tolist() for w in model.weights]
+
+  expected = weights(checkpoints.restore(tiny_model.train.model_dir)[0])
+  first = pathlib.Path(tiny_model.train.model_dir, checkpoints.CHECKPOINT_DIR, "ckpt-1")
+  assert weights(checkpoints.restore(tiny_model.train.model_dir, str(first))[0]) != expected
+  temporary = tmp_path / "tmp"
+  temporary.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temporary))
   monkeypatch.setattr(checkpoints.tempfile if fails == "mkdtemp" else checkpoints.shutil,
                       fails, full)
   model, _, prefix = checkpoints.restore_latest(tiny_model.train.model_dir)
-  assert checkpoints.step_of(prefix) == 2
-  assert [w.numpy().tolist() for w in model.weights] == expected
+  assert checkpoints.step_of(prefix) == 2 and weights(model) == expected
+  assert not list(temporary.iterdir())  # (no partial copy kept)
 
 
 def test_a_restores_copy_is_removed_on_ctrl_c_and_after_a_kill(tiny_model, tmp_path,
                                                               monkeypatch):
   """Found by a re-trial: Ctrl-C in localize left the checkpoint's copy in the temporary
   folder (the interrupt ends the process without the interpreter's shutdown); SIGKILL
-  leaves one too."""
+  leaves one too. (A temporary folder shared by hosts: another's are not judged.)"""
   temporary = tmp_path / "tmp"
   temporary.mkdir()
   proc = subprocess.run(
@@ -279,17 +291,59 @@ def test_a_restores_copy_is_removed_on_ctrl_c_and_after_a_kill(tiny_model, tmp_p
       timeout=WAIT_SECONDS, check=False)
   assert proc.returncode == 130 and proc.stderr.endswith("error: interrupted\n")
   pid, *held = proc.stdout.split()
-  assert len(held) == 1 and held[0].startswith(f"{checkpoints.COPY_PREFIX}{pid}-")
+  host = socket.gethostname()
+  assert len(held) == 1 and held[0].startswith(f"{checkpoints.COPY_PREFIX}{host}-{pid}-")
   assert not [p for p in temporary.iterdir() if p.name.startswith(checkpoints.COPY_PREFIX)]
   # One a killed process left (its pid gone) is removed by the next restore; a running
   # one's stays.
   gone = subprocess.Popen([sys.executable, "-c", "pass"])
   gone.wait()
-  left, running = (temporary / f"{checkpoints.COPY_PREFIX}{pid}-abc123"
-                   for pid in (gone.pid, os.getpid()))
-  for folder in (left, running):
+  left, running, elsewhere = (temporary / f"{checkpoints.COPY_PREFIX}{host}-{pid}-abc123"
+                              for host, pid in ((host, gone.pid), (host, os.getpid()),
+                                                ("other-host", gone.pid)))
+  for folder in (left, running, elsewhere):
     folder.mkdir()
     (folder / "ckpt-2.index").touch()
   monkeypatch.setattr(tempfile, "tempdir", str(temporary))
   checkpoints.restore_latest(tiny_model.train.model_dir)
-  assert not left.exists() and running.exists()
+  assert not left.exists() and running.exists() and elsewhere.exists()
+
+
+def test_a_filesystem_without_locks_runs_unlocked_after_one_warning_each(tmp_path,
+                                                                         monkeypatch, caplog):
+  """(Review) Each hold warned again when taken again inside (train_eval, then train),
+  and left its lock file, which kept a failed run's new model dir from being removed."""
+  def refused(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(locks.fcntl, "flock", refused)
+  caplog.set_level("WARNING")
+  held = tmp_path / "m"
+  with locks.sole_writer(str(held), "training", "--model_dir"):
+    with locks.sole_writer(str(held), "training", "--model_dir"):
+      for _ in range(2):
+        with locks.replacing_in(str(held)):
+          with locks.replacing_in(str(held)):
+            pass
+  assert os.listdir(held) == []
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{held / locks.LOCK_FILE}: cannot lock (No locks available): a second run training "
+      "there is not refused",
+      f"{held}: cannot lock (No locks available): two runs replacing the same file there at "
+      "once are not kept apart"]
+
+
+def test_a_hold_whose_holder_cannot_be_written_down_still_holds(tmp_path, monkeypatch):
+  """(Review) A full disk when the lock file is written was a traceback."""
+  def full(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(locks.os, "pwrite", full)
+  with locks.sole_writer(str(tmp_path), "training", "--model_dir"):
+    other = subprocess.run(
+        [sys.executable, "-c", "from wtal_tf import locks\n"
+         f"with locks.sole_writer({str(tmp_path)!r}, 'training', '--model_dir'): pass"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=WAIT_SECONDS, check=False)
+  assert other.returncode == 1 and other.stderr.strip().endswith(
+      f"UserError: {tmp_path}: another run is writing in it (another process): wait for it "
+      "to end, or give another --model_dir")

@@ -110,27 +110,34 @@ def test_the_embedded_data_is_generated_only_into_its_own_folder(run_sh, tmp_pat
   assert calls[-1].count("--extra_train") == 1 and f"--extra_train={mine}" in calls[-1]
 
 
-@pytest.mark.parametrize("meanwhile", [True, False])
-def test_embedded_data_another_run_made_at_the_same_moment_is_used(run_sh, tmp_path, meanwhile):
+@pytest.mark.parametrize("outcome", ["made", "made meanwhile", "failed"])
+def test_embedded_data_another_run_made_at_the_same_moment_is_used(run_sh, tmp_path, outcome):
   """Found by a concurrency trial: of two ./run.sh started together on a fresh clone, the
-  one whose make_synthetic lost the race to make data/synthetic stopped with its error."""
+  one whose make_synthetic lost the race to make data/synthetic stopped with its error.
+  (Review) Its output stays on stdout, its warnings and errors on stderr."""
   python = tmp_path / "re po" / ".venv" / "bin" / "python"
-  made = "mkdir -p \"${out#--output_dir=}\" && echo {} > \"${out#--output_dir=}/gt.json\"; "
+  made = 'mkdir -p "$out" && echo {} > "$out/gt.json"; '
   python.write_text(python.read_text() + f"""
 case "$2" in wtal_tf.tools.make_synthetic)
-  out=$3; {made if meanwhile else ""}echo "error: ${{out#--output_dir=}}: made by another run \
-meanwhile: that one is kept, this run's is discarded" >&2; exit 2 ;;
+  out=${{3#--output_dir=}}; echo "W: a warning" >&2
+  {made if outcome != "failed" else ""}{'echo "$out"; exit 0' if outcome == "made" else ""}
+  echo "error: $out: made by another run meanwhile: that one is kept, this run's is \
+discarded" >&2; exit 2 ;;
 esac
 """)
-  status, _, stderr, calls, _ = run_sh()
+  status, stdout, stderr, calls, _ = run_sh()
   assert [c.split()[1] for c in calls] == ["wtal_tf.tools.make_synthetic"] + (
-      ["wtal_tf.train_eval"] if meanwhile else [])
+      [] if outcome == "failed" else ["wtal_tf.train_eval"])
   data = tmp_path / "re po" / "data" / "synthetic"
-  if meanwhile:
-    assert status == 0 and stderr == f"note: {data} was made by another run at the same " \
-        "moment: it is used\n"
+  assert stdout == (f"{data}\n" if outcome == "made" else "")
+  if outcome == "made":
+    assert status == 0 and stderr == "W: a warning\n"
+  elif outcome == "made meanwhile":
+    assert status == 0 and stderr == (f"note: {data} was made by another run at the same "
+                                      "moment: it is used\n")
   else:
-    assert status == 2 and stderr.startswith(f"error: {data}: made by another run")
+    assert status == 2 and stderr == (f"W: a warning\nerror: {data}: made by another run "
+                                      "meanwhile: that one is kept, this run's is discarded\n")
 
 
 def test_paths_given_are_taken_from_the_callers_folder(run_sh, tmp_path):

@@ -28,8 +28,8 @@ _stderr = [2]  # the file descriptor of the process's stderr (fd 2 is a temporar
 
 
 def at_interrupt(cleanup: Callable[[], None]) -> None:
-  """Has interrupted() call `cleanup` (e.g. the removal of a temporary folder, which the
-  interpreter's shutdown it skips would do) before it ends the process."""
+  """Has interrupted() call `cleanup` before it ends the process: what the interpreter's
+  shutdown, which it skips, would do (e.g. remove a temporary folder)."""
   _cleanups.append(cleanup)
 
 

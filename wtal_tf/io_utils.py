@@ -204,3 +204,13 @@ def atomic_dir(path: str) -> Iterator[str]:
       # file in its temporary one)
       raise WriteError(e.errno, e.strerror or str(e), os.fspath(path)) from None
     raise
+
+
+def fingerprint(path: str):
+  """What changes when `path` is replaced or written (a run that read it can tell it is
+  no longer what it read); None when it is not there."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns

@@ -287,7 +287,8 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
   to `output`, by default beside the detections (results_path).
 
   An `output` that cannot be written, or is one of the inputs, is a UserError before
-  any work (or, found only when writing, after the table is shown). The default
+  any work (or, found only when writing, after the table is shown); so is a detections
+  file changed while it was scored (e.g. by localize), after the table. The default
   location is only a convenience: then the returned warning says why nothing was
   written (None: written).
   """
@@ -305,16 +306,17 @@ def evaluate_to_file(gt_path: str, detections_path: str, subset: str, tious, spa
   unwritten = unless_default(lambda: io_utils.check_writable(
       path, "scores file", {gt_path: "ground truth of --gt",
                             detections_path: "detections of --detections"}))
-  read = locks.fingerprint(detections_path)  # (before reading it)
+  read = io_utils.fingerprint(detections_path)  # (before reading it)
   result = evaluate_files(gt_path, detections_path, subset, tious, known_labels, gt_all, tiou)
   show(format_table(result, spans, per_class))
   if unwritten:
     return unwritten
   with locks.replacing_in(os.path.dirname(os.path.abspath(detections_path))):
-    if locks.fingerprint(detections_path) != read:  # (e.g. localize replaced them: scores
-      # naming the file would describe detections it no longer holds)
-      raise UserError(f"{detections_path}: replaced while it was scored: the scores above "
-                      "are of the file before, and are not written; evaluate it again")
+    if io_utils.fingerprint(detections_path) != read:  # (e.g. localize replaced them:
+      # scores naming the file would describe detections it may no longer hold)
+      raise UserError(f"{detections_path}: changed or removed while it was scored: the "
+                      "scores above may not be of the file there now, and are not written; "
+                      "evaluate it again")
     return unless_default(lambda: write_scores(result, spans, path, detections_path))
 
 

@@ -1,11 +1,13 @@
 """The model directory: model spec, checkpoints, and restoring a model from them."""
 
+import contextlib
 import dataclasses
 import glob
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import weakref
 from typing import Optional
@@ -25,7 +27,9 @@ SPEC_FILE = "model.json"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "checkpoint"  # CHECKPOINT_DIR/checkpoint: TensorFlow's record of the latest
 MAX_TO_KEEP = 3
-COPY_PREFIX = "wtal_tf-checkpoint-"  # + <pid>-: restore_latest's copy, in the temporary folder
+COPY_PREFIX = "wtal_tf-checkpoint-"  # + <host>-<pid>-: restore_latest's copies, in the
+# temporary folder
+_copies: set[str] = set()  # the copies this process's restored models are read from
 DELETED_RETRIES = 5  # latest checkpoints a restore tries in turn, each deleted by a
 # training in the model dir before it was read
 
@@ -291,48 +295,82 @@ def _copy(prefix: str, into: Optional[str]) -> Optional[str]:
     return None
   if into is None:
     return prefix
+  copied = []
   try:
     for f in (prefix + ".index", *data):
-      shutil.copyfile(f, os.path.join(into, os.path.basename(f)))
-  except FileNotFoundError:
-    return None
-  except OSError:
-    return prefix
+      copied.append(os.path.join(into, os.path.basename(f)))
+      shutil.copyfile(f, copied[-1])
+  except OSError as e:
+    for c in copied:
+      with contextlib.suppress(OSError):
+        os.remove(c)
+    gone = isinstance(e, FileNotFoundError) and not os.path.exists(f)
+    return None if gone else prefix
   return os.path.join(into, os.path.basename(prefix))
 
 
+def _copy_prefix() -> str:
+  """The start of the names of this process's copies (restore_latest): COPY_PREFIX, the
+  host and the process id."""
+  return f"{COPY_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
 def _remove_orphan_copies() -> None:
-  """Removes the checkpoint copies of restore_latest that processes which are gone left
-  in the temporary folder (killed: SIGKILL skips every cleanup)."""
+  """Removes the checkpoint copies of restore_latest that processes of this host which
+  are gone left in the temporary folder (killed: SIGKILL skips every cleanup)."""
   folder = tempfile.gettempdir()
+  mine = re.escape(f"{COPY_PREFIX}{socket.gethostname()}-")
   for name in io_utils.entries(folder):
-    found = re.fullmatch(rf"{COPY_PREFIX}(\d+)-\w+", name)
+    found = re.fullmatch(rf"{mine}(\d+)-\w+", name)
     if not found:
       continue
     try:
       os.kill(int(found[1]), 0)
     except ProcessLookupError:
       shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-    except OSError:  # (alive, another user's)
+    except (OSError, OverflowError):  # (alive, another user's; or not a process id)
       pass
 
 
-def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
-  """The model of the latest checkpoint in `model_dir`, its spec and the checkpoint's
-  prefix. It is restored from a copy: a training running there deletes its oldest
-  checkpoint at each save, which may be the one read (then the latest one then is)."""
+def _remove_copies() -> None:
+  """Removes this process's copies (a Ctrl-C ends it without running their finalizers)."""
+  for folder in list(_copies):
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+interrupts.at_interrupt(_remove_copies)
+
+
+def _removed_with(model: WTALModel, folder: str) -> None:
+  """Has the copy `folder` removed when `model` is (or the process ends, or on Ctrl-C)."""
+  _copies.add(folder)
+  weakref.finalize(model, lambda: (shutil.rmtree(folder, ignore_errors=True),
+                                   _copies.discard(folder)))
+
+
+def _built(model_dir: str) -> tuple[WTALModel, dict]:
+  """The model of `model_dir`'s model.json, built (weights not restored), and the spec."""
   spec_path, model_spec = read_spec(model_dir)
   try:
     model = WTALModel.from_config(model_spec["model"])
   except (ValueError, KeyError, TypeError) as e:
     raise UserError(f"{spec_path}: unreadable model spec ({e})") from None
   model.build_for(model_spec["feature_dims"])
+  return model, model_spec
+
+
+def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
+  """The model of the latest checkpoint in `model_dir`, its spec and the checkpoint's
+  prefix. It is restored from a copy (kept while the model is: variables made later,
+  e.g. by compile, are restored from it then): a training running there deletes its
+  oldest checkpoint at each save, which may be the one read (then the latest one then
+  is). Without room for a copy, the checkpoint itself is read."""
+  model, model_spec = _built(model_dir)
   folder = os.path.join(model_dir, CHECKPOINT_DIR)
   _remove_orphan_copies()
-  try:  # (kept while the model is: variables made later, e.g. by compile, are restored
-    # from it then)
-    into = tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-")
-  except OSError:  # (no temporary folder: the checkpoint itself is read)
+  try:
+    into = tempfile.mkdtemp(prefix=_copy_prefix())
+  except OSError:
     into = None
   try:
     prefix = latest(model_dir)
@@ -344,10 +382,9 @@ def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
       if now == prefix:  # (copied; or files missing that no training deleted, which
         # TensorFlow names)
         load(tf.train.Checkpoint(model=model), copy or prefix, partial=True, shown=prefix)
-        if into:
-          interrupts.at_interrupt(weakref.finalize(model, shutil.rmtree, into,
-                                                   ignore_errors=True))
-          into = None  # (the model's now)
+        if copy and copy != prefix:
+          _removed_with(model, into)
+          into = None
         return model, model_spec, prefix
       prefix = now
   finally:
@@ -358,6 +395,11 @@ def restore_latest(model_dir: str) -> tuple[WTALModel, dict, str]:
                   "try again")
 
 
-def restore(model_dir: str) -> tuple[WTALModel, dict]:
-  """The model of the latest checkpoint in `model_dir`, and its spec."""
-  return restore_latest(model_dir)[:2]
+def restore(model_dir: str, prefix: Optional[str] = None) -> tuple[WTALModel, dict]:
+  """The model of the latest checkpoint in `model_dir` (restore_latest), or of the
+  checkpoint `prefix`, and its spec."""
+  if prefix is None:
+    return restore_latest(model_dir)[:2]
+  model, model_spec = _built(model_dir)
+  load(tf.train.Checkpoint(model=model), prefix, partial=True)
+  return model, model_spec
