@@ -298,9 +298,9 @@ def test_a_restores_copy_is_removed_on_ctrl_c_and_after_a_kill(tiny_model, tmp_p
   # one's stays.
   gone = subprocess.Popen([sys.executable, "-c", "pass"])
   gone.wait()
-  left, running, elsewhere = (temporary / f"{checkpoints.COPY_PREFIX}{host}-{pid}-abc123"
-                              for host, pid in ((host, gone.pid), (host, os.getpid()),
-                                                ("other-host", gone.pid)))
+  left, running, elsewhere = (temporary / f"{checkpoints.COPY_PREFIX}{on}-{by}-abc123"
+                              for on, by in ((host, gone.pid), (host, os.getpid()),
+                                             ("other-host", gone.pid)))
   for folder in (left, running, elsewhere):
     folder.mkdir()
     (folder / "ckpt-2.index").touch()
